@@ -1,0 +1,1 @@
+"""Encoders: model discovery and loading, preprocessing, batching, and the safe image door."""

@@ -1,0 +1,38 @@
+"""DINOv3 / DINOv2: image-only encoders; the vector is the CLS (pooler) output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from encoders.base import ModelKind
+from encoders.discovery import ModelSpec
+from encoders.hf_encoder import HFEncoder, load_pretrained
+
+
+class DinoEncoder(HFEncoder):
+    def __init__(
+        self, spec: ModelSpec, *, device: torch.device, dtype: torch.dtype, batch_size: int
+    ) -> None:
+        from transformers import AutoImageProcessor, AutoModel
+
+        model = load_pretrained(AutoModel, spec, "weights", dtype=dtype)
+        processor = load_pretrained(AutoImageProcessor, spec, "image processor")
+        config = model.config
+        dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
+        super().__init__(
+            spec,
+            model,
+            processor,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            dim=dim,
+            kind=ModelKind.VISION,
+        )
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        model: Any = self.model
+        pooled: torch.Tensor = model(pixel_values=pixel_values).pooler_output
+        return pooled

@@ -1,0 +1,109 @@
+"""What CLIP and DINO encoders share: loading, preprocessing, forward with OOM back-off."""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from encoders.base import Encoder, ModelKind
+from encoders.discovery import ModelSpec
+from encoders.errors import ModelNotFoundError
+from encoders.preprocess import PreprocessSpec, preprocess_images
+from encoders.runtime import BatchRunner
+
+
+def load_pretrained(loader: Any, spec: ModelSpec, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with one clear error when files are missing (e.g. offline)."""
+    try:
+        return loader.from_pretrained(spec.source, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(
+            f"could not load the {what} of model {spec.model_id!r} from {spec.source!r}: {error}. "
+            "If the hub is unreachable, point VIZDEX_MODELS at a local directory saved with "
+            "save_pretrained (config.json, weights and preprocessor_config.json).",
+            model=spec.model_id,
+        ) from error
+
+
+class HFEncoder(Encoder):
+    """A transformers model behind the Encoder interface."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: torch.nn.Module,
+        processor: Any,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int,
+        dim: int,
+        kind: ModelKind,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.model_id
+        self.kind = kind
+        self.dim = dim
+        self.device = device
+        self.dtype = dtype
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.processor = processor
+        # None: the processor does something we do not reproduce, so it runs itself (exact, slower).
+        self.preprocess_spec = PreprocessSpec.from_processor(processor)
+        self.runner = BatchRunner(batch_size, device, self.name)
+        # One forward at a time per model: concurrent calls would only fight over the device.
+        self._forward_lock = threading.Lock()
+
+    @property
+    def decode_min_side(self) -> int | None:
+        return None if self.preprocess_spec is None else self.preprocess_spec.decode_min_side
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self.preprocess_spec is not None:
+            return preprocess_images(images, self.preprocess_spec)
+        pixels: torch.Tensor = self.processor(images=list(images), return_tensors="pt")[
+            "pixel_values"
+        ]
+        return pixels.to(torch.float32)
+
+    @abstractmethod
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Model forward on a device batch -> ``[n, dim]`` features."""
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
+        def step(start: int, stop: int) -> torch.Tensor:
+            batch = pixels[start:stop].to(self.device, dtype=self.dtype, non_blocking=True)
+            return self.image_features(batch).float()
+
+        return self._run(len(pixels), step, normalize)
+
+    def encode_images(self, images: Sequence[Image.Image], *, normalize: bool = True) -> np.ndarray:
+        # Preprocess one batch at a time so a long list never holds every pixel tensor at once.
+        size = self.runner.batch_size
+        chunks = [
+            self.encode_pixels(self.preprocess(images[i : i + size]), normalize=normalize)
+            for i in range(0, len(images), size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _run(
+        self,
+        total: int,
+        step: Callable[[int, int], torch.Tensor],
+        normalize: bool,
+        runner: BatchRunner | None = None,
+    ) -> np.ndarray:
+        if total == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._forward_lock, torch.inference_mode():
+            features = (runner or self.runner).run(total, step)
+        if normalize:
+            features = F.normalize(features, dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)

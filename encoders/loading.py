@@ -1,0 +1,35 @@
+"""Build encoders from settings: discovery decides the family, then weights load once."""
+
+from __future__ import annotations
+
+import logging
+
+from encoders.base import Encoder
+from encoders.clip import ClipEncoder
+from encoders.dino import DinoEncoder
+from encoders.discovery import ModelFamily, discover_model
+from encoders.runtime import resolve_device, resolve_dtype
+from encoders.settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+
+def load_encoder(model_id: str, settings: EncoderSettings) -> Encoder:
+    spec = discover_model(model_id)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    log.info("loading %s (%s) on %s as %s", model_id, spec.model_type, device, dtype)
+    if spec.family is ModelFamily.CLIP:
+        return ClipEncoder(
+            spec,
+            device=device,
+            dtype=dtype,
+            batch_size=settings.batch_size,
+            text_batch_size=settings.text_batch_size,
+        )
+    return DinoEncoder(spec, device=device, dtype=dtype, batch_size=settings.batch_size)
+
+
+def load_encoders(settings: EncoderSettings) -> dict[str, Encoder]:
+    """Every configured model, keyed by the name it was configured with (id or directory)."""
+    return {model_id: load_encoder(model_id, settings) for model_id in settings.models}

@@ -1,0 +1,51 @@
+"""Typed settings for the encoders, read from ``VIZDEX_*`` variables at the entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from encoders.env import env_choice, env_int, env_list
+from encoders.errors import InvalidInputError
+
+DEFAULT_MODELS: tuple[str, ...] = ("openai/clip-vit-base-patch32",)
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Which models to load and how to run them.
+
+    ``models``: hub ids or local checkpoint directories (``VIZDEX_MODELS``, comma-separated).
+    ``device``: ``auto`` picks CUDA when available (``VIZDEX_DEVICE``).
+    ``dtype``: ``auto`` is float16 on CUDA and float32 on the CPU (``VIZDEX_DTYPE``).
+    ``batch_size``: images per forward pass before OOM back-off (``VIZDEX_BATCH_SIZE``).
+    ``decode_workers``: threads decoding and preprocessing ahead of the model
+    (``VIZDEX_DECODE_WORKERS``, 0 = one per CPU core).
+    """
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 64
+    decode_workers: int = 0
+    text_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InvalidInputError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if not self.models:
+            raise InvalidInputError("at least one model must be configured (VIZDEX_MODELS)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EncoderSettings:
+        return cls(
+            models=tuple(env_list("MODELS", list(DEFAULT_MODELS), env)),
+            device=env_choice("DEVICE", "auto", DEVICES, env),
+            dtype=env_choice("DTYPE", "auto", DTYPES, env),
+            batch_size=max(1, env_int("BATCH_SIZE", 64, env)),
+            decode_workers=max(0, env_int("DECODE_WORKERS", 0, env)),
+        )

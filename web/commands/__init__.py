@@ -1,0 +1,9 @@
+"""Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from web.commands import models as models
+
+COMMAND_MODULES: tuple[ModuleType, ...] = (models,)
