@@ -56,6 +56,8 @@ class ClipEncoder(HFEncoder):
         return features
 
     def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         model: Any = self.model
         tokens = self.tokenizer(
             list(texts),

@@ -6,6 +6,7 @@ real loading code runs. Weights are random but seeded: vectors are reproducible.
 
 from __future__ import annotations
 
+import math
 import string
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from transformers import (
 )
 
 SPECIAL = ["<|startoftext|>", "<|endoftext|>", "<unk>"]
+
+
+def _spread_weights(model: torch.nn.Module, seed: int, gain: float = 2.0) -> None:
+    """Re-draw linear/conv weights at ``gain / sqrt(fan_in)``.
+
+    Hugging Face's default init (std 0.02) makes a tiny random ViT map every image to nearly the
+    same vector (pairwise cosine > 0.93), which would let a parity check pass by accident. With
+    these weights different photos land far apart and a mirrored photo scores below 0.95.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
 
 
 def _tiny_tokenizer() -> CLIPTokenizer:
@@ -58,7 +74,9 @@ def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> 
         projection_dim=24,
     )
     torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(directory)
+    model = CLIPModel(config)
+    _spread_weights(model, seed)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
@@ -79,8 +97,21 @@ def make_tiny_dinov3(directory: Path, *, image_size: int = 224, seed: int = 0) -
         num_register_tokens=4,
     )
     torch.manual_seed(seed)
-    DINOv3ViTModel(config).save_pretrained(directory)
+    model = DINOv3ViTModel(config)
+    _spread_weights(model, seed)
+    model.save_pretrained(directory)
     DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(
         directory
     )
+    return directory
+
+
+def make_vit_b32_clip(directory: Path, *, seed: int = 0) -> Path:
+    """A CLIP with ViT-B/32's full shape (random weights), for benchmarks: same cost as the real."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig()).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessor().save_pretrained(directory)
     return directory

@@ -5,5 +5,6 @@ from __future__ import annotations
 from types import ModuleType
 
 from web.commands import models as models
+from web.commands import serve as serve
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (models,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (models, serve)

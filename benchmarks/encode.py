@@ -1,0 +1,141 @@
+"""Images/s of vizdex's image path vs the naive transformers pipeline, same JPEGs, same model.
+
+Naive: PIL open -> CLIP processor -> model, batches of 64, one process (what most scripts do).
+Ours: draft JPEG decode + our preprocessing in threads, overlapped with the model forward.
+Model: ViT-B/32-shaped CLIP with random weights, loaded through vizdex's own loader.
+
+    python -m benchmarks.encode                 # CPU: 12 MP and 640x480 photos
+    python -m benchmarks.encode --device cuda   # adds the nvJPEG on-device decode path
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from benchmarks.common import photo_set, rate
+from encoders.base import Encoder
+from encoders.device_jpeg import decode_jpegs
+from encoders.hf_encoder import HFEncoder
+from encoders.image_settings import ImageInputSettings
+from encoders.images import DecodedImage, decode_file
+from encoders.loading import load_encoder
+from encoders.preprocess import preprocess_tensor
+from encoders.settings import EncoderSettings
+from encoders.streaming import encode_stream
+from tests.tiny_models import make_vit_b32_clip
+
+DOOR = ImageInputSettings()
+
+
+class Naive:
+    """The pipeline most scripts write: PIL open -> processor -> model, one process."""
+
+    def __init__(self, model_dir: Path, device: torch.device) -> None:
+        from transformers import CLIPImageProcessor, CLIPModel
+
+        self.device = device
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.processor = CLIPImageProcessor.from_pretrained(model_dir)
+        self.model: Any = CLIPModel.from_pretrained(model_dir, dtype=self.dtype).to(device).eval()
+
+    def runner(self, files: list[Path], batch: int) -> Callable[[], None]:
+        def run() -> None:
+            for start in range(0, len(files), batch):
+                images = [Image.open(p).convert("RGB") for p in files[start : start + batch]]
+                pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+                with torch.inference_mode():
+                    self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return run
+
+
+def ours(files: list[Path], encoder: Encoder, batch: int, workers: int) -> Callable[[], None]:
+    def load(path: Path, min_side: int | None) -> tuple[Image.Image, DecodedImage]:
+        decoded = decode_file(path, DOOR, min_side=min_side)
+        return decoded.image, decoded
+
+    def run() -> None:
+        for _ in encode_stream(files, [encoder], load, batch_size=batch, workers=workers):
+            pass
+
+    return run
+
+
+def ours_device_decode(files: list[Path], encoder: HFEncoder, batch: int) -> Callable[[], None]:
+    """nvJPEG decode + preprocessing on the GPU; the CPU only reads bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = encoder.preprocess_spec
+    assert spec is not None
+
+    def run() -> None:
+        with ThreadPoolExecutor(8) as pool:
+            for start in range(0, len(files), batch):
+                datas = list(pool.map(Path.read_bytes, files[start : start + batch]))
+                tensors = decode_jpegs(datas, encoder.device)
+                pixels = torch.stack([preprocess_tensor(t, spec) for t in tensors if t is not None])
+                encoder.encode_pixels(pixels)
+
+    return run
+
+
+def model_only(encoder: Encoder, count: int, batch: int) -> Callable[[], None]:
+    pixels = torch.randn(batch, 3, 224, 224)
+
+    def run() -> None:
+        for _ in range(0, count, batch):
+            encoder.encode_pixels(pixels)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--large", type=int, default=64, help="number of 12 MP photos")
+    parser.add_argument("--small", type=int, default=256, help="number of 640x480 photos")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="decode threads (0 = cores)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_vit_b32_clip(Path(tmp) / "clip-vit-b32")
+        settings = EncoderSettings(
+            models=(str(model_dir),), device=args.device, batch_size=args.batch
+        )
+        encoder = load_encoder(str(model_dir), settings)
+        encoder.warmup()
+        print(f"device={device} threads={torch.get_num_threads()} model=ViT-B/32 CLIP (random)")
+        sets = {
+            "12MP 4000x3000": photo_set(4000, 3000, args.large),
+            "640x480": photo_set(640, 480, args.small),
+        }
+        ceiling = rate(args.batch * 2, model_only(encoder, args.batch * 2, args.batch))
+        print(f"model alone (preprocessed tensors): {ceiling:8.1f} img/s")
+        reference = Naive(model_dir, device)
+        reference.runner(sets["640x480"][:8], args.batch)()  # warm-up
+        for label, files in sets.items():
+            baseline = rate(len(files), reference.runner(files, args.batch))
+            ours_rate = rate(len(files), ours(files, encoder, args.batch, args.workers))
+            line = (
+                f"{label:>15}: naive {baseline:8.1f} img/s | ours {ours_rate:8.1f} img/s "
+                f"| x{ours_rate / baseline:5.2f}"
+            )
+            if device.type == "cuda":
+                assert isinstance(encoder, HFEncoder)
+                gpu_rate = rate(len(files), ours_device_decode(files, encoder, args.batch))
+                line += f" | ours nvJPEG {gpu_rate:8.1f} img/s (x{gpu_rate / baseline:5.2f})"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

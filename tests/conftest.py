@@ -1,0 +1,67 @@
+"""Shared, generic fixtures: a data directory, settings rooted in it, a catalog, seeded data."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from search.catalog import Catalog
+from search.records import NewImage
+from search.settings import SearchSettings
+
+# Encoder fixtures (tiny checkpoints, loaded encoders) live in their own module.
+pytest_plugins = ("tests.model_fixtures",)
+
+UnitVectors = Callable[[int, int], np.ndarray]
+ImageFactory = Callable[..., NewImage]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "vizdex-data"
+
+
+@pytest.fixture
+def search_settings(data_dir: Path) -> SearchSettings:
+    return SearchSettings.for_data_dir(data_dir)
+
+
+@pytest.fixture
+def catalog(search_settings: SearchSettings) -> Iterator[Catalog]:
+    opened = Catalog.open(search_settings.catalog)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240607)
+
+
+@pytest.fixture
+def unit_vectors(rng: np.random.Generator) -> UnitVectors:
+    """``unit_vectors(n, dim)``: seeded random float32 rows of length 1."""
+
+    def make(count: int, dim: int) -> np.ndarray:
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        return np.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), np.float32)
+
+    return make
+
+
+@pytest.fixture
+def new_image() -> ImageFactory:
+    """``new_image(key, vectors, **fields)``: a NewImage whose sha256 is derived from ``key``."""
+
+    def make(key: object, vectors: Mapping[str, np.ndarray], **fields: Any) -> NewImage:
+        defaults: dict[str, Any] = {"width": 64, "height": 48, "format": "png", "byte_size": 1234}
+        defaults.update(fields)
+        sha = hashlib.sha256(repr(key).encode()).hexdigest()
+        return NewImage(sha256=sha, vectors=dict(vectors), **defaults)
+
+    return make

@@ -1,0 +1,73 @@
+"""Device JPEG decoding: same pixels as the CPU door (within JPEG IDCT rounding), safe fallback."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from encoders.base import Encoder
+from encoders.device_jpeg import decode_jpegs, header_size
+from encoders.errors import ImageRejectedError
+from encoders.hf_encoder import HFEncoder
+from encoders.image_settings import ImageInputSettings
+from encoders.images import decode_image_bytes
+from encoders.preprocess import preprocess_tensor
+from tests.synthetic_photos import jpeg_bytes, make_photo
+
+DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def _rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    make_photo(400, 300, seed=3).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_decoded_pixels_match_the_door(device: torch.device) -> None:
+    datas = [jpeg_bytes(make_photo(640, 480, seed=1), quality=95), _rotated_jpeg()]
+    decoded = decode_jpegs(datas, device)
+    for data, tensor in zip(datas, decoded, strict=True):
+        assert tensor is not None and tensor.device.type == device.type
+        reference = np.asarray(decode_image_bytes(data, ImageInputSettings()).image)
+        ours = tensor.permute(1, 2, 0).cpu().numpy()
+        assert ours.shape == reference.shape  # EXIF rotation applied: 300x400 becomes 400x300
+        assert np.abs(ours.astype(int) - reference.astype(int)).mean() < 2.0
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_bad_file_does_not_fail_the_batch(device: torch.device) -> None:
+    good = jpeg_bytes(make_photo(320, 240, seed=2))
+    results = decode_jpegs([good, b"\xff\xd8\xff\xe0 broken", good], device)
+    assert results[0] is not None and results[2] is not None and results[1] is None
+
+
+def test_header_size_checks_the_pixel_cap() -> None:
+    data = jpeg_bytes(make_photo(400, 300, seed=4))
+    assert header_size(data, max_pixels=120_000) == (400, 300)
+    with pytest.raises(ImageRejectedError) as caught:
+        header_size(data, max_pixels=119_999)
+    assert caught.value.code == "too_many_pixels"
+    with pytest.raises(ImageRejectedError) as corrupt:
+        header_size(b"nope", max_pixels=10)
+    assert corrupt.value.code == "corrupt"
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_device_preprocessing_gives_the_same_vectors(
+    device: torch.device, clip_encoder: Encoder
+) -> None:
+    assert isinstance(clip_encoder, HFEncoder) and clip_encoder.preprocess_spec is not None
+    data = jpeg_bytes(make_photo(800, 600, seed=5), quality=95)
+    tensor = decode_jpegs([data], device)[0]
+    assert tensor is not None
+    pixels = preprocess_tensor(tensor, clip_encoder.preprocess_spec).unsqueeze(0).cpu()
+    ours = clip_encoder.encode_pixels(pixels)
+    reference = clip_encoder.encode_images([decode_image_bytes(data, ImageInputSettings()).image])
+    assert float(ours[0] @ reference[0]) >= 0.999

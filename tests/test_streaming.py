@@ -1,0 +1,98 @@
+"""The decode->encode stream: same vectors as direct encoding, input order, isolated failures."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoders.base import Encoder
+from encoders.errors import ImageRejectedError
+from encoders.image_settings import ImageInputSettings
+from encoders.images import DecodedImage, decode_file
+from encoders.streaming import draft_side, encode_stream
+from tests.synthetic_photos import jpeg_bytes, make_photo
+
+DOOR = ImageInputSettings()
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    files = []
+    for i in range(11):
+        path = folder / f"{i:02d}.jpg"
+        path.write_bytes(jpeg_bytes(make_photo(1000 + 13 * i, 750, seed=i)))
+        files.append(path)
+    return files
+
+
+def _load(path: Path, min_side: int | None) -> tuple[Image.Image, DecodedImage]:
+    decoded = decode_file(path, DOOR, min_side=min_side)
+    return decoded.image, decoded
+
+
+def test_stream_matches_direct_encoding(
+    photo_files: list[Path], clip_encoder: Encoder, dino_encoder: Encoder
+) -> None:
+    encoders = [clip_encoder, dino_encoder]
+    batches = list(encode_stream(photo_files, encoders, _load, batch_size=4, workers=2))
+    assert [len(b.items) for b in batches] == [4, 4, 3]
+    items = [item for b in batches for item in b.items]
+    assert items == photo_files
+    side = draft_side(encoders)
+    assert side == 448
+    images = [decode_file(p, DOOR, min_side=side).image for p in photo_files]
+    for encoder in encoders:
+        streamed = np.concatenate([b.vectors[encoder.name] for b in batches])
+        assert np.allclose(streamed, encoder.encode_images(images), atol=1e-5)
+    payload = batches[0].payloads[0]
+    assert (payload.width, payload.height, payload.format) == (1000, 750, "JPEG")
+
+
+def test_failures_are_isolated_and_reported(
+    photo_files: list[Path], tmp_path: Path, clip_encoder: Encoder
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    missing = tmp_path / "missing.jpg"
+    items = [photo_files[0], broken, photo_files[1], missing]
+    batches = list(encode_stream(items, [clip_encoder], _load, batch_size=8, workers=2))
+    assert len(batches) == 1
+    batch = batches[0]
+    assert batch.items == [photo_files[0], photo_files[1]]
+    assert batch.vectors[clip_encoder.name].shape == (2, clip_encoder.dim)
+    assert [(item, type(error)) for item, error in batch.failures] == [
+        (broken, ImageRejectedError),
+        (missing, ImageRejectedError),
+    ]
+    assert [error.code for _, error in batch.failures] == ["corrupt", "not_found"]
+
+
+def test_only_failures_still_yield_a_batch(tmp_path: Path, clip_encoder: Encoder) -> None:
+    missing = tmp_path / "missing.jpg"
+    batches = list(encode_stream([missing], [clip_encoder], _load, batch_size=8))
+    assert len(batches) == 1 and batches[0].items == []
+    assert batches[0].vectors[clip_encoder.name].shape == (0, clip_encoder.dim)
+
+
+def test_decoding_runs_a_bounded_window_ahead(clip_encoder: Encoder) -> None:
+    lock = threading.Lock()
+    started: list[int] = []
+    consumed = 0
+    most_ahead = 0
+
+    def load(index: int, min_side: int | None) -> tuple[Image.Image, int]:
+        with lock:
+            started.append(index)
+        return Image.new("RGB", (64, 64), (index % 256, 0, 0)), index
+
+    for batch in encode_stream(range(200), [clip_encoder], load, batch_size=8, workers=2):
+        consumed += len(batch.items)
+        with lock:
+            most_ahead = max(most_ahead, len(started) - consumed)
+    assert consumed == 200
+    assert most_ahead <= 8 + 2 * 2
