@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from encoders.errors import CapabilityError
+from encoders.preprocess import PreprocessSpec
 
 
 class ModelKind(StrEnum):
@@ -33,6 +34,8 @@ class Encoder(ABC):
     dim: int
     device: torch.device
     dtype: torch.dtype
+    # None when the model's processor does something we do not reproduce (it then runs itself).
+    preprocess_spec: PreprocessSpec | None = None
 
     @property
     def supports_text(self) -> bool:

@@ -14,13 +14,16 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-with warnings.catch_warnings():
-    # torchvision 0.29 deprecates its image codecs in favour of torchcodec; nvJPEG decoding
-    # through torchvision still works and torchcodec is not a dependency we want yet.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from torchvision.io import ImageReadMode, decode_jpeg
-
 from encoders.errors import ImageRejectedError
+
+# torchvision 0.29 deprecates its image codecs (warning on every call) in favour of torchcodec;
+# nvJPEG decoding through torchvision still works and torchcodec is not a dependency we want yet.
+warnings.filterwarnings(
+    "ignore",
+    message="The image decoding and encoding capabilities of TorchVision",
+    category=DeprecationWarning,
+)
+from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 
 
 def header_size(data: bytes, max_pixels: int) -> tuple[int, int]:

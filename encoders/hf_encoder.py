@@ -55,7 +55,6 @@ class HFEncoder(Encoder):
         self.dtype = dtype
         self.model = model.to(device=device, dtype=dtype).eval()
         self.processor = processor
-        # None: the processor does something we do not reproduce, so it runs itself (exact, slower).
         self.preprocess_spec = PreprocessSpec.from_processor(processor)
         self.runner = BatchRunner(batch_size, device, self.name)
         # One forward at a time per model: concurrent calls would only fight over the device.

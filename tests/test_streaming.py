@@ -12,8 +12,9 @@ from PIL import Image
 from encoders.base import Encoder
 from encoders.errors import ImageRejectedError
 from encoders.image_settings import ImageInputSettings
-from encoders.images import DecodedImage, decode_file
-from encoders.streaming import draft_side, encode_stream
+from encoders.device_jpeg import header_size
+from encoders.images import DecodedImage, decode_file, decode_image_bytes
+from encoders.streaming import JpegBytes, draft_side, encode_stream
 from tests.synthetic_photos import jpeg_bytes, make_photo
 
 DOOR = ImageInputSettings()
@@ -96,3 +97,46 @@ def test_decoding_runs_a_bounded_window_ahead(clip_encoder: Encoder) -> None:
             most_ahead = max(most_ahead, len(started) - consumed)
     assert consumed == 200
     assert most_ahead <= 8 + 2 * 2
+
+
+def _jpeg_loader(path: Path, min_side: int | None) -> tuple[JpegBytes, Path]:
+    data = path.read_bytes()
+    header_size(data, DOOR.max_pixels)
+
+    def fallback() -> Image.Image:
+        return decode_image_bytes(data, DOOR, min_side=min_side).image
+
+    return JpegBytes(data, fallback), path
+
+
+def test_device_decoded_jpegs_match_the_cpu_path(
+    photo_files: list[Path], clip_encoder: Encoder, dino_encoder: Encoder
+) -> None:
+    encoders = [clip_encoder, dino_encoder]
+    # On this machine the "device" is the CPU: torchvision's decoder stands in for nvJPEG.
+    on_device = list(encode_stream(photo_files, encoders, _jpeg_loader, batch_size=4, workers=2))
+    on_cpu = list(encode_stream(photo_files, encoders, _load, batch_size=4, workers=2))
+    assert [b.items for b in on_device] == [b.items for b in on_cpu]
+    for encoder in encoders:
+        a = np.concatenate([b.vectors[encoder.name] for b in on_device])
+        b = np.concatenate([b.vectors[encoder.name] for b in on_cpu])
+        # Full-size device decode vs draft CPU decode: the draft parity bound applies.
+        assert np.sum(a * b, axis=1).min() >= 0.99
+
+
+def test_device_decode_falls_back_and_isolates_failures(
+    photo_files: list[Path], tmp_path: Path, clip_encoder: Encoder
+) -> None:
+    cmyk = tmp_path / "cmyk.jpg"
+    make_photo(500, 400, seed=9).convert("CMYK").save(cmyk, format="JPEG")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photo_files[0].read_bytes()[:2000])  # valid header, truncated body
+    items = [photo_files[0], cmyk, broken, photo_files[1]]
+    (batch,) = encode_stream(items, [clip_encoder], _jpeg_loader, batch_size=8)
+    assert [error.code for _, error in batch.failures] == ["corrupt"]
+    assert [item for item, _ in batch.failures] == [broken]
+    assert batch.items == [photo_files[0], cmyk, photo_files[1]]
+    vectors = batch.vectors[clip_encoder.name]
+    assert vectors.shape == (3, clip_encoder.dim)
+    reference = clip_encoder.encode_images([decode_image_bytes(cmyk.read_bytes(), DOOR).image])
+    assert float(vectors[1] @ reference[0]) >= 0.99
