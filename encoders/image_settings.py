@@ -1,0 +1,95 @@
+"""Settings of the image door (``encoders.images``, ``encoders.fetch``), from ``VIZDEX_*``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from PIL import Image
+
+from encoders.env import env_bool, env_float, env_int, env_list
+from encoders.errors import InvalidInputError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ImageInputSettings:
+    """Limits and permissions for every image that enters vizdex.
+
+    The defaults are the safe ones: no file paths, no URLs. ``allowed_networks`` exempts CIDR
+    ranges from the private/loopback/link-local ban on URL fetches (e.g. an intranet image host).
+    """
+
+    max_bytes: int = 50_000_000
+    max_pixels: int = 50_000_000
+    allowed_roots: tuple[str, ...] = ()
+    allow_urls: bool = False
+    url_timeout_s: float = 5.0
+    max_redirects: int = 3
+    allowed_networks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise InvalidInputError(f"max_bytes must be at least 1, got {self.max_bytes}")
+        if self.max_pixels < 1:
+            raise InvalidInputError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        # Above Pillow's own threshold it would warn (an error under our test settings) or refuse
+        # on its own, so a larger cap would behave differently in tests and in production.
+        pillow_cap = Image.MAX_IMAGE_PIXELS
+        if pillow_cap is not None and self.max_pixels > pillow_cap:
+            raise InvalidInputError(
+                f"max_pixels can be at most Pillow's limit of {pillow_cap:,} pixels "
+                f"(PIL.Image.MAX_IMAGE_PIXELS), got {self.max_pixels:,}"
+            )
+        if not self.url_timeout_s > 0:
+            raise InvalidInputError(f"url_timeout_s must be positive, got {self.url_timeout_s}")
+        if self.max_redirects < 0:
+            raise InvalidInputError(f"max_redirects must be >= 0, got {self.max_redirects}")
+        for root in self.allowed_roots:
+            if not os.path.isabs(root) or "\x00" in root:
+                raise InvalidInputError(f"allowed roots must be absolute paths, got {root!r}")
+        self.networks()  # fail at start-up, not on the first URL
+
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """``allowed_networks`` parsed; a bad CIDR is a configuration error."""
+        parsed: list[IPNetwork] = []
+        for cidr in self.allowed_networks:
+            try:
+                parsed.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                raise InvalidInputError(f"not a network in CIDR form: {cidr!r}") from None
+        return tuple(parsed)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ImageInputSettings:
+        """Read ``VIZDEX_MAX_IMAGE_BYTES``, ``VIZDEX_MAX_IMAGE_PIXELS``, ``VIZDEX_ALLOWED_ROOTS``,
+        ``VIZDEX_ALLOW_URLS``, ``VIZDEX_URL_TIMEOUT``, ``VIZDEX_URL_MAX_REDIRECTS`` and
+        ``VIZDEX_URL_ALLOWED_NETWORKS`` (lists are comma-separated)."""
+        default = cls()
+        return cls(
+            max_bytes=env_int("MAX_IMAGE_BYTES", default.max_bytes, env),
+            max_pixels=env_int("MAX_IMAGE_PIXELS", default.max_pixels, env),
+            allowed_roots=tuple(env_list("ALLOWED_ROOTS", [], env)),
+            allow_urls=env_bool("ALLOW_URLS", default.allow_urls, env),
+            url_timeout_s=env_float("URL_TIMEOUT", default.url_timeout_s, env),
+            max_redirects=env_int("URL_MAX_REDIRECTS", default.max_redirects, env),
+            allowed_networks=tuple(env_list("URL_ALLOWED_NETWORKS", [], env)),
+        )
+
+
+def format_bytes(count: int) -> str:
+    """``61234567`` → ``"61.2 MB"``: sizes in error messages, in decimal units like the limits."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:,.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes" if count != 1 else "1 byte"
+
+
+def format_megapixels(pixels: int) -> str:
+    """``3721000000`` → ``"3,721 MP"``; small images keep one decimal."""
+    mp = pixels / 1e6
+    text = f"{mp:,.0f}" if mp >= 100 else f"{mp:,.1f}".removesuffix(".0")
+    return f"{text} MP"
