@@ -43,7 +43,8 @@ class Naive:
         self.device = device
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.processor = CLIPImageProcessor.from_pretrained(model_dir)
-        self.model: Any = CLIPModel.from_pretrained(model_dir, dtype=self.dtype).to(device).eval()
+        model: Any = CLIPModel.from_pretrained(model_dir, dtype=self.dtype)
+        self.model = model.to(device).eval()
 
     def runner(self, files: list[Path], batch: int) -> Callable[[], None]:
         def run() -> None:

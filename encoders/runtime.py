@@ -85,7 +85,9 @@ class BatchRunner:
                 self.batch_size = max(1, (stop - start) // 2)
                 log.warning(
                     "%s: out of memory at batch %d, retrying at %d",
-                    self.name, stop - start, self.batch_size,
+                    self.name,
+                    stop - start,
+                    self.batch_size,
                 )
                 continue
             start = stop

@@ -54,7 +54,7 @@ def test_unsupported_type_lists_what_is_supported(tmp_path: Path) -> None:
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
         discover_model(str(tmp_path))
 
 

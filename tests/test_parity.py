@@ -97,7 +97,7 @@ def test_full_decode_parity(
 def test_draft_decode_parity(
     encoder_name: str, dir_name: str, request: pytest.FixtureRequest
 ) -> None:
-    """Large JPEGs draft-decoded (DCT-scaled) stay within cosine 0.99 of the full-decode reference."""
+    """Big JPEGs draft-decoded (DCT-scaled) stay within cosine 0.99 of the full-decode reference."""
     encoder: Encoder = request.getfixturevalue(encoder_name)
     min_side = encoder.decode_min_side
     assert min_side == 448

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from encoders.base import Encoder
+from encoders.device_jpeg import header_size
 from encoders.errors import ImageRejectedError
 from encoders.image_settings import ImageInputSettings
-from encoders.device_jpeg import header_size
 from encoders.images import DecodedImage, decode_file, decode_image_bytes
 from encoders.streaming import JpegBytes, draft_side, encode_stream
 from tests.synthetic_photos import jpeg_bytes, make_photo
