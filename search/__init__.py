@@ -1,1 +1,84 @@
-"""search package."""
+"""Search: the catalog (source of truth), FAISS vector indexes kept in step with it, and queries."""
+
+from search.catalog import Catalog
+from search.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ImageNotFoundError,
+    IndexCorruptError,
+    InvalidQueryError,
+    JobNotFoundError,
+    ModelNotLoadedError,
+    SchemaMismatchError,
+    SchemaOutOfDateError,
+)
+from search.fusion import reciprocal_rank_fusion
+from search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
+from search.index_store import IndexInfo, IndexStore
+from search.records import (
+    AddedImage,
+    CollectionRecord,
+    ImageFilter,
+    ImageRecord,
+    ImageStatus,
+    JobFailure,
+    JobRecord,
+    JobState,
+    NewImage,
+    SourceKind,
+)
+from search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
+from search.service import (
+    SearchHit,
+    SearchOptions,
+    SearchResult,
+    SearchService,
+    SimilarityMatrix,
+    TextMatch,
+)
+from search.settings import CatalogSettings, IndexSettings, QuerySettings, SearchSettings
+
+__all__ = [
+    "AddedImage",
+    "Catalog",
+    "CatalogSettings",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "CollectionRecord",
+    "ImageFilter",
+    "ImageNotFoundError",
+    "ImageRecord",
+    "ImageStatus",
+    "IndexBackend",
+    "IndexCorruptError",
+    "IndexInfo",
+    "IndexPolicy",
+    "IndexSettings",
+    "IndexStore",
+    "InvalidQueryError",
+    "JobFailure",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobState",
+    "ModelNotLoadedError",
+    "NewImage",
+    "QuerySettings",
+    "SchemaMismatchError",
+    "SchemaOutOfDateError",
+    "SchemaState",
+    "SchemaStatus",
+    "SearchHit",
+    "SearchOptions",
+    "SearchResult",
+    "SearchService",
+    "SearchSettings",
+    "SimilarityMatrix",
+    "SourceKind",
+    "TextMatch",
+    "VectorIndex",
+    "ensure_schema",
+    "gpu_available",
+    "reciprocal_rank_fusion",
+    "schema_status",
+    "upgrade",
+]

@@ -1,0 +1,51 @@
+"""Catalog, index and query errors, all inside the one hierarchy of ``encoders.errors``."""
+
+from __future__ import annotations
+
+from encoders.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+
+
+class CollectionNotFoundError(NotFoundError):
+    code = "collection_not_found"
+
+
+class ImageNotFoundError(NotFoundError):
+    code = "image_not_found"
+
+
+class JobNotFoundError(NotFoundError):
+    code = "job_not_found"
+
+
+class CollectionExistsError(ConflictError):
+    code = "collection_exists"
+
+
+class SchemaOutOfDateError(ConflictError):
+    """The catalog database is older than this vizdex; ``vizdex db upgrade`` fixes it."""
+
+    code = "schema_out_of_date"
+
+
+class SchemaMismatchError(ConflictError):
+    """The catalog database is newer than this vizdex, or not a vizdex catalog at all."""
+
+    code = "schema_mismatch"
+
+
+class InvalidQueryError(InvalidInputError):
+    """A search option or query value is out of range (k, offset, filter, vector shape)."""
+
+    code = "invalid_query"
+
+
+class ModelNotLoadedError(UnavailableError):
+    """The collection is embedded with a model whose encoder is not loaded in this process."""
+
+    code = "model_not_loaded"
+
+
+class IndexCorruptError(UnavailableError):
+    """An index file failed verification; the index is rebuilt from the catalog."""
+
+    code = "index_corrupt"

@@ -1,0 +1,467 @@
+"""FAISS vector indexes: the only module that imports faiss.
+
+Inner product on L2-normalised vectors (cosine similarity); FAISS ids are image ids. A
+``VectorIndex`` owns a CPU index (the master copy: it is what gets mutated and saved) and, when
+``IndexBackend`` found a GPU, a GPU replica that serves plain searches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from encoders.errors import InvalidInputError, UnavailableError
+from search.errors import IndexCorruptError
+from search.rwlock import ReadWriteLock
+
+log = logging.getLogger(__name__)
+
+RECALL_AT = 10
+TUNING_MARGIN = 0.01
+GPU_MAX_K = 2048  # FAISS GPU indexes answer at most this many neighbours per query
+KIND_FLAT = "flat"
+KIND_IVF = "ivf"
+KIND_FACTORY = "factory"
+
+
+def gpu_available() -> bool:
+    """The one capability check: a FAISS build with GPU support, and a GPU it can see."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class IndexBackend:
+    """Where searches run. Decided once; the rest of the code does not care which."""
+
+    def __init__(self, *, use_gpu: bool) -> None:
+        self.use_gpu = use_gpu
+        self._resources: Any = faiss.StandardGpuResources() if use_gpu else None
+
+    @classmethod
+    def detect(cls, device: str = "auto") -> IndexBackend:
+        available = gpu_available()
+        if device == "gpu" and not available:
+            raise UnavailableError(
+                "VIZDEX_INDEX_DEVICE=gpu, but FAISS has no GPU support or sees no GPU "
+                "(install the faiss GPU build, or use auto/cpu)"
+            )
+        return cls(use_gpu=available and device != "cpu")
+
+    @property
+    def name(self) -> str:
+        return "gpu" if self.use_gpu else "cpu"
+
+    def replica(self, cpu_index: Any) -> Any:
+        """A GPU copy of ``cpu_index``, or None (CPU backend, or a type FAISS cannot move)."""
+        if not self.use_gpu or cpu_index.ntotal == 0:
+            return None
+        try:
+            return faiss.index_cpu_to_gpu(self._resources, 0, cpu_index)
+        except RuntimeError as error:
+            log.warning("index stays on the CPU: %s", error)
+            return None
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What kind of index this is, and how it was trained (saved with the index)."""
+
+    kind: str
+    dim: int
+    nlist: int = 0
+    nprobe: int = 0
+    factory: str | None = None
+    trained_on: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexSpec:
+        return cls(
+            kind=str(data["kind"]),
+            dim=int(data["dim"]),
+            nlist=int(data.get("nlist", 0)),
+            nprobe=int(data.get("nprobe", 0)),
+            factory=data.get("factory"),
+            trained_on=int(data.get("trained_on", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """Exact up to ``exact_max`` vectors; above, IVF (or the collection's factory string)."""
+
+    exact_max: int
+    factory: str | None = None
+    recall_target: float = 0.95
+    tuning_queries: int = 512
+    seed: int = 0
+
+    def kind_for(self, count: int) -> str:
+        if count <= self.exact_max:
+            return KIND_FLAT
+        return KIND_FACTORY if self.factory else KIND_IVF
+
+    def needs_retrain(self, spec: IndexSpec, count: int) -> bool:
+        """Past the exact threshold, or twice the size the clustering was trained for."""
+        wanted = self.kind_for(count)
+        if wanted == KIND_FLAT:
+            return False
+        if spec.kind != wanted:
+            return True
+        return count > 2 * max(spec.trained_on, 1)
+
+
+def ivf_nlist(count: int) -> int:
+    """About 4·√N lists, but never fewer than 39 training points per list (FAISS's minimum)."""
+    return max(1, min(round(4 * math.sqrt(count)), count // 39))
+
+
+def validate_factory(factory: str, dim: int) -> None:
+    """Accept only factory strings FAISS parses and whose index can delete ids (IVF-based)."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise InvalidInputError(f"index factory {factory!r} is not valid: {error}") from None
+    if faiss.try_extract_index_ivf(index) is None:
+        raise InvalidInputError(
+            f"index factory {factory!r} must describe an IVF index (e.g. 'IVF4096,Flat' or "
+            "'OPQ32,IVF4096,PQ32'): other index types cannot delete vectors"
+        )
+
+
+def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise InvalidInputError(f"vectors must have shape [n, {dim}], got {list(matrix.shape)}")
+    return matrix
+
+
+def _as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
+    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+
+
+def _new_flat(dim: int) -> Any:
+    return faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+
+
+def _new_trainable(kind: str, dim: int, count: int, factory: str | None) -> Any:
+    if kind == KIND_IVF:
+        nlist = ivf_nlist(count)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True  # centroids on the sphere, like the data
+        return index
+    assert factory is not None
+    return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+
+
+def _search_parameters(index: Any, *, nprobe: int | None, selector: Any) -> Any:
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        if selector is None:
+            return None
+        params = faiss.SearchParameters()
+        params.sel = selector
+        return params
+    params = faiss.SearchParametersIVF()
+    params.nprobe = int(nprobe or ivf.nprobe)
+    if selector is not None:
+        params.sel = selector
+    if isinstance(index, faiss.IndexPreTransform):
+        wrapper = faiss.SearchParametersPreTransform()
+        wrapper.index_params = params
+        return wrapper
+    return params
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(a[a >= 0], b)) for a, b in zip(found, truth, strict=True))
+    return hits / max(1, truth.size)
+
+
+def _drop_self(neighbours: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each query's neighbours without the query itself (it was taken from the data)."""
+    rows = []
+    for row, me in zip(neighbours, own, strict=True):
+        rows.append(row[row != me][:k])
+    return np.stack(rows)
+
+
+def tune_nprobe(
+    index: Any,
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    *,
+    target: float,
+    queries: int,
+    rng: np.random.Generator,
+) -> tuple[int, float]:
+    """Smallest nprobe whose recall@10 against exact search reaches ``target``.
+
+    Queries are vectors sampled from the collection itself (as "find similar" uses it), each
+    scored without its own self-match, which would flatter the recall.
+    """
+    ivf = faiss.extract_index_ivf(index)
+    count = len(ids)
+    k = min(RECALL_AT, count - 1)
+    if k < 1:
+        return int(ivf.nlist), 1.0
+    picked = rng.choice(count, size=min(count, queries), replace=False)
+    sample = np.ascontiguousarray(vectors[picked])
+    _, positions = faiss.knn(sample, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = _drop_self(ids[positions], ids[picked], k)
+
+    def recall(nprobe: int) -> float:
+        params = _search_parameters(index, nprobe=nprobe, selector=None)
+        _, found = index.search(sample, k + 1, params=params)
+        return _recall(_drop_self(found, ids[picked], k), truth)
+
+    # Aim a little above the target: the estimate comes from a sample, and queries from outside
+    # the collection (new photos, text) are a little harder than its own vectors.
+    target = min(1.0, target + TUNING_MARGIN)
+    low, high = 0, 1
+    measured = recall(high)
+    while measured < target and high < ivf.nlist:
+        low, high = high, min(high * 2, int(ivf.nlist))
+        measured = recall(high)
+    while high - low > 1:  # the doubling overshoots: narrow down between the last two tries
+        middle = (low + high) // 2
+        value = recall(middle)
+        if value >= target:
+            high, measured = middle, value
+        else:
+            low = middle
+    if measured < target:
+        log.warning("recall@%d reaches only %.3f even with nprobe=%d", k, measured, high)
+    return high, measured
+
+
+class VectorIndex:
+    """A thread-safe FAISS index plus the last catalog sequence number it contains."""
+
+    def __init__(
+        self, cpu_index: Any, spec: IndexSpec, backend: IndexBackend, *, last_seq: int
+    ) -> None:
+        if spec.nprobe:  # before the GPU copy, which takes nprobe from the CPU index
+            faiss.extract_index_ivf(cpu_index).nprobe = spec.nprobe
+        self._cpu = cpu_index
+        self._spec = spec
+        self._backend = backend
+        self._gpu = backend.replica(cpu_index)
+        # GPU indexes and their resources are not safe to search from several threads at once.
+        self._gpu_lock = threading.Lock()
+        self._last_seq = last_seq
+        self._lock = ReadWriteLock()
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, dim: int, backend: IndexBackend, *, last_seq: int = 0) -> VectorIndex:
+        return cls(_new_flat(dim), IndexSpec(kind=KIND_FLAT, dim=dim), backend, last_seq=last_seq)
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        policy: IndexPolicy,
+        backend: IndexBackend,
+        *,
+        last_seq: int,
+        dim: int | None = None,
+    ) -> VectorIndex:
+        """A new index over these vectors, of the kind the policy picks for their number."""
+        ids = _as_ids(ids)
+        dim = dim if dim is not None else vectors.shape[1]
+        vectors = _as_matrix(vectors, dim) if len(ids) else np.zeros((0, dim), np.float32)
+        count = len(ids)
+        kind = policy.kind_for(count)
+        if kind == KIND_FLAT:
+            index = _new_flat(dim)
+            if count:
+                index.add_with_ids(vectors, ids)
+            return cls(index, IndexSpec(kind=kind, dim=dim), backend, last_seq=last_seq)
+        index = _new_trainable(kind, dim, count, policy.factory)
+        ivf = faiss.extract_index_ivf(index)
+        rng = np.random.default_rng(policy.seed)
+        train_count = min(count, 40 * int(ivf.nlist))
+        training = vectors[np.sort(rng.choice(count, size=train_count, replace=False))]
+        index.train(np.ascontiguousarray(training))
+        index.add_with_ids(vectors, ids)
+        nprobe, recall = tune_nprobe(
+            index,
+            vectors,
+            ids,
+            target=policy.recall_target,
+            queries=policy.tuning_queries,
+            rng=rng,
+        )
+        log.info(
+            "built %s index: %d vectors, nlist=%d, nprobe=%d (recall@10 %.3f)",
+            kind,
+            count,
+            ivf.nlist,
+            nprobe,
+            recall,
+        )
+        spec = IndexSpec(
+            kind=kind,
+            dim=dim,
+            nlist=int(ivf.nlist),
+            nprobe=nprobe,
+            factory=policy.factory if kind == KIND_FACTORY else None,
+            trained_on=count,
+        )
+        return cls(index, spec, backend, last_seq=last_seq)
+
+    @classmethod
+    def deserialize(
+        cls, payload: np.ndarray, spec: IndexSpec, backend: IndexBackend, *, last_seq: int
+    ) -> VectorIndex:
+        index = faiss.deserialize_index(np.ascontiguousarray(payload, dtype=np.uint8))
+        if index.d != spec.dim:
+            raise IndexCorruptError(f"index dimension {index.d} does not match its header")
+        return cls(index, spec, backend, last_seq=last_seq)
+
+    def serialize(self) -> tuple[np.ndarray, IndexSpec, int]:
+        """(bytes, spec, last_seq), consistent with each other: taken under the read lock."""
+        with self._lock.read():
+            return faiss.serialize_index(self._cpu), self._spec, self._last_seq
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self._spec
+
+    @property
+    def dim(self) -> int:
+        return self._spec.dim
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._cpu.ntotal)
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self._gpu is not None else "cpu"
+
+    @property
+    def approximate(self) -> bool:
+        return self._spec.kind != KIND_FLAT
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index (for consistency checks; O(N))."""
+        with self._lock.read():
+            ivf = faiss.try_extract_index_ivf(self._cpu)
+            if ivf is None:
+                return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+            lists = ivf.invlists
+            assert lists is not None
+            parts = [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(ivf.nlist)
+                if lists.list_size(i)
+            ]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    # -- mutation ------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        *,
+        removed_ids: np.ndarray,
+        added_ids: np.ndarray,
+        added_vectors: np.ndarray,
+        upto_seq: int,
+    ) -> None:
+        """Removals first, then additions, then the new sequence number: one atomic step."""
+        removed = _as_ids(removed_ids)
+        added = _as_ids(added_ids)
+        vectors = _as_matrix(added_vectors, self.dim) if len(added) else None
+        with self._lock.write():
+            if len(removed):
+                self._cpu.remove_ids(faiss.IDSelectorBatch(removed))
+            if vectors is not None:
+                self._cpu.add_with_ids(vectors, added)
+            self._refresh_replica(removed=len(removed) > 0, added=added, vectors=vectors)
+            self._last_seq = max(self._last_seq, upto_seq)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, *, upto_seq: int | None = None) -> None:
+        empty = np.zeros(0, dtype=np.int64)
+        self.apply(
+            removed_ids=empty,
+            added_ids=ids,
+            added_vectors=vectors,
+            upto_seq=self._last_seq if upto_seq is None else upto_seq,
+        )
+
+    def remove(self, ids: np.ndarray, *, upto_seq: int | None = None) -> None:
+        self.apply(
+            removed_ids=ids,
+            added_ids=np.zeros(0, dtype=np.int64),
+            added_vectors=np.zeros((0, self.dim), dtype=np.float32),
+            upto_seq=self._last_seq if upto_seq is None else upto_seq,
+        )
+
+    def _refresh_replica(
+        self, *, removed: bool, added: np.ndarray, vectors: np.ndarray | None
+    ) -> None:
+        if not self._backend.use_gpu:
+            return
+        if removed or self._gpu is None:
+            # GPU indexes cannot delete ids: copy the master again (deletes come in batches).
+            self._gpu = self._backend.replica(self._cpu)
+        elif vectors is not None:
+            self._gpu.add_with_ids(vectors, added)
+
+    # -- search --------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        exhaustive: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query; missing slots have id -1 and score -inf.
+
+        ``allowed_ids`` restricts the search to those ids; ``exhaustive`` probes every IVF list
+        (exact for IVF-Flat). Both run on the CPU master, as do k beyond the GPU's limit.
+        """
+        matrix = _as_matrix(queries, self.dim)
+        with self._lock.read():
+            total = int(self._cpu.ntotal)
+            if total == 0 or k < 1:
+                shape = (matrix.shape[0], max(k, 0))
+                return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64)
+            k_eff = min(k, total)
+            selector = None if allowed_ids is None else faiss.IDSelectorBatch(_as_ids(allowed_ids))
+            ivf = faiss.try_extract_index_ivf(self._cpu)
+            nprobe = int(ivf.nlist) if exhaustive and ivf is not None else None
+            use_gpu = self._gpu is not None and selector is None and nprobe is None
+            if use_gpu and k_eff <= GPU_MAX_K:
+                with self._gpu_lock:
+                    scores, ids = self._gpu.search(matrix, k_eff)
+            else:
+                params = _search_parameters(self._cpu, nprobe=nprobe, selector=selector)
+                scores, ids = self._cpu.search(matrix, k_eff, params=params)
+        scores = np.asarray(scores, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        scores[ids < 0] = -np.inf
+        if k_eff < k:
+            pad = ((0, 0), (0, k - k_eff))
+            scores = np.pad(scores, pad, constant_values=-np.inf)
+            ids = np.pad(ids, pad, constant_values=-1)
+        return scores, ids

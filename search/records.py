@@ -1,0 +1,211 @@
+"""Plain, immutable values the catalog hands out and takes in (never live ORM objects)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from search.errors import InvalidQueryError
+
+MetadataValue = str | int | float | bool
+# Keys end up inside a JSON path expression: keep them to characters that need no escaping there.
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,63}$")
+
+
+class SourceKind(StrEnum):
+    UPLOAD = "upload"
+    PATH = "path"
+    URL = "url"
+
+
+class ImageStatus(StrEnum):
+    READY = "ready"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    id: int
+    name: str
+    models: tuple[str, ...]
+    index_factory: str | None
+    exact_max: int | None
+    last_seq: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    collection_id: int
+    sha256: str
+    source_kind: SourceKind
+    source_uri: str | None
+    original_name: str | None
+    width: int
+    height: int
+    format: str
+    byte_size: int
+    source_size: int | None
+    source_mtime_ns: int | None
+    thumbnail_path: str | None
+    metadata: Mapping[str, Any]
+    status: ImageStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """One image to add: its facts and one vector per model of the collection."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    byte_size: int
+    vectors: Mapping[str, np.ndarray]
+    source_kind: SourceKind = SourceKind.UPLOAD
+    source_uri: str | None = None
+    original_name: str | None = None
+    source_size: int | None = None
+    source_mtime_ns: int | None = None
+    thumbnail_path: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    status: ImageStatus = ImageStatus.READY
+
+
+@dataclass(frozen=True)
+class AddedImage:
+    """Outcome of adding one image: its id, and False when it was already there (same sha256)."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    item: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    collection_id: int
+    kind: str
+    source: str | None
+    state: JobState
+    total: int
+    done: int
+    skipped: int
+    failed: int
+    failures: tuple[JobFailure, ...]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What an index at ``after_seq`` must apply to reach ``upto_seq``.
+
+    ``removed_ids`` come first: a re-embedded image appears in both (old vector out, new in).
+    """
+
+    after_seq: int
+    upto_seq: int
+    removed_ids: np.ndarray  # int64
+    added_ids: np.ndarray  # int64
+    added_vectors: np.ndarray  # float32 [n, dim]
+
+    @property
+    def empty(self) -> bool:
+        return len(self.removed_ids) == 0 and len(self.added_ids) == 0
+
+
+def _same_value(stored: Any, wanted: MetadataValue) -> bool:
+    """JSON equality without Python's ``True == 1``: a bool only equals a bool."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    if isinstance(wanted, str):
+        return isinstance(stored, str) and stored == wanted
+    return isinstance(stored, int | float) and stored == wanted
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images a query may return: user-metadata equality and a created-time range.
+
+    ``created_after`` is inclusive, ``created_before`` exclusive; naive datetimes mean UTC.
+    """
+
+    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in self.metadata.items():
+            if not isinstance(key, str) or not METADATA_KEY.match(key):
+                raise InvalidQueryError(
+                    f"metadata filter key {key!r} must be 1-64 letters, digits, '_', '-', '.' "
+                    "or spaces"
+                )
+            if not isinstance(value, str | int | float | bool):
+                raise InvalidQueryError(
+                    f"metadata filter {key!r} must be a string, number or boolean, "
+                    f"not {type(value).__name__}"
+                )
+        object.__setattr__(self, "created_after", _utc(self.created_after))
+        object.__setattr__(self, "created_before", _utc(self.created_before))
+        if (
+            self.created_after is not None
+            and self.created_before is not None
+            and self.created_after >= self.created_before
+        ):
+            raise InvalidQueryError("created_after must be earlier than created_before")
+
+    @property
+    def active(self) -> bool:
+        return (
+            bool(self.metadata)
+            or self.created_after is not None
+            or (self.created_before is not None)
+        )
+
+    def matches(self, image: ImageRecord) -> bool:
+        if self.created_after is not None and image.created_at < self.created_after:
+            return False
+        if self.created_before is not None and image.created_at >= self.created_before:
+            return False
+        return all(
+            key in image.metadata and _same_value(image.metadata[key], value)
+            for key, value in self.metadata.items()
+        )

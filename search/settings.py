@@ -1,0 +1,131 @@
+"""Typed settings for the catalog, the vector indexes and the query service (``VIZDEX_*``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoders.env import env_bool, env_choice, env_float, env_int, env_str
+from encoders.errors import InvalidInputError
+
+DEFAULT_DATA_DIR = "./vizdex-data"
+INDEX_DEVICES = ("auto", "cpu", "gpu")
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'catalog.db'}"
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """Where the catalog lives and how it is opened.
+
+    ``database_url``: any SQLAlchemy URL (``VIZDEX_DATABASE_URL``); default a SQLite file in the
+    data directory. ``auto_upgrade``: apply pending migrations on open instead of refusing
+    (``VIZDEX_AUTO_UPGRADE``). ``busy_timeout_ms``: how long SQLite waits for another writer
+    (``VIZDEX_DB_BUSY_TIMEOUT_MS``).
+    """
+
+    database_url: str
+    auto_upgrade: bool = False
+    busy_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CatalogSettings:
+        data_dir = Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env))
+        return cls(
+            database_url=env_str("DATABASE_URL", default_database_url(data_dir), env),
+            auto_upgrade=env_bool("AUTO_UPGRADE", False, env),
+            busy_timeout_ms=max(0, env_int("DB_BUSY_TIMEOUT_MS", 30_000, env)),
+        )
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Vector index policy and persistence.
+
+    ``exact_max``: collections up to this many vectors use an exact (flat) index; above it an IVF
+    index or the collection's own ``index_factory`` (``VIZDEX_INDEX_EXACT_MAX``).
+    ``recall_target``: IVF ``nprobe`` is the smallest that reaches this recall@10 against exact
+    search on a sample of the collection's own vectors (``VIZDEX_INDEX_RECALL_TARGET``).
+    ``snapshot_every``: write a new index file after this many applied changes
+    (``VIZDEX_INDEX_SNAPSHOT_EVERY``). ``device``: ``auto`` uses a GPU when FAISS has GPU support
+    and sees one (``VIZDEX_INDEX_DEVICE``).
+    """
+
+    directory: Path
+    exact_max: int = 50_000
+    recall_target: float = 0.95
+    tuning_queries: int = 512
+    snapshot_every: int = 10_000
+    device: str = "auto"
+    sync_on_query: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in INDEX_DEVICES:
+            raise InvalidInputError(f"index device must be one of {INDEX_DEVICES}")
+        if not 0.0 < self.recall_target <= 1.0:
+            raise InvalidInputError("index recall target must be in (0, 1]")
+        if self.exact_max < 0:
+            raise InvalidInputError("index exact_max must be >= 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:
+        data_dir = Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env))
+        return cls(
+            directory=Path(env_str("INDEX_DIR", str(data_dir / "indexes"), env)),
+            exact_max=env_int("INDEX_EXACT_MAX", 50_000, env),
+            recall_target=env_float("INDEX_RECALL_TARGET", 0.95, env),
+            snapshot_every=max(1, env_int("INDEX_SNAPSHOT_EVERY", 10_000, env)),
+            device=env_choice("INDEX_DEVICE", "auto", INDEX_DEVICES, env),
+        )
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """Bounds on a query, so that no request can ask for unbounded work.
+
+    ``prefilter_max``: a metadata filter matching at most this many images is answered by
+    searching only those ids; broader filters over-fetch from the index instead.
+    """
+
+    max_k: int = 1000
+    max_window: int = 10_000
+    rrf_k: int = 60
+    rrf_depth: int = 100
+    prefilter_max: int = 20_000
+    max_similarity_inputs: int = 256
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QuerySettings:
+        return cls(
+            max_window=max(1000, env_int("SEARCH_MAX_WINDOW", 10_000, env)),
+            prefilter_max=max(0, env_int("SEARCH_PREFILTER_MAX", 20_000, env)),
+        )
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything the ``search`` package needs, composed from the three parts above."""
+
+    catalog: CatalogSettings
+    index: IndexSettings
+    query: QuerySettings = field(default_factory=QuerySettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SearchSettings:
+        return cls(
+            catalog=CatalogSettings.from_env(env),
+            index=IndexSettings.from_env(env),
+            query=QuerySettings.from_env(env),
+        )
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> SearchSettings:
+        """Defaults rooted at one directory (tests, the CLI's ``--data-dir``)."""
+        return cls(
+            catalog=CatalogSettings(default_database_url(data_dir)),
+            index=IndexSettings(directory=data_dir / "indexes"),
+        )

@@ -1,0 +1,348 @@
+"""The catalog on a real SQLite file: collections, images, vectors, sequence numbers, jobs."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from encoders.errors import InvalidInputError
+from search.catalog import MAX_JOB_FAILURES, Catalog
+from search.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ImageNotFoundError,
+    InvalidQueryError,
+    JobNotFoundError,
+)
+from search.records import ImageFilter, ImageStatus, JobFailure, JobState, NewImage, SourceKind
+from search.schema import SchemaState, schema_status
+from tests.conftest import ImageFactory, UnitVectors
+
+
+def test_a_fresh_data_dir_gets_the_schema_and_safe_sqlite_settings(catalog: Catalog) -> None:
+    assert schema_status(catalog.engine).state is SchemaState.CURRENT
+    with catalog.engine.connect() as connection:
+
+        def pragma(name: str) -> object:
+            return connection.execute(text(f"PRAGMA {name}")).scalar()
+
+        assert pragma("journal_mode") == "wal"
+        assert pragma("synchronous") == 2  # FULL
+        assert pragma("foreign_keys") == 1
+        assert int(pragma("busy_timeout")) > 0  # type: ignore[call-overload]
+
+
+def test_collections_are_created_listed_found_and_deleted(catalog: Catalog) -> None:
+    created = catalog.create_collection("photos", ["clip", "dino"], exact_max=10)
+    assert created.models == ("clip", "dino")
+    assert created.created_at.tzinfo is UTC
+    assert catalog.get_collection("photos") == created
+    assert catalog.get_collection_by_id(created.id) == created
+    catalog.create_collection("art", ["clip"], index_factory="IVF16,Flat")
+    assert [c.name for c in catalog.list_collections()] == ["art", "photos"]
+    with pytest.raises(CollectionExistsError):
+        catalog.create_collection("photos", ["clip"])
+    assert catalog.delete_collection("photos").id == created.id
+    with pytest.raises(CollectionNotFoundError):
+        catalog.get_collection("photos")
+    with pytest.raises(CollectionNotFoundError):
+        catalog.delete_collection("photos")
+
+
+@pytest.mark.parametrize("name", ["", "has space", "../up", "x" * 101, "-dash-first"])
+def test_bad_collection_names_are_refused(catalog: Catalog, name: str) -> None:
+    with pytest.raises(InvalidInputError):
+        catalog.create_collection(name, ["clip"])
+
+
+@pytest.mark.parametrize("models", [[], ["clip", "clip"], [""]])
+def test_a_collection_needs_distinct_models(catalog: Catalog, models: list[str]) -> None:
+    with pytest.raises(InvalidInputError):
+        catalog.create_collection("photos", models)
+
+
+def test_adding_images_dedupes_by_sha256_and_keeps_their_facts(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vectors = unit_vectors(4, 8)
+    first = catalog.add_images(
+        collection.id,
+        [
+            new_image(
+                "a",
+                {"clip": vectors[0]},
+                metadata={"camera": "x100", "stars": 4},
+                source_kind=SourceKind.PATH,
+                source_uri="/photos/a.jpg",
+                source_size=1234,
+                source_mtime_ns=1_700_000_000_123_456_789,
+                original_name="a.jpg",
+            ),
+            new_image("b", {"clip": vectors[1]}),
+            new_image("a", {"clip": vectors[2]}),  # same bytes again within the batch
+        ],
+    )
+    assert [(o.id, o.created) for o in first] == [(1, True), (2, True), (1, False)]
+    again = catalog.add_images(collection.id, [new_image("b", {"clip": vectors[3]})])
+    assert [(o.id, o.created) for o in again] == [(2, False)]
+    image = catalog.get_image(collection.id, 1)
+    assert image.metadata == {"camera": "x100", "stars": 4}
+    assert image.source_kind is SourceKind.PATH and image.source_uri == "/photos/a.jpg"
+    assert image.source_mtime_ns == 1_700_000_000_123_456_789
+    assert image.status is ImageStatus.READY
+    assert image.created_at.tzinfo is UTC
+    assert catalog.find_by_sha256(collection.id, [image.sha256.upper()]) == {image.sha256: 1}
+    assert [i.id for i in catalog.find_by_source(collection.id, "/photos/a.jpg")] == [1]
+    ids, stored = catalog.get_vectors(collection.id, "clip", [2, 1, 99])
+    assert ids.tolist() == [2, 1]
+    np.testing.assert_array_equal(stored, vectors[[1, 0]])
+    assert catalog.count_images(collection.id) == 2
+
+
+def test_a_bad_image_in_a_batch_commits_nothing(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip", "dino"])
+    good = {"clip": unit_vectors(1, 8)[0], "dino": unit_vectors(1, 4)[0]}
+    bad_batches = [
+        [new_image("x", {"clip": good["clip"]})],  # a model's vector missing
+        [new_image("x", {**good, "other": good["dino"]})],  # an unknown model
+        [new_image("x", {**good, "clip": np.full(8, np.nan)})],
+        [new_image("x", good), new_image("y", {**good, "clip": unit_vectors(1, 9)[0]})],
+        [new_image("x", good, metadata={"bad": {1, 2}})],  # not JSON
+    ]
+    for batch in bad_batches:
+        with pytest.raises(InvalidInputError):
+            catalog.add_images(collection.id, batch)
+    not_a_hash = NewImage(
+        sha256="nothex", width=1, height=1, format="png", byte_size=1, vectors=good
+    )
+    with pytest.raises(InvalidInputError):
+        catalog.add_images(collection.id, [not_a_hash])
+    assert catalog.count_images(collection.id) == 0
+    assert catalog.collection_seq(collection.id) == 0
+    with pytest.raises(CollectionNotFoundError):
+        catalog.add_images(999, [new_image("x", good)])
+
+
+def test_sequence_numbers_order_every_add_and_delete(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip", "dino"])
+
+    def add(keys: list[str]) -> list[int]:
+        clip, dino = unit_vectors(len(keys), 8), unit_vectors(len(keys), 4)
+        items = [new_image(key, {"clip": clip[i], "dino": dino[i]}) for i, key in enumerate(keys)]
+        return [o.id for o in catalog.add_images(collection.id, items)]
+
+    first = add(["a", "b", "c"])
+    assert catalog.collection_seq(collection.id) == 6  # one per (image, model)
+    assert catalog.delete_images(collection.id, [first[1], 12345]) == [first[1]]
+    assert catalog.collection_seq(collection.id) == 8  # one tombstone per vector
+    later = add(["d"])
+    assert later[0] > max(first)  # ids are never reused
+    assert catalog.collection_seq(collection.id) == 10
+
+    everything = catalog.changes(collection.id, "clip", after_seq=0, upto_seq=10)
+    assert everything.removed_ids.tolist() == [first[1]]
+    assert everything.added_ids.tolist() == [first[0], first[2], later[0]]
+    # Only what happened after a position: the delete and the last add.
+    after_first_batch = catalog.changes(collection.id, "dino", after_seq=6, upto_seq=10)
+    assert after_first_batch.removed_ids.tolist() == [first[1]]
+    assert after_first_batch.added_ids.tolist() == later
+    assert after_first_batch.added_vectors.shape == (1, 4)
+    assert catalog.changes(collection.id, "clip", after_seq=10, upto_seq=10).empty
+
+    batches = list(catalog.iter_embeddings(collection.id, "clip", upto_seq=10, batch_size=2))
+    assert [b[0].tolist() for b in batches] == [[first[0], first[2]], [later[0]]]
+    assert catalog.embedding_summary(collection.id, "clip") == (
+        10,
+        3,
+        first[0] + first[2] + later[0],
+    )
+
+
+def test_replacing_a_vector_leaves_a_tombstone_then_the_new_vector(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vectors = unit_vectors(3, 8)
+    ids = [
+        o.id
+        for o in catalog.add_images(
+            collection.id, [new_image(i, {"clip": vectors[i]}) for i in range(2)]
+        )
+    ]
+    catalog.put_embeddings(collection.id, "clip", [ids[0]], vectors[2:3])
+    change = catalog.changes(collection.id, "clip", after_seq=2, upto_seq=4)
+    assert change.removed_ids.tolist() == [ids[0]]
+    assert change.added_ids.tolist() == [ids[0]]
+    np.testing.assert_array_equal(change.added_vectors[0], vectors[2])
+    with pytest.raises(ImageNotFoundError):
+        catalog.put_embeddings(collection.id, "clip", [999], vectors[:1])
+    with pytest.raises(InvalidInputError):
+        catalog.put_embeddings(collection.id, "dino", [ids[0]], vectors[:1])
+
+
+def test_filters_match_metadata_by_type_and_created_time(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    metadata = [
+        {"camera": "x100", "stars": 5, "favourite": True, "ratio": 1.5},
+        {"camera": "x100", "stars": 1, "favourite": False},
+        {"camera": "gr3", "stars": 5, "favourite": 1},  # 1 is not True
+        {},
+    ]
+    vectors = unit_vectors(len(metadata), 8)
+    catalog.add_images(
+        collection.id,
+        [new_image(i, {"clip": vectors[i]}, metadata=m) for i, m in enumerate(metadata)],
+    )
+    images = catalog.get_images(collection.id, [1, 2, 3, 4])
+
+    def ids(**metadata_filter: object) -> list[int]:
+        filters = ImageFilter(metadata=metadata_filter)  # type: ignore[arg-type]
+        found = catalog.filter_image_ids(collection.id, filters)
+        # SQL narrows; ImageFilter.matches has the final, type-exact word.
+        return [i for i in found if filters.matches(images[i])]
+
+    assert ids(camera="x100") == [1, 2]
+    assert ids(stars=5) == [1, 3]
+    assert ids(stars=5.0) == [1, 3]
+    assert ids(favourite=True) == [1]
+    assert ids(ratio=1.5) == [1]
+    assert ids(camera="x100", stars=1) == [2]
+    assert ids(camera="nope") == []
+    assert catalog.filter_image_ids(collection.id, ImageFilter(), among=[2, 4, 77]) == [2, 4]
+    assert catalog.filter_image_ids(collection.id, ImageFilter(), limit=2) == [1, 2]
+    created = images[1].created_at
+    after = ImageFilter(created_after=created + timedelta(days=1))
+    assert catalog.filter_image_ids(collection.id, after) == []
+    window = ImageFilter(
+        created_after=created - timedelta(seconds=1),
+        created_before=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    assert catalog.filter_image_ids(collection.id, window) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"metadata": {"a'b": 1}},
+        {"metadata": {"k": [1]}},
+        {"metadata": {"k": None}},
+        {"created_after": datetime(2025, 1, 2), "created_before": datetime(2025, 1, 1)},
+    ],
+)
+def test_bad_filters_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidQueryError):
+        ImageFilter(**bad)  # type: ignore[arg-type]
+
+
+def test_metadata_updates_and_listing(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vectors = unit_vectors(5, 8)
+    catalog.add_images(collection.id, [new_image(i, {"clip": vectors[i]}) for i in range(5)])
+    seq = catalog.collection_seq(collection.id)
+    updated = catalog.update_image(
+        collection.id, 3, metadata={"tag": "cat"}, thumbnail_path="thumbs/3.webp"
+    )
+    assert updated.metadata == {"tag": "cat"} and updated.thumbnail_path == "thumbs/3.webp"
+    assert updated.updated_at >= updated.created_at
+    assert catalog.collection_seq(collection.id) == seq  # nothing an index must replay
+    assert [i.id for i in catalog.list_images(collection.id, after_id=2, limit=2)] == [3, 4]
+    with pytest.raises(ImageNotFoundError):
+        catalog.update_image(collection.id, 42, metadata={})
+    with pytest.raises(ImageNotFoundError):
+        catalog.get_image(collection.id, 42)
+
+
+def test_deleting_a_collection_removes_everything_it_owns(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    doomed = catalog.create_collection("doomed", ["clip"])
+    kept = catalog.create_collection("kept", ["clip"])
+    vectors = unit_vectors(4, 8)
+    for collection in (doomed, kept):
+        ids = [
+            o.id
+            for o in catalog.add_images(
+                collection.id,
+                [new_image((collection.id, i), {"clip": vectors[i]}) for i in range(2)],
+            )
+        ]
+        catalog.delete_images(collection.id, ids[:1])
+        catalog.create_job(collection.id, kind="folder")
+    catalog.delete_collection("doomed")
+    with catalog.engine.connect() as connection:
+        for table in ("images", "embeddings", "embedding_tombstones", "jobs"):
+            owners = connection.execute(text(f"SELECT DISTINCT collection_id FROM {table}"))
+            assert [row[0] for row in owners] == [kept.id], table
+
+
+def test_job_lifecycle_counts_and_capped_failures(catalog: Catalog) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    job = catalog.create_job(collection.id, kind="folder", source="/photos", total=10)
+    assert job.state is JobState.PENDING and job.finished_at is None
+    catalog.set_job_state(job.id, JobState.RUNNING)
+    catalog.record_job_progress(
+        job.id, done=3, skipped=1, failures=[JobFailure("/photos/x.jpg", "corrupt", "bad JPEG")]
+    )
+    many = [JobFailure(f"/p/{i}", "too_large", "too big") for i in range(MAX_JOB_FAILURES + 5)]
+    progressed = catalog.record_job_progress(job.id, total=2000, failures=many)
+    assert (progressed.total, progressed.done, progressed.skipped) == (2000, 3, 1)
+    assert progressed.failed == MAX_JOB_FAILURES + 6  # counts stay exact...
+    assert len(progressed.failures) == MAX_JOB_FAILURES  # ...the stored reasons are capped
+    assert progressed.failures[0] == JobFailure("/photos/x.jpg", "corrupt", "bad JPEG")
+    finished = catalog.set_job_state(job.id, JobState.DONE)
+    assert finished.finished_at is not None and finished.state.finished
+    assert catalog.get_job(job.id) == finished
+    assert [j.id for j in catalog.list_jobs(collection_id=collection.id)] == [job.id]
+    assert catalog.list_jobs(state=JobState.RUNNING) == []
+    with pytest.raises(JobNotFoundError):
+        catalog.get_job(999)
+
+
+def test_concurrent_writers_get_distinct_gapless_sequence_numbers(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vectors = unit_vectors(200, 8)
+    errors: list[BaseException] = []
+
+    def writer(worker: int) -> None:
+        try:
+            for batch in range(10):
+                keys = [(worker, batch, i) for i in range(5)]
+                items = [
+                    new_image(key, {"clip": vectors[(worker * 50 + batch * 5 + i) % 200]})
+                    for i, key in enumerate(keys)
+                ]
+                added = catalog.add_images(collection.id, items)
+                if batch % 3 == 0:
+                    assert catalog.delete_images(collection.id, [added[0].id]) == [added[0].id]
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    deleted = 4 * 4  # batches 0, 3, 6, 9 of each writer
+    assert catalog.count_images(collection.id) == 200 - deleted
+    with catalog.engine.connect() as connection:
+        seqs = [row[0] for row in connection.execute(text("SELECT seq FROM embeddings"))]
+        seqs += [row[0] for row in connection.execute(text("SELECT seq FROM embedding_tombstones"))]
+    # Every add and every delete got its own number; the deleted vectors' numbers went with them.
+    assert len(set(seqs)) == len(seqs) == 200
+    assert max(seqs) == catalog.collection_seq(collection.id) == 200 + deleted

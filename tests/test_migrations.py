@@ -1,0 +1,211 @@
+"""Alembic migrations of the catalog: up, down, up again; no drift from the models; refusals."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+import migrations
+from search.catalog import Catalog
+from search.db import create_catalog_engine
+from search.errors import SchemaMismatchError, SchemaOutOfDateError
+from search.models import Base
+from search.schema import (
+    SchemaState,
+    downgrade,
+    ensure_schema,
+    head_revision,
+    migrations_directory,
+    schema_status,
+    upgrade,
+)
+from search.settings import CatalogSettings
+from tests.conftest import ImageFactory
+from web.commands import db as db_command
+
+TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs"}
+
+NEXT_REVISION = '''"""A later vizdex adds a column.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("collections") as batch:
+        batch.add_column(sa.Column("description", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    # On SQLite this copies and drops the collections table: children must survive it.
+    with op.batch_alter_table("collections") as batch:
+        batch.drop_column("description")
+'''
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+@pytest.fixture
+def next_scripts(tmp_path: Path) -> Path:
+    """The real migrations plus one newer revision: what a vizdex upgrade would ship."""
+    scripts = tmp_path / "next-migrations"
+    shutil.copytree(migrations_directory(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "v0002_add_description.py").write_text(NEXT_REVISION)
+    return scripts
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_catalog_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_empty_to_head_to_base_to_head(url: str) -> None:
+    engine = create_catalog_engine(url)
+    try:
+        assert schema_status(engine).state is SchemaState.EMPTY
+        upgrade(url)
+        assert schema_status(engine).state is SchemaState.CURRENT
+        assert _tables(url) >= TABLES
+        downgrade(url, "base")
+        assert _tables(url) & TABLES == set()
+        assert schema_status(engine).state is SchemaState.EMPTY
+        upgrade(url)
+        status = schema_status(engine)
+        assert status.state is SchemaState.CURRENT and status.current == (head_revision(),)
+    finally:
+        engine.dispose()
+
+
+def test_autogenerate_finds_no_difference_between_migrations_and_models(url: str) -> None:
+    upgrade(url)
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_scripts_are_found_from_the_package_not_the_working_directory(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert migrations_directory() == Path(migrations.__file__).parent
+    upgrade(url)
+    assert _tables(url) >= TABLES
+
+
+def test_an_out_of_date_catalog_is_refused_with_what_to_run(url: str, next_scripts: Path) -> None:
+    upgrade(url)  # a catalog made by today's vizdex...
+    settings = CatalogSettings(database_url=url)
+    with pytest.raises(SchemaOutOfDateError) as refused:  # ...opened by tomorrow's
+        Catalog.open(settings, script_location=next_scripts)
+    assert "run `vizdex db upgrade`" in refused.value.message
+    assert "0001" in refused.value.message and "0002" in refused.value.message
+    assert refused.value.code == "schema_out_of_date"
+
+
+def test_auto_upgrade_migrates_and_keeps_the_data(
+    url: str, next_scripts: Path, new_image: ImageFactory
+) -> None:
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    collection = catalog.create_collection("photos", ["clip"])
+    vector = np.ones(4, dtype=np.float32) / 2
+    catalog.add_images(collection.id, [new_image(i, {"clip": vector}) for i in range(3)])
+    catalog.close()
+
+    upgraded = Catalog.open(
+        CatalogSettings(database_url=url, auto_upgrade=True), script_location=next_scripts
+    )
+    with upgraded.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("collections")}
+    assert "description" in columns
+    assert upgraded.count_images(collection.id) == 3
+    upgraded.close()
+
+    # Going back recreates the collections table (SQLite batch mode); with foreign keys on,
+    # dropping the old table would have cascaded into images and embeddings.
+    downgrade(url, "0001", script_location=next_scripts)
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    assert catalog.count_images(collection.id) == 3
+    assert catalog.embedding_summary(collection.id, "clip")[1] == 3
+    catalog.close()
+
+
+def test_a_catalog_from_a_newer_vizdex_is_refused(url: str, next_scripts: Path) -> None:
+    upgrade(url, script_location=next_scripts)
+    engine = create_catalog_engine(url)
+    try:
+        with pytest.raises(SchemaMismatchError, match="newer vizdex"):
+            ensure_schema(engine, auto_upgrade=True)
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_is_not_a_catalog_is_left_alone(url: str) -> None:
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE somebody_elses (x INTEGER)"))
+        with pytest.raises(SchemaMismatchError, match="no vizdex schema revision"):
+            ensure_schema(engine, auto_upgrade=True)
+        assert _tables(url) == {"somebody_elses"}
+    finally:
+        engine.dispose()
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vizdex")
+    db_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+def test_db_commands_show_and_upgrade_the_schema(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["db", "current", "--database-url", url]) == 1
+    assert "state:    empty" in capsys.readouterr().out
+    assert _run(["db", "upgrade", "--database-url", url]) == 0
+    assert f"(empty) -> {head_revision()}" in capsys.readouterr().out
+    assert _run(["db", "upgrade", "--database-url", url]) == 0
+    assert "already at" in capsys.readouterr().out
+    assert _run(["db", "current", "--database-url", url]) == 0
+    assert "state:    current" in capsys.readouterr().out
+
+
+def test_db_upgrade_reads_the_data_dir_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VIZDEX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("VIZDEX_DATABASE_URL", raising=False)
+    assert _run(["db", "upgrade"]) == 0
+    assert (tmp_path / "data" / "catalog.db").is_file()
+    assert "upgraded" in capsys.readouterr().out
