@@ -1,14 +1,14 @@
 # vizdex service image.
-#   GPU (default): docker build -t vizdex .
-#   CPU:           docker build -t vizdex:cpu --build-arg VARIANT=cpu .
+#   GPU (default): docker build -t vizdex .                       (torch CUDA + faiss-gpu-cu12)
+#   CPU:           docker build -t vizdex:cpu --build-arg VARIANT=cpu .   (faiss-cpu)
+# The CUDA runtime libraries come with the torch and faiss-gpu-cu12 wheels (nvidia-* packages);
+# the host only needs the NVIDIA driver and container toolkit (`docker run --gpus all`).
 # Every step is a plain command that also works in a fresh virtual environment (see README).
-ARG VARIANT=gpu
-ARG CUDA_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
-ARG CPU_BASE=python:3.11-slim-bookworm
+ARG PYTHON_BASE=python:3.11-slim-bookworm
 
-# ---- build: a virtual environment with vizdex and its FAISS build ---------------------------
-FROM python:3.11-slim-bookworm AS build
-ARG VARIANT
+# ---- build: a virtual environment with vizdex and the chosen FAISS build ---------------------
+FROM ${PYTHON_BASE} AS build
+ARG VARIANT=gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -21,20 +21,13 @@ RUN python -m venv /opt/vizdex \
  && /opt/vizdex/bin/pip install "torch==2.14.1" "torchvision==0.29.1" \
  && /opt/vizdex/bin/pip install ".[${VARIANT}]"
 
-# ---- runtime bases ---------------------------------------------------------------------------
-FROM ${CUDA_BASE} AS runtime-gpu
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 curl \
- && rm -rf /var/lib/apt/lists/* && ln -sf /usr/bin/python3.11 /usr/local/bin/python3.11
-
-FROM ${CPU_BASE} AS runtime-cpu
+# ---- runtime -----------------------------------------------------------------------------------
+FROM ${PYTHON_BASE}
 RUN apt-get update && apt-get install -y --no-install-recommends curl \
- && rm -rf /var/lib/apt/lists/*
-
-# ---- final -----------------------------------------------------------------------------------
-FROM runtime-${VARIANT}
-COPY --from=build /opt/vizdex /opt/vizdex
-RUN useradd --create-home --uid 10001 vizdex && mkdir -p /data /cache \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 vizdex && mkdir -p /data /cache \
  && chown vizdex:vizdex /data /cache
+COPY --from=build /opt/vizdex /opt/vizdex
 USER vizdex
 ENV PATH=/opt/vizdex/bin:$PATH \
     VIZDEX_DATA_DIR=/data \
