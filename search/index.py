@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -106,7 +107,10 @@ class IndexPolicy:
     def kind_for(self, count: int) -> str:
         if count <= self.exact_max:
             return KIND_FLAT
-        return KIND_FACTORY if self.factory else KIND_IVF
+        if self.factory:
+            # A factory's fixed nlist needs enough points to train: stay exact until there are.
+            return KIND_FACTORY if count >= factory_min_count(self.factory) else KIND_FLAT
+        return KIND_IVF
 
     def needs_retrain(self, spec: IndexSpec, count: int) -> bool:
         """Past the exact threshold, or twice the size the clustering was trained for."""
@@ -120,7 +124,11 @@ class IndexPolicy:
 
 def ivf_nlist(count: int) -> int:
     """About 4·√N lists, but never fewer than 39 training points per list (FAISS's minimum)."""
-    return max(1, min(round(4 * math.sqrt(count)), count // 39))
+    return max(1, min(round(4 * math.sqrt(count)), count // MIN_POINTS_PER_LIST))
+
+
+MAX_FACTORY_NLIST = 1 << 20
+MIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per list
 
 
 def validate_factory(factory: str, dim: int) -> None:
@@ -129,11 +137,23 @@ def validate_factory(factory: str, dim: int) -> None:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
         raise InvalidInputError(f"index factory {factory!r} is not valid: {error}") from None
-    if faiss.try_extract_index_ivf(index) is None:
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
         raise InvalidInputError(
             f"index factory {factory!r} must describe an IVF index (e.g. 'IVF4096,Flat' or "
             "'OPQ32,IVF4096,PQ32'): other index types cannot delete vectors"
         )
+    if int(ivf.nlist) > MAX_FACTORY_NLIST:
+        raise InvalidInputError(
+            f"index factory {factory!r} asks for {int(ivf.nlist):,} lists; at most "
+            f"{MAX_FACTORY_NLIST:,} are supported"
+        )
+
+
+def factory_min_count(factory: str) -> int:
+    """Vectors needed to train ``factory``'s IVF lists (read off the string: any dimension)."""
+    match = re.search(r"IVF(\d+)", factory)
+    return MIN_POINTS_PER_LIST * int(match.group(1)) if match else 0
 
 
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from search.index import (
     IndexPolicy,
     IndexSpec,
     VectorIndex,
+    factory_min_count,
     gpu_available,
     ivf_nlist,
     validate_factory,
@@ -246,3 +247,15 @@ def test_gpu_backend_matches_the_cpu(unit_vectors: UnitVectors) -> None:
         assert found[0, 0] == 9001
         _, found = on_gpu.search(vectors[:100], 5)
         assert not np.isin(found, ids[:2500]).any()
+
+
+def test_factory_index_stays_exact_until_it_can_be_trained() -> None:
+    policy = IndexPolicy(exact_max=10, factory="OPQ8,IVF64,PQ8")
+    assert factory_min_count("OPQ8,IVF64,PQ8") == 39 * 64
+    assert policy.kind_for(100) == "flat"
+    assert policy.kind_for(39 * 64) == "factory"
+
+
+def test_absurd_factory_list_counts_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="at most"):
+        validate_factory("IVF99999999,Flat", 32)
