@@ -130,7 +130,8 @@ def test_ivf_nlist_never_has_fewer_than_39_points_per_list() -> None:
 def test_policy_picks_flat_then_ivf_or_the_factory_and_retrains_on_growth() -> None:
     policy = IndexPolicy(exact_max=100)
     assert policy.kind_for(100) == "flat" and policy.kind_for(101) == "ivf"
-    assert IndexPolicy(exact_max=100, factory="IVF8,Flat").kind_for(101) == "factory"
+    factory = IndexPolicy(exact_max=100, factory="IVF8,Flat")
+    assert factory.kind_for(311) == "flat" and factory.kind_for(312) == "factory"  # 39 per list
     flat = IndexSpec(kind="flat", dim=8)
     assert not policy.needs_retrain(flat, 100) and policy.needs_retrain(flat, 101)
     ivf = IndexSpec(kind="ivf", dim=8, nlist=4, nprobe=2, trained_on=200)
