@@ -6,14 +6,16 @@ collection; each item fails alone with its typed error.
 
 A loader may hand back :class:`JpegBytes` instead of a decoded image: those are decoded in a
 batch on the models' device (nvJPEG on CUDA) and preprocessed there, falling back to the CPU
-door for any image the device decoder refuses.
+door for any image the device decoder refuses. It may also hand back ``None``: the item has
+nothing to encode (e.g. it is already indexed) and comes out in its batch's ``passed`` list, so one
+stream can carry a whole rescan without a second pool.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -41,8 +43,9 @@ class JpegBytes:
 
 
 # A loader gets an item and the smallest shortest-side it may draft-decode to (None: full size),
-# and returns the RGB image (or JpegBytes) plus whatever the caller wants back with the vectors.
-Loader = Callable[[T, int | None], tuple[Image.Image | JpegBytes, P]]
+# and returns the RGB image (or JpegBytes, or None: nothing to encode) plus whatever the caller
+# wants back with the vectors.
+Loader = Callable[[T, int | None], tuple[Image.Image | JpegBytes | None, P]]
 Prepared = list[torch.Tensor] | JpegBytes
 
 
@@ -52,6 +55,7 @@ class EncodedBatch(Generic[T, P]):
     payloads: list[P] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # model name -> [n, dim]
     failures: list[tuple[T, VizdexError]] = field(default_factory=list)
+    passed: list[tuple[T, P]] = field(default_factory=list)  # loaded, with nothing to encode
 
 
 def draft_side(encoders: Sequence[Encoder]) -> int | None:
@@ -76,9 +80,9 @@ def device_decode_possible(encoders: Sequence[Encoder]) -> bool:
 
 def _prepare(
     item: T, load: Loader[T, P], encoders: Sequence[Encoder], min_side: int | None
-) -> tuple[P, Prepared]:
+) -> tuple[P, Prepared | None]:
     source, payload = load(item, min_side)
-    if isinstance(source, JpegBytes):
+    if source is None or isinstance(source, JpegBytes):
         return payload, source
     return payload, [encoder.preprocess([source])[0] for encoder in encoders]
 
@@ -91,16 +95,17 @@ def encode_stream(
     batch_size: int = 64,
     workers: int = 0,
     normalize: bool = True,
-) -> Iterator[EncodedBatch[T, P]]:
+) -> Generator[EncodedBatch[T, P], None, None]:
     """Yield batches of vectors for ``items``, in input order, with per-item failures.
 
     At most ``batch_size + 2 * workers`` items are decoded ahead of the model, so memory stays
-    bounded whatever the length of ``items``.
+    bounded whatever the length of ``items``. A batch is also closed once ``4 * batch_size``
+    items failed or passed through, so a long run of those never piles up in one batch.
     """
     min_side = draft_side(encoders)
     threads = default_workers(workers)
     window = batch_size + 2 * threads
-    pending: deque[tuple[T, Future[tuple[P, Prepared]]]] = deque()
+    pending: deque[tuple[T, Future[tuple[P, Prepared | None]]]] = deque()
     batch: EncodedBatch[T, P] = EncodedBatch()
     pixels: list[Prepared] = []
     source = iter(items)
@@ -123,13 +128,19 @@ def encode_stream(
             except VizdexError as error:
                 batch.failures.append((item, error))
             else:
-                batch.items.append(item)
-                batch.payloads.append(payload)
-                pixels.append(tensors)
-            if len(batch.items) >= batch_size:
+                if tensors is None:
+                    batch.passed.append((item, payload))
+                else:
+                    batch.items.append(item)
+                    batch.payloads.append(payload)
+                    pixels.append(tensors)
+            if (
+                len(batch.items) >= batch_size
+                or len(batch.failures) + len(batch.passed) >= 4 * batch_size
+            ):
                 yield _forward(batch, pixels, encoders, normalize)
                 batch, pixels = EncodedBatch(), []
-        if batch.items or batch.failures:
+        if batch.items or batch.failures or batch.passed:
             yield _forward(batch, pixels, encoders, normalize)
 
 

@@ -1,0 +1,209 @@
+"""Ingestion jobs: who is running, who died, and counters written while a job runs.
+
+Every unfinished job is backed by an exclusive ``flock`` on ``locks/job-<id>.lock`` held by the
+process running it (or queueing it). The kernel drops that lock when the process dies, SIGKILL
+included, so "unfinished in the catalog and unlocked" means interrupted: the next job start marks
+it failed. Creating, finishing and reaping jobs all happen under one more lock (``jobs.lock``), so
+a job is never reaped between its last write and the release of its lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from encoders.errors import ConflictError
+from search import Catalog, JobFailure, JobRecord, JobState
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = (
+    "interrupted: the process running this job stopped before it finished; "
+    "running the same ingestion again resumes it"
+)
+
+
+class JobLease:
+    """Proof that this process runs (or has queued) a job; release it when the job is finished."""
+
+    def __init__(self, locks: JobLocks, job_id: int, descriptor: int) -> None:
+        self._locks = locks
+        self.job_id = job_id
+        self._descriptor: int | None = descriptor
+        self._guard = threading.Lock()
+
+    @property
+    def released(self) -> bool:
+        return self._descriptor is None
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (the caller holds the registry lock)."""
+        with self._guard:
+            if self._descriptor is None:
+                return
+            self._locks.path_for(self.job_id).unlink(missing_ok=True)
+            os.close(self._descriptor)  # closing drops the flock
+            self._descriptor = None
+
+
+class JobLocks:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path_for(self, job_id: int) -> Path:
+        return self.directory / f"job-{job_id}.lock"
+
+    @contextmanager
+    def registry(self) -> Iterator[None]:
+        """Serialises job creation, completion and reaping across threads and processes."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.directory / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def hold(self, job_id: int) -> JobLease:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path_for(job_id), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return JobLease(self, job_id, descriptor)
+
+    def is_held(self, job_id: int) -> bool:
+        """Whether a live process holds the job's lock (this one included, via another lease)."""
+        try:
+            descriptor = os.open(self.path_for(job_id), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+        return False
+
+
+def _unfinished(catalog: Catalog, collection_id: int | None) -> list[JobRecord]:
+    jobs: list[JobRecord] = []
+    for state in (JobState.PENDING, JobState.RUNNING):
+        jobs.extend(catalog.list_jobs(collection_id=collection_id, state=state, limit=100_000))
+    return jobs
+
+
+def reap_interrupted(
+    catalog: Catalog, locks: JobLocks, collection_id: int | None = None
+) -> list[int]:
+    """Mark unfinished jobs whose process is gone as failed; returns their ids."""
+    reaped: list[int] = []
+    with locks.registry():
+        for job in _unfinished(catalog, collection_id):
+            if not locks.is_held(job.id):
+                catalog.set_job_state(job.id, JobState.FAILED, error=INTERRUPTED)
+                locks.path_for(job.id).unlink(missing_ok=True)
+                reaped.append(job.id)
+    if reaped:
+        log.info("marked interrupted jobs as failed: %s", reaped)
+    return reaped
+
+
+def open_job(
+    catalog: Catalog, locks: JobLocks, collection_id: int, *, kind: str, source: str
+) -> tuple[JobRecord, JobLease, list[int]]:
+    """Create a job and its lease; returns (job, lease, ids of interrupted jobs just reaped).
+
+    The same ingestion (kind ``ingest``, same source) running elsewhere is a conflict: two of them
+    would only decode everything twice. Uploads never conflict.
+    """
+    reaped = reap_interrupted(catalog, locks, collection_id)
+    with locks.registry():
+        if kind == "ingest":
+            for job in _unfinished(catalog, collection_id):
+                if job.kind == kind and job.source == source and locks.is_held(job.id):
+                    raise ConflictError(
+                        f"the same ingestion is already running as job {job.id}; "
+                        "wait for it to finish (vizdex jobs shows its progress)",
+                        job_id=job.id,
+                    )
+        job = catalog.create_job(collection_id, kind=kind, source=source)
+        lease = locks.hold(job.id)
+    return job, lease, reaped
+
+
+def close_job(
+    catalog: Catalog,
+    locks: JobLocks,
+    lease: JobLease,
+    state: JobState,
+    *,
+    error: str | None = None,
+) -> JobRecord:
+    """Set the final state and release the lease as one step for any reaper."""
+    with locks.registry():
+        try:
+            return catalog.set_job_state(lease.job_id, state, error=error)
+        finally:
+            lease.release()
+
+
+class JobTracker:
+    """Adds a job's counters up in memory and writes them at most every ``interval_s``.
+
+    One small transaction per flush instead of one per image keeps the catalog's write lock free
+    for the batches themselves; the job as read by others lags by at most ``interval_s``.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        job_id: int,
+        *,
+        interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._catalog = catalog
+        self._job_id = job_id
+        self._interval = interval_s
+        self._clock = clock
+        self._last = clock()
+        self._done = 0
+        self._skipped = 0
+        self._failures: list[JobFailure] = []
+        self._total: int | None = None
+
+    def set_total(self, total: int) -> None:
+        self._total = total
+        self.flush()
+
+    def add(self, *, done: int = 0, skipped: int = 0, failures: Sequence[JobFailure] = ()) -> None:
+        self._done += done
+        self._skipped += skipped
+        self._failures.extend(failures)
+        if self._clock() - self._last >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = self._clock()
+        if not (self._done or self._skipped or self._failures or self._total is not None):
+            return
+        self._catalog.record_job_progress(
+            self._job_id,
+            total=self._total,
+            done=self._done,
+            skipped=self._skipped,
+            failures=self._failures,
+        )
+        self._done = self._skipped = 0
+        self._failures = []
+        self._total = None

@@ -1,0 +1,391 @@
+"""The ingestion pipeline: discover → plan → read, hash, dedupe, decode → encode → write → index.
+
+``encoders.streaming.encode_stream`` is the decode/encode stage: its threads read, hash, decode
+and preprocess ahead of the model in a bounded window, and carry already-indexed items through
+without decoding them. The caller's thread runs the models; a writer thread commits each batch
+(rows and vectors in one transaction) and updates the indexes while the next batch is encoded.
+Discovery and planning are generators pulled by that window, so memory does not grow with the
+number of files.
+
+Resumability comes from the catalog, not from a journal: a batch is either committed or not, and
+a re-run skips what is committed (same path, size and mtime) and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from types import TracebackType
+
+from encoders.base import Encoder
+from encoders.errors import InvalidInputError, VizdexError
+from encoders.image_settings import ImageInputSettings
+from encoders.streaming import EncodedBatch, device_decode_possible, encode_stream
+from indexer.catalog_sources import images_at_sources, iter_sha256
+from indexer.dedupe import ShaFilter
+from indexer.discovery import Inputs, count, discover, resolve_inputs
+from indexer.incremental import plan_paths, prune
+from indexer.jobs import JobLease, JobLocks, JobTracker, close_job, open_job
+from indexer.loading import ItemLoader
+from indexer.progress import ProgressCallback
+from indexer.report import IngestReport
+from indexer.settings import IndexerSettings
+from indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
+from indexer.storage import DataStore
+from indexer.writer import BatchWriter
+from search import (
+    Catalog,
+    CollectionRecord,
+    IndexStore,
+    JobFailure,
+    JobNotFoundError,
+    JobRecord,
+    JobState,
+    ModelNotLoadedError,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_PASSES = 1  # items whose known image vanished mid-run get this many more tries
+KEEP_FINISHED = 100  # reports of finished background jobs kept for ``wait``
+
+
+class _WriterThread:
+    """Runs a ``BatchWriter`` on its own thread behind a short queue (back-pressure)."""
+
+    def __init__(self, writer: BatchWriter, cancel: threading.Event, depth: int = 2) -> None:
+        self._writer = writer
+        self._cancel = cancel
+        self._queue: queue.Queue[EncodedBatch[Item, Payload] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="vizdex-writer", daemon=True)
+
+    def __enter__(self) -> _WriterThread:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None or self._cancel.is_set():
+                continue  # drain: the producer stops at its next put
+            try:
+                self._writer.write(batch)
+            except BaseException as error:
+                self._error = error
+
+    def put(self, batch: EncodedBatch[Item, Payload]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Batches already encoded are still committed when the producer failed (a cancelled job
+        # drops them instead: stopping soon is the point, and a re-run redoes them).
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+
+class Indexer:
+    """Runs ingestion jobs against one catalog and its indexes.
+
+    ``ingest`` runs a job in the calling thread; ``submit`` queues it on one background thread and
+    returns the job at once (the web API's upload path). Submitted jobs run one after another;
+    an ``ingest`` call never waits for them: jobs running side by side share the models batch by
+    batch (each model runs one forward at a time) and the catalog keeps them consistent.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        indexes: IndexStore,
+        encoders: Mapping[str, Encoder],
+        settings: IndexerSettings,
+        images: ImageInputSettings | None = None,
+        *,
+        job_flush_s: float = 0.5,
+    ) -> None:
+        self._catalog = catalog
+        self._indexes = indexes
+        self._encoders = dict(encoders)
+        self._settings = settings
+        self._images = images or ImageInputSettings()
+        self._job_flush_s = job_flush_s
+        self.store = DataStore(settings.data_dir)
+        self._locks = JobLocks(self.store.locks_dir)
+        self._executor: ThreadPoolExecutor | None = None
+        self._futures: dict[int, Future[IngestReport]] = {}
+        self._cancels: dict[int, threading.Event] = {}
+        self._state_lock = threading.Lock()
+
+    # -- public --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        collection: str,
+        request: IngestRequest,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Run one job to its end in this thread; the report says what happened."""
+        job, lease, reaped = self._open(collection, request)
+        return self._run(job, lease, request, progress, reaped)
+
+    def submit(
+        self,
+        collection: str,
+        request: IngestRequest,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> JobRecord:
+        """Create the job (``pending``) and run it on the background thread; returns at once."""
+        job, lease, reaped = self._open(collection, request)
+        try:
+            with self._state_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="vizdex-ingest")
+                future = self._executor.submit(self._run, job, lease, request, progress, reaped)
+                self._futures[job.id] = future
+                self._forget_old_futures()
+        except BaseException:
+            with self._state_lock:
+                self._cancels.pop(job.id, None)
+            close_job(self._catalog, self._locks, lease, JobState.CANCELLED)
+            raise
+        return job
+
+    def _forget_old_futures(self) -> None:
+        """A long-running server submits jobs forever: keep only the latest finished reports."""
+        finished = [job_id for job_id, future in self._futures.items() if future.done()]
+        for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._futures[job_id]
+
+    def wait(self, job_id: int, timeout: float | None = None) -> IngestReport:
+        """The report of a job started with ``submit`` (re-raises what made it fail)."""
+        with self._state_lock:
+            future = self._futures.get(job_id)
+        if future is None:
+            raise JobNotFoundError(f"job {job_id} was not submitted to this indexer")
+        return future.result(timeout=timeout)
+
+    def cancel(self, job_id: int) -> bool:
+        """Ask a job of this indexer to stop after its current batch; False if it is not ours."""
+        with self._state_lock:
+            event = self._cancels.get(job_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def close(self) -> None:
+        """Cancel queued and running jobs and wait for them to stop."""
+        with self._state_lock:
+            events = list(self._cancels.values())
+            executor, self._executor = self._executor, None
+        for event in events:
+            event.set()
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    # -- job lifecycle -------------------------------------------------------------------------
+
+    def _open(
+        self, collection: str, request: IngestRequest
+    ) -> tuple[JobRecord, JobLease, list[int]]:
+        record = self._catalog.get_collection(collection)
+        self._encoders_for(record)  # refuse before a job exists
+        resolve_inputs(request.paths, request.files_from)
+        if request.urls and not self._images.allow_urls:
+            raise InvalidInputError(
+                "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)"
+            )
+        job, lease, reaped = open_job(
+            self._catalog,
+            self._locks,
+            record.id,
+            kind=request.kind,
+            source=request.describe(),
+        )
+        with self._state_lock:
+            self._cancels[job.id] = threading.Event()
+        return job, lease, reaped
+
+    def _encoders_for(self, collection: CollectionRecord) -> list[Encoder]:
+        missing = [model for model in collection.models if model not in self._encoders]
+        if missing:
+            raise ModelNotLoadedError(
+                f"collection {collection.name!r} is embedded with {missing}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not loaded; loaded: "
+                f"{sorted(self._encoders)}",
+                models=missing,
+            )
+        return [self._encoders[model] for model in collection.models]
+
+    def _run(
+        self,
+        job: JobRecord,
+        lease: JobLease,
+        request: IngestRequest,
+        progress: ProgressCallback | None,
+        reaped: Sequence[int],
+    ) -> IngestReport:
+        with self._state_lock:
+            cancel = self._cancels.setdefault(job.id, threading.Event())
+        collection = self._catalog.get_collection_by_id(job.collection_id)
+        report = IngestReport(job_id=job.id, collection=collection.name)
+        tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
+        state, error = JobState.FAILED, None
+        started = time.monotonic()
+
+        def on_batch() -> None:
+            report.elapsed_s = time.monotonic() - started
+            if progress is not None:
+                progress(report.snapshot())
+
+        try:
+            if not cancel.is_set():
+                self._catalog.set_job_state(job.id, JobState.RUNNING)
+                if reaped:
+                    log.info("job %d resumes interrupted jobs %s", job.id, list(reaped))
+                self._execute(collection, request, report, tracker, cancel, on_batch)
+            state = JobState.CANCELLED if cancel.is_set() else JobState.DONE
+        except KeyboardInterrupt:
+            state, error = JobState.CANCELLED, "interrupted by the user"
+            raise
+        except VizdexError as failure:
+            error = failure.message
+            raise
+        except Exception as failure:
+            log.exception("job %d failed", job.id)
+            error = f"{type(failure).__name__}: {failure}"
+            raise
+        finally:
+            report.elapsed_s = time.monotonic() - started
+            report.state, report.error = state, error
+            report.uploads.sort(key=lambda outcome: outcome.index)
+            try:
+                tracker.flush()
+                close_job(self._catalog, self._locks, lease, state, error=error)
+            except Exception:  # never hide the exception that got us here
+                log.exception("could not record the end of job %d", job.id)
+            finally:
+                lease.release()
+                with self._state_lock:
+                    self._cancels.pop(job.id, None)
+        return report
+
+    # -- the work ------------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        collection: CollectionRecord,
+        request: IngestRequest,
+        report: IngestReport,
+        tracker: JobTracker,
+        cancel: threading.Event,
+        on_batch: Callable[[], None],
+    ) -> None:
+        encoders = self._encoders_for(collection)
+        inputs = resolve_inputs(request.paths, request.files_from)
+        settings = self._settings
+        report.total = (
+            len(request.uploads)
+            + len(request.urls)
+            + count(inputs, settings.extensions, include_hidden=settings.include_hidden)
+        )
+        tracker.set_total(report.total)
+        on_batch()
+        self.store.sweep_temporaries()
+        known = ShaFilter.of(
+            iter_sha256(self._catalog, collection.id),
+            expected=self._catalog.count_images(collection.id) + 1000,
+        )
+        loader = ItemLoader(
+            catalog=self._catalog,
+            collection_id=collection.id,
+            store=self.store,
+            settings=settings,
+            images=self._images,
+            known=known,
+            device_decode=settings.device_decode and device_decode_possible(encoders),
+        )
+        writer = BatchWriter(
+            catalog=self._catalog,
+            indexes=self._indexes,
+            collection=collection,
+            model_keys=[encoder.name for encoder in encoders],
+            report=report,
+            tracker=tracker,
+            on_batch=on_batch,
+        )
+        self._stream(self._items(collection, request, inputs), encoders, loader, writer, cancel)
+        for _ in range(RETRY_PASSES):
+            if not writer.retry or cancel.is_set():
+                break
+            again, writer.retry = writer.retry, []
+            log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
+            self._stream(iter(again), encoders, loader, writer, cancel)
+        if writer.retry and not cancel.is_set():
+            failures = [
+                JobFailure(
+                    display_name(item),
+                    "conflict",
+                    "the image was changed in the catalog by someone else while it was being "
+                    "ingested; run the ingestion again",
+                )
+                for item in writer.retry
+            ]
+            for failure in failures:
+                report.add_failure(failure)
+            tracker.add(failures=failures)
+        if request.prune and inputs.folders and not cancel.is_set():
+            report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
+        self._indexes.snapshot(collection)
+
+    def _items(
+        self, collection: CollectionRecord, request: IngestRequest, inputs: Inputs
+    ) -> Iterator[Item]:
+        for index, upload in enumerate(request.uploads):
+            yield UploadItem(index, upload)
+        if request.urls:
+            known = images_at_sources(self._catalog, collection.id, request.urls)
+            for url in request.urls:
+                rows = known.get(url)
+                yield UrlItem(url, known_id=rows[-1].image_id if rows else None)
+        settings = self._settings
+        files = discover(inputs, settings.extensions, include_hidden=settings.include_hidden)
+        yield from plan_paths(self._catalog, collection.id, files)
+
+    def _stream(
+        self,
+        items: Iterator[Item],
+        encoders: Sequence[Encoder],
+        loader: ItemLoader,
+        writer: BatchWriter,
+        cancel: threading.Event,
+    ) -> None:
+        settings = self._settings
+        batches = encode_stream(
+            items, encoders, loader, batch_size=settings.batch_size, workers=settings.workers
+        )
+        with _WriterThread(writer, cancel) as sink, closing(batches):
+            for batch in batches:
+                sink.put(batch)
+                if cancel.is_set():
+                    break

@@ -1,0 +1,174 @@
+"""``vizdex collections``: list, create and delete collections.
+
+Also home of the catalog options every catalog command shares (``--data-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from encoders.discovery import discover_model
+from encoders.errors import InvalidInputError
+from encoders.settings import EncoderSettings
+from search import Catalog, IndexStore, SearchSettings
+
+
+def add_data_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """``nested``: on an action under a parser that has it too (absent must not override)."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS if nested else None,
+        help="where the catalog, indexes and thumbnails live (default VIZDEX_DATA_DIR, "
+        "else ./vizdex-data)",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if nested else False,
+        help="print JSON",
+    )
+
+
+def command_env(args: argparse.Namespace) -> Mapping[str, str]:
+    """The environment the settings are read from, with ``--data-dir`` applied."""
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None):
+        env["VIZDEX_DATA_DIR"] = str(args.data_dir)
+    return env
+
+
+def open_catalog(args: argparse.Namespace) -> tuple[Catalog, SearchSettings]:
+    settings = SearchSettings.from_env(command_env(args))
+    return Catalog.open(settings.catalog), settings
+
+
+def quiet_model_loading(args: argparse.Namespace) -> None:
+    """No per-shard "Loading weights" bars from transformers: our own bar is the one to read."""
+    if not getattr(args, "verbose", False):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """Refuse unknown or unsupported models from their config alone (no weights are loaded)."""
+    for model in models:
+        discover_model(model)
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "collections",
+        help="list, create or delete collections",
+        description="Without an action, list the collections with their models and sizes.",
+    )
+    add_data_option(parser)
+    _json_option(parser)
+    parser.set_defaults(handler=run_list)
+    actions = parser.add_subparsers(dest="collections_command", metavar="ACTION")
+
+    listing = actions.add_parser("list", help="list collections (the default)")
+    add_data_option(listing, nested=True)
+    _json_option(listing, nested=True)
+    listing.set_defaults(handler=run_list)
+
+    create = actions.add_parser(
+        "create",
+        help="create an empty collection",
+        description="Create a collection embedded with the given models (default VIZDEX_MODELS). "
+        "CLIP-like models allow text search; DINOv3 adds image-to-image search.",
+    )
+    create.add_argument("name", help="1-100 letters, digits, '_', '-' or '.'")
+    create.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="ID_OR_DIR",
+        help="Hugging Face id or local checkpoint directory; repeat for several",
+    )
+    add_data_option(create, nested=True)
+    _json_option(create, nested=True)
+    create.set_defaults(handler=run_create)
+
+    delete = actions.add_parser(
+        "delete",
+        help="delete a collection with its images, vectors and jobs",
+        description="Delete a collection from the catalog and remove its index files. Folder "
+        "images stay where they are; nothing outside the data directory is touched.",
+    )
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="really delete (required)")
+    add_data_option(delete, nested=True)
+    delete.set_defaults(handler=run_delete)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    catalog, _ = open_catalog(args)
+    try:
+        rows: list[dict[str, Any]] = [
+            {
+                "name": record.name,
+                "images": catalog.count_images(record.id),
+                "models": list(record.models),
+                "created_at": record.created_at.isoformat(timespec="seconds"),
+            }
+            for record in catalog.list_collections()
+        ]
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no collections yet: `vizdex collections create NAME` or `vizdex ingest`")
+    else:
+        width = max(len(row["name"]) for row in rows)
+        for row in rows:
+            models = ", ".join(row["models"])
+            print(f"{row['name']:<{width}}  {row['images']:>9,} images  models: {models}")
+    return 0
+
+
+def run_create(args: argparse.Namespace) -> int:
+    settings = EncoderSettings.from_env(command_env(args))
+    if args.models:
+        models = tuple(m for value in args.models for m in value.split(",") if m)
+        settings = replace(settings, models=models)
+    check_models(settings.models)
+    catalog, _ = open_catalog(args)
+    try:
+        record = catalog.create_collection(args.name, settings.models)
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps({"name": record.name, "models": list(record.models)}, indent=2))
+    else:
+        print(f"created collection {record.name!r} with models: {', '.join(record.models)}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    catalog, settings = open_catalog(args)
+    try:
+        record = catalog.get_collection(args.name)
+        images = catalog.count_images(record.id)
+        if not args.yes:
+            raise InvalidInputError(
+                f"collection {record.name!r} has {images:,} images; add --yes to delete it"
+            )
+        catalog.delete_collection(record.name)
+        indexes = IndexStore(catalog, settings.index)
+        indexes.drop_collection(record.id)
+        indexes.close(snapshot=False)
+    finally:
+        catalog.close()
+    print(f"deleted collection {record.name!r} ({images:,} images)")
+    return 0

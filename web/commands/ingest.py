@@ -1,0 +1,221 @@
+"""``vizdex ingest``: folders, files and URLs into a collection; ``vizdex jobs``: their progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from encoders.base import Encoder
+from encoders.image_settings import ImageInputSettings
+from encoders.loading import load_encoder
+from encoders.settings import EncoderSettings
+from indexer import (
+    DataStore,
+    Indexer,
+    IndexerSettings,
+    IngestRequest,
+    JobLocks,
+    TextProgress,
+    reap_interrupted,
+    resolve_inputs,
+)
+from search import (
+    Catalog,
+    CollectionNotFoundError,
+    CollectionRecord,
+    IndexStore,
+    InvalidQueryError,
+    JobRecord,
+)
+from web.commands.collections import (
+    add_data_option,
+    check_models,
+    command_env,
+    open_catalog,
+    quiet_model_loading,
+)
+from web.commands.options import add_encoder_options, encoder_settings
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "ingest",
+        help="add folders, image files or URLs to a collection",
+        description=(
+            "Add images to a collection (created with --model, default VIZDEX_MODELS, if it does "
+            "not exist). Folders are scanned recursively; a re-run skips files whose path, size "
+            "and mtime are unchanged, re-embeds changed ones and records moved ones without "
+            "re-embedding. An interrupted run (even killed) is resumed by running it again. "
+            "Exits 0 when the job completes, even if some files were refused: they are listed."
+        ),
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="folder, image file, or http(s) URL (needs VIZDEX_ALLOW_URLS=true)",
+    )
+    parser.add_argument("--collection", "-c", required=True, metavar="NAME")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove images whose files under the given folders no longer exist",
+    )
+    parser.add_argument(
+        "--files-from", metavar="FILE", help="also ingest the paths listed in FILE, one per line"
+    )
+    parser.add_argument(
+        "--ext",
+        metavar="EXT,...",
+        help="file extensions a folder scan picks up (default VIZDEX_INGEST_EXTENSIONS, else "
+        "jpg,jpeg,png,webp,gif,bmp,tif,tiff)",
+    )
+    parser.add_argument(
+        "--include-hidden", action="store_true", help="also scan dot-files and dot-folders"
+    )
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="decode threads (default: one per core)"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_data_option(parser)
+    add_encoder_options(parser)
+    parser.set_defaults(handler=run)
+
+    jobs = subcommands.add_parser(
+        "jobs",
+        help="show ingestion jobs and their progress",
+        description="List recent jobs (newest first), or one job with its failures (--id).",
+    )
+    jobs.add_argument("--id", type=int, dest="job_id", metavar="N", help="show one job")
+    jobs.add_argument("--collection", "-c", metavar="NAME", help="only this collection's jobs")
+    jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list (default 20)")
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    add_data_option(jobs)
+    jobs.set_defaults(handler=run_jobs)
+
+
+def _request(args: argparse.Namespace) -> IngestRequest:
+    urls = tuple(p for p in args.paths if p.lower().startswith(("http://", "https://")))
+    paths = tuple(p for p in args.paths if p not in urls)
+    return IngestRequest(paths=paths, files_from=args.files_from, urls=urls, prune=args.prune)
+
+
+def _collection(
+    catalog: Catalog, args: argparse.Namespace, settings: EncoderSettings
+) -> tuple[CollectionRecord, bool]:
+    """The collection, created with the requested models when it does not exist yet."""
+    try:
+        record = catalog.get_collection(args.collection)
+    except CollectionNotFoundError:
+        check_models(settings.models)
+        return catalog.create_collection(args.collection, settings.models), True
+    if args.models and set(settings.models) != set(record.models):
+        raise InvalidQueryError(
+            f"collection {record.name!r} is embedded with {list(record.models)}, not "
+            f"{list(settings.models)}; leave out --model or use another collection"
+        )
+    return record, False
+
+
+def run(args: argparse.Namespace) -> int:
+    env = command_env(args)
+    models = encoder_settings(args)
+    indexer_settings = IndexerSettings.from_env(env)
+    overrides: dict[str, Any] = {
+        "batch_size": models.batch_size,
+        "include_hidden": args.include_hidden or indexer_settings.include_hidden,
+    }
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.ext:
+        overrides["extensions"] = tuple(args.ext.split(","))
+    indexer_settings = replace(indexer_settings, **overrides)
+    request = _request(args)
+    resolve_inputs(request.paths, request.files_from)  # a typo fails before anything is loaded
+    quiet_model_loading(args)
+    catalog, search_settings = open_catalog(args)
+    try:
+        record, created = _collection(catalog, args, models)
+        encoders: dict[str, Encoder] = {name: load_encoder(name, models) for name in record.models}
+        indexes = IndexStore(catalog, search_settings.index)
+        try:
+            indexer = Indexer(
+                catalog, indexes, encoders, indexer_settings, ImageInputSettings.from_env(env)
+            )
+            progress = None if args.quiet else TextProgress(sys.stderr)
+            try:
+                report = indexer.ingest(record.name, request, progress=progress)
+            except BaseException:
+                if progress is not None:
+                    progress.abort()
+                raise
+            if progress is not None:
+                progress.finish(report.snapshot())
+        finally:
+            indexes.close()
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps({**report.to_dict(), "created_collection": created}, indent=2))
+    else:
+        if created:
+            print(f"created collection {record.name!r} with models: {', '.join(record.models)}")
+        print("\n".join(report.summary()))
+    return 0
+
+
+def _job_dict(job: JobRecord, collection: str) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "collection": collection,
+        "kind": job.kind,
+        "source": job.source,
+        "state": job.state.value,
+        "total": job.total,
+        "done": job.done,
+        "skipped": job.skipped,
+        "failed": job.failed,
+        "error": job.error,
+        "created_at": job.created_at.isoformat(timespec="seconds"),
+        "updated_at": job.updated_at.isoformat(timespec="seconds"),
+        "finished_at": job.finished_at.isoformat(timespec="seconds") if job.finished_at else None,
+        "failures": [{"item": f.item, "code": f.code, "message": f.message} for f in job.failures],
+    }
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    catalog, _ = open_catalog(args)
+    try:
+        # A job whose process died still says "running": settle that before showing it.
+        data_dir = IndexerSettings.from_env(command_env(args)).data_dir
+        reap_interrupted(catalog, JobLocks(DataStore(data_dir).locks_dir))
+        names = {record.id: record.name for record in catalog.list_collections()}
+        if args.job_id is not None:
+            jobs = [catalog.get_job(args.job_id)]
+        else:
+            collection_id = catalog.get_collection(args.collection).id if args.collection else None
+            jobs = catalog.list_jobs(collection_id=collection_id, limit=max(1, args.limit))
+    finally:
+        catalog.close()
+    rows = [_job_dict(job, names.get(job.collection_id, "?")) for job in jobs]
+    if args.json:
+        print(json.dumps(rows if args.job_id is None else rows[0], indent=2))
+        return 0
+    if not rows:
+        print("no jobs yet")
+    for row in rows:
+        counts = f"{row['done']:,} done, {row['skipped']:,} skipped, {row['failed']:,} failed"
+        print(
+            f"job {row['id']}  {row['state']:<9} {row['collection']}  "
+            f"{counts} of {row['total']:,}  ({row['kind']}: {row['source']})"
+        )
+        if row["error"]:
+            print(f"  error: {row['error']}")
+        if args.job_id is not None:
+            for failure in row["failures"]:
+                print(f"  {failure['code']}: {failure['item']}: {failure['message']}")
+    return 0

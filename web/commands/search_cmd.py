@@ -1,0 +1,143 @@
+"""``vizdex search``: ranked hits for a text, an image file, or an image already in a collection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from typing import Any
+
+from encoders.base import Encoder, ModelKind
+from encoders.discovery import discover_model
+from encoders.errors import CapabilityError
+from encoders.image_settings import ImageInputSettings
+from encoders.images import decode_file
+from encoders.loading import load_encoder
+from encoders.settings import DEVICES, DTYPES, EncoderSettings
+from search import (
+    CollectionRecord,
+    IndexStore,
+    InvalidQueryError,
+    SearchOptions,
+    SearchResult,
+    SearchService,
+)
+from web.commands.collections import (
+    add_data_option,
+    command_env,
+    open_catalog,
+    quiet_model_loading,
+)
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "search",
+        help="search a collection by text, by image, or by an image's id",
+        description=(
+            "Print the k best matches, best first. Text queries use the collection's CLIP-like "
+            "model; image and id queries prefer a vision model (DINOv3) when the collection has "
+            "one. --id searches from the stored vector: no model is loaded."
+        ),
+    )
+    parser.add_argument("--collection", "-c", required=True, metavar="NAME")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", metavar="TEXT", help='e.g. "a red bicycle in the snow"')
+    query.add_argument("--image", metavar="FILE", help="an image file: find it and look-alikes")
+    query.add_argument("--id", type=int, dest="image_id", metavar="N", help="an image's id")
+    parser.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    parser.add_argument("--model", metavar="ID_OR_DIR", help="which of the collection's models")
+    parser.add_argument("--device", choices=DEVICES, help="where the model runs")
+    parser.add_argument("--dtype", choices=DTYPES, help="precision on CUDA")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_data_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def default_model(collection: CollectionRecord, *, text: bool) -> str:
+    """CLIP-like for text; for images a vision-only model if there is one, else the first."""
+    kinds = {model: discover_model(model).kind for model in collection.models}
+    if text:
+        for model, kind in kinds.items():
+            if kind is ModelKind.MULTIMODAL:
+                return model
+        raise CapabilityError(
+            f"collection {collection.name!r} has no model that understands text "
+            f"(its models: {list(collection.models)})"
+        )
+    for model, kind in kinds.items():
+        if kind is ModelKind.VISION:
+            return model
+    return collection.models[0]
+
+
+def _hit_rows(result: SearchResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": rank,
+            "id": hit.image_id,
+            "score": round(hit.score, 6),
+            "source": hit.image.source_uri,
+            "name": hit.image.original_name,
+            "width": hit.image.width,
+            "height": hit.image.height,
+            "thumbnail": hit.image.thumbnail_path,
+        }
+        for rank, hit in enumerate(result.hits, start=1)
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    env = command_env(args)
+    quiet_model_loading(args)
+    catalog, settings = open_catalog(args)
+    indexes = IndexStore(catalog, settings.index)
+    try:
+        record = catalog.get_collection(args.collection)
+        model = args.model or default_model(record, text=args.text is not None)
+        if model not in record.models:
+            raise InvalidQueryError(
+                f"collection {record.name!r} is not embedded with {model!r}; "
+                f"its models are {list(record.models)}"
+            )
+        encoders: dict[str, Encoder] = {}
+        if args.image_id is None:
+            models = replace(EncoderSettings.from_env(env), models=(model,))
+            models = replace(
+                models, device=args.device or models.device, dtype=args.dtype or models.dtype
+            )
+            encoders[model] = load_encoder(model, models)
+        service = SearchService(catalog, indexes, encoders, settings.query)
+        options = SearchOptions(k=args.k)
+        if args.text is not None:
+            result = service.search_text(record.name, args.text, model=model, options=options)
+        elif args.image is not None:
+            image = decode_file(
+                args.image,
+                ImageInputSettings.from_env(env),
+                min_side=encoders[model].decode_min_side,
+            )
+            result = service.search_image(record.name, image.image, model=model, options=options)
+        else:
+            result = service.search_similar(
+                record.name, args.image_id, model=model, options=options
+            )
+    finally:
+        indexes.close()
+        catalog.close()
+    rows = _hit_rows(result)
+    if args.json:
+        output = {
+            "collection": result.collection,
+            "model": result.model,
+            "approximate": result.approximate,
+            "hits": rows,
+        }
+        print(json.dumps(output, indent=2))
+        return 0
+    if not rows:
+        print(f"no matches in {result.collection!r}")
+    for row in rows:
+        where = row["source"] or row["name"] or "(upload)"
+        print(f"{row['rank']:>3}  {row['score']:.4f}  #{row['id']:<8} {where}")
+    return 0
