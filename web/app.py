@@ -1,50 +1,164 @@
-"""The app factory: routes, state, lifespan and error mapping wired in one place."""
+"""The app factory: routes, state, lifespan, limits, auth and error mapping wired in one place."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from copy import copy
+from functools import partial
 
 import anyio.to_thread
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 
 from encoders.base import Encoder
 from encoders.loading import load_encoders
+from indexer import Indexer
+from search import SearchService
+from web.auth import api_key_guard
+from web.batched_encoder import BatchedEncoder, batched
+from web.cancellation import disconnect_middleware
 from web.errors import EXCEPTION_HANDLERS
-from web.routes import health, vision
+from web.openapi import SECURITY, SECURITY_COMPONENTS
+from web.routes import collections, health, images, jobs, multimodal, search, ui, uploads, vision
 from web.settings import ServiceSettings
 from web.state import ServiceState
 
 log = logging.getLogger(__name__)
 
+VERSION = "0.1.0"
+# Sync handlers wait on their queued items in worker threads: enough of them for many clients.
+WORKER_THREADS = 128
 
-def _load_and_warm(settings: ServiceSettings) -> dict[str, Encoder]:
-    encoders = load_encoders(settings.encoders)
-    for encoder in encoders.values():
-        encoder.warmup()  # readiness means a real batch has already run
-    return encoders
+JSON_ROUTES = [
+    vision.list_models,
+    vision.vision_similarity,
+    multimodal.multimodal_encode,
+    multimodal.multimodal_match,
+    search.multimodal_search,
+    search.search_collection,
+    collections.create_collection,
+    collections.list_collections,
+    collections.get_collection,
+    collections.delete_collection,
+    images.list_images,
+    images.get_image,
+    images.patch_image,
+    images.delete_image,
+    uploads.image_file,
+    uploads.image_thumbnail,
+    jobs.get_job,
+]
+UPLOAD_ROUTES = [vision.vision_encode, vision.vision_batch, uploads.upload_images]
 
 
-def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    state = ServiceState(settings or ServiceSettings.from_env())
+def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None:
+    settings = state.settings
+    models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
+    for model in models.values():
+        model.warmup()  # readiness means a real batch has already run
+    state.models = models
+    state.encoders = batched(models, settings.batching, state.metrics.observer)
+    try:
+        service = SearchService.open(settings.search, state.encoders)
+        service.warm_up()  # every index loaded (or rebuilt) before readiness
+    except BaseException:
+        _close_queues(state)
+        raise
+    state.search_service = service
+    # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.
+    state.indexer_service = Indexer(
+        service.catalog, service.indexes, models, settings.indexer, settings.images
+    )
+    state.metrics.queue_depths = lambda: {
+        (name, kind): depth
+        for name, encoder in state.encoders.items()
+        if isinstance(encoder, BatchedEncoder)
+        for kind, depth in encoder.queue_depths.items()
+    }
+    state.metrics.image_counts = lambda: {
+        record.name: service.catalog.count_images(record.id)
+        for record in service.list_collections()
+    }
+
+
+def _close_queues(state: ServiceState) -> None:
+    for encoder in state.encoders.values():
+        if isinstance(encoder, BatchedEncoder):
+            encoder.close()
+
+
+def _stop(state: ServiceState) -> None:
+    indexer, state.indexer_service = state.indexer_service, None
+    if indexer is not None:
+        indexer.close()  # running jobs stop after their batch; re-running resumes them
+    service, state.search_service = state.search_service, None
+    _close_queues(state)
+    if service is not None:
+        service.close()
+
+
+def _with_body_limit(handler: HTTPRouteHandler, limit: int) -> HTTPRouteHandler:
+    """A copy of ``handler`` with its own body limit (module-level handlers stay untouched)."""
+    limited = copy(handler)
+    limited.request_max_body_size = limit
+    return limited
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    encoders: Mapping[str, Encoder] | None = None,
+) -> Litestar:
+    """The vizdex HTTP app. ``encoders``: already loaded models (tests), else from settings."""
+    settings = settings or ServiceSettings.from_env()
+    state = ServiceState(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        state.encoders = await anyio.to_thread.run_sync(_load_and_warm, state.settings)
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, WORKER_THREADS)
+        await anyio.to_thread.run_sync(partial(_start, state, encoders))
         state.ready = True
         log.info("vizdex ready with models: %s", ", ".join(state.encoders))
         try:
             yield
         finally:
             state.ready = False
+            await anyio.to_thread.run_sync(partial(_stop, state))
 
+    limits = settings.limits
+    api = Router(
+        "/v1",
+        route_handlers=[
+            *JSON_ROUTES,
+            *(_with_body_limit(handler, limits.upload_bytes) for handler in UPLOAD_ROUTES),
+        ],
+        guards=[api_key_guard],  # every /v1 route needs a key once keys are configured
+        security=SECURITY,
+        request_max_body_size=limits.json_bytes,
+    )
+    cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[health.live, health.ready, vision.list_models, vision.vision_encode],
+        route_handlers=[health.live, health.ready, health.metrics, api, *ui.UI_ROUTES],
         dependencies={"vizdex": Provide(lambda: state, sync_to_thread=False)},
+        state=State({"vizdex": state}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[state.metrics.middleware, disconnect_middleware],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="vizdex", version="0.1.0", path="/schema"),
+        cors_config=cors,
+        request_max_body_size=limits.json_bytes,
+        multipart_form_part_limit=limits.upload_files + 16,
+        openapi_config=OpenAPIConfig(
+            title="vizdex",
+            version=VERSION,
+            path="/schema",
+            description="Self-hosted image search: encode images and texts, search collections.",
+            components=[SECURITY_COMPONENTS],
+        ),
     )

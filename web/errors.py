@@ -14,6 +14,7 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
@@ -26,8 +27,14 @@ from encoders.errors import (
     UnavailableError,
     VizdexError,
 )
+from web.batching import QueueFullError, RequestCancelledError
+from web.cancellation import current_ticket
+from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# nginx's "client closed request": logged and counted, never read by anyone.
+CLIENT_CLOSED = 499
 
 # Image refusals carry their own status by reason code.
 IMAGE_STATUS = {
@@ -38,12 +45,27 @@ IMAGE_STATUS = {
     "forbidden_url": HTTP_403_FORBIDDEN,
 }
 
+# Most specific first.
 CLASS_STATUS: tuple[tuple[type[VizdexError], int], ...] = (
+    (RequestCancelledError, CLIENT_CLOSED),
+    (QueueFullError, HTTP_429_TOO_MANY_REQUESTS),
     (NotFoundError, HTTP_404_NOT_FOUND),
     (ConflictError, HTTP_409_CONFLICT),
     (UnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
     (InvalidInputError, HTTP_422_UNPROCESSABLE_ENTITY),
 )
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "overloaded",
+    503: "unavailable",
+}
 
 
 def status_for(error: VizdexError) -> int:
@@ -55,51 +77,114 @@ def status_for(error: VizdexError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
-def error_body(status: int, code: str, message: str, **details: object) -> dict[str, object]:
-    return {"status_code": status, "code": code, "detail": message, **details}
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    errors: list[Any] | None = None,
+) -> dict[str, object]:
+    body: dict[str, object] = {"status_code": status, "code": code, "detail": message}
+    if details:
+        body["details"] = details
+    if errors:
+        body["errors"] = errors
+    return body
 
 
-def vizdex_error_handler(
-    request: Request[Any, Any, Any], exc: Exception
+def _metrics(request: Request[Any, Any, Any]) -> Metrics | None:
+    state = request.app.state.get("vizdex")
+    return getattr(state, "metrics", None)
+
+
+def _respond(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    errors: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[object]:
-    assert isinstance(exc, VizdexError)
-    status = status_for(exc)
-    if status >= 500:
-        log.error("unhandled domain error on %s: %s", request.url.path, exc)
+    metrics = _metrics(request)
+    if metrics is not None:
+        metrics.error(status, code)
     return Response(
-        error_body(status, exc.code, exc.message, **exc.details),
+        error_body(status, code, message, details=details, errors=errors),
         status_code=status,
         media_type=MediaType.JSON,
+        headers=headers,
     )
 
 
-def http_error_handler(
-    request: Request[Any, Any, Any], exc: Exception
-) -> Response[object]:
+def _client_gone() -> bool:
+    ticket = current_ticket()
+    return ticket is not None and ticket.cancelled
+
+
+def vizdex_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    assert isinstance(exc, VizdexError)
+    status = status_for(exc)
+    headers = None
+    if isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif status == HTTP_503_SERVICE_UNAVAILABLE:
+        headers = {"Retry-After": "5"}
+    if status >= 500 and status != HTTP_503_SERVICE_UNAVAILABLE:
+        log.error("unmapped domain error on %s: %s", request.url.path, exc)
+    details = {key: value for key, value in exc.details.items() if _json_safe(value)}
+    return _respond(request, status, exc.code, exc.message, details=details, headers=headers)
+
+
+def _json_safe(value: object) -> bool:
+    return isinstance(value, str | int | float | bool | list | dict) or value is None
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     assert isinstance(exc, HTTPException)
+    if exc.status_code >= 500 and _client_gone():
+        return _respond(request, CLIENT_CLOSED, "client_disconnected", "the client disconnected")
     code = "invalid_request" if isinstance(exc, ValidationException) else "http_error"
-    extra = {"errors": exc.extra} if exc.extra else {}
-    return Response(
-        error_body(exc.status_code, code, exc.detail, **extra),
-        status_code=exc.status_code,
-        media_type=MediaType.JSON,
-        headers=exc.headers,
+    code = HTTP_CODES.get(exc.status_code, code)
+    errors = exc.extra if isinstance(exc.extra, list) else None
+    details = exc.extra if isinstance(exc.extra, dict) else None
+    return _respond(
+        request,
+        exc.status_code,
+        code,
+        exc.detail,
+        details=details,
+        errors=errors,
+        headers=dict(exc.headers) if exc.headers else None,
     )
 
 
-def internal_error_handler(
-    request: Request[Any, Any, Any], exc: Exception
-) -> Response[object]:
+def recursion_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    # Only decoding absurdly nested JSON recurses this deep: the request's fault, not ours.
+    log.warning("refused a too deeply nested body on %s", request.url.path)
+    return _respond(request, 400, "invalid_request", "the JSON nests too deeply")
+
+
+def unicode_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    # Raised while decoding a body (JSON strings, multipart text fields) that is not UTF-8.
+    return _respond(request, 400, "invalid_request", "the request is not valid UTF-8")
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    if _client_gone():
+        return _respond(request, CLIENT_CLOSED, "client_disconnected", "the client disconnected")
     log.exception("internal error on %s", request.url.path, exc_info=exc)
-    return Response(
-        error_body(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error"),
-        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-        media_type=MediaType.JSON,
+    return _respond(
+        request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error"
     )
 
 
 EXCEPTION_HANDLERS = {
     VizdexError: vizdex_error_handler,
     HTTPException: http_error_handler,
+    RecursionError: recursion_error_handler,
+    UnicodeDecodeError: unicode_error_handler,
     Exception: internal_error_handler,
 }

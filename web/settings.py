@@ -3,25 +3,165 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from encoders.env import env_int, env_str
+from encoders.env import env_float, env_int, env_list, env_str
+from encoders.errors import InvalidInputError
 from encoders.image_settings import ImageInputSettings
 from encoders.settings import EncoderSettings
+from indexer import IndexerSettings
+from search.settings import DEFAULT_DATA_DIR, SearchSettings
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Micro-batching of concurrent encode requests (one queue per model and input kind).
+
+    ``max_batch``: items per model call (``VIZDEX_MAX_BATCH``; 0 turns micro-batching off and
+    every request calls the model itself). ``max_wait_ms``: how long the first queued item may
+    wait for others to join its batch (``VIZDEX_MAX_WAIT_MS``). ``queue_size``: items waiting per
+    queue before requests are refused with 429 (``VIZDEX_QUEUE_SIZE``). ``bulk_wait_s``: how long
+    a bulk request (``/v1/vision/batch``) waits for queue room instead of being refused.
+    """
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue_size: int = 1024
+    bulk_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 0:
+            raise InvalidInputError(f"VIZDEX_MAX_BATCH must be >= 0, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise InvalidInputError(f"VIZDEX_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
+        if self.enabled and self.queue_size < self.max_batch:
+            raise InvalidInputError(
+                f"VIZDEX_QUEUE_SIZE ({self.queue_size}) must be at least VIZDEX_MAX_BATCH "
+                f"({self.max_batch})"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch > 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
+        return cls(
+            max_batch=env_int("MAX_BATCH", 32, env),
+            max_wait_ms=env_float("MAX_WAIT_MS", 5.0, env),
+            queue_size=env_int("QUEUE_SIZE", 1024, env),
+        )
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Request body limits per kind of route, and items per request.
+
+    ``json_bytes``: JSON bodies (``VIZDEX_MAX_JSON_BYTES``, 10 MB); ``upload_bytes``: multipart
+    uploads (``VIZDEX_MAX_UPLOAD_BYTES``, 64 MB); ``batch_items``: images in one
+    ``/v1/vision/batch`` request (``VIZDEX_MAX_BATCH_ITEMS``); ``upload_files``: file parts in
+    one multipart request; ``connections``: open connections ``vizdex serve`` accepts before
+    answering 503 (``VIZDEX_MAX_CONNECTIONS``), which bounds the request bodies held at once.
+    Uploads of at most ``upload_sync_images`` images and ``upload_sync_bytes`` bytes are indexed
+    before the answer (``VIZDEX_UPLOAD_SYNC_IMAGES``); larger ones become a background job, and at
+    most ``pending_jobs`` may wait (``VIZDEX_MAX_PENDING_JOBS``; beyond that, 429).
+    """
+
+    json_bytes: int = 10_000_000
+    upload_bytes: int = 64_000_000
+    batch_items: int = 4096
+    upload_files: int = 1000
+    connections: int = 1000
+    upload_sync_images: int = 16
+    upload_sync_bytes: int = 16_000_000
+    pending_jobs: int = 4
+
+    def __post_init__(self) -> None:
+        for name in (
+            "json_bytes",
+            "upload_bytes",
+            "batch_items",
+            "upload_files",
+            "connections",
+            "pending_jobs",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"limit {name} must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LimitSettings:
+        return cls(
+            json_bytes=env_int("MAX_JSON_BYTES", 10_000_000, env),
+            upload_bytes=env_int("MAX_UPLOAD_BYTES", 64_000_000, env),
+            batch_items=env_int("MAX_BATCH_ITEMS", 4096, env),
+            connections=env_int("MAX_CONNECTIONS", 1000, env),
+            upload_sync_images=env_int("UPLOAD_SYNC_IMAGES", 16, env),
+            pending_jobs=env_int("MAX_PENDING_JOBS", 4, env),
+        )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """API keys. No keys: the API is open. Any key configured: every ``/v1`` route needs one;
+    admin keys may do everything, read keys only encode, search and read
+    (``VIZDEX_ADMIN_KEYS``, ``VIZDEX_READ_KEYS``, comma-separated)."""
+
+    admin_keys: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.admin_keys or self.read_keys)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
+        return cls(
+            admin_keys=tuple(env_list("ADMIN_KEYS", [], env)),
+            read_keys=tuple(env_list("READ_KEYS", [], env)),
+        )
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
     host: str = "127.0.0.1"  # VIZDEX_HOST
     port: int = 8000  # VIZDEX_PORT
+    data_dir: Path = Path(DEFAULT_DATA_DIR)  # VIZDEX_DATA_DIR
     encoders: EncoderSettings = field(default_factory=EncoderSettings)
     images: ImageInputSettings = field(default_factory=ImageInputSettings)
+    search: SearchSettings = field(
+        default_factory=lambda: SearchSettings.for_data_dir(Path(DEFAULT_DATA_DIR))
+    )
+    indexer: IndexerSettings = field(
+        default_factory=lambda: IndexerSettings(data_dir=Path(DEFAULT_DATA_DIR))
+    )
+    batching: BatchSettings = field(default_factory=BatchSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    cors_origins: tuple[str, ...] = ()  # VIZDEX_CORS_ORIGINS; empty: no CORS headers at all
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, **overrides: object) -> ServiceSettings:
+        """Defaults rooted at one directory (tests, scripts)."""
+        base = cls(
+            data_dir=data_dir,
+            search=SearchSettings.for_data_dir(data_dir),
+            indexer=IndexerSettings(data_dir=data_dir),
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
         return cls(
             host=env_str("HOST", "127.0.0.1", env),
             port=env_int("PORT", 8000, env),
+            data_dir=Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env)),
             encoders=EncoderSettings.from_env(env),
             images=ImageInputSettings.from_env(env),
+            search=SearchSettings.from_env(env),
+            indexer=IndexerSettings.from_env(env),
+            batching=BatchSettings.from_env(env),
+            limits=LimitSettings.from_env(env),
+            auth=AuthSettings.from_env(env),
+            cors_origins=tuple(env_list("CORS_ORIGINS", [], env)),
         )

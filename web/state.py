@@ -4,19 +4,59 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from litestar.di import NamedDependency
+
 from encoders.base import Encoder
-from encoders.errors import ModelNotFoundError
+from encoders.errors import ModelNotFoundError, UnavailableError
+from encoders.streaming import draft_side
+from indexer import DataStore, Indexer
+from search import SearchService
+from web.auth import KeyRing
+from web.metrics import Metrics
 from web.settings import ServiceSettings
 
 
 @dataclass
 class ServiceState:
     settings: ServiceSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    # What requests use: the models behind their micro-batching queues (or the models themselves
+    # when batching is off). ``models`` are the loaded models, for ingestion's own batching.
     encoders: dict[str, Encoder] = field(default_factory=dict)
+    models: dict[str, Encoder] = field(default_factory=dict)
+    search_service: SearchService | None = None
+    indexer_service: Indexer | None = None
     ready: bool = False
+    keys: KeyRing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.settings.auth)
+
+    @property
+    def search(self) -> SearchService:
+        if self.search_service is None:
+            raise UnavailableError("the service is starting; retry shortly", code="starting")
+        return self.search_service
+
+    @property
+    def indexer(self) -> Indexer:
+        if self.indexer_service is None:
+            raise UnavailableError("the service is starting; retry shortly", code="starting")
+        return self.indexer_service
+
+    @property
+    def store(self) -> DataStore:
+        return self.indexer.store
+
+    @property
+    def min_side(self) -> int | None:
+        """How far JPEGs may be draft-decoded so that every loaded model still gets enough."""
+        return draft_side(list(self.encoders.values())) if self.encoders else None
 
     def encoder(self, name: str | None) -> Encoder:
         """The named model, or the first configured one when no name is given."""
+        if not self.encoders:
+            raise UnavailableError("the service is starting; retry shortly", code="starting")
         if name is None:
             return next(iter(self.encoders.values()))
         try:
@@ -26,3 +66,7 @@ class ServiceState:
             raise ModelNotFoundError(
                 f"model {name!r} is not loaded; loaded models: {loaded}", model=name
             ) from None
+
+
+# How handlers ask for the state: ``vizdex: Vizdex`` (injected by name, see ``web.app``).
+Vizdex = NamedDependency[ServiceState]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from search import Catalog
 from web.commands.options import add_encoder_options, encoder_settings
 from web.settings import ServiceSettings
 
@@ -21,17 +22,37 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from web.app import create_app
-
+def settings_from(args: argparse.Namespace) -> ServiceSettings:
     settings = ServiceSettings.from_env()
-    settings = replace(
+    return replace(
         settings,
         host=args.host or settings.host,
         port=args.port or settings.port,
         encoders=encoder_settings(args),
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def check_catalog(settings: ServiceSettings) -> None:
+    """Open the catalog once before loading models: a fresh data directory gets its schema
+    created; an out-of-date or foreign database stops here with the reason (and the fix), as
+    one line from the CLI instead of a traceback from inside the server."""
+    Catalog.open(settings.search.catalog).close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    settings = settings_from(args)
+    check_catalog(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        # Beyond this many open connections uvicorn answers 503 before reading any body.
+        limit_concurrency=settings.limits.connections,
+        timeout_graceful_shutdown=30,
+    )
     return 0

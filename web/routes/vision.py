@@ -1,14 +1,35 @@
-"""The seed's vision endpoints: list models, encode images."""
+"""The seed's vision endpoints: models, encode, similarity and bulk encode."""
 
 from __future__ import annotations
 
+import base64
 import time
+from functools import partial
+from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
-from litestar import get, post
+import numpy as np
+from litestar import Request, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ValidationException
+from litestar.params import JSONBody
 
-from encoders.images import load_image
-from web.state import ServiceState
+from encoders.base import Encoder
+from encoders.streaming import encode_stream
+from web.auth import READ_ONLY
+from web.batched_encoder import BatchedEncoder
+from web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
+from web.limits import Form, body_kind, read_form, read_json
+from web.openapi import ENCODE, READ, body_operation, error_responses, multipart_schema
+from web.schemas import ImageItem, ModelName, Tensor
+from web.state import ServiceState, Vizdex
+
+MAX_IMAGES = 256  # per encode / similarity request; bulk work goes to /v1/vision/batch
+MAX_BATCH_IMAGES = 100_000  # the schema's bound; VIZDEX_MAX_BATCH_ITEMS is the real one
+
+Images = Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
+Item = DoorItem | UploadFile
 
 
 class ModelInfo(msgspec.Struct):
@@ -23,51 +44,247 @@ class ModelList(msgspec.Struct):
     models: list[ModelInfo]
 
 
-class ImageInput(msgspec.Struct, forbid_unknown_fields=True):
-    """One image: exactly one of base64 ``data`` (or a data: URL), ``url`` or ``path``."""
-
-    data: str | None = None
-    url: str | None = None
-    path: str | None = None
-
-
 class VisionEncodeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    images: list[str | ImageInput]
-    model: str | None = None
+    images: Images
+    model: ModelName | None = None
     normalize: bool = True
-    return_tensors: bool = False
+    return_tensors: bool = False  # embeddings as one base64 float32 array instead of lists
 
 
 class VisionEncodeResponse(msgspec.Struct):
     model: str
-    embeddings: list[list[float]]
     dimensions: int
+    processing_time: float
+    embeddings: list[list[float]] | None = None
+    tensor: Tensor | None = None
+
+
+class SimilarityRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``scores[i][j]`` is the cosine similarity of ``images[i]`` and ``others[j]``
+    (``images[j]`` when ``others`` is left out)."""
+
+    images: Images
+    others: Annotated[list[ImageItem], msgspec.Meta(max_length=MAX_IMAGES)] | None = None
+    model: ModelName | None = None
+
+
+class SimilarityResponse(msgspec.Struct):
+    model: str
+    scores: list[list[float]]
     processing_time: float
 
 
-@get("/v1/models", sync_to_thread=False)
-def list_models(vizdex: ServiceState) -> ModelList:
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    images: Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    model: ModelName | None = None
+    normalize: bool = True
+
+
+class BatchFailure(msgspec.Struct):
+    index: int
+    code: str
+    detail: str
+
+
+class BatchResponse(msgspec.Struct):
+    """``embeddings[i]`` is null exactly when ``images[i]`` failed; ``errors`` says why."""
+
+    model: str
+    dimensions: int
+    count: int
+    failed: int
+    embeddings: list[list[float] | None]
+    errors: list[BatchFailure]
+    processing_time: float
+
+
+def tensor_of(vectors: np.ndarray) -> Tensor:
+    array = np.ascontiguousarray(vectors, dtype="<f4")
+    return Tensor(
+        dtype="float32",
+        shape=list(array.shape),
+        data=base64.b64encode(array.tobytes()).decode("ascii"),
+    )
+
+
+def _door(item: Item, vizdex: ServiceState) -> DoorItem:
+    return read_upload(item, vizdex.settings.images) if isinstance(item, UploadFile) else item
+
+
+_ENCODE_FORM = multipart_schema(
+    "images",
+    {
+        "model": {"type": "string"},
+        "normalize": {"type": "string", "enum": ["true", "false"]},
+        "return_tensors": {"type": "string", "enum": ["true", "false"]},
+    },
+)
+
+
+async def _encode_input(
+    request: Request[Any, Any, Any], vizdex: ServiceState
+) -> tuple[list[Item], VisionEncodeRequest]:
+    if body_kind(request) == "json":
+        body = await read_json(request, VisionEncodeRequest, vizdex.settings.limits.json_bytes)
+        return list(json_items(body.images)), body
+    form: Form = await read_form(request, MAX_IMAGES)
+    if not form.files:
+        raise ValidationException("send one or more image files as multipart parts")
+    options = VisionEncodeRequest(
+        images=[],
+        model=form.text("model"),
+        normalize=form.flag("normalize", True),
+        return_tensors=form.flag("return_tensors", False),
+    )
+    return list(form.files), options
+
+
+def _encode(
+    vizdex: ServiceState, items: list[Item], options: VisionEncodeRequest, started: float
+) -> VisionEncodeResponse:
+    encoder = vizdex.encoder(options.model)
+    images = decode_all(
+        [_door(item, vizdex) for item in items], vizdex.settings.images, encoder.decode_min_side
+    )
+    vectors = encoder.encode_images(images, normalize=options.normalize)
+    response = VisionEncodeResponse(model=encoder.name, dimensions=encoder.dim, processing_time=0.0)
+    if options.return_tensors:
+        response.tensor = tensor_of(vectors)
+    else:
+        response.embeddings = vectors.tolist()
+    response.processing_time = time.perf_counter() - started
+    return response
+
+
+@get(
+    "/models",
+    sync_to_thread=False,
+    tags=["models"],
+    summary="Loaded models",
+    opt=READ_ONLY,
+    responses=error_responses(*READ),
+)
+def list_models(vizdex: Vizdex) -> ModelList:
     return ModelList(
         models=[msgspec.convert(e.describe(), ModelInfo) for e in vizdex.encoders.values()]
     )
 
 
-@post("/v1/vision/encode", sync_to_thread=True)
-def vision_encode(data: VisionEncodeRequest, vizdex: ServiceState) -> VisionEncodeResponse:
+@post(
+    "/vision/encode",
+    status_code=200,
+    tags=["vision"],
+    summary="Encode images",
+    description="JSON with base64 / data: URL / URL / path items, or multipart image files.",
+    operation_class=body_operation(VisionEncodeRequest, _ENCODE_FORM),
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+async def vision_encode(request: Request[Any, Any, Any], vizdex: Vizdex) -> VisionEncodeResponse:
     started = time.perf_counter()
-    encoder = vizdex.encoder(data.model)
-    images = [
-        load_image(
-            item if isinstance(item, str) else msgspec.structs.asdict(item),
-            vizdex.settings.images,
-            min_side=encoder.decode_min_side,
-        ).image
-        for item in data.images
-    ]
-    vectors = encoder.encode_images(images, normalize=data.normalize)
-    return VisionEncodeResponse(
-        model=encoder.name,
-        embeddings=vectors.tolist(),
-        dimensions=encoder.dim,
+    items, options = await _encode_input(request, vizdex)
+    return await anyio.to_thread.run_sync(partial(_encode, vizdex, items, options, started))
+
+
+@post(
+    "/vision/similarity",
+    status_code=200,
+    sync_to_thread=True,
+    tags=["vision"],
+    summary="Similarity matrix of two lists of images",
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+def vision_similarity(data: JSONBody[SimilarityRequest], vizdex: Vizdex) -> SimilarityResponse:
+    started = time.perf_counter()
+    everything = [*data.images, *(data.others or [])]
+    images = decode_all(json_items(everything), vizdex.settings.images, vizdex.min_side)
+    matrix = vizdex.search.image_similarity(images, model=data.model)
+    rows = len(data.images)
+    block = matrix.scores[:rows, rows:] if data.others is not None else matrix.scores
+    return SimilarityResponse(
+        model=matrix.model,
+        scores=np.asarray(block, dtype=np.float32).tolist(),
         processing_time=time.perf_counter() - started,
     )
+
+
+def _bulk_encoder(vizdex: ServiceState, model: str | None) -> Encoder:
+    encoder = vizdex.encoder(model)
+    if isinstance(encoder, BatchedEncoder):
+        return encoder.patient(vizdex.settings.batching.bulk_wait_s)
+    return encoder
+
+
+def _batch(
+    vizdex: ServiceState, items: list[Item], model: str | None, normalize: bool, started: float
+) -> BatchResponse:
+    encoder = _bulk_encoder(vizdex, model)
+    settings = vizdex.settings
+
+    def load(entry: tuple[int, Item], min_side: int | None) -> tuple[Any, int]:
+        index, item = entry
+        return decode_one(_door(item, vizdex), settings.images, min_side).image, index
+
+    embeddings: list[list[float] | None] = [None] * len(items)
+    errors: list[BatchFailure] = []
+    batch_size = settings.batching.max_batch or settings.encoders.batch_size
+    for batch in encode_stream(
+        list(enumerate(items)),
+        [encoder],
+        load,
+        batch_size=batch_size,
+        workers=settings.encoders.decode_workers,
+        normalize=normalize,
+    ):
+        for index, vector in zip(batch.payloads, batch.vectors[encoder.name].tolist(), strict=True):
+            embeddings[index] = vector
+        for (index, _), error in batch.failures:
+            errors.append(BatchFailure(index=index, code=error.code, detail=error.message))
+    errors.sort(key=lambda failure: failure.index)
+    return BatchResponse(
+        model=encoder.name,
+        dimensions=encoder.dim,
+        count=len(items) - len(errors),
+        failed=len(errors),
+        embeddings=embeddings,
+        errors=errors,
+        processing_time=time.perf_counter() - started,
+    )
+
+
+@post(
+    "/vision/batch",
+    status_code=200,
+    tags=["vision"],
+    summary="Encode many images at once",
+    description="Images are decoded in parallel and streamed to the model in batches; each "
+    "image fails alone (its embedding is null and `errors` says why).",
+    operation_class=body_operation(
+        BatchRequest,
+        multipart_schema(
+            "images",
+            {
+                "model": {"type": "string"},
+                "normalize": {"type": "string", "enum": ["true", "false"]},
+            },
+        ),
+    ),
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+async def vision_batch(request: Request[Any, Any, Any], vizdex: Vizdex) -> BatchResponse:
+    started = time.perf_counter()
+    limit = vizdex.settings.limits.batch_items
+    items: list[Item]
+    if body_kind(request) == "json":
+        body = await read_json(request, BatchRequest, vizdex.settings.limits.json_bytes)
+        items, model, normalize = list(json_items(body.images)), body.model, body.normalize
+    else:
+        form = await read_form(request, limit)
+        if not form.files:
+            raise ValidationException("send one or more image files as multipart parts")
+        items, model, normalize = list(form.files), form.text("model"), form.flag("normalize", True)
+    if len(items) > limit:
+        raise ValidationException(f"at most {limit} images per batch request, got {len(items)}")
+    return await anyio.to_thread.run_sync(partial(_batch, vizdex, items, model, normalize, started))

@@ -1,0 +1,49 @@
+"""Image inputs of a request -> decoded images, through the one door (``encoders.images``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from litestar.datastructures import UploadFile
+from PIL import Image
+
+from encoders.errors import ImageRejectedError
+from encoders.image_settings import ImageInputSettings
+from encoders.images import DecodedImage, load_image
+from web.schemas import ImageItem, door_item
+
+DoorItem = str | bytes | Mapping[str, Any]
+
+
+def read_upload(upload: UploadFile, settings: ImageInputSettings) -> bytes:
+    """An uploaded file's bytes; one byte past the cap is enough for the door to refuse it."""
+    upload.file.seek(0)
+    data: bytes = upload.file.read(settings.max_bytes + 1)
+    return data
+
+
+def json_items(items: Sequence[ImageItem]) -> list[DoorItem]:
+    return [door_item(item) for item in items]
+
+
+def decode_one(
+    item: DoorItem, settings: ImageInputSettings, min_side: int | None, *, index: int | None = None
+) -> DecodedImage:
+    """Decode one input; a refusal names which input it was when there are several."""
+    try:
+        return load_image(item, settings, min_side=min_side)
+    except ImageRejectedError as error:
+        if index is None:
+            raise
+        raise ImageRejectedError(
+            f"image {index}: {error.message}", code=error.code, index=index, **error.details
+        ) from None
+
+
+def decode_all(
+    items: Sequence[DoorItem], settings: ImageInputSettings, min_side: int | None
+) -> list[Image.Image]:
+    return [
+        decode_one(item, settings, min_side, index=index).image for index, item in enumerate(items)
+    ]

@@ -1,0 +1,36 @@
+"""Ingestion jobs: progress of large uploads and folder scans."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import get
+from litestar.params import Parameter
+
+from search import CollectionNotFoundError
+from web.auth import READ_ONLY
+from web.openapi import READ, error_responses
+from web.schemas import INT64_MAX
+from web.state import Vizdex
+from web.views import JobOut, job_out
+
+
+@get(
+    "/jobs/{job_id:int}",
+    sync_to_thread=True,
+    tags=["jobs"],
+    summary="An ingestion job's progress",
+    opt=READ_ONLY,
+    responses=error_responses(*READ),
+)
+def get_job(
+    job_id: Annotated[int, Parameter(ge=1, le=INT64_MAX, description="job id")],
+    vizdex: Vizdex,
+) -> JobOut:
+    catalog = vizdex.search.catalog
+    record = catalog.get_job(job_id)
+    try:
+        collection: str | None = catalog.get_collection_by_id(record.collection_id).name
+    except CollectionNotFoundError:
+        collection = None
+    return job_out(record, collection)

@@ -1,0 +1,122 @@
+"""Multimodal endpoints: images and texts into one space, and zero-shot matching."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import msgspec
+import numpy as np
+from litestar import post
+from litestar.params import JSONBody
+
+from encoders.errors import CapabilityError, InvalidInputError
+from web.auth import READ_ONLY
+from web.inputs import decode_all, json_items
+from web.openapi import ENCODE, error_responses
+from web.routes.vision import MAX_IMAGES
+from web.schemas import ImageItem, ModelName
+from web.state import Vizdex
+
+MAX_TEXTS = 1024
+Text = Annotated[str, msgspec.Meta(max_length=10_000)]
+
+
+class MultimodalEncodeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Images, texts or both, embedded by one multimodal model (default: the first loaded)."""
+
+    images: Annotated[list[ImageItem], msgspec.Meta(max_length=MAX_IMAGES)] | None = None
+    texts: Annotated[list[Text], msgspec.Meta(max_length=MAX_TEXTS)] | None = None
+    model: ModelName | None = None
+    normalize: bool = True
+
+
+class MultimodalEncodeResponse(msgspec.Struct):
+    model: str
+    dimensions: int
+    image_embeddings: list[list[float]]
+    text_embeddings: list[list[float]]
+    processing_time: float
+
+
+class MatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    images: Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
+    texts: Annotated[list[Text], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
+    model: ModelName | None = None
+
+
+class MatchResponse(msgspec.Struct):
+    """``scores[i][j]``: cosine of image i and text j; ``probabilities[i]``: softmax over texts."""
+
+    model: str
+    scores: list[list[float]]
+    probabilities: list[list[float]]
+    logit_scale: float
+    processing_time: float
+
+
+@post(
+    "/multimodal/encode",
+    status_code=200,
+    sync_to_thread=True,
+    tags=["multimodal"],
+    summary="Encode images and/or texts",
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+def multimodal_encode(
+    data: JSONBody[MultimodalEncodeRequest], vizdex: Vizdex
+) -> MultimodalEncodeResponse:
+    started = time.perf_counter()
+    if not data.images and not data.texts:
+        raise InvalidInputError("send `images`, `texts` or both")
+    if data.model is None:
+        encoder = next((e for e in vizdex.encoders.values() if e.supports_text), None)
+        if encoder is None:
+            raise CapabilityError("no loaded model encodes text and images; load a CLIP model")
+    else:
+        encoder = vizdex.encoder(data.model)
+        if not encoder.supports_text:
+            raise CapabilityError(
+                f"model {encoder.name!r} is vision-only; use /v1/vision/encode or a CLIP model",
+                model=encoder.name,
+            )
+    empty = np.zeros((0, encoder.dim), dtype=np.float32)
+    image_vectors = empty
+    if data.images:
+        images = decode_all(
+            json_items(data.images), vizdex.settings.images, encoder.decode_min_side
+        )
+        image_vectors = encoder.encode_images(images, normalize=data.normalize)
+    text_vectors = (
+        encoder.encode_texts(data.texts, normalize=data.normalize) if data.texts else empty
+    )
+    return MultimodalEncodeResponse(
+        model=encoder.name,
+        dimensions=encoder.dim,
+        image_embeddings=image_vectors.tolist(),
+        text_embeddings=text_vectors.tolist(),
+        processing_time=time.perf_counter() - started,
+    )
+
+
+@post(
+    "/multimodal/match",
+    status_code=200,
+    sync_to_thread=True,
+    tags=["multimodal"],
+    summary="Zero-shot: score images against texts",
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+def multimodal_match(data: JSONBody[MatchRequest], vizdex: Vizdex) -> MatchResponse:
+    started = time.perf_counter()
+    images = decode_all(json_items(data.images), vizdex.settings.images, vizdex.min_side)
+    match = vizdex.search.match_texts(images, data.texts, model=data.model)
+    return MatchResponse(
+        model=match.model,
+        scores=np.asarray(match.scores, dtype=np.float32).tolist(),
+        probabilities=np.asarray(match.probabilities, dtype=np.float64).tolist(),
+        logit_scale=match.logit_scale,
+        processing_time=time.perf_counter() - started,
+    )

@@ -1,0 +1,184 @@
+"""Search a collection by text, image, stored image id or raw vector."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import post
+from litestar.params import JSONBody, Parameter
+
+from encoders.errors import InvalidInputError
+from search import ImageFilter, InvalidQueryError, SearchOptions, SearchResult
+from web.auth import READ_ONLY
+from web.inputs import decode_one
+from web.openapi import ENCODE, error_responses
+from web.routes.multimodal import Text
+from web.schemas import ImageId, ImageItem, ModelName, door_item
+from web.state import ServiceState, Vizdex
+from web.views import image_url
+
+MetadataScalar = str | int | float | bool
+CollectionName = Annotated[str, Parameter(max_length=200, description="collection name")]
+Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+
+class SearchFilter(msgspec.Struct, forbid_unknown_fields=True):
+    """Only images whose metadata has these exact values, created in ``[after, before)``."""
+
+    metadata: dict[str, MetadataScalar] = msgspec.field(default_factory=dict)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Exactly one of ``text``, ``image``, ``image_id`` or ``vector``.
+
+    ``fuse`` ranks by reciprocal-rank fusion over all the collection's models (image and
+    image_id queries). ``min_score`` is a cosine cut-off.
+    """
+
+    text: Text | None = None
+    image: ImageItem | None = None
+    image_id: ImageId | None = None
+    vector: Annotated[list[float], msgspec.Meta(min_length=1, max_length=65_536)] | None = None
+    model: ModelName | None = None
+    k: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
+    offset: Int32 = 0
+    min_score: float | None = None
+    filter: SearchFilter | None = None
+    fuse: bool = False
+
+
+class MultimodalSearchRequest(SearchRequest, kw_only=True):
+    collection: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class SearchHitOut(msgspec.Struct):
+    id: int
+    score: float  # cosine similarity, or the fused RRF score
+    scores: dict[str, float]  # cosine per model that found it
+    metadata: dict[str, Any]
+    original_name: str | None
+    width: int
+    height: int
+    format: str
+    thumbnail_url: str
+    file_url: str
+
+
+class SearchResponse(msgspec.Struct):
+    collection: str
+    model: str
+    hits: list[SearchHitOut]
+    k: int
+    offset: int
+    approximate: bool
+    fused: bool
+    processing_time: float
+
+
+def _options(query: SearchRequest) -> SearchOptions:
+    filters = None
+    if query.filter is not None:
+        filters = ImageFilter(
+            metadata=dict(query.filter.metadata),
+            created_after=query.filter.created_after,
+            created_before=query.filter.created_before,
+        )
+    return SearchOptions(k=query.k, offset=query.offset, min_score=query.min_score, filters=filters)
+
+
+def run_search(vizdex: ServiceState, collection: str, query: SearchRequest) -> SearchResult:
+    given = [
+        name
+        for name, value in (
+            ("text", query.text),
+            ("image", query.image),
+            ("image_id", query.image_id),
+            ("vector", query.vector),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError(
+            "give exactly one of `text`, `image`, `image_id` or `vector`"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    service = vizdex.search
+    options = _options(query)
+    if query.fuse and given[0] in ("text", "vector"):
+        raise InvalidQueryError("`fuse` combines image models: use it with `image` or `image_id`")
+    if query.text is not None:
+        return service.search_text(collection, query.text, model=query.model, options=options)
+    if query.image is not None:
+        service.get_collection(collection)  # a missing collection is a 404 before decoding
+        image = decode_one(door_item(query.image), vizdex.settings.images, vizdex.min_side).image
+        return service.search_image(
+            collection, image, model=query.model, fuse=query.fuse, options=options
+        )
+    if query.image_id is not None:
+        return service.search_similar(
+            collection, query.image_id, model=query.model, fuse=query.fuse, options=options
+        )
+    assert query.vector is not None
+    return service.search_vector(collection, query.vector, model=query.model, options=options)
+
+
+def search_response(result: SearchResult, started: float) -> SearchResponse:
+    return SearchResponse(
+        collection=result.collection,
+        model=result.model,
+        hits=[
+            SearchHitOut(
+                id=hit.image_id,
+                score=float(hit.score),
+                scores={name: float(score) for name, score in hit.scores.items()},
+                metadata=dict(hit.image.metadata),
+                original_name=hit.image.original_name,
+                width=hit.image.width,
+                height=hit.image.height,
+                format=hit.image.format,
+                thumbnail_url=image_url(result.collection, hit.image_id, "thumbnail"),
+                file_url=image_url(result.collection, hit.image_id, "file"),
+            )
+            for hit in result.hits
+        ],
+        k=result.k,
+        offset=result.offset,
+        approximate=result.approximate,
+        fused=result.fused,
+        processing_time=time.perf_counter() - started,
+    )
+
+
+@post(
+    "/collections/{name:str}/search",
+    status_code=200,
+    sync_to_thread=True,
+    tags=["search"],
+    summary="Search a collection",
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+def search_collection(
+    name: CollectionName, data: JSONBody[SearchRequest], vizdex: Vizdex
+) -> SearchResponse:
+    started = time.perf_counter()
+    return search_response(run_search(vizdex, name, data), started)
+
+
+@post(
+    "/multimodal/search",
+    status_code=200,
+    sync_to_thread=True,
+    tags=["multimodal", "search"],
+    summary="Cross-modal search in a collection",
+    opt=READ_ONLY,
+    responses=error_responses(*ENCODE),
+)
+def multimodal_search(data: JSONBody[MultimodalSearchRequest], vizdex: Vizdex) -> SearchResponse:
+    started = time.perf_counter()
+    return search_response(run_search(vizdex, data.collection, data), started)

@@ -1,0 +1,313 @@
+"""Adding images to a collection, and serving their files and thumbnails (via the indexer)."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import File
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+
+from encoders.errors import InvalidInputError, VizdexError
+from encoders.images import decode_file, read_input
+from indexer import IngestReport, IngestRequest, Upload
+from search import ImageNotFoundError, ImageRecord, JobRecord, JobState
+from web.auth import READ_ONLY
+from web.batching import QueueFullError
+from web.limits import body_kind, read_form, read_json
+from web.openapi import READ, WRITE, body_operation, error_responses, multipart_schema
+from web.routes.images import ImageIdParam
+from web.routes.search import CollectionName
+from web.schemas import check_metadata
+from web.state import ServiceState, Vizdex
+from web.views import JobFailureOut
+
+MAX_ITEMS = 1000
+Metadata = dict[str, Any]
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+
+
+class UploadItemIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One image: base64 ``data`` (or a ``data:`` URL), or an http(s) ``url`` where the server
+    allows URLs. ``metadata`` is merged over the request's; URL items carry no metadata."""
+
+    data: str | None = None
+    url: str | None = None
+    name: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    metadata: Metadata | None = None
+
+
+class UploadRequest(msgspec.Struct, forbid_unknown_fields=True):
+    images: Annotated[list[UploadItemIn], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
+    metadata: Metadata | None = None  # applied to every image
+
+
+class UploadResult(msgspec.Struct):
+    """``status``: ``indexed`` (new ``id``), ``duplicate`` (the existing ``id``) or ``failed``."""
+
+    index: int
+    name: str | None
+    status: str
+    id: int | None = None
+    code: str | None = None
+    detail: str | None = None
+
+
+class UploadResponse(msgspec.Struct):
+    """Small uploads are indexed before the answer (200/201, with ``results``); larger ones
+    are accepted as a job (202): follow ``job_url`` for progress."""
+
+    job_id: int
+    job_url: str
+    state: str
+    indexed: int
+    duplicates: int
+    failed: int
+    results: list[UploadResult] | None = None
+    failures: list[JobFailureOut] | None = None
+
+
+def _job_url(job_id: int) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def _merge(base: Metadata | None, own: Metadata | None) -> Metadata:
+    return check_metadata({**(base or {}), **(own or {})})
+
+
+def _from_json(vizdex: ServiceState, body: UploadRequest) -> tuple[IngestRequest, int]:
+    uploads: list[Upload] = []
+    urls: list[str] = []
+    size = 0
+    for index, item in enumerate(body.images):
+        if (item.data is None) == (item.url is None):
+            raise InvalidInputError(f"image {index}: give exactly one of `data` or `url`")
+        if item.url is not None:
+            if item.metadata or item.name or body.metadata:
+                # The indexer takes URLs without names or metadata (set them with PATCH later).
+                raise InvalidInputError(
+                    f"image {index}: URL items cannot carry `metadata` or `name` yet; send the "
+                    "URLs in a request without metadata"
+                )
+            urls.append(item.url)
+            continue
+        assert item.data is not None
+        data = read_input({"data": item.data}, vizdex.settings.images)
+        size += len(data)
+        uploads.append(Upload(data, item.name, _merge(body.metadata, item.metadata)))
+    request = IngestRequest(uploads=tuple(uploads), urls=tuple(urls))
+    return request, size
+
+
+def _from_files(
+    vizdex: ServiceState, files: list[UploadFile], metadata: Metadata | None
+) -> tuple[IngestRequest, int]:
+    cap = vizdex.settings.images.max_bytes + 1  # the door refuses what is larger
+    uploads = []
+    for upload in files:
+        upload.file.seek(0)
+        data = upload.file.read(cap)
+        uploads.append(Upload(data, upload.filename or None, check_metadata(metadata or {})))
+    return IngestRequest(uploads=tuple(uploads)), sum(len(u.data) for u in uploads)
+
+
+def _results(report: IngestReport) -> list[UploadResult]:
+    return [
+        UploadResult(
+            index=outcome.index,
+            name=outcome.name,
+            status=outcome.status,
+            id=outcome.image_id,
+            code=outcome.code,
+            detail=outcome.message,
+        )
+        for outcome in report.uploads
+    ]
+
+
+def _ingest(
+    vizdex: ServiceState, collection: str, request: IngestRequest, size: int
+) -> Response[UploadResponse]:
+    limits = vizdex.settings.limits
+    count = len(request.uploads) + len(request.urls)
+    indexer = vizdex.indexer
+    if count <= limits.upload_sync_images and size <= limits.upload_sync_bytes:
+        report = indexer.ingest(collection, request)
+        vizdex.metrics.images_added.labels(collection).inc(report.indexed)
+        return Response(
+            UploadResponse(
+                job_id=report.job_id,
+                job_url=_job_url(report.job_id),
+                state=report.state.value,
+                indexed=report.indexed,
+                duplicates=report.duplicates,
+                failed=report.failed,
+                results=_results(report),
+                failures=[JobFailureOut(f.item, f.code, f.message) for f in report.failures],
+            ),
+            status_code=HTTP_201_CREATED if report.indexed else HTTP_200_OK,
+        )
+    _check_room(vizdex)
+    job: JobRecord = indexer.submit(collection, request)
+    return Response(
+        UploadResponse(
+            job_id=job.id,
+            job_url=_job_url(job.id),
+            state=job.state.value,
+            indexed=0,
+            duplicates=0,
+            failed=0,
+        ),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Location": _job_url(job.id)},
+    )
+
+
+def _check_room(vizdex: ServiceState) -> None:
+    """Background uploads hold their bytes until their turn: only a few may wait."""
+    limit = vizdex.settings.limits.pending_jobs
+    waiting = vizdex.search.catalog.list_jobs(state=JobState.PENDING, limit=limit + 1)
+    if len(waiting) >= limit:
+        raise QueueFullError(
+            f"{len(waiting)} ingestion jobs are already waiting; retry when one has finished",
+            retry_after=30,
+        )
+
+
+_UPLOAD_FORM = multipart_schema(
+    "images", {"metadata": {"type": "string", "description": "a JSON object for every image"}}
+)
+
+
+@post(
+    "/collections/{name:str}/images",
+    tags=["images"],
+    summary="Add images to a collection",
+    description="Multipart image files (with an optional `metadata` JSON field), or JSON with "
+    "base64 / URL items. Duplicates (same bytes) answer with the existing id.",
+    operation_class=body_operation(UploadRequest, _UPLOAD_FORM),
+    responses={
+        200: ResponseSpec(
+            UploadResponse, description="Indexed; nothing new", generate_examples=False
+        ),
+        202: ResponseSpec(UploadResponse, description="Accepted as a job", generate_examples=False),
+        **error_responses(*WRITE, 415, 429),
+    },
+)
+async def upload_images(
+    name: CollectionName, request: Request[Any, Any, Any], vizdex: Vizdex
+) -> Response[UploadResponse]:
+    started = time.perf_counter()
+    if body_kind(request) == "json":
+        body = await read_json(request, UploadRequest, vizdex.settings.limits.json_bytes)
+        build = partial(_from_json, vizdex, body)
+    else:
+        form = await read_form(request, min(MAX_ITEMS, vizdex.settings.limits.upload_files))
+        if not form.files:
+            raise ValidationException("send one or more image files as multipart parts")
+        metadata = form.json("metadata", Metadata)
+        build = partial(_from_files, vizdex, form.files, metadata)
+
+    def work() -> Response[UploadResponse]:
+        vizdex.search.get_collection(name)  # 404 before reading every upload
+        ingest, size = build()
+        return _ingest(vizdex, name, ingest, size)
+
+    response = await anyio.to_thread.run_sync(work)
+    response.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return response
+
+
+def _image(vizdex: ServiceState, name: str, image_id: int) -> ImageRecord:
+    catalog = vizdex.search.catalog
+    return catalog.get_image(catalog.get_collection(name).id, image_id)
+
+
+def _missing(image_id: int, what: str) -> ImageNotFoundError:
+    return ImageNotFoundError(
+        f"the {what} of image {image_id} is not available on this server",
+        code="file_missing",
+        image_id=image_id,
+    )
+
+
+@get(
+    "/collections/{name:str}/images/{image_id:int}/file",
+    sync_to_thread=True,
+    tags=["images"],
+    summary="The image's original file",
+    media_type="image/*",
+    opt=READ_ONLY,
+    responses=error_responses(*READ),
+)
+def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
+    image = _image(vizdex, name, image_id)
+    path = vizdex.store.image_file(image)
+    if path is None or not path.is_file():
+        raise _missing(image_id, "file")
+    extension = path.suffix or ""
+    return File(
+        path=path,
+        filename=image.original_name or f"{image_id}{extension}",
+        media_type=MEDIA_TYPES.get(image.format.upper(), "application/octet-stream"),
+        content_disposition_type="inline",
+    )
+
+
+def _thumbnail_path(vizdex: ServiceState, name: str, image: ImageRecord) -> Path:
+    store = vizdex.store
+    path = store.thumbnail_file(image)
+    if path is not None and path.is_file():
+        return path
+    # Made on first request for images that have none (e.g. added without the indexer).
+    source = store.image_file(image)
+    if source is None or not source.is_file():
+        raise _missing(image.id, "thumbnail")
+    settings = vizdex.settings.indexer
+    try:
+        decoded = decode_file(source, vizdex.settings.images, min_side=settings.thumbnail_size)
+    except VizdexError:
+        raise _missing(image.id, "thumbnail") from None
+    stored = store.put_thumbnail(
+        image.sha256,
+        decoded.image,
+        longest=settings.thumbnail_size,
+        quality=settings.thumbnail_quality,
+    )
+    catalog = vizdex.search.catalog
+    catalog.update_image(image.collection_id, image.id, thumbnail_path=stored)
+    return store.resolve(stored)
+
+
+@get(
+    "/collections/{name:str}/images/{image_id:int}/thumbnail",
+    sync_to_thread=True,
+    tags=["images"],
+    summary="A small WebP preview of the image",
+    media_type="image/webp",
+    opt=READ_ONLY,
+    responses=error_responses(*READ),
+)
+def image_thumbnail(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
+    image = _image(vizdex, name, image_id)
+    return File(
+        path=_thumbnail_path(vizdex, name, image),
+        media_type="image/webp",
+        content_disposition_type="inline",
+        filename=f"{image_id}.webp",
+    )
