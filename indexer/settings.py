@@ -77,4 +77,6 @@ class IndexerSettings:
             workers=max(0, env_int("DECODE_WORKERS", 0, env)),
             thumbnail_size=env_int("THUMBNAIL_SIZE", default.thumbnail_size, env),
             thumbnail_quality=env_int("THUMBNAIL_QUALITY", default.thumbnail_quality, env),
+            # An escape hatch should nvJPEG mishandle some files on a given driver.
+            device_decode=env_bool("DEVICE_DECODE", True, env),
         )
