@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from indexer.thumbnails import make_thumbnail
-from search import ImageRecord, SourceKind
+from search import ImageRecord, SourceKind, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +30,6 @@ EXTENSIONS = {
     "TIFF": "tif",
 }
 TEMP_SUFFIX = ".tmp"
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 class DataStore:
@@ -111,7 +98,7 @@ class DataStore:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Remove temporaries a killed process left behind (young ones may still be in use)."""

@@ -14,6 +14,7 @@ from search.errors import (
 )
 from search.fusion import reciprocal_rank_fusion
 from search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
+from search.index_file import fsync_directory
 from search.index_store import IndexInfo, IndexStore
 from search.records import (
     AddedImage,
@@ -77,6 +78,7 @@ __all__ = [
     "TextMatch",
     "VectorIndex",
     "ensure_schema",
+    "fsync_directory",
     "gpu_available",
     "reciprocal_rank_fusion",
     "schema_status",
