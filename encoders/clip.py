@@ -10,6 +10,7 @@ import torch
 
 from encoders.base import ModelKind
 from encoders.discovery import ModelSpec
+from encoders.fused_clip import fuse_clip_layers
 from encoders.hf_encoder import HFEncoder, load_pretrained
 from encoders.runtime import BatchRunner
 
@@ -27,6 +28,8 @@ class ClipEncoder(HFEncoder):
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         model = load_pretrained(CLIPModel, spec, "weights", dtype=dtype)
+        # Same vectors, faster forward; pooled_only is safe because only pooler_output is read.
+        fuse_clip_layers(model, pooled_only=True)
         processor = load_pretrained(AutoImageProcessor, spec, "image processor")
         self.tokenizer = load_pretrained(AutoTokenizer, spec, "tokenizer")
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)

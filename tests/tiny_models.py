@@ -47,6 +47,10 @@ def _tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>")
 
 
+# make_tiny_clip's depth (both towers); tests that count per-layer rewrites use it.
+TINY_CLIP_LAYERS = 2
+
+
 def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> Path:
     """A CLIP with ViT-B/32's input pipeline (224 px, patch 32) but a 32-wide, 2-layer body."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,7 @@ def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> 
             "vocab_size": len(tokenizer.get_vocab()),
             "hidden_size": 32,
             "intermediate_size": 64,
-            "num_hidden_layers": 2,
+            "num_hidden_layers": TINY_CLIP_LAYERS,
             "num_attention_heads": 2,
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
@@ -66,7 +70,7 @@ def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> 
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
-            "num_hidden_layers": 2,
+            "num_hidden_layers": TINY_CLIP_LAYERS,
             "num_attention_heads": 2,
             "image_size": image_size,
             "patch_size": 32,
