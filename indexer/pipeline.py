@@ -26,7 +26,6 @@ from encoders.base import Encoder
 from encoders.errors import InvalidInputError, VizdexError
 from encoders.image_settings import ImageInputSettings
 from encoders.streaming import EncodedBatch, device_decode_possible, encode_stream
-from indexer.catalog_sources import images_at_sources, iter_sha256
 from indexer.dedupe import ShaFilter
 from indexer.discovery import Inputs, count, discover, resolve_inputs
 from indexer.incremental import plan_paths, prune
@@ -47,6 +46,8 @@ from search import (
     JobRecord,
     JobState,
     ModelNotLoadedError,
+    images_at_sources,
+    iter_sha256,
 )
 
 log = logging.getLogger(__name__)

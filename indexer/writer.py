@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from encoders.streaming import EncodedBatch
-from indexer.catalog_sources import SourceUpdate, images_at_sources, update_sources
 from indexer.jobs import JobTracker
 from indexer.loading import url_file_name
 from indexer.report import IngestReport, UploadOutcome
@@ -34,7 +33,17 @@ from indexer.sources import (
     UrlItem,
     display_name,
 )
-from search import Catalog, CollectionRecord, IndexStore, JobFailure, NewImage, SourceKind
+from search import (
+    Catalog,
+    CollectionRecord,
+    IndexStore,
+    JobFailure,
+    NewImage,
+    SourceKind,
+    SourceUpdate,
+    images_at_sources,
+    update_sources,
+)
 
 log = logging.getLogger(__name__)
 

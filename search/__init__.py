@@ -38,6 +38,13 @@ from search.service import (
     TextMatch,
 )
 from search.settings import CatalogSettings, IndexSettings, QuerySettings, SearchSettings
+from search.source_paths import (
+    SourceRow,
+    SourceUpdate,
+    images_at_sources,
+    iter_sha256,
+    update_sources,
+)
 
 __all__ = [
     "AddedImage",
@@ -75,12 +82,17 @@ __all__ = [
     "SearchSettings",
     "SimilarityMatrix",
     "SourceKind",
+    "SourceRow",
+    "SourceUpdate",
     "TextMatch",
     "VectorIndex",
     "ensure_schema",
     "fsync_directory",
     "gpu_available",
+    "images_at_sources",
+    "iter_sha256",
     "reciprocal_rank_fusion",
     "schema_status",
+    "update_sources",
     "upgrade",
 ]

@@ -1,9 +1,8 @@
-"""Catalog access by source path that ``search.Catalog`` does not offer yet (a stopgap).
+"""Catalog access by source path, for incremental ingestion.
 
 Incremental scans look up hundreds of paths per query, and moved or touched files need their
 path, size and mtime updated in place. These touch only columns that no vector index holds, so
-they take no sequence number. Each function names the ``Catalog`` method it should become; until
-then this is the one place the indexer reaches past ``search``'s public surface (its models).
+they take no sequence number. Kept beside ``Catalog`` (not in it) to keep that module small.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from search import Catalog
+from search.catalog import Catalog
 from search.models import Image, utcnow
 
 CHUNK = 500  # paths per IN list: well under any backend's parameter limit
@@ -40,10 +39,7 @@ class SourceUpdate:
 def images_at_sources(
     catalog: Catalog, collection_id: int, uris: Sequence[str]
 ) -> dict[str, list[SourceRow]]:
-    """Images recorded at each of ``uris`` (usually one each), in id order.
-
-    Stands in for ``Catalog.find_by_sources(collection_id, uris)``.
-    """
+    """Images recorded at each of ``uris`` (usually one each), in id order."""
     found: dict[str, list[SourceRow]] = {}
     wanted = sorted(set(uris))
     with Session(catalog.engine) as session, session.begin():
@@ -68,10 +64,7 @@ def images_at_sources(
 
 
 def iter_sha256(catalog: Catalog, collection_id: int, *, page: int = 20_000) -> Iterator[str]:
-    """Every sha256 in the collection, paged by id (short reads, bounded memory).
-
-    Stands in for ``Catalog.iter_sha256(collection_id)``.
-    """
+    """Every sha256 in the collection, paged by id (short reads, bounded memory)."""
     last = 0
     while True:
         with Session(catalog.engine) as session, session.begin():
@@ -91,7 +84,7 @@ def iter_sha256(catalog: Catalog, collection_id: int, *, page: int = 20_000) -> 
 def update_sources(catalog: Catalog, collection_id: int, updates: Sequence[SourceUpdate]) -> int:
     """Record new paths (moves) or new size/mtime (touched files), in one transaction.
 
-    Stands in for ``Catalog.update_sources(collection_id, updates)``. Returns rows changed.
+    Returns the number of rows changed.
     """
     if not updates:
         return 0
