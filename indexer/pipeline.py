@@ -23,7 +23,7 @@ from contextlib import closing
 from types import TracebackType
 
 from encoders.base import Encoder
-from encoders.errors import InvalidInputError, VizdexError
+from encoders.errors import ImageRejectedError, VizdexError
 from encoders.image_settings import ImageInputSettings
 from encoders.streaming import EncodedBatch, device_decode_possible, encode_stream
 from indexer.dedupe import ShaFilter
@@ -213,8 +213,10 @@ class Indexer:
         self._encoders_for(record)  # refuse before a job exists
         resolve_inputs(request.paths, request.files_from)
         if request.urls and not self._images.allow_urls:
-            raise InvalidInputError(
-                "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)"
+            # The same refusal (403 forbidden_url) as the encode and search routes give.
+            raise ImageRejectedError(
+                "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)",
+                code="forbidden_url",
             )
         job, lease, reaped = open_job(
             self._catalog,

@@ -37,7 +37,7 @@ from search.service import (
     SimilarityMatrix,
     TextMatch,
 )
-from search.settings import CatalogSettings, IndexSettings, QuerySettings, SearchSettings
+from search.settings import MAX_K, CatalogSettings, IndexSettings, QuerySettings, SearchSettings
 from search.source_paths import (
     SourceRow,
     SourceUpdate,
@@ -47,6 +47,7 @@ from search.source_paths import (
 )
 
 __all__ = [
+    "MAX_K",
     "AddedImage",
     "Catalog",
     "CatalogSettings",

@@ -131,12 +131,21 @@ MAX_FACTORY_NLIST = 1 << 20
 MIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per list
 
 
+_FAISS_LOCATION = re.compile(r"^Error in .*? at \S+:\d+: (?:Error: '.*?' failed: )?", re.DOTALL)
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    """FAISS's message without its C++ signature and source path (users see this text)."""
+    return _FAISS_LOCATION.sub("", str(error)).strip() or "FAISS refused it"
+
+
 def validate_factory(factory: str, dim: int) -> None:
     """Accept only factory strings FAISS parses and whose index can delete ids (IVF-based)."""
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
-        raise InvalidInputError(f"index factory {factory!r} is not valid: {error}") from None
+        reason = _faiss_reason(error)
+        raise InvalidInputError(f"index factory {factory!r} is not valid: {reason}") from None
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
         raise InvalidInputError(

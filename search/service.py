@@ -144,14 +144,15 @@ class SearchService:
         index_factory: str | None = None,
         exact_max: int | None = None,
     ) -> CollectionRecord:
-        """``models`` default to the first loaded multimodal model (text and image search)."""
+        """``models`` default to every loaded model, as ``vizdex collections create`` does.
+
+        An operator who configures CLIP and DINOv3 wants both: text search from the one, image
+        lookup from the other (a collection's models cannot be changed later).
+        """
         if models is None:
-            models = [
-                next(
-                    (n for n, e in self._encoders.items() if e.supports_text),
-                    next(iter(self._encoders), ""),
-                )
-            ]
+            models = list(self._encoders)
+        if not models:
+            raise ModelNotFoundError("no models are loaded; set VIZDEX_MODELS")
         for model in models:
             if model not in self._encoders:
                 raise ModelNotFoundError(

@@ -11,6 +11,7 @@ from encoders.errors import InvalidInputError
 
 DEFAULT_DATA_DIR = "./vizdex-data"
 INDEX_DEVICES = ("auto", "cpu", "gpu")
+MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -91,7 +92,7 @@ class QuerySettings:
     searching only those ids; broader filters over-fetch from the index instead.
     """
 
-    max_k: int = 1000
+    max_k: int = MAX_K
     max_window: int = 10_000
     rrf_k: int = 60
     rrf_depth: int = 100

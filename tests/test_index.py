@@ -141,8 +141,13 @@ def test_policy_picks_flat_then_ivf_or_the_factory_and_retrains_on_growth() -> N
 def test_factory_strings_are_validated_and_used(unit_vectors: UnitVectors) -> None:
     validate_factory("IVF16,Flat", 32)
     validate_factory("PCA16,IVF8,Flat", 32)
-    with pytest.raises(InvalidInputError, match="not valid"):
+    with pytest.raises(InvalidInputError, match="not valid") as refused:
         validate_factory("NoSuchIndex", 32)
+    # FAISS's reason reaches the user; its C++ signature and source path do not.
+    assert str(refused.value).endswith("could not parse index string NoSuchIndex")
+    assert ".cpp" not in str(refused.value) and "faiss::" not in str(refused.value)
+    with pytest.raises(InvalidInputError, match="multiple of the number of subquantizers"):
+        validate_factory("IVF8,PQ7", 32)
     with pytest.raises(InvalidInputError, match="IVF"):
         validate_factory("HNSW32", 32)
     vectors = unit_vectors(1200, 32)

@@ -470,10 +470,10 @@ def test_searches_run_while_another_thread_adds_and_deletes(
     assert service.catalog.count_images(photos.collection.id) == len(expected)
 
 
-def test_collections_default_to_a_text_model_and_validate_their_settings(
+def test_collections_default_to_every_loaded_model_and_validate_their_settings(
     service: SearchService, unit_vectors: object
 ) -> None:
-    assert service.create_collection("default").models == (CLIP,)
+    assert service.create_collection("default").models == (CLIP, DINO)
     with pytest.raises(ModelNotFoundError):
         service.create_collection("unknown-model", ["nope"])
     with pytest.raises(InvalidInputError):

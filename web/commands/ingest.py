@@ -13,6 +13,7 @@ from encoders.image_settings import ImageInputSettings
 from encoders.loading import load_encoder
 from encoders.settings import EncoderSettings
 from indexer import (
+    DEFAULT_EXTENSIONS,
     DataStore,
     Indexer,
     IndexerSettings,
@@ -71,7 +72,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--ext",
         metavar="EXT,...",
         help="file extensions a folder scan picks up (default VIZDEX_INGEST_EXTENSIONS, else "
-        "jpg,jpeg,png,webp,gif,bmp,tif,tiff)",
+        f"{','.join(DEFAULT_EXTENSIONS)})",
     )
     parser.add_argument(
         "--include-hidden", action="store_true", help="also scan dot-files and dot-folders"

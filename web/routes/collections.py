@@ -17,7 +17,7 @@ from web.views import CollectionList, CollectionOut, IndexOut, collection_out
 
 
 class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """``models`` default to the first loaded multimodal model (text and image search).
+    """``models`` default to every model the server loaded (VIZDEX_MODELS), like the CLI.
 
     ``index_factory`` is a FAISS factory string for large collections (e.g. ``IVF1024,Flat``);
     ``exact_max`` overrides how many vectors stay in an exact index.

@@ -11,7 +11,7 @@ from litestar import post
 from litestar.params import JSONBody, Parameter
 
 from encoders.errors import InvalidInputError
-from search import ImageFilter, InvalidQueryError, SearchOptions, SearchResult
+from search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
 from web.auth import READ_ONLY
 from web.inputs import decode_one
 from web.openapi import ENCODE, error_responses
@@ -45,7 +45,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     image_id: ImageId | None = None
     vector: Annotated[list[float], msgspec.Meta(min_length=1, max_length=65_536)] | None = None
     model: ModelName | None = None
-    k: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
+    k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     offset: Int32 = 0
     min_score: float | None = None
     filter: SearchFilter | None = None
