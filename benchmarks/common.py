@@ -26,6 +26,19 @@ def photo_set(width: int, height: int, count: int, cache: Path = CACHE) -> list[
     return files
 
 
+def ratio_summary(label: str, ratios: list[float]) -> str:
+    """Median and range of per-round ratios: on a shared machine one round proves little."""
+    ordered = sorted(ratios)
+    middle = len(ordered) // 2
+    median = (
+        ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    )
+    return (
+        f"{label:>15}: median x{median:.2f} over {len(ordered)} rounds "
+        f"(x{ordered[0]:.2f} to x{ordered[-1]:.2f})"
+    )
+
+
 def rate(count: int, work: Callable[[], object]) -> float:
     """Items per second for one run of ``work`` over ``count`` items."""
     start = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from benchmarks.common import photo_set, rate
+from benchmarks.common import photo_set, rate, ratio_summary
 from encoders.base import Encoder
 from encoders.device_jpeg import decode_jpegs
 from encoders.hf_encoder import HFEncoder
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=256, help="number of 640x480 photos")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0 = cores)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate naive/ours N times")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,17 +145,22 @@ def main() -> None:
             f"ours {ceiling:8.1f} img/s | x{ceiling / stock:5.2f}"
         )
         for label, files in sets.items():
-            baseline = rate(len(files), reference.runner(files, args.batch))
-            ours_rate = rate(len(files), ours(files, encoder, args.batch, args.workers))
-            line = (
-                f"{label:>15}: naive {baseline:8.1f} img/s | ours {ours_rate:8.1f} img/s "
-                f"| x{ours_rate / baseline:5.2f}"
-            )
-            if device.type == "cuda":
-                assert isinstance(encoder, HFEncoder)
-                gpu_rate = rate(len(files), ours_device_decode(files, encoder, args.batch))
-                line += f" | ours nvJPEG {gpu_rate:8.1f} img/s (x{gpu_rate / baseline:5.2f})"
-            print(line, flush=True)
+            ratios = []
+            for _ in range(args.repeat):
+                baseline = rate(len(files), reference.runner(files, args.batch))
+                ours_rate = rate(len(files), ours(files, encoder, args.batch, args.workers))
+                ratios.append(ours_rate / baseline)
+                line = (
+                    f"{label:>15}: naive {baseline:8.1f} img/s | ours {ours_rate:8.1f} img/s "
+                    f"| x{ours_rate / baseline:5.2f}"
+                )
+                if device.type == "cuda":
+                    assert isinstance(encoder, HFEncoder)
+                    gpu_rate = rate(len(files), ours_device_decode(files, encoder, args.batch))
+                    line += f" | ours nvJPEG {gpu_rate:8.1f} img/s (x{gpu_rate / baseline:5.2f})"
+                print(line, flush=True)
+            if args.repeat > 1:
+                print(ratio_summary(label, ratios), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import photo_set
+from benchmarks.common import photo_set, ratio_summary
 
 REPO = Path(__file__).parents[1]
 
@@ -272,15 +272,19 @@ def main() -> None:
             _warm_page_cache(files)
             ceiling = _run_phase("model", files, model_dir, args, scratch)
             print(f"{label:>15}: model alone on ready pixels {ceiling['rate']:7.1f} img/s")
+            ratios = []
             for _ in range(args.repeat):
                 naive = _run_phase("naive", files, model_dir, args, scratch)
                 ours = _run_phase("ours", files, model_dir, args, scratch)
+                ratios.append(ours["rate"] / naive["rate"])
                 print(
                     f"{label:>15} x{len(files)}: naive {naive['rate']:7.1f} img/s "
                     f"({_memory(naive)}) | ours {ours['rate']:7.1f} img/s ({_memory(ours)}) "
                     f"| x{ours['rate'] / naive['rate']:.2f}",
                     flush=True,
                 )
+            if args.repeat > 1:
+                print(ratio_summary(label, ratios), flush=True)
 
 
 if __name__ == "__main__":
