@@ -121,7 +121,7 @@ def test_json_uploads_with_metadata_and_failures(client: httpx.Client) -> None:
         ({"images": [{}]}, 422),
         ({"images": [{"data": "x", "url": "http://a"}]}, 422),
         ({"images": [{"data": "!!"}]}, 422),
-        ({"images": [{"url": "http://127.0.0.1/a.jpg"}]}, 422),
+        ({"images": [{"url": "http://127.0.0.1/a.jpg"}]}, 403),  # URLs are off: forbidden_url
         ({"images": [{"url": "https://a.example/x.jpg"}], "metadata": {"k": 1}}, 422),
         ({"images": [{"data": "aGk="}], "metadata": [1]}, 400),
     ],
