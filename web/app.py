@@ -151,6 +151,9 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[state.metrics.middleware, disconnect_middleware],
         lifespan=[lifespan],
+        # The entry point (`vizdex serve`) configures logging: an app factory that rewired the
+        # process's root logger would bind its handler to whatever stderr was current (tests).
+        logging_config=None,
         cors_config=cors,
         request_max_body_size=limits.json_bytes,
         multipart_form_part_limit=limits.upload_files + 16,

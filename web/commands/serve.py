@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import replace
 
 from search import Catalog
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     check_catalog(settings)
+    # A server's progress (models loaded, indexes rebuilt) is worth seeing; the CLI default hides
+    # everything below warnings.
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
