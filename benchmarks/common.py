@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +29,9 @@ def photo_set(width: int, height: int, count: int, cache: Path = CACHE) -> list[
 
 def ratio_summary(label: str, ratios: list[float]) -> str:
     """Median and range of per-round ratios: on a shared machine one round proves little."""
-    ordered = sorted(ratios)
-    middle = len(ordered) // 2
-    median = (
-        ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    )
     return (
-        f"{label:>15}: median x{median:.2f} over {len(ordered)} rounds "
-        f"(x{ordered[0]:.2f} to x{ordered[-1]:.2f})"
+        f"{label:>15}: median x{statistics.median(ratios):.2f} over {len(ratios)} rounds "
+        f"(x{min(ratios):.2f} to x{max(ratios):.2f})"
     )
 
 

@@ -2,7 +2,7 @@
 
 Profiling ViT-B/32 on a CPU shows ~25 % of the forward outside the matmuls, mostly quick-GELU
 (``x * sigmoid(1.702 x)``: three passes over the widest activation) and three separate q/k/v
-matmuls. Both rewrites below are exact algebra, so vectors match the stock model to fp32 rounding
+matmuls. The rewrites below are exact algebra, so vectors match the stock model to fp32 rounding
 (the parity tests compare against an untouched transformers model):
 
 * quick_gelu(W1 x + b1) = silu(1.702 (W1 x + b1)) / 1.702, so scaling fc1 by 1.702 and fc2's
@@ -169,7 +169,7 @@ def _is_plain_attention(attention: nn.Module) -> bool:
 
 def _scale_(parameter: torch.Tensor, factor: float) -> None:
     # Scale in float32 so half-precision weights pick up a single rounding, not two.
-    parameter.copy_(parameter.float().mul(factor).to(parameter.dtype))
+    parameter.copy_(parameter.float().mul(factor))  # copy_ casts back to the parameter's dtype
 
 
 def _bias_or_zeros(layer: nn.Linear) -> torch.Tensor:
