@@ -2,7 +2,10 @@
 
 On a GPU the CPU is usually what limits ingest of large photos; decoding there frees it. The
 bytes must already have passed the image door's byte cap and format sniffing; the pixel cap is
-checked from the header here, before any pixel is decoded.
+checked from the header here (``read_jpeg_header``), before any pixel is decoded.
+
+EXIF orientation is applied here rather than by torchvision: its decoder honours
+``apply_exif_orientation`` on the CPU only, so CUDA-decoded photos came out sideways.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from PIL import Image
 
 from encoders.errors import ImageRejectedError
+from encoders.image_settings import format_megapixels
+from encoders.images import exif_orientation
 
 # torchvision 0.29 deprecates its image codecs (warning on every call) in favour of torchcodec;
 # nvJPEG decoding through torchvision still works and torchcodec is not a dependency we want yet.
@@ -26,46 +32,101 @@ warnings.filterwarnings(
 from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 
 
-def header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """(width, height) from the JPEG header, refusing images over the pixel cap."""
+class JpegHeader(NamedTuple):
+    """What the header says: the size as displayed (after EXIF orientation) and the orientation."""
+
+    width: int
+    height: int
+    orientation: int  # EXIF 1-8; 1 = as stored
+
+
+def read_jpeg_header(data: bytes, max_pixels: int) -> JpegHeader:
+    """Size and orientation from the JPEG header, refusing images over the pixel cap."""
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
             width, height = probe.size
+            orientation = exif_orientation(probe)
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-        raise ImageRejectedError(f"not a readable JPEG: {error}", code="corrupt") from error
+        raise ImageRejectedError(
+            f"the JPEG image is damaged or incomplete and cannot be decoded ({error})",
+            code="corrupt",
+        ) from error
     if width * height > max_pixels:
         raise ImageRejectedError(
-            f"image is {width:,}×{height:,} = {width * height / 1e6:,.0f} MP; "
-            f"the limit is {max_pixels / 1e6:,.0f} MP",
+            f"image is {width:,}×{height:,} = {format_megapixels(width * height)}; "
+            f"the limit is {format_megapixels(max_pixels)}",
             code="too_many_pixels",
         )
-    return width, height
+    if orientation >= 5:  # orientations 5-8 swap the axes
+        width, height = height, width
+    return JpegHeader(width, height, orientation)
 
 
-def decode_jpegs(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor | None]:
-    """Batch-decode to uint8 ``[3, H, W]`` RGB on ``device`` with EXIF orientation applied.
+def ends_complete(data: bytes) -> bool:
+    """Whether the JPEG ends with its end-of-image marker.
 
-    None marks an image the device decoder could not handle (e.g. CMYK or progressive corner
-    cases); the caller decodes those through the CPU door instead. One bad file never fails the
-    others: a failed batch is retried image by image.
+    A truncated file lacks it; a decoder on a device may fill the missing part in silently, so
+    such files are left to the CPU door, which says whether they are whole.
     """
-    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
-    if not tensors:
+    return data.endswith(b"\xff\xd9")
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply EXIF ``orientation`` to ``[..., H, W]`` pixels as ``ImageOps.exif_transpose`` does."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return torch.rot90(image, -1, dims=(-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return torch.rot90(image, 1, dims=(-2, -1))
+    return image
+
+
+def decode_jpegs(
+    datas: Sequence[bytes],
+    device: torch.device,
+    orientations: Sequence[int] | None = None,
+) -> list[torch.Tensor | None]:
+    """Batch-decode to uint8 ``[3, H, W]`` RGB on ``device``, EXIF orientation applied.
+
+    ``orientations`` (from ``read_jpeg_header``) saves parsing the headers again. None marks an
+    image the device decoder could not handle (e.g. CMYK or progressive corner cases); the caller
+    decodes those through the CPU door instead. One bad file never fails the others: a failed
+    batch is retried image by image.
+    """
+    if not datas:
         return []
+    if orientations is None:
+        orientations = [_orientation_of(data) for data in datas]
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
     try:
-        decoded = decode_jpeg(
-            tensors, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+        decoded: list[torch.Tensor | None] = list(
+            decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         )
-        return list(decoded)
     except RuntimeError:
-        results: list[torch.Tensor | None] = []
+        decoded = []
         for tensor in tensors:
             try:
-                results.append(
-                    decode_jpeg(
-                        tensor, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
-                    )
-                )
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                results.append(None)
-        return results
+                decoded.append(None)
+    return [
+        None if image is None else orient(image, orientation)
+        for image, orientation in zip(decoded, orientations, strict=True)
+    ]
+
+
+def _orientation_of(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
+            return exif_orientation(probe)
+    except (OSError, Image.DecompressionBombError, SyntaxError):
+        return 1  # the decoder will refuse it, or decode it as stored

@@ -252,7 +252,7 @@ def _decode(
             if min_side is not None and fmt == "JPEG":
                 opened.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
             opened.load()
-            orientation = _orientation(opened)
+            orientation = exif_orientation(opened)
             image = to_rgb(opened)
     except ImageRejectedError:
         raise
@@ -280,7 +280,7 @@ def _detail(exc: Exception) -> str:
     return f" ({text})"
 
 
-def _orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
     """EXIF orientation (1–8) like ``ImageOps.exif_transpose`` reads it; 1 if absent or unreadable.
 
     Broken EXIF is damaged metadata, not a damaged image, so it never rejects the image.

@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 
 from encoders.base import Encoder
-from encoders.device_jpeg import decode_jpegs, header_size
+from encoders.device_jpeg import decode_jpegs, read_jpeg_header
 from encoders.errors import ImageRejectedError
 from encoders.hf_encoder import HFEncoder
 from encoders.image_settings import ImageInputSettings
 from encoders.images import decode_image_bytes
 from encoders.preprocess import preprocess_tensor
+from tests.image_corpus import jpeg_with_orientation
 from tests.synthetic_photos import jpeg_bytes, make_photo
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -48,15 +49,31 @@ def test_bad_file_does_not_fail_the_batch(device: torch.device) -> None:
     assert results[0] is not None and results[2] is not None and results[1] is None
 
 
-def test_header_size_checks_the_pixel_cap() -> None:
+def test_header_checks_the_pixel_cap_and_reads_orientation() -> None:
     data = jpeg_bytes(make_photo(400, 300, seed=4))
-    assert header_size(data, max_pixels=120_000) == (400, 300)
+    assert read_jpeg_header(data, max_pixels=120_000) == (400, 300, 1)
+    assert read_jpeg_header(_rotated_jpeg(), max_pixels=120_000) == (300, 400, 6)  # as displayed
     with pytest.raises(ImageRejectedError) as caught:
-        header_size(data, max_pixels=119_999)
+        read_jpeg_header(data, max_pixels=119_999)
     assert caught.value.code == "too_many_pixels"
     with pytest.raises(ImageRejectedError) as corrupt:
-        header_size(b"nope", max_pixels=10)
+        read_jpeg_header(b"nope", max_pixels=10)
     assert corrupt.value.code == "corrupt"
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_every_exif_orientation_matches_the_door(device: torch.device) -> None:
+    datas = [jpeg_with_orientation(orientation, size=(64, 32)) for orientation in range(1, 9)]
+    headers = [read_jpeg_header(data, max_pixels=10_000) for data in datas]
+    given = decode_jpegs(datas, device, [header.orientation for header in headers])
+    parsed = decode_jpegs(datas, device)  # orientations read from the headers
+    for data, header, tensor, again in zip(datas, headers, given, parsed, strict=True):
+        assert tensor is not None and again is not None
+        reference = np.asarray(decode_image_bytes(data, ImageInputSettings()).image)
+        assert tuple(tensor.shape[1:]) == reference.shape[:2] == (header.height, header.width)
+        ours = tensor.permute(1, 2, 0).cpu().numpy().astype(int)
+        assert np.abs(ours - reference.astype(int)).mean() < 2.0, header.orientation
+        assert torch.equal(tensor, again)
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
