@@ -14,6 +14,7 @@ stream can carry a whole rescan without a second pool.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from PIL import Image
 
 from encoders.base import Encoder
 from encoders.errors import VizdexError
+from encoders.preprocess import preprocess_batch, previews
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -35,18 +37,23 @@ P = TypeVar("P")
 class JpegBytes:
     """An undecoded JPEG that already passed the door's byte, format and pixel checks.
 
-    ``fallback`` decodes it through the CPU door if the device decoder cannot.
+    ``fallback`` decodes it through the CPU door if the device decoder cannot; ``orientation``
+    and ``pixels`` come from its header (``encoders.device_jpeg.read_jpeg_header``).
     """
 
     data: bytes
     fallback: Callable[[], Image.Image]
+    orientation: int = 1
+    pixels: int = 0
 
 
 # A loader gets an item and the smallest shortest-side it may draft-decode to (None: full size),
 # and returns the RGB image (or JpegBytes, or None: nothing to encode) plus whatever the caller
 # wants back with the vectors.
 Loader = Callable[[T, int | None], tuple[Image.Image | JpegBytes | None, P]]
-Prepared = list[torch.Tensor] | JpegBytes
+Pixels = list[torch.Tensor]  # one model input per encoder
+Prepared = Pixels | JpegBytes
+DEVICE_CHUNK = 64  # JPEGs decoded on the device at a time, as they arrive
 
 
 @dataclass
@@ -56,6 +63,9 @@ class EncodedBatch(Generic[T, P]):
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # model name -> [n, dim]
     failures: list[tuple[T, VizdexError]] = field(default_factory=list)
     passed: list[tuple[T, P]] = field(default_factory=list)  # loaded, with nothing to encode
+    # Per item: a small copy of the pixels for items whose decode the loader never saw (JPEGs
+    # handed over as JpegBytes), so the caller can still make a thumbnail; None for the others.
+    previews: list[Image.Image | None] = field(default_factory=list)
 
 
 def draft_side(encoders: Sequence[Encoder]) -> int | None:
@@ -78,13 +88,60 @@ def device_decode_possible(encoders: Sequence[Encoder]) -> bool:
     )
 
 
+class CpuAssist:
+    """Lets decode threads take large JPEGs off a device decoder that has fallen behind.
+
+    nvJPEG decodes a 12 MP photo at full size, while a CPU draft decode (DCT scaling) does a
+    fraction of that work; when JPEGs queue up for the device, idle decode threads decode some
+    themselves. Only images big enough for draft decoding to pay qualify, and at most ``slots``
+    CPU decodes run at once, so the threads stay free to read and hash ahead of the device.
+    """
+
+    def __init__(self, slots: int, backlog: int, min_pixels: int) -> None:
+        self._slots = threading.Semaphore(slots)
+        self._backlog = backlog
+        self._min_pixels = min_pixels
+        self._lock = threading.Lock()
+        self.waiting = 0  # JPEGs handed over for the device and not yet decoded there
+
+    def queued(self, count: int) -> None:
+        with self._lock:
+            self.waiting += count
+
+    def take(self, jpeg: JpegBytes) -> bool:
+        if jpeg.pixels < self._min_pixels or self.waiting < self._backlog:
+            return False
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+def _cpu_pixels(image: Image.Image, encoders: Sequence[Encoder]) -> Pixels:
+    return [encoder.preprocess([image])[0] for encoder in encoders]
+
+
 def _prepare(
-    item: T, load: Loader[T, P], encoders: Sequence[Encoder], min_side: int | None
-) -> tuple[P, Prepared | None]:
+    item: T,
+    load: Loader[T, P],
+    encoders: Sequence[Encoder],
+    min_side: int | None,
+    assist: CpuAssist | None,
+) -> tuple[P, Prepared | None, Image.Image | None]:
     source, payload = load(item, min_side)
-    if source is None or isinstance(source, JpegBytes):
-        return payload, source
-    return payload, [encoder.preprocess([source])[0] for encoder in encoders]
+    if source is None:
+        return payload, None, None
+    if isinstance(source, JpegBytes):
+        if assist is None or not assist.take(source):
+            if assist is not None:
+                assist.queued(1)
+            return payload, source, None
+        try:
+            image = source.fallback()
+        finally:
+            assist.release()
+        return payload, _cpu_pixels(image, encoders), image
+    return payload, _cpu_pixels(source, encoders), None
 
 
 def encode_stream(
@@ -95,19 +152,25 @@ def encode_stream(
     batch_size: int = 64,
     workers: int = 0,
     normalize: bool = True,
+    preview_side: int = 256,
 ) -> Generator[EncodedBatch[T, P], None, None]:
     """Yield batches of vectors for ``items``, in input order, with per-item failures.
 
     At most ``batch_size + 2 * workers`` items are decoded ahead of the model, so memory stays
     bounded whatever the length of ``items``. A batch is also closed once ``4 * batch_size``
     items failed or passed through, so a long run of those never piles up in one batch.
+    JpegBytes are decoded on the device ``DEVICE_CHUNK`` at a time as they come in, so device
+    decoding overlaps the decode threads instead of waiting for a whole batch; their previews
+    fit within ``preview_side``.
     """
     min_side = draft_side(encoders)
     threads = default_workers(workers)
     window = batch_size + 2 * threads
-    pending: deque[tuple[T, Future[tuple[P, Prepared | None]]]] = deque()
-    batch: EncodedBatch[T, P] = EncodedBatch()
-    pixels: list[Prepared] = []
+    assist = None
+    if min_side is not None:
+        assist = CpuAssist(max(1, threads // 2), 2 * DEVICE_CHUNK, 4 * min_side * min_side)
+    pending: deque[tuple[T, Future[tuple[P, Prepared | None, Image.Image | None]]]] = deque()
+    state = _BatchState[T, P]()
     source = iter(items)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vizdex-decode") as pool:
 
@@ -117,82 +180,125 @@ def encode_stream(
                     item = next(source)
                 except StopIteration:
                     return
-                pending.append((item, pool.submit(_prepare, item, load, encoders, min_side)))
+                job = pool.submit(_prepare, item, load, encoders, min_side, assist)
+                pending.append((item, job))
 
         refill()
         while pending:
             item, future = pending.popleft()
             refill()
             try:
-                payload, tensors = future.result()
+                payload, prepared, preview = future.result()
             except VizdexError as error:
-                batch.failures.append((item, error))
+                state.batch.failures.append((item, error))
             else:
-                if tensors is None:
-                    batch.passed.append((item, payload))
+                if prepared is None:
+                    state.batch.passed.append((item, payload))
                 else:
-                    batch.items.append(item)
-                    batch.payloads.append(payload)
-                    pixels.append(tensors)
+                    state.add(item, payload, prepared, preview)
+            if len(state.on_device) >= DEVICE_CHUNK:
+                state.decode_on_device(encoders, preview_side, assist)
+            batch = state.batch
             if (
                 len(batch.items) >= batch_size
                 or len(batch.failures) + len(batch.passed) >= 4 * batch_size
             ):
-                yield _forward(batch, pixels, encoders, normalize)
-                batch, pixels = EncodedBatch(), []
-        if batch.items or batch.failures or batch.passed:
-            yield _forward(batch, pixels, encoders, normalize)
+                yield state.finish(encoders, normalize, preview_side, assist)
+                state = _BatchState()
+        if state.batch.items or state.batch.failures or state.batch.passed:
+            yield state.finish(encoders, normalize, preview_side, assist)
+
+
+class _BatchState(Generic[T, P]):
+    """The batch being filled: its items' model inputs, and which still await the device."""
+
+    def __init__(self) -> None:
+        self.batch: EncodedBatch[T, P] = EncodedBatch()
+        self.pixels: list[Prepared | VizdexError] = []
+        self.on_device: list[int] = []  # positions whose pixels are still JpegBytes
+
+    def add(self, item: T, payload: P, prepared: Prepared, preview: Image.Image | None) -> None:
+        if isinstance(prepared, JpegBytes):
+            self.on_device.append(len(self.pixels))
+        self.batch.items.append(item)
+        self.batch.payloads.append(payload)
+        self.batch.previews.append(preview)
+        self.pixels.append(prepared)
+
+    def decode_on_device(
+        self, encoders: Sequence[Encoder], preview_side: int, assist: CpuAssist | None
+    ) -> None:
+        at, self.on_device = self.on_device, []
+        if not at:
+            return
+        jpegs = [self.pixels[index] for index in at]
+        results = _device_pixels(jpegs, encoders, preview_side)  # type: ignore[arg-type]
+        if assist is not None:
+            assist.queued(-len(at))
+        for index, result in zip(at, results, strict=True):
+            if isinstance(result, VizdexError):
+                self.pixels[index] = result
+            else:
+                self.pixels[index], self.batch.previews[index] = result
+
+    def finish(
+        self,
+        encoders: Sequence[Encoder],
+        normalize: bool,
+        preview_side: int,
+        assist: CpuAssist | None,
+    ) -> EncodedBatch[T, P]:
+        self.decode_on_device(encoders, preview_side, assist)
+        batch = self.batch
+        failed = {i for i, p in enumerate(self.pixels) if isinstance(p, VizdexError)}
+        for index in sorted(failed):
+            error = self.pixels[index]
+            assert isinstance(error, VizdexError)
+            batch.failures.append((batch.items[index], error))
+        if failed:
+            keep = [i for i in range(len(self.pixels)) if i not in failed]
+            batch.items = [batch.items[i] for i in keep]
+            batch.payloads = [batch.payloads[i] for i in keep]
+            batch.previews = [batch.previews[i] for i in keep]
+            self.pixels = [self.pixels[i] for i in keep]
+        ready = [p for p in self.pixels if isinstance(p, list)]
+        for index, encoder in enumerate(encoders):
+            if ready:
+                stacked = torch.stack([pixels[index].to(encoder.device) for pixels in ready])
+                batch.vectors[encoder.name] = encoder.encode_pixels(stacked, normalize=normalize)
+            else:
+                batch.vectors[encoder.name] = np.zeros((0, encoder.dim), dtype=np.float32)
+        return batch
 
 
 def _device_pixels(
-    jpegs: list[JpegBytes], encoders: Sequence[Encoder]
-) -> list[Prepared | VizdexError]:
-    """Decode on the models' device; per-image CPU fallback; a refusal becomes that item's error."""
-    from encoders.device_jpeg import decode_jpegs
-    from encoders.preprocess import preprocess_tensor
+    jpegs: list[JpegBytes], encoders: Sequence[Encoder], preview_side: int
+) -> list[tuple[Pixels, Image.Image] | VizdexError]:
+    """Decode on the models' device, preprocess in batches there, and make small previews.
 
-    device = encoders[0].device
-    results: list[Prepared | VizdexError] = []
-    for jpeg, tensor in zip(jpegs, decode_jpegs([j.data for j in jpegs], device), strict=True):
+    An image the device decoder refuses goes through the CPU door; a refusal there becomes that
+    item's error.
+    """
+    from encoders.device_jpeg import decode_jpegs
+
+    specs = [encoder.preprocess_spec for encoder in encoders]
+    if any(spec is None for spec in specs):
+        raise ValueError("device decoding needs every model's preprocessing spec")
+    decoded = decode_jpegs(
+        [jpeg.data for jpeg in jpegs], encoders[0].device, [jpeg.orientation for jpeg in jpegs]
+    )
+    results: list[tuple[Pixels, Image.Image] | VizdexError | None] = [None] * len(jpegs)
+    for index, (jpeg, tensor) in enumerate(zip(jpegs, decoded, strict=True)):
         if tensor is None:
             try:
-                results.append([encoder.preprocess([jpeg.fallback()])[0] for encoder in encoders])
+                image = jpeg.fallback()
+                results[index] = (_cpu_pixels(image, encoders), image)
             except VizdexError as error:
-                results.append(error)
-            continue
-        specs = [encoder.preprocess_spec for encoder in encoders]
-        if any(spec is None for spec in specs):
-            raise ValueError("device decoding needs every model's preprocessing spec")
-        results.append([preprocess_tensor(tensor, spec) for spec in specs if spec is not None])
-    return results
-
-
-def _forward(
-    batch: EncodedBatch[T, P],
-    pixels: list[Prepared],
-    encoders: Sequence[Encoder],
-    normalize: bool,
-) -> EncodedBatch[T, P]:
-    jpeg_at = [i for i, entry in enumerate(pixels) if isinstance(entry, JpegBytes)]
-    if jpeg_at:
-        decoded = _device_pixels([pixels[i] for i in jpeg_at], encoders)  # type: ignore[misc]
-        failed: set[int] = set()
-        for index, result in zip(jpeg_at, decoded, strict=True):
-            if isinstance(result, VizdexError):
-                batch.failures.append((batch.items[index], result))
-                failed.add(index)
-            else:
-                pixels[index] = result
-        if failed:
-            keep = [i for i in range(len(pixels)) if i not in failed]
-            batch.items = [batch.items[i] for i in keep]
-            batch.payloads = [batch.payloads[i] for i in keep]
-            pixels = [pixels[i] for i in keep]
-    ready: list[list[torch.Tensor]] = [p for p in pixels if not isinstance(p, JpegBytes)]
-    for index, encoder in enumerate(encoders):
-        if ready:
-            stacked = torch.stack([tensors[index].to(encoder.device) for tensors in ready])
-            batch.vectors[encoder.name] = encoder.encode_pixels(stacked, normalize=normalize)
-        else:
-            batch.vectors[encoder.name] = np.zeros((0, encoder.dim), dtype=np.float32)
-    return batch
+                results[index] = error
+    at = [index for index, tensor in enumerate(decoded) if tensor is not None]
+    tensors = [tensor for tensor in decoded if tensor is not None]
+    per_model = [preprocess_batch(tensors, spec, draft=True) for spec in specs if spec is not None]
+    small = previews(tensors, preview_side)
+    for position, index in enumerate(at):
+        results[index] = ([pixels[position] for pixels in per_model], small[position])
+    return [result for result in results if result is not None]

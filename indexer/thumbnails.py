@@ -6,20 +6,16 @@ import io
 
 from PIL import Image
 
+from encoders.preprocess import fit_within
+
 # WebP "method" trades encoder speed for size; 2 is several times faster than the default 4 at
 # 256 px for a few percent more bytes, and ingestion makes one per image.
 WEBP_METHOD = 2
 
 
-def thumbnail_size(width: int, height: int, longest: int) -> tuple[int, int]:
-    """Fit ``width`` x ``height`` inside ``longest`` x ``longest``; never enlarge."""
-    scale = min(1.0, longest / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def make_thumbnail(image: Image.Image, *, longest: int = 256, quality: int = 80) -> bytes:
     """WebP bytes of ``image`` scaled to fit ``longest`` (the input may be draft-decoded)."""
-    size = thumbnail_size(image.width, image.height, longest)
+    size = fit_within(image.width, image.height, longest)
     if size != image.size:
         # reducing_gap=1: an integer box reduction (which averages, so no aliasing), then bicubic
         # over the last factor < 2. A quarter of the time of gap 2 for a 1000 px draft decode,

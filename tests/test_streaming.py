@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from encoders.base import Encoder
-from encoders.device_jpeg import header_size
+from encoders.device_jpeg import read_jpeg_header
 from encoders.errors import ImageRejectedError
 from encoders.image_settings import ImageInputSettings
 from encoders.images import DecodedImage, decode_file, decode_image_bytes
@@ -101,12 +101,12 @@ def test_decoding_runs_a_bounded_window_ahead(clip_encoder: Encoder) -> None:
 
 def _jpeg_loader(path: Path, min_side: int | None) -> tuple[JpegBytes, Path]:
     data = path.read_bytes()
-    header_size(data, DOOR.max_pixels)
+    header = read_jpeg_header(data, DOOR.max_pixels)
 
     def fallback() -> Image.Image:
         return decode_image_bytes(data, DOOR, min_side=min_side).image
 
-    return JpegBytes(data, fallback), path
+    return JpegBytes(data, fallback, header.orientation, header.width * header.height), path
 
 
 def test_device_decoded_jpegs_match_the_cpu_path(
