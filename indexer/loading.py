@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from encoders.device_jpeg import ends_complete, read_jpeg_header
 from encoders.errors import ImageRejectedError
 from encoders.image_settings import ImageInputSettings, format_bytes
 from encoders.images import decode_image_bytes, read_input, sniff_format
@@ -24,6 +25,7 @@ from indexer.dedupe import ShaFilter
 from indexer.settings import IndexerSettings
 from indexer.sources import Fresh, Item, Known, PathItem, Payload, Unchanged, UrlItem
 from indexer.storage import DataStore
+from indexer.thumbnails import make_thumbnail
 from search import Catalog
 
 Loaded = tuple[Image.Image | JpegBytes | None, Payload]
@@ -137,10 +139,9 @@ class ItemLoader:
             if sha in existing:
                 return None, Known(sha, existing[sha], size, mtime_ns)
         keep_original = not isinstance(item, PathItem)
-        if self._device_decode and sniff_format(data) == "JPEG":
+        if self._device_decode and sniff_format(data) == "JPEG" and ends_complete(data):
             return self._for_device(data, sha, size, mtime_ns, min_side, keep_original)
         decoded = decode_image_bytes(data, self._images, min_side=min_side)
-        thumbnail = self._thumbnail(sha, decoded.image)
         if keep_original:
             self._store.put_original(sha, decoded.format, data)
         payload = Fresh(
@@ -149,18 +150,19 @@ class ItemLoader:
             height=decoded.height,
             format=decoded.format,
             byte_size=len(data),
-            thumbnail=thumbnail,
+            thumbnail=self._store.thumbnail_name(sha),
             size=size,
             mtime_ns=mtime_ns,
+            thumbnail_data=self._thumbnail(sha, decoded.image),
         )
         return decoded.image, payload
 
-    def _thumbnail(self, sha: str, image: Image.Image) -> str:
-        return self._store.put_thumbnail(
-            sha,
-            image,
-            longest=self._settings.thumbnail_size,
-            quality=self._settings.thumbnail_quality,
+    def _thumbnail(self, sha: str, image: Image.Image) -> bytes | None:
+        """WebP bytes for the writer, made here from the decoded pixels; None if already stored."""
+        if self._store.has(self._store.thumbnail_name(sha)):
+            return None
+        return make_thumbnail(
+            image, longest=self._settings.thumbnail_size, quality=self._settings.thumbnail_quality
         )
 
     def _for_device(
@@ -172,12 +174,11 @@ class ItemLoader:
         min_side: int | None,
         keep_original: bool,
     ) -> Loaded:
-        """The model's pixels are decoded on the GPU; the CPU only makes the thumbnail, from a
-        DCT-scaled decode at thumbnail size (about 1/8 of the work of a full decode)."""
-        preview = decode_image_bytes(data, self._images, min_side=self._settings.thumbnail_size)
-        thumbnail = self._thumbnail(sha, preview.image)
+        """Only the header is read here: the pixels are decoded on the GPU, and the thumbnail is
+        made by the writer from the stream's preview of them."""
+        header = read_jpeg_header(data, self._images.max_pixels)
         if keep_original:
-            self._store.put_original(sha, preview.format, data)
+            self._store.put_original(sha, "JPEG", data)
         images = self._images
 
         def fallback() -> Image.Image:
@@ -185,12 +186,12 @@ class ItemLoader:
 
         payload = Fresh(
             sha256=sha,
-            width=preview.width,
-            height=preview.height,
-            format=preview.format,
+            width=header.width,
+            height=header.height,
+            format="JPEG",
             byte_size=len(data),
-            thumbnail=thumbnail,
+            thumbnail=self._store.thumbnail_name(sha),
             size=size,
             mtime_ns=mtime_ns,
         )
-        return JpegBytes(data, fallback), payload
+        return JpegBytes(data, fallback, header.orientation, header.width * header.height), payload

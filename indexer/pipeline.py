@@ -25,7 +25,12 @@ from types import TracebackType
 from encoders.base import Encoder
 from encoders.errors import ImageRejectedError, VizdexError
 from encoders.image_settings import ImageInputSettings
-from encoders.streaming import EncodedBatch, device_decode_possible, encode_stream
+from encoders.streaming import (
+    EncodedBatch,
+    default_workers,
+    device_decode_possible,
+    encode_stream,
+)
 from indexer.dedupe import ShaFilter
 from indexer.discovery import Inputs, count, discover, resolve_inputs
 from indexer.incremental import plan_paths, prune
@@ -36,6 +41,7 @@ from indexer.report import IngestReport
 from indexer.settings import IndexerSettings
 from indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
 from indexer.storage import DataStore
+from indexer.thumbnail_sink import ThumbnailSink
 from indexer.writer import BatchWriter
 from search import (
     Catalog,
@@ -328,6 +334,12 @@ class Indexer:
             known=known,
             device_decode=settings.device_decode and device_decode_possible(encoders),
         )
+        thumbnails = ThumbnailSink(
+            self.store,
+            longest=settings.thumbnail_size,
+            quality=settings.thumbnail_quality,
+            workers=default_workers(settings.workers),
+        )
         writer = BatchWriter(
             catalog=self._catalog,
             indexes=self._indexes,
@@ -336,14 +348,16 @@ class Indexer:
             report=report,
             tracker=tracker,
             on_batch=on_batch,
+            thumbnails=thumbnails,
         )
-        self._stream(self._items(collection, request, inputs), encoders, loader, writer, cancel)
-        for _ in range(RETRY_PASSES):
-            if not writer.retry or cancel.is_set():
-                break
-            again, writer.retry = writer.retry, []
-            log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
-            self._stream(iter(again), encoders, loader, writer, cancel)
+        with closing(thumbnails):
+            self._stream(self._items(collection, request, inputs), encoders, loader, writer, cancel)
+            for _ in range(RETRY_PASSES):
+                if not writer.retry or cancel.is_set():
+                    break
+                again, writer.retry = writer.retry, []
+                log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
+                self._stream(iter(again), encoders, loader, writer, cancel)
         if writer.retry and not cancel.is_set():
             failures = [
                 JobFailure(
@@ -385,7 +399,12 @@ class Indexer:
     ) -> None:
         settings = self._settings
         batches = encode_stream(
-            items, encoders, loader, batch_size=settings.batch_size, workers=settings.workers
+            items,
+            encoders,
+            loader,
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            preview_side=settings.thumbnail_size,
         )
         with _WriterThread(writer, cancel) as sink, closing(batches):
             for batch in batches:

@@ -125,7 +125,11 @@ class Known:
 
 @dataclass(frozen=True)
 class Fresh:
-    """New content, decoded (or handed to the device decoder), with its thumbnail written."""
+    """New content, decoded (or handed to the device decoder), with its thumbnail's name.
+
+    The thumbnail file is written by the writer just before the row that names it is committed:
+    from ``thumbnail_data`` when the loader made it, else from the stream's preview of the pixels.
+    """
 
     sha256: str
     width: int
@@ -135,6 +139,7 @@ class Fresh:
     thumbnail: str  # relative to the data directory
     size: int | None = None
     mtime_ns: int | None = None
+    thumbnail_data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 Payload = Unchanged | Known | Fresh

@@ -12,10 +12,13 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 from PIL import Image
 
+from indexer.durability import flush_directories, flush_files
 from indexer.thumbnails import make_thumbnail
 from search import ImageRecord, SourceKind, fsync_directory
 
@@ -77,6 +80,68 @@ class DataStore:
             self.write_atomic(target, make_thumbnail(image, longest=longest, quality=quality))
         return name
 
+    def has(self, name: str) -> bool:
+        return (self.root / name).exists()
+
+    def put_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Write several files (relative names), each whole or absent, with two flushes in all.
+
+        ``write_atomic`` flushes twice per file, which caps a fast ingest at a few thousand
+        thumbnails a second. Here every file is first written to a temporary name (``stage``),
+        then ``commit`` makes them durable together. Files that already exist are left alone.
+        """
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, data in files:
+                entry = self.stage(name, data)
+                if entry is not None:
+                    staged.append(entry)
+        except BaseException:
+            self.discard(staged)
+            raise
+        self.commit(staged)
+
+    def stage(self, name: str, data: bytes) -> tuple[Path, Path] | None:
+        """Write ``data`` to a temporary file for ``name``: (temporary, target), or None when
+        ``name`` is already stored. Safe to call from many threads."""
+        target = self.root / name
+        if target.exists():
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.temp_dir / f"{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        try:
+            temporary.write_bytes(data)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return temporary, target
+
+    def commit(self, staged: Sequence[tuple[Path, Path]], pool: Executor | None = None) -> None:
+        """Flush the staged contents, rename them into place, flush the names.
+
+        A crash leaves temporaries (swept later) or whole files, never a named partial one.
+        ``pool`` runs the renames side by side (on some disks each costs a millisecond).
+        """
+        if not staged:
+            return
+        try:
+            flush_files(self.root, [temporary for temporary, _ in staged])
+            if pool is None:
+                for entry in staged:
+                    _rename_into_place(entry)
+            else:
+                list(pool.map(_rename_into_place, staged))
+        except BaseException:
+            self.discard(staged)
+            raise
+        flush_directories(self.root, {target.parent for _, target in staged})
+
+    @staticmethod
+    def discard(staged: Sequence[tuple[Path, Path]]) -> None:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
     def put_original(self, sha256: str, image_format: str, data: bytes) -> str:
         name = self.original_name(sha256, image_format)
         target = self.root / name
@@ -116,3 +181,7 @@ class DataStore:
         if removed:
             log.info("removed %d stale temporary files from %s", removed, self.temp_dir)
         return removed
+
+
+def _rename_into_place(entry: tuple[Path, Path]) -> None:
+    os.replace(*entry)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from indexer.sources import (
     UrlItem,
     display_name,
 )
+from indexer.thumbnail_sink import ThumbnailSink
 from search import (
     Catalog,
     CollectionRecord,
@@ -85,6 +86,7 @@ class BatchWriter:
         report: IngestReport,
         tracker: JobTracker,
         on_batch: Callable[[], None] | None = None,
+        thumbnails: ThumbnailSink | None = None,
     ) -> None:
         self._catalog = catalog
         self._indexes = indexes
@@ -94,6 +96,7 @@ class BatchWriter:
         self._report = report
         self._tracker = tracker
         self._on_batch = on_batch
+        self._thumbnails = thumbnails
         self.retry: list[Item] = []  # content that vanished from the catalog while in flight
 
     def write(self, batch: EncodedBatch[Item, Payload]) -> None:
@@ -147,6 +150,10 @@ class BatchWriter:
         finite = np.ones(len(batch.items), dtype=bool)
         for key in self._model_keys.values():
             finite &= np.isfinite(batch.vectors[key]).all(axis=1)
+        no_thumbnail: set[str] = set()
+        if self._thumbnails is not None:  # files first: a committed row never names a missing one
+            previews = batch.previews or [None] * len(batch.payloads)
+            no_thumbnail = self._thumbnails.write(batch.payloads, previews)
         carried = self._carried_metadata(
             [item.path for item in batch.items if isinstance(item, PathItem) and item.other_rows]
         )
@@ -164,7 +171,10 @@ class BatchWriter:
                 for model, key in self._model_keys.items()
             }
             kept.append(item)
-            images.append(self._new_image(item, payload, vectors, carried))
+            image = self._new_image(item, payload, vectors, carried)
+            if payload.thumbnail in no_thumbnail:
+                image = replace(image, thumbnail_path=None)
+            images.append(image)
         outcomes = self._catalog.add_images(self._collection.id, images)
         created = 0
         for item, outcome in zip(kept, outcomes, strict=True):

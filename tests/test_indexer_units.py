@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from indexer.discovery import count, discover
 from indexer.jobs import INTERRUPTED, JobTracker, close_job, open_job
 from indexer.loading import ItemLoader
 from indexer.sources import Fresh, PathItem
+from indexer.thumbnail_sink import ThumbnailSink
 from search import Catalog, JobState
 from tests.synthetic_photos import jpeg_bytes, make_photo
 
@@ -324,6 +326,18 @@ def test_device_decode_loader_matches_the_cpu_path(
     assert np.sum(a * b, axis=1).min() >= 0.99  # full-size device decode vs draft CPU decode
     for device_payload, cpu_payload in zip(on_device[0].payloads, on_cpu[0].payloads, strict=True):
         assert device_payload == cpu_payload  # same facts, same thumbnail name
-        assert isinstance(device_payload, Fresh)
+        assert isinstance(device_payload, Fresh) and isinstance(cpu_payload, Fresh)
         assert (device_payload.width, device_payload.height) == (900, 600)
-        assert store.resolve(device_payload.thumbnail).is_file()
+        # The CPU loader made the WebP itself; the device path left a preview for the writer.
+        assert device_payload.thumbnail_data is None and cpu_payload.thumbnail_data is not None
+        assert not store.has(device_payload.thumbnail)
+    assert on_cpu[0].previews == [None] * 5
+    assert [preview.size for preview in on_device[0].previews] == [(256, 171)] * 5  # type: ignore[union-attr]
+    sink = ThumbnailSink(store, longest=256, quality=80, workers=2)
+    with closing(sink):
+        assert sink.write(on_device[0].payloads, on_device[0].previews) == set()
+    for payload in on_device[0].payloads:
+        assert isinstance(payload, Fresh)
+        with Image.open(store.resolve(payload.thumbnail)) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("WEBP", (256, 171))
+    assert not list(store.temp_dir.iterdir())
