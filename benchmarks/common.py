@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tests.synthetic_photos import jpeg_bytes, make_photo
@@ -12,18 +14,29 @@ from tests.synthetic_photos import jpeg_bytes, make_photo
 CACHE = Path(__file__).parent / ".cache"
 
 
+def _write_photo(path: Path, width: int, height: int, seed: int) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(jpeg_bytes(make_photo(width, height, seed=seed)))
+    partial.replace(path)
+
+
 def photo_set(width: int, height: int, count: int, cache: Path = CACHE) -> list[Path]:
-    """``count`` JPEG photos of ``width``x``height``, generated once and reused across runs."""
+    """``count`` JPEG photos of ``width``x``height``, generated once and reused across runs.
+
+    Missing ones are made in worker processes (a 12 MP photo takes about a second of one core,
+    and a GPU benchmark wants thousands of them).
+    """
     folder = cache / f"photos-{width}x{height}"
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for index in range(count):
-        path = folder / f"{index:05d}.jpg"
-        if not path.exists():
-            partial = path.with_suffix(".tmp")
-            partial.write_bytes(jpeg_bytes(make_photo(width, height, seed=index)))
-            partial.replace(path)
-        files.append(path)
+    files = [folder / f"{index:05d}.jpg" for index in range(count)]
+    missing = [(path, index) for index, path in enumerate(files) if not path.exists()]
+    if len(missing) > 1:
+        with ProcessPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1)) as pool:
+            jobs = [pool.submit(_write_photo, path, width, height, seed) for path, seed in missing]
+            for job in jobs:
+                job.result()
+    elif missing:
+        _write_photo(missing[0][0], width, height, missing[0][1])
     return files
 
 
