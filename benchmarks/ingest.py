@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -131,11 +132,21 @@ def _ours(
     listing = data_dir / "files.txt"
     listing.write_text("".join(f"{path}\n" for path in files))
 
+    stages: dict[str, float] = {}
+
+    class StageSeconds(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stages.update(getattr(record, "stage_seconds", {}))
+
+    pipeline_log = logging.getLogger("indexer.pipeline")
+    pipeline_log.setLevel(logging.INFO)
+    pipeline_log.addHandler(StageSeconds())
+
     def run() -> None:
         report = indexer.ingest("bench", IngestRequest(files_from=str(listing)))
         assert report.indexed == len(files), report.summary()
 
-    _measure(run, len(files), catalog, collection)
+    _measure(run, len(files), catalog, collection, stages)
     indexes.close()
 
 
@@ -158,7 +169,9 @@ def _model_alone(count: int, model_dir: Path, device: str, batch: int) -> None:
     print("RESULT " + json.dumps({"rate": rate, "peak_rss_mb": 0.0}), flush=True)
 
 
-def _measure(run: Any, count: int, catalog: Any, collection: Any) -> None:
+def _measure(
+    run: Any, count: int, catalog: Any, collection: Any, stages: dict[str, float] | None = None
+) -> None:
     reset = _reset_peak()
     base_kb = _status_kb("VmRSS")
     started = time.perf_counter()
@@ -172,6 +185,7 @@ def _measure(run: Any, count: int, catalog: Any, collection: Any) -> None:
         "base_rss_mb": base_kb / 1024,
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
         "peak_is_phase_only": reset,
+        "stages": stages or {},
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -229,6 +243,13 @@ def _memory(result: dict[str, Any]) -> str:
     return f"peak {result['peak_rss_mb']:,.0f} MB, model loaded {result['base_rss_mb']:,.0f} MB"
 
 
+def _stages(result: dict[str, Any]) -> str:
+    """The pipeline's own stage clock (main thread: waiting, device decode, model forward;
+    writer thread: thumbnails, catalog write, index update), largest first."""
+    ranked = sorted(result.get("stages", {}).items(), key=lambda entry: -entry[1])
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in ranked) or "-"
+
+
 def _warm_page_cache(files: list[Path]) -> None:
     for path in files:
         path.read_bytes()
@@ -283,6 +304,7 @@ def main() -> None:
                     f"| x{ours['rate'] / naive['rate']:.2f}",
                     flush=True,
                 )
+                print(f"{'':>15}  ours, seconds per stage: {_stages(ours)}", flush=True)
             if args.repeat > 1:
                 print(ratio_summary(label, ratios), flush=True)
 

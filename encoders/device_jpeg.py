@@ -124,6 +124,14 @@ def decode_jpegs(
     ]
 
 
+def warm_up_decoder(device: torch.device) -> None:
+    """Decode one tiny JPEG on ``device``: torchvision sets nvJPEG up (handles, pinned and
+    device buffers) on its first call, which would otherwise land inside the first batch."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, format="JPEG")
+    decode_jpegs([buffer.getvalue()], device, [1])
+
+
 def _orientation_of(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:

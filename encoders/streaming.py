@@ -28,6 +28,7 @@ from PIL import Image
 from encoders.base import Encoder
 from encoders.errors import VizdexError
 from encoders.preprocess import preprocess_batch, previews
+from encoders.stage_clock import StageClock
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -153,6 +154,7 @@ def encode_stream(
     workers: int = 0,
     normalize: bool = True,
     preview_side: int = 256,
+    clock: StageClock | None = None,
 ) -> Generator[EncodedBatch[T, P], None, None]:
     """Yield batches of vectors for ``items``, in input order, with per-item failures.
 
@@ -161,8 +163,9 @@ def encode_stream(
     items failed or passed through, so a long run of those never piles up in one batch.
     JpegBytes are decoded on the device ``DEVICE_CHUNK`` at a time as they come in, so device
     decoding overlaps the decode threads instead of waiting for a whole batch; their previews
-    fit within ``preview_side``.
+    fit within ``preview_side``. ``clock`` gets the caller's thread's time per stage.
     """
+    clock = clock or StageClock()
     min_side = draft_side(encoders)
     threads = default_workers(workers)
     window = batch_size + 2 * threads
@@ -187,8 +190,12 @@ def encode_stream(
         while pending:
             item, future = pending.popleft()
             refill()
+            if not future.done() and state.on_device:  # use the wait: feed the device first
+                with clock.stage("device decode"):
+                    state.decode_on_device(encoders, preview_side, assist)
             try:
-                payload, prepared, preview = future.result()
+                with clock.stage("waiting for decode threads"):
+                    payload, prepared, preview = future.result()
             except VizdexError as error:
                 state.batch.failures.append((item, error))
             else:
@@ -197,16 +204,17 @@ def encode_stream(
                 else:
                     state.add(item, payload, prepared, preview)
             if len(state.on_device) >= DEVICE_CHUNK:
-                state.decode_on_device(encoders, preview_side, assist)
+                with clock.stage("device decode"):
+                    state.decode_on_device(encoders, preview_side, assist)
             batch = state.batch
             if (
                 len(batch.items) >= batch_size
                 or len(batch.failures) + len(batch.passed) >= 4 * batch_size
             ):
-                yield state.finish(encoders, normalize, preview_side, assist)
+                yield state.finish(encoders, normalize, preview_side, assist, clock)
                 state = _BatchState()
         if state.batch.items or state.batch.failures or state.batch.passed:
-            yield state.finish(encoders, normalize, preview_side, assist)
+            yield state.finish(encoders, normalize, preview_side, assist, clock)
 
 
 class _BatchState(Generic[T, P]):
@@ -247,8 +255,10 @@ class _BatchState(Generic[T, P]):
         normalize: bool,
         preview_side: int,
         assist: CpuAssist | None,
+        clock: StageClock,
     ) -> EncodedBatch[T, P]:
-        self.decode_on_device(encoders, preview_side, assist)
+        with clock.stage("device decode"):
+            self.decode_on_device(encoders, preview_side, assist)
         batch = self.batch
         failed = {i for i, p in enumerate(self.pixels) if isinstance(p, VizdexError)}
         for index in sorted(failed):
@@ -263,11 +273,12 @@ class _BatchState(Generic[T, P]):
             self.pixels = [self.pixels[i] for i in keep]
         ready = [p for p in self.pixels if isinstance(p, list)]
         for index, encoder in enumerate(encoders):
-            if ready:
+            if not ready:
+                batch.vectors[encoder.name] = np.zeros((0, encoder.dim), dtype=np.float32)
+                continue
+            with clock.stage("model forward"):
                 stacked = torch.stack([pixels[index].to(encoder.device) for pixels in ready])
                 batch.vectors[encoder.name] = encoder.encode_pixels(stacked, normalize=normalize)
-            else:
-                batch.vectors[encoder.name] = np.zeros((0, encoder.dim), dtype=np.float32)
         return batch
 
 

@@ -23,8 +23,10 @@ from contextlib import closing
 from types import TracebackType
 
 from encoders.base import Encoder
+from encoders.device_jpeg import warm_up_decoder
 from encoders.errors import ImageRejectedError, VizdexError
 from encoders.image_settings import ImageInputSettings
+from encoders.stage_clock import StageClock
 from encoders.streaming import (
     EncodedBatch,
     default_workers,
@@ -140,6 +142,9 @@ class Indexer:
         self._futures: dict[int, Future[IngestReport]] = {}
         self._cancels: dict[int, threading.Event] = {}
         self._state_lock = threading.Lock()
+        models = list(self._encoders.values())
+        if settings.device_decode and models and device_decode_possible(models):
+            warm_up_decoder(models[0].device)  # its set-up stays out of the first job
 
     # -- public --------------------------------------------------------------------------------
 
@@ -340,6 +345,7 @@ class Indexer:
             quality=settings.thumbnail_quality,
             workers=default_workers(settings.workers),
         )
+        clock = StageClock()
         writer = BatchWriter(
             catalog=self._catalog,
             indexes=self._indexes,
@@ -349,15 +355,17 @@ class Indexer:
             tracker=tracker,
             on_batch=on_batch,
             thumbnails=thumbnails,
+            clock=clock,
         )
         with closing(thumbnails):
-            self._stream(self._items(collection, request, inputs), encoders, loader, writer, cancel)
+            items = self._items(collection, request, inputs)
+            self._stream(items, encoders, loader, writer, cancel, clock)
             for _ in range(RETRY_PASSES):
                 if not writer.retry or cancel.is_set():
                     break
                 again, writer.retry = writer.retry, []
                 log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
-                self._stream(iter(again), encoders, loader, writer, cancel)
+                self._stream(iter(again), encoders, loader, writer, cancel, clock)
         if writer.retry and not cancel.is_set():
             failures = [
                 JobFailure(
@@ -373,7 +381,15 @@ class Indexer:
             tracker.add(failures=failures)
         if request.prune and inputs.folders and not cancel.is_set():
             report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
-        self._indexes.snapshot(collection)
+        with clock.stage("index snapshot"):
+            self._indexes.snapshot(collection)
+        # Main thread: waiting, device decode, model forward; writer thread: the others.
+        log.info(
+            "job %d stage seconds: %s",
+            report.job_id,
+            clock.summary(),
+            extra={"stage_seconds": clock.seconds()},
+        )
 
     def _items(
         self, collection: CollectionRecord, request: IngestRequest, inputs: Inputs
@@ -396,6 +412,7 @@ class Indexer:
         loader: ItemLoader,
         writer: BatchWriter,
         cancel: threading.Event,
+        clock: StageClock,
     ) -> None:
         settings = self._settings
         batches = encode_stream(
@@ -405,6 +422,7 @@ class Indexer:
             batch_size=settings.batch_size,
             workers=settings.workers,
             preview_side=settings.thumbnail_size,
+            clock=clock,
         )
         with _WriterThread(writer, cancel) as sink, closing(batches):
             for batch in batches:

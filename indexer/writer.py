@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.stage_clock import StageClock
 from encoders.streaming import EncodedBatch
 from indexer.jobs import JobTracker
 from indexer.loading import url_file_name
@@ -87,6 +88,7 @@ class BatchWriter:
         tracker: JobTracker,
         on_batch: Callable[[], None] | None = None,
         thumbnails: ThumbnailSink | None = None,
+        clock: StageClock | None = None,
     ) -> None:
         self._catalog = catalog
         self._indexes = indexes
@@ -97,6 +99,7 @@ class BatchWriter:
         self._tracker = tracker
         self._on_batch = on_batch
         self._thumbnails = thumbnails
+        self._clock = clock or StageClock()
         self.retry: list[Item] = []  # content that vanished from the catalog while in flight
 
     def write(self, batch: EncodedBatch[Item, Payload]) -> None:
@@ -108,7 +111,8 @@ class BatchWriter:
         self._settle_passed(batch.passed, holders)
         removed = self._remove_stale(holders)
         if added or removed:
-            self._indexes.sync(self._collection)
+            with self._clock.stage("index update"):
+                self._indexes.sync(self._collection)
         self._tracker.add(
             done=report.done - done_before,
             skipped=report.skipped - skipped_before,
@@ -153,7 +157,8 @@ class BatchWriter:
         no_thumbnail: set[str] = set()
         if self._thumbnails is not None:  # files first: a committed row never names a missing one
             previews = batch.previews or [None] * len(batch.payloads)
-            no_thumbnail = self._thumbnails.write(batch.payloads, previews)
+            with self._clock.stage("thumbnails"):
+                no_thumbnail = self._thumbnails.write(batch.payloads, previews)
         carried = self._carried_metadata(
             [item.path for item in batch.items if isinstance(item, PathItem) and item.other_rows]
         )
@@ -175,7 +180,8 @@ class BatchWriter:
             if payload.thumbnail in no_thumbnail:
                 image = replace(image, thumbnail_path=None)
             images.append(image)
-        outcomes = self._catalog.add_images(self._collection.id, images)
+        with self._clock.stage("catalog write"):
+            outcomes = self._catalog.add_images(self._collection.id, images)
         created = 0
         for item, outcome in zip(kept, outcomes, strict=True):
             if outcome.created:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from encoders.base import Encoder
-from encoders.device_jpeg import decode_jpegs, read_jpeg_header
+from encoders.device_jpeg import decode_jpegs, read_jpeg_header, warm_up_decoder
 from encoders.errors import ImageRejectedError
 from encoders.hf_encoder import HFEncoder
 from encoders.image_settings import ImageInputSettings
@@ -88,3 +88,11 @@ def test_device_preprocessing_gives_the_same_vectors(
     ours = clip_encoder.encode_pixels(pixels)
     reference = clip_encoder.encode_images([decode_image_bytes(data, ImageInputSettings()).image])
     assert float(ours[0] @ reference[0]) >= 0.999
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_warm_up_runs_and_decoding_works_after(device: torch.device) -> None:
+    warm_up_decoder(device)  # raises if the device decoder cannot run at all
+    data = jpeg_bytes(make_photo(64, 48, seed=7))
+    (tensor,) = decode_jpegs([data], device)
+    assert tensor is not None and tuple(tensor.shape) == (3, 48, 64)

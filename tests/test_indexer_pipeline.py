@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import threading
@@ -436,3 +437,18 @@ def test_an_upload_does_not_wait_for_a_background_job(harness: Harness, tmp_path
     assert background.indexed == 16 and uploaded[0].indexed == 1
     assert uploaded[0].job_id > job.id  # started after the background job, finished before it
     assert len(harness.check()) == 17
+
+
+def test_a_job_logs_where_its_time_went(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_photo(tmp_path / "photos" / "a.jpg", seed=11)
+    request = IngestRequest(paths=(str(tmp_path / "photos"),))
+    with caplog.at_level(logging.INFO, logger="indexer.pipeline"):
+        harness.indexer.ingest(harness.collection.name, request)
+    (record,) = [r for r in caplog.records if hasattr(r, "stage_seconds")]
+    stages: dict[str, float] = record.stage_seconds
+    expected = {"model forward", "thumbnails", "catalog write", "index update", "index snapshot"}
+    assert expected <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert "stage seconds: " in record.getMessage()

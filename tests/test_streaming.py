@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import encoders.streaming as streaming
 from encoders.base import Encoder
 from encoders.device_jpeg import read_jpeg_header
 from encoders.errors import ImageRejectedError
@@ -140,3 +141,26 @@ def test_device_decode_falls_back_and_isolates_failures(
     assert vectors.shape == (3, clip_encoder.dim)
     reference = clip_encoder.encode_images([decode_image_bytes(cmyk.read_bytes(), DOOR).image])
     assert float(vectors[1] @ reference[0]) >= 0.99
+
+
+def test_waiting_on_a_slow_item_feeds_the_device_first(
+    photo_files: list[Path], clip_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = threading.Event()
+    real = streaming._device_pixels
+
+    def spy(jpegs: list[JpegBytes], encoders: list[Encoder], side: int) -> object:
+        decoded.set()
+        return real(jpegs, encoders, side)
+
+    monkeypatch.setattr(streaming, "_device_pixels", spy)
+
+    def load(index: int, min_side: int | None) -> tuple[JpegBytes, Path]:
+        # Item 1 only finishes once item 0 went to the device: a stream that waited for a full
+        # chunk (or the batch end) before decoding would leave the device idle here, and fail.
+        if index == 1 and not decoded.wait(timeout=10):
+            raise AssertionError("the device sat idle while the stream waited for a slow item")
+        return _jpeg_loader(photo_files[index], min_side)
+
+    (batch,) = encode_stream([0, 1], [clip_encoder], load, batch_size=8, workers=2)
+    assert batch.items == [0, 1] and batch.vectors[clip_encoder.name].shape[0] == 2
