@@ -12,17 +12,18 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from PIL import Image
 
-from indexer.durability import flush_directories, flush_files
 from indexer.thumbnails import make_thumbnail
 from search import ImageRecord, SourceKind, fsync_directory
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -83,59 +84,40 @@ class DataStore:
     def has(self, name: str) -> bool:
         return (self.root / name).exists()
 
-    def put_files(self, files: Sequence[tuple[str, bytes]]) -> None:
-        """Write several files (relative names), each whole or absent, with two flushes in all.
+    def put_files(self, files: Sequence[tuple[str, bytes]], pool: Executor | None = None) -> None:
+        """Write several files (relative names), each whole or absent; existing ones are kept.
 
-        ``write_atomic`` flushes twice per file, which caps a fast ingest at a few thousand
-        thumbnails a second. Here every file is first written to a temporary name (``stage``),
-        then ``commit`` makes them durable together. Files that already exist are left alone.
+        Like ``write_atomic`` per file, but each folder is fsynced once for the whole set, and
+        with a ``pool`` the writes, renames and flushes run side by side.
         """
-        staged: list[tuple[Path, Path]] = []
-        try:
-            for name, data in files:
-                entry = self.stage(name, data)
-                if entry is not None:
-                    staged.append(entry)
-        except BaseException:
+        outcomes = _map_all(self.stage, files, pool)
+        staged = [entry for entry in outcomes if isinstance(entry, tuple)]
+        if any(isinstance(entry, Exception) for entry in outcomes):
             self.discard(staged)
-            raise
-        self.commit(staged)
+            _raise_first(outcomes)
+        self.commit(staged, pool)
 
     def stage(self, name: str, data: bytes) -> tuple[Path, Path] | None:
-        """Write ``data`` to a temporary file for ``name``: (temporary, target), or None when
-        ``name`` is already stored. Safe to call from many threads."""
+        """Write and fsync ``data`` under a temporary name for ``name``: (temporary, target), or
+        None when ``name`` is already stored. Safe to call from many threads."""
         target = self.root / name
         if target.exists():
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.temp_dir / f"{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-        try:
-            temporary.write_bytes(data)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        return temporary, target
+        return self._write_temporary(target, data), target
 
     def commit(self, staged: Sequence[tuple[Path, Path]], pool: Executor | None = None) -> None:
-        """Flush the staged contents, rename them into place, flush the names.
+        """Rename staged files into place, then fsync each folder they landed in, once.
 
         A crash leaves temporaries (swept later) or whole files, never a named partial one.
-        ``pool`` runs the renames side by side (on some disks each costs a millisecond).
         """
         if not staged:
             return
-        try:
-            flush_files(self.root, [temporary for temporary, _ in staged])
-            if pool is None:
-                for entry in staged:
-                    _rename_into_place(entry)
-            else:
-                list(pool.map(_rename_into_place, staged))
-        except BaseException:
-            self.discard(staged)
-            raise
-        flush_directories(self.root, {target.parent for _, target in staged})
+        renamed = _map_all(os.replace, staged, pool)
+        if any(isinstance(outcome, Exception) for outcome in renamed):
+            self.discard(staged)  # the ones renamed are whole files, and stay
+            _raise_first(renamed)
+        folders = {target.parent for _, target in staged}
+        _raise_first(_map_all(fsync_directory, [(folder,) for folder in folders], pool))
 
     @staticmethod
     def discard(staged: Sequence[tuple[Path, Path]]) -> None:
@@ -151,6 +133,16 @@ class DataStore:
 
     def write_atomic(self, target: Path, data: bytes) -> None:
         """Write, fsync, rename into place, fsync the folder: the file is whole or absent."""
+        temporary = self._write_temporary(target, data)
+        try:
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_directory(target.parent)
+
+    def _write_temporary(self, target: Path, data: bytes) -> Path:
+        """``data`` written and fsynced under a temporary name, with ``target``'s folder made."""
         target.parent.mkdir(parents=True, exist_ok=True)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.temp_dir / f"{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
@@ -159,11 +151,10 @@ class DataStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, target)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        fsync_directory(target.parent)
+        return temporary
 
     def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Remove temporaries a killed process left behind (young ones may still be in use)."""
@@ -183,5 +174,27 @@ class DataStore:
         return removed
 
 
-def _rename_into_place(entry: tuple[Path, Path]) -> None:
-    os.replace(*entry)
+def _map_all(
+    function: Callable[..., R], arguments: Iterable[tuple[Any, ...]], pool: Executor | None
+) -> list[R | Exception]:
+    """``function(*args)`` for each argument tuple, in order, in ``pool`` when there is one.
+
+    Each outcome is the result or the exception: every call runs, so a caller can clean up
+    after the ones that succeeded before raising.
+    """
+
+    def outcome(args: tuple[Any, ...]) -> R | Exception:
+        try:
+            return function(*args)
+        except Exception as error:
+            return error
+
+    if pool is None:
+        return [outcome(args) for args in arguments]
+    return list(pool.map(outcome, arguments))
+
+
+def _raise_first(outcomes: Iterable[object]) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome

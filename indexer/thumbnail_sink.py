@@ -3,7 +3,7 @@
 The loader makes WebP bytes itself when it decoded the image on the CPU; for JPEGs decoded on
 the GPU it never sees the pixels, and the stream hands over a small preview instead, which is
 encoded here in a thread pool (WebP costs milliseconds per image, too much for one thread at
-GPU ingest rates). All files of a batch are made durable together (``DataStore.put_files``).
+GPU ingest rates). Each file is fsynced as it is written; each folder once per batch.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ class ThumbnailSink:
     ) -> set[str]:
         """Store the thumbnails of the batch's fresh images.
 
-        Encoding and writing run in the pool (at GPU rates even creating the files, a
-        millisecond each on some disks, is too much for one thread); one ``commit`` makes them
-        all durable. Returns the names that got none (no pixels were at hand), so their rows
-        leave them out.
+        Encoding, writing and renaming run in the pool (at GPU rates even creating the files, a
+        millisecond each on some disks, is too much for one thread). Returns the names that got
+        none (no pixels were at hand), so their rows leave them out.
         """
         jobs: list[Future[tuple[Path, Path] | None]] = []
         missing: set[str] = set()

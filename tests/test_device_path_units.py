@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -18,7 +20,6 @@ from torchvision.transforms import InterpolationMode
 
 import encoders.preprocess as preprocess_module
 import encoders.streaming as streaming_module
-import indexer.durability as durability
 import indexer.thumbnail_sink as thumbnail_sink_module
 from encoders.base import Encoder
 from encoders.device_jpeg import ends_complete, orient, read_jpeg_header
@@ -34,12 +35,12 @@ from encoders.preprocess import (
     preprocess_tensor,
     previews,
 )
+from encoders.stage_clock import StageClock
 from encoders.streaming import CpuAssist, JpegBytes, _prepare, encode_stream
-from indexer.durability import sync_file_system
 from indexer.loading import ItemLoader
 from indexer.settings import IndexerSettings
 from indexer.sources import Fresh, Known, PathItem, Payload, Unchanged
-from indexer.storage import TEMP_SUFFIX, DataStore
+from indexer.storage import DataStore
 from indexer.thumbnail_sink import ThumbnailSink
 from indexer.thumbnails import make_thumbnail
 from search import Catalog
@@ -221,32 +222,6 @@ def test_previews_fit_keep_aspect_colour_and_order() -> None:
 # -- durable batched writes --------------------------------------------------------------------
 
 
-def test_sync_file_system_uses_syncfs_when_present(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if os.uname().sysname == "Linux":
-        assert durability._SYNCFS is not None
-        assert sync_file_system(tmp_path) is True
-    monkeypatch.setattr(durability, "_SYNCFS", None)
-    assert sync_file_system(tmp_path) is False
-
-
-def test_sync_file_system_reports_a_failing_syncfs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    descriptors: list[int] = []
-
-    def failing(descriptor: int) -> int:
-        descriptors.append(descriptor)
-        return -1
-
-    monkeypatch.setattr(durability, "_SYNCFS", failing)
-    assert sync_file_system(tmp_path) is False
-    assert len(descriptors) == 1
-    with pytest.raises(OSError):
-        os.fstat(descriptors[0])  # closed again
-
-
 def _names(count: int) -> list[tuple[str, bytes]]:
     files = []
     for index in range(count):
@@ -255,27 +230,38 @@ def _names(count: int) -> list[tuple[str, bytes]]:
     return files
 
 
-@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("threads", [0, 4])
 def test_put_files_writes_whole_files_and_keeps_existing_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
-    if not fast:
-        monkeypatch.setattr(durability, "_SYNCFS", None)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    pool = ThreadPoolExecutor(threads) if threads else None
     store = DataStore(tmp_path / "data")
     files = _names(5)
     assert not any(store.has(name) for name, _ in files)
-    store.put_files(files[:2])
+    store.put_files(files[:2], pool)
     assert all(store.has(name) for name, _ in files[:2])
+    folders = {store.resolve(name).parent for name, _ in files[:2]}
+    assert len(synced) == 2 + len(folders)  # each file, then each folder once
     # A second batch naming one stored file with other bytes leaves that file as it was.
     again = [(files[0][0], b"other bytes"), *files[2:]]
-    store.put_files(again)
+    store.put_files(again, pool)
     for name, data in files:
         assert store.has(name)
         assert store.resolve(name).read_bytes() == data
     assert [entry.name for entry in store.temp_dir.iterdir()] == []
-    store.put_files([])
-    store.put_files(files)  # all exist: nothing to do
+    store.put_files([], pool)
+    store.put_files(files, pool)  # all exist: nothing to do
     assert [entry.name for entry in store.temp_dir.iterdir()] == []
+    if pool is not None:
+        pool.shutdown()
 
 
 def test_put_files_failing_midway_leaves_no_temporary_and_no_named_file(
@@ -283,27 +269,48 @@ def test_put_files_failing_midway_leaves_no_temporary_and_no_named_file(
 ) -> None:
     store = DataStore(tmp_path / "data")
     files = _names(4)
-    real_write = Path.write_bytes
-    writes: list[Path] = []
+    real_fsync = os.fsync
+    calls: list[int] = []
 
-    def write_then_fail(path: Path, data: bytes) -> int:
-        writes.append(path)
-        if len(writes) == 3:
-            real_write(path, data[: len(data) // 2])  # a partial temporary, then the error
+    def fsync_then_fail(descriptor: int) -> None:
+        calls.append(descriptor)
+        if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        return real_write(path, data)
+        real_fsync(descriptor)
 
-    monkeypatch.setattr(Path, "write_bytes", write_then_fail)
+    monkeypatch.setattr(os, "fsync", fsync_then_fail)
     with pytest.raises(OSError, match="No space left"):
         store.put_files(files)
     monkeypatch.undo()
-    assert len(writes) == 3 and all(path.name.endswith(TEMP_SUFFIX) for path in writes)
-    assert not any(path.exists() for path in writes)
+    assert len(calls) == 4  # every file was tried; none was renamed into place
     assert list(store.temp_dir.iterdir()) == []
     assert not any(store.has(name) for name, _ in files)
     # The store still works afterwards.
     store.put_files(files)
     assert all(store.resolve(name).read_bytes() == data for name, data in files)
+
+
+def test_a_failed_rename_keeps_the_whole_files_and_drops_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DataStore(tmp_path / "data")
+    files = _names(3)
+    real_replace = os.replace
+    renames: list[str] = []
+
+    def replace_then_fail(source: str, target: str) -> None:
+        renames.append(str(target))
+        if len(renames) == 2:
+            raise OSError(5, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="Input/output"):
+        store.put_files(files)
+    monkeypatch.undo()
+    assert list(store.temp_dir.iterdir()) == []
+    assert [store.has(name) for name, _ in files] == [True, False, True]
+    assert store.resolve(files[0][0]).read_bytes() == files[0][1]
 
 
 def test_put_files_failing_on_a_folder_leaves_nothing(tmp_path: Path) -> None:
@@ -634,3 +641,25 @@ def test_thumbnail_sink_with_nothing_fresh_writes_nothing(tmp_path: Path) -> Non
         assert sink.write([Unchanged(1), Known("ab" * 32, 2)], [None, None]) == set()
         assert sink.write([], []) == set()
     assert not (store.root / "thumbs").exists()
+
+
+# -- StageClock --------------------------------------------------------------------------------
+
+
+def test_stage_clock_sums_per_stage_across_threads() -> None:
+    clock = StageClock()
+
+    def work(_: int) -> None:
+        with clock.stage("slow"):
+            time.sleep(0.02)
+        with clock.stage("fast"):
+            pass
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(8)))
+    with pytest.raises(RuntimeError), clock.stage("failed"):
+        raise RuntimeError("still counted")
+    seconds = clock.seconds()
+    assert set(seconds) == {"slow", "fast", "failed"}
+    assert 8 * 0.02 <= seconds["slow"] < 8 * 0.02 + 2.0
+    assert clock.summary().startswith("slow ")  # largest first
