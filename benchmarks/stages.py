@@ -105,24 +105,28 @@ def _sink_rate(store: DataStore, drafts: list[Image.Image], count: int, threads:
 
 
 def device_stages(datas: list[bytes], encoder: HFEncoder, batch: int) -> dict[str, float]:
-    from encoders.device_jpeg import decode_jpegs
-    from encoders.preprocess import preprocess_tensor
+    """The stream's device work, as it runs it: nvJPEG, then batched preprocessing and previews."""
+    from encoders.device_jpeg import decode_jpegs, warm_up_decoder
+    from encoders.preprocess import preprocess_batch, previews
 
     spec = encoder.preprocess_spec
     assert spec is not None
-    decode_jpegs(datas[:2], encoder.device)  # nvJPEG handle creation, not timed
+    warm_up_decoder(encoder.device)  # nvJPEG set-up, not timed
     decoded = [t for t in decode_jpegs(datas[:batch], encoder.device) if t is not None]
-    pixels = torch.stack([preprocess_tensor(t, spec) for t in decoded])
-    preprocess_rate = _batched(
-        lambda chunk: [preprocess_tensor(t, spec) for t in chunk], decoded * 4, batch
-    )
-    forward_rate = _batched(lambda _: encoder.encode_pixels(pixels), range(batch * 4), batch)
+    pixels = torch.stack(preprocess_batch(decoded, spec, draft=True))
     return {
         "device decode (nvJPEG)": _batched(
             lambda chunk: decode_jpegs(list(chunk), encoder.device), datas, batch
         ),
-        "device preprocess (per image)": preprocess_rate,
-        f"model forward ({encoder.dtype})": forward_rate,
+        "device preprocess (batched, draft)": _batched(
+            lambda chunk: preprocess_batch(list(chunk), spec, draft=True), decoded * 4, batch
+        ),
+        "device previews (256 px, to host)": _batched(
+            lambda chunk: previews(list(chunk), 256), decoded * 4, batch
+        ),
+        f"model forward ({encoder.dtype})": _batched(
+            lambda _: encoder.encode_pixels(pixels), range(batch * 4), batch
+        ),
     }
 
 
