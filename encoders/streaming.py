@@ -155,6 +155,7 @@ def encode_stream(
     normalize: bool = True,
     preview_side: int = 256,
     clock: StageClock | None = None,
+    min_batch: int | None = None,
 ) -> Generator[EncodedBatch[T, P], None, None]:
     """Yield batches of vectors for ``items``, in input order, with per-item failures.
 
@@ -164,8 +165,14 @@ def encode_stream(
     JpegBytes are decoded on the device ``DEVICE_CHUNK`` at a time as they come in, so device
     decoding overlaps the decode threads instead of waiting for a whole batch; their previews
     fit within ``preview_side``. ``clock`` gets the caller's thread's time per stage.
+
+    ``batch_size`` is the most a batch holds: when the next item is not decoded yet and at least
+    ``min_batch`` (default a quarter of ``batch_size``) are ready, those go to the model at once
+    rather than leaving it idle, so the first forward starts after a few decodes, not a whole
+    batch of them. ``min_batch=batch_size`` keeps every batch but the last full.
     """
     clock = clock or StageClock()
+    eager = max(1, batch_size // 4) if min_batch is None else max(1, min_batch)
     min_side = draft_side(encoders)
     threads = default_workers(workers)
     window = batch_size + 2 * threads
@@ -189,10 +196,14 @@ def encode_stream(
         refill()
         while pending:
             item, future = pending.popleft()
-            refill()
             if not future.done() and state.on_device:  # use the wait: feed the device first
                 with clock.stage("device decode"):
                     state.decode_on_device(encoders, preview_side, assist)
+            if not future.done() and len(state.batch.items) >= eager:
+                # The model would idle until the next item is decoded: give it what is ready.
+                yield state.finish(encoders, normalize, preview_side, assist, clock)
+                state = _BatchState()
+            refill()  # after any early batch, so the window bound holds with this item in hand
             try:
                 with clock.stage("waiting for decode threads"):
                     payload, prepared, preview = future.result()

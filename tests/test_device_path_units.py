@@ -445,7 +445,7 @@ def test_stream_with_an_eager_assist_matches_and_balances(
 
         return JpegBytes(data, fallback, header.orientation, header.width * header.height), index
 
-    (batch,) = encode_stream(range(6), [clip_encoder], load, batch_size=8, workers=4)
+    (batch,) = encode_stream(range(6), [clip_encoder], load, batch_size=8, workers=4, min_batch=8)
     assert len(made) == 1 and made[0].waiting == 0  # every hand-over was counted back
     assert batch.items == list(range(6)) and batch.payloads == list(range(6))
     reference = clip_encoder.encode_images([decode_image_bytes(d, DOOR).image for d in datas])

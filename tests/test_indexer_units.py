@@ -264,7 +264,9 @@ def test_stream_passes_items_with_nothing_to_encode(clip_encoder: Encoder) -> No
             return None, -index
         return Image.new("RGB", (64, 64), (index, 0, 0)), index
 
-    batches = list(encode_stream(range(12), [clip_encoder], load, batch_size=4, workers=2))
+    batches = list(
+        encode_stream(range(12), [clip_encoder], load, batch_size=4, workers=2, min_batch=4)
+    )
     assert [b.items for b in batches] == [[1, 2, 4, 5], [7, 8, 10, 11]]
     assert [item for b in batches for item, _ in b.passed] == [0, 3, 6, 9]
     assert [payload for b in batches for _, payload in b.passed] == [0, -3, -6, -9]
@@ -319,8 +321,8 @@ def test_device_decode_loader_matches_the_cpu_path(
             device_decode=device,
         )
 
-    on_device = list(encode_stream(items, [clip_encoder], loader(True), batch_size=8))
-    on_cpu = list(encode_stream(items, [clip_encoder], loader(False), batch_size=8))
+    on_device = list(encode_stream(items, [clip_encoder], loader(True), batch_size=8, min_batch=8))
+    on_cpu = list(encode_stream(items, [clip_encoder], loader(False), batch_size=8, min_batch=8))
     assert [b.items for b in on_device] == [b.items for b in on_cpu] == [items]
     a, b = on_device[0].vectors[clip_encoder.name], on_cpu[0].vectors[clip_encoder.name]
     assert np.sum(a * b, axis=1).min() >= 0.99  # full-size device decode vs draft CPU decode

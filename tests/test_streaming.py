@@ -41,7 +41,9 @@ def test_stream_matches_direct_encoding(
     photo_files: list[Path], clip_encoder: Encoder, dino_encoder: Encoder
 ) -> None:
     encoders = [clip_encoder, dino_encoder]
-    batches = list(encode_stream(photo_files, encoders, _load, batch_size=4, workers=2))
+    batches = list(
+        encode_stream(photo_files, encoders, _load, batch_size=4, workers=2, min_batch=4)
+    )
     assert [len(b.items) for b in batches] == [4, 4, 3]
     items = [item for b in batches for item in b.items]
     assert items == photo_files
@@ -117,7 +119,7 @@ def test_device_decoded_jpegs_match_the_cpu_path(
     # On this machine the "device" is the CPU: torchvision's decoder stands in for nvJPEG.
     on_device = list(encode_stream(photo_files, encoders, _jpeg_loader, batch_size=4, workers=2))
     on_cpu = list(encode_stream(photo_files, encoders, _load, batch_size=4, workers=2))
-    assert [b.items for b in on_device] == [b.items for b in on_cpu]
+    assert [i for b in on_device for i in b.items] == [i for b in on_cpu for i in b.items]
     for encoder in encoders:
         a = np.concatenate([b.vectors[encoder.name] for b in on_device])
         b = np.concatenate([b.vectors[encoder.name] for b in on_cpu])
@@ -164,3 +166,24 @@ def test_waiting_on_a_slow_item_feeds_the_device_first(
 
     (batch,) = encode_stream([0, 1], [clip_encoder], load, batch_size=8, workers=2)
     assert batch.items == [0, 1] and batch.vectors[clip_encoder.name].shape[0] == 2
+
+
+def test_the_model_gets_what_is_ready_instead_of_idling(clip_encoder: Encoder) -> None:
+    first_batch_out = threading.Event()
+
+    def load(index: int, min_side: int | None) -> tuple[Image.Image, int]:
+        # Item 4 waits until a batch reached the consumer: a stream that held out for a full
+        # batch of 8 would wait here forever (and fail after the timeout).
+        if index == 4 and not first_batch_out.wait(timeout=10):
+            raise AssertionError("the stream waited for a full batch while items were ready")
+        return Image.new("RGB", (64, 64), (index, 0, 0)), index
+
+    batches = []
+    for batch in encode_stream(range(12), [clip_encoder], load, batch_size=8, workers=2):
+        batches.append(batch.items)
+        first_batch_out.set()
+        assert batch.vectors[clip_encoder.name].shape == (len(batch.items), clip_encoder.dim)
+    # At least a quarter of the batch size (2) goes early, at most what was ready (items 0-3).
+    assert 2 <= len(batches[0]) <= 4
+    assert [item for items in batches for item in items] == list(range(12))
+    assert all(len(items) <= 8 for items in batches)
