@@ -90,14 +90,14 @@ class DataStore:
         Like ``write_atomic`` per file, but each folder is fsynced once for the whole set, and
         with a ``pool`` the writes, renames and flushes run side by side.
         """
-        outcomes = _map_all(self.stage, files, pool)
+        outcomes = _map_all(self._stage, files, pool)
         staged = [entry for entry in outcomes if isinstance(entry, tuple)]
         if any(isinstance(entry, Exception) for entry in outcomes):
-            self.discard(staged)
+            self._discard(staged)
             _raise_first(outcomes)
-        self.commit(staged, pool)
+        self._commit(staged, pool)
 
-    def stage(self, name: str, data: bytes) -> tuple[Path, Path] | None:
+    def _stage(self, name: str, data: bytes) -> tuple[Path, Path] | None:
         """Write and fsync ``data`` under a temporary name for ``name``: (temporary, target), or
         None when ``name`` is already stored. Safe to call from many threads."""
         target = self.root / name
@@ -105,7 +105,7 @@ class DataStore:
             return None
         return self._write_temporary(target, data), target
 
-    def commit(self, staged: Sequence[tuple[Path, Path]], pool: Executor | None = None) -> None:
+    def _commit(self, staged: Sequence[tuple[Path, Path]], pool: Executor | None = None) -> None:
         """Rename staged files into place, then fsync each folder they landed in, once.
 
         A crash leaves temporaries (swept later) or whole files, never a named partial one.
@@ -114,13 +114,13 @@ class DataStore:
             return
         renamed = _map_all(os.replace, staged, pool)
         if any(isinstance(outcome, Exception) for outcome in renamed):
-            self.discard(staged)  # the ones renamed are whole files, and stay
+            self._discard(staged)  # the ones renamed are whole files, and stay
             _raise_first(renamed)
         folders = {target.parent for _, target in staged}
         _raise_first(_map_all(fsync_directory, [(folder,) for folder in folders], pool))
 
     @staticmethod
-    def discard(staged: Sequence[tuple[Path, Path]]) -> None:
+    def _discard(staged: Sequence[tuple[Path, Path]]) -> None:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
 

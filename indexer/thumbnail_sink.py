@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from pathlib import Path
 
 from PIL import Image
 
@@ -35,35 +34,29 @@ class ThumbnailSink:
         millisecond each on some disks, is too much for one thread). Returns the names that got
         none (no pixels were at hand), so their rows leave them out.
         """
-        jobs: list[Future[tuple[Path, Path] | None]] = []
+        ready: list[tuple[str, bytes]] = []
+        encoding: list[tuple[str, Future[bytes]]] = []
         missing: set[str] = set()
         seen: set[str] = set()
         for payload, preview in zip(payloads, previews, strict=True):
             if not isinstance(payload, Fresh) or payload.thumbnail in seen:
                 continue
             seen.add(payload.thumbnail)
-            if payload.thumbnail_data is None and preview is None:
-                if not self._store.has(payload.thumbnail):
-                    missing.add(payload.thumbnail)
+            if payload.thumbnail_data is not None:
+                ready.append((payload.thumbnail, payload.thumbnail_data))
+            elif self._store.has(payload.thumbnail):
                 continue
-            jobs.append(self._pool.submit(self._stage, payload, preview))
-        wait(jobs)  # all of them, so a failure leaves no temporary behind
-        staged = [entry for job in jobs if not job.exception() and (entry := job.result())]
-        failed = next((job.exception() for job in jobs if job.exception()), None)
-        if failed is not None:
-            self._store.discard(staged)
-            raise failed
-        self._store.commit(staged, self._pool)
+            elif preview is not None:
+                job = self._pool.submit(
+                    make_thumbnail, preview, longest=self._longest, quality=self._quality
+                )
+                encoding.append((payload.thumbnail, job))
+            else:
+                missing.add(payload.thumbnail)
+        wait([job for _, job in encoding])
+        ready.extend((name, job.result()) for name, job in encoding)
+        self._store.put_files(ready, self._pool)
         return missing
-
-    def _stage(self, payload: Fresh, preview: Image.Image | None) -> tuple[Path, Path] | None:
-        if self._store.has(payload.thumbnail):
-            return None
-        data = payload.thumbnail_data
-        if data is None:
-            assert preview is not None
-            data = make_thumbnail(preview, longest=self._longest, quality=self._quality)
-        return self._store.stage(payload.thumbnail, data)
 
     def close(self) -> None:
         self._pool.shutdown()
