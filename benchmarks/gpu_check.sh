@@ -1,0 +1,31 @@
+#!/bin/bash
+# Everything a GPU machine should confirm, in one run (about 5 minutes on an H100):
+# the CUDA tests, each ingest stage alone, end-to-end ingest and encode against the naive
+# pipeline. Logs land in $OUT (or ./gpu-results). Run from the repository root with vizdex's
+# dependencies importable, e.g. `bash benchmarks/gpu_check.sh`.
+set -o pipefail
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1
+python=${PYTHON:-python3}
+step() { echo "=== $(date +%T) $*"; }
+
+step "GPU"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+step "CUDA tests"
+timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_gpu_encoders.py \
+  tests/test_device_jpeg.py tests/test_streaming.py tests/test_fused_clip.py \
+  tests/test_device_path_units.py tests/test_indexer_units.py tests/test_indexer_pipeline.py \
+  tests/test_index.py 2>&1 | tail -15 | tee "$out/tests.log"
+step "photos"
+"$python" -c "from benchmarks.common import photo_set; photo_set(4000, 3000, 512); photo_set(640, 480, 4096)"
+step "ingest (issue goals: 600 img/s at 12 MP, 5,000 img/s at 640x480)"
+timeout 300 "$python" -m benchmarks.ingest --device cuda --large 512 --small 4096 --batch 256 \
+  2>&1 | tee "$out/ingest.log"
+step "stages"
+timeout 150 "$python" -m benchmarks.stages --device cuda --large 128 --small 1024 --batch 256 \
+  2>&1 | grep -v Loading | tee "$out/stages.log"
+step "encode"
+timeout 200 "$python" -m benchmarks.encode --device cuda --large 128 --small 1024 --batch 256 \
+  2>&1 | grep -v Loading | tee "$out/encode.log"
+step "done"
