@@ -98,7 +98,7 @@ class BatchWriter:
         self._report = report
         self._tracker = tracker
         self._on_batch = on_batch
-        self._thumbnails = thumbnails
+        self._thumbnails = thumbnails  # None: the caller stores thumbnails itself (tests)
         self._clock = clock or StageClock()
         self.retry: list[Item] = []  # content that vanished from the catalog while in flight
 
