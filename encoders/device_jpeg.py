@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from encoders.errors import ImageRejectedError
-from encoders.image_settings import format_megapixels
-from encoders.images import exif_orientation
+from encoders.image_settings import ImageInputSettings
+from encoders.images import read_header
 
 # torchvision 0.29 deprecates its image codecs (warning on every call) in favour of torchcodec;
 # nvJPEG decoding through torchvision still works and torchcodec is not a dependency we want yet.
@@ -31,6 +31,8 @@ warnings.filterwarnings(
 )
 from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 
+_NO_PIXEL_CAP = ImageInputSettings(max_pixels=Image.MAX_IMAGE_PIXELS or 2**31)
+
 
 class JpegHeader(NamedTuple):
     """What the header says: the size as displayed (after EXIF orientation) and the orientation."""
@@ -40,26 +42,9 @@ class JpegHeader(NamedTuple):
     orientation: int  # EXIF 1-8; 1 = as stored
 
 
-def read_jpeg_header(data: bytes, max_pixels: int) -> JpegHeader:
-    """Size and orientation from the JPEG header, refusing images over the pixel cap."""
-    try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
-            width, height = probe.size
-            orientation = exif_orientation(probe)
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-        raise ImageRejectedError(
-            f"the JPEG image is damaged or incomplete and cannot be decoded ({error})",
-            code="corrupt",
-        ) from error
-    if width * height > max_pixels:
-        raise ImageRejectedError(
-            f"image is {width:,}×{height:,} = {format_megapixels(width * height)}; "
-            f"the limit is {format_megapixels(max_pixels)}",
-            code="too_many_pixels",
-        )
-    if orientation >= 5:  # orientations 5-8 swap the axes
-        width, height = height, width
-    return JpegHeader(width, height, orientation)
+def read_jpeg_header(data: bytes, settings: ImageInputSettings) -> JpegHeader:
+    """Displayed size and orientation from the JPEG header, with the door's pixel cap."""
+    return JpegHeader(*read_header(data, "JPEG", settings))
 
 
 def ends_complete(data: bytes) -> bool:
@@ -124,17 +109,19 @@ def decode_jpegs(
     ]
 
 
-def warm_up_decoder(device: torch.device) -> None:
-    """Decode one tiny JPEG on ``device``: torchvision sets nvJPEG up (handles, pinned and
-    device buffers) on its first call, which would otherwise land inside the first batch."""
+def warm_up_decoder(device: torch.device) -> bool:
+    """Decode one tiny JPEG on ``device``; False if the device decoder cannot run at all.
+
+    torchvision sets nvJPEG up (handles, pinned and device buffers) on its first call, which
+    would otherwise land inside the first batch.
+    """
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, format="JPEG")
-    decode_jpegs([buffer.getvalue()], device, [1])
+    return decode_jpegs([buffer.getvalue()], device, [1])[0] is not None
 
 
 def _orientation_of(data: bytes) -> int:
     try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
-            return exif_orientation(probe)
-    except (OSError, Image.DecompressionBombError, SyntaxError):
+        return read_jpeg_header(data, _NO_PIXEL_CAP).orientation
+    except ImageRejectedError:
         return 1  # the decoder will refuse it, or decode it as stored

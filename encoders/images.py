@@ -21,7 +21,8 @@ import os
 import pathlib
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -245,15 +246,41 @@ def _decode(
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # A global someone flipped would make truncated files come out half grey: fail loudly.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False for vizdex")
+    with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
+        width, height = opened.size  # from the header; no pixel is decoded yet
+        _check_pixels(width, height, settings)
+        if min_side is not None and fmt == "JPEG":
+            opened.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
+        opened.load()
+        orientation = exif_orientation(opened)
+        image = to_rgb(opened)
+    if orientation in _ORIENTATION_FIX:
+        image = image.transpose(_ORIENTATION_FIX[orientation])
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return image, width, height
+
+
+def read_header(data: bytes, fmt: str, settings: ImageInputSettings) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) from the header alone, the size as displayed.
+
+    Same pixel cap and refusals as a decode, for callers that decode the pixels elsewhere
+    (e.g. on a GPU).
+    """
+    with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
+        width, height = opened.size
+        _check_pixels(width, height, settings)
+        orientation = exif_orientation(opened)
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return width, height, orientation
+
+
+@contextmanager
+def _door_errors(fmt: str, settings: ImageInputSettings) -> Iterator[None]:
+    """Pillow's many failure types as the door's typed refusals."""
     try:
-        with Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
-            width, height = opened.size  # from the header; no pixel is decoded yet
-            _check_pixels(width, height, settings)
-            if min_side is not None and fmt == "JPEG":
-                opened.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
-            opened.load()
-            orientation = exif_orientation(opened)
-            image = to_rgb(opened)
+        yield
     except ImageRejectedError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -265,11 +292,6 @@ def _decode(
             f"the {fmt} image is damaged or incomplete and cannot be decoded{_detail(exc)}",
             code="corrupt",
         ) from exc
-    if orientation in _ORIENTATION_FIX:
-        image = image.transpose(_ORIENTATION_FIX[orientation])
-    if orientation in _SWAPS_AXES:
-        width, height = height, width
-    return image, width, height
 
 
 def _detail(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -204,9 +204,11 @@ def encode_stream(
                 yield state.finish(encoders, normalize, preview_side, assist, clock)
                 state = _BatchState()
             refill()  # after any early batch, so the window bound holds with this item in hand
-            try:
+            if not future.done():
                 with clock.stage("waiting for decode threads"):
-                    payload, prepared, preview = future.result()
+                    wait([future])
+            try:
+                payload, prepared, preview = future.result()
             except VizdexError as error:
                 state.batch.failures.append((item, error))
             else:

@@ -176,7 +176,7 @@ class ItemLoader:
     ) -> Loaded:
         """Only the header is read here: the pixels are decoded on the GPU, and the thumbnail is
         made by the writer from the stream's preview of them."""
-        header = read_jpeg_header(data, self._images.max_pixels)
+        header = read_jpeg_header(data, self._images)
         if keep_original:
             self._store.put_original(sha, "JPEG", data)
         images = self._images

@@ -143,8 +143,14 @@ class Indexer:
         self._cancels: dict[int, threading.Event] = {}
         self._state_lock = threading.Lock()
         models = list(self._encoders.values())
-        if settings.device_decode and models and device_decode_possible(models):
-            warm_up_decoder(models[0].device)  # its set-up stays out of the first job
+        # Sets nvJPEG up now rather than in the first job, and says so if it cannot run.
+        wanted = settings.device_decode and models and device_decode_possible(models)
+        if wanted and not warm_up_decoder(models[0].device):
+            log.warning(
+                "JPEG decoding on %s does not work (torchvision without nvJPEG?): every JPEG "
+                "will be decoded on the CPU; set VIZDEX_DEVICE_DECODE=false to skip trying",
+                models[0].device,
+            )
 
     # -- public --------------------------------------------------------------------------------
 

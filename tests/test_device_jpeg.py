@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import encoders.device_jpeg as device_jpeg
 from encoders.base import Encoder
 from encoders.device_jpeg import decode_jpegs, read_jpeg_header, warm_up_decoder
 from encoders.errors import ImageRejectedError
@@ -16,7 +17,7 @@ from encoders.hf_encoder import HFEncoder
 from encoders.image_settings import ImageInputSettings
 from encoders.images import decode_image_bytes
 from encoders.preprocess import preprocess_tensor
-from tests.image_corpus import jpeg_with_orientation
+from tests.image_corpus import jpeg_bomb, jpeg_with_orientation
 from tests.synthetic_photos import jpeg_bytes, make_photo
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -51,20 +52,37 @@ def test_bad_file_does_not_fail_the_batch(device: torch.device) -> None:
 
 def test_header_checks_the_pixel_cap_and_reads_orientation() -> None:
     data = jpeg_bytes(make_photo(400, 300, seed=4))
-    assert read_jpeg_header(data, max_pixels=120_000) == (400, 300, 1)
-    assert read_jpeg_header(_rotated_jpeg(), max_pixels=120_000) == (300, 400, 6)  # as displayed
+    assert read_jpeg_header(data, ImageInputSettings(max_pixels=120_000)) == (400, 300, 1)
+    assert read_jpeg_header(_rotated_jpeg(), ImageInputSettings(max_pixels=120_000)) == (
+        300,
+        400,
+        6,
+    )  # as displayed
     with pytest.raises(ImageRejectedError) as caught:
-        read_jpeg_header(data, max_pixels=119_999)
+        read_jpeg_header(data, ImageInputSettings(max_pixels=119_999))
     assert caught.value.code == "too_many_pixels"
     with pytest.raises(ImageRejectedError) as corrupt:
-        read_jpeg_header(b"nope", max_pixels=10)
+        read_jpeg_header(b"nope", ImageInputSettings(max_pixels=10))
     assert corrupt.value.code == "corrupt"
+
+
+def test_header_refusals_match_the_door() -> None:
+    # 65,000 x 65,000 trips Pillow's own bomb check while opening: too_many_pixels, as the door
+    # says, not "corrupt".
+    cases = [(jpeg_bomb(), "too_many_pixels"), (jpeg_bytes(make_photo(400, 300))[:20], "corrupt")]
+    for data, code in cases:
+        with pytest.raises(ImageRejectedError) as header:
+            read_jpeg_header(data, ImageInputSettings())
+        with pytest.raises(ImageRejectedError) as door:
+            decode_image_bytes(data, ImageInputSettings())
+        assert header.value.code == code
+        assert (header.value.code, header.value.message) == (door.value.code, door.value.message)
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
 def test_every_exif_orientation_matches_the_door(device: torch.device) -> None:
     datas = [jpeg_with_orientation(orientation, size=(64, 32)) for orientation in range(1, 9)]
-    headers = [read_jpeg_header(data, max_pixels=10_000) for data in datas]
+    headers = [read_jpeg_header(data, ImageInputSettings()) for data in datas]
     given = decode_jpegs(datas, device, [header.orientation for header in headers])
     parsed = decode_jpegs(datas, device)  # orientations read from the headers
     for data, header, tensor, again in zip(datas, headers, given, parsed, strict=True):
@@ -91,8 +109,16 @@ def test_device_preprocessing_gives_the_same_vectors(
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
-def test_warm_up_runs_and_decoding_works_after(device: torch.device) -> None:
-    warm_up_decoder(device)  # raises if the device decoder cannot run at all
+def test_warm_up_reports_a_working_decoder(device: torch.device) -> None:
+    assert warm_up_decoder(device) is True
     data = jpeg_bytes(make_photo(64, 48, seed=7))
     (tensor,) = decode_jpegs([data], device)
     assert tensor is not None and tuple(tensor.shape) == (3, 48, 64)
+
+
+def test_warm_up_reports_a_decoder_that_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("decode_jpegs_cuda: torchvision not compiled with nvJPEG support")
+
+    monkeypatch.setattr(device_jpeg, "decode_jpeg", broken)
+    assert warm_up_decoder(torch.device("cpu")) is False

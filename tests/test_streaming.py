@@ -104,7 +104,7 @@ def test_decoding_runs_a_bounded_window_ahead(clip_encoder: Encoder) -> None:
 
 def _jpeg_loader(path: Path, min_side: int | None) -> tuple[JpegBytes, Path]:
     data = path.read_bytes()
-    header = read_jpeg_header(data, DOOR.max_pixels)
+    header = read_jpeg_header(data, DOOR)
 
     def fallback() -> Image.Image:
         return decode_image_bytes(data, DOOR, min_side=min_side).image
