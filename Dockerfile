@@ -35,6 +35,7 @@ ENV PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # Only what the package build needs; tests/test_docker_recipe.py installs from exactly these.
 COPY pyproject.toml README.md ./
+COPY vizdex ./vizdex
 COPY encoders ./encoders
 COPY search ./search
 COPY indexer ./indexer

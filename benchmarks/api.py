@@ -33,10 +33,10 @@ import httpx
 import numpy as np
 
 from benchmarks.common import CACHE
-from search import Catalog, CatalogSettings, NewImage
-from search.settings import default_database_url
 from tests.synthetic_photos import jpeg_bytes, make_photo
 from tests.tiny_models import make_vit_b32_clip
+from vizdex.search import Catalog, CatalogSettings, NewImage
+from vizdex.search.settings import default_database_url
 
 COLLECTION = "bench"
 DIM = 512  # ViT-B/32 CLIP projection
@@ -122,7 +122,7 @@ def server(data_dir: Path, model: str, max_batch: int) -> Iterator[str]:
         "VIZDEX_MAX_BATCH": str(max_batch),
         "VIZDEX_MAX_WAIT_MS": "5",
     }
-    command = [sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "vizdex", "serve", "--host", "127.0.0.1"]
     process = subprocess.Popen([*command, "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -20,16 +20,16 @@ import torch
 from PIL import Image
 
 from benchmarks.common import photo_set, rate, ratio_summary
-from encoders.base import Encoder
-from encoders.device_jpeg import decode_jpegs
-from encoders.hf_encoder import HFEncoder
-from encoders.image_settings import ImageInputSettings
-from encoders.images import DecodedImage, decode_file
-from encoders.loading import load_encoder
-from encoders.preprocess import preprocess_tensor
-from encoders.settings import EncoderSettings
-from encoders.streaming import encode_stream
 from tests.tiny_models import make_vit_b32_clip
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.device_jpeg import decode_jpegs
+from vizdex.encoders.hf_encoder import HFEncoder
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.preprocess import preprocess_tensor
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.encoders.streaming import encode_stream
+from vizdex.imaging.door import DecodedImage, decode_file
+from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()
 

@@ -56,7 +56,7 @@ def _reset_peak() -> bool:
 
 
 def _open_catalog(data_dir: Path, model: str) -> tuple[Any, Any, Any]:
-    from search import Catalog, IndexStore, SearchSettings
+    from vizdex.search import Catalog, IndexStore, SearchSettings
 
     settings = SearchSettings.for_data_dir(data_dir)
     catalog = Catalog.open(settings.catalog)
@@ -70,7 +70,7 @@ def _naive(files: list[Path], model_dir: Path, device: str, batch: int, data_dir
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel
 
-    from search import NewImage, SourceKind
+    from vizdex.search import NewImage, SourceKind
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     processor = CLIPImageProcessor.from_pretrained(model_dir)
@@ -119,9 +119,9 @@ def _naive(files: list[Path], model_dir: Path, device: str, batch: int, data_dir
 def _ours(
     files: list[Path], model_dir: Path, device: str, batch: int, workers: int, data_dir: Path
 ) -> None:
-    from encoders.loading import load_encoder
-    from encoders.settings import EncoderSettings
-    from indexer import Indexer, IndexerSettings, IngestRequest
+    from vizdex.encoders.loading import load_encoder
+    from vizdex.encoders.settings import EncoderSettings
+    from vizdex.indexer import Indexer, IndexerSettings, IngestRequest
 
     name = str(model_dir)
     encoder = load_encoder(name, EncoderSettings(models=(name,), device=device, batch_size=batch))
@@ -138,7 +138,7 @@ def _ours(
         def emit(self, record: logging.LogRecord) -> None:
             stages.update(getattr(record, "stage_seconds", {}))
 
-    pipeline_log = logging.getLogger("indexer.pipeline")
+    pipeline_log = logging.getLogger("vizdex.indexer.pipeline")
     pipeline_log.setLevel(logging.INFO)
     pipeline_log.addHandler(StageSeconds())
 
@@ -154,8 +154,8 @@ def _model_alone(count: int, model_dir: Path, device: str, batch: int) -> None:
     """The model on ready-made pixel tensors: the ceiling for any pipeline on this machine."""
     import torch
 
-    from encoders.loading import load_encoder
-    from encoders.settings import EncoderSettings
+    from vizdex.encoders.loading import load_encoder
+    from vizdex.encoders.settings import EncoderSettings
 
     name = str(model_dir)
     encoder = load_encoder(name, EncoderSettings(models=(name,), device=device, batch_size=batch))

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from search.index import IndexBackend, IndexPolicy, VectorIndex
+from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
 
 
 @dataclass

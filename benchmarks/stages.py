@@ -27,16 +27,16 @@ import torch
 from PIL import Image
 
 from benchmarks.common import photo_set
-from encoders.hf_encoder import HFEncoder
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_image_bytes
-from encoders.loading import load_encoder
-from encoders.settings import EncoderSettings
-from indexer.sources import Fresh
-from indexer.storage import DataStore
-from indexer.thumbnail_sink import ThumbnailSink
-from indexer.thumbnails import make_thumbnail
 from tests.tiny_models import make_vit_b32_clip
+from vizdex.encoders.hf_encoder import HFEncoder
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.sources import Fresh
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnail_sink import ThumbnailSink
+from vizdex.indexer.thumbnails import make_thumbnail
 
 DOOR = ImageInputSettings()
 
@@ -106,8 +106,8 @@ def _sink_rate(store: DataStore, drafts: list[Image.Image], count: int, threads:
 
 def device_stages(datas: list[bytes], encoder: HFEncoder, batch: int) -> dict[str, float]:
     """The stream's device work, as it runs it: nvJPEG, then batched preprocessing and previews."""
-    from encoders.device_jpeg import decode_jpegs, warm_up_decoder
-    from encoders.preprocess import preprocess_batch, previews
+    from vizdex.encoders.device_jpeg import decode_jpegs, warm_up_decoder
+    from vizdex.encoders.preprocess import preprocess_batch, previews
 
     spec = encoder.preprocess_spec
     assert spec is not None
@@ -131,7 +131,7 @@ def device_stages(datas: list[bytes], encoder: HFEncoder, batch: int) -> dict[st
 
 
 def catalog_stage(count: int, dim: int, scratch: Path, batch: int) -> float:
-    from search import Catalog, IndexStore, NewImage, SearchSettings, SourceKind
+    from vizdex.search import Catalog, IndexStore, NewImage, SearchSettings, SourceKind
 
     settings = SearchSettings.for_data_dir(scratch / "catalog")
     catalog = Catalog.open(settings.catalog)

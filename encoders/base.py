@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from enum import StrEnum
 
 import numpy as np
 import torch
 from PIL import Image
 
-from encoders.errors import CapabilityError
-from encoders.preprocess import PreprocessSpec
-
-
-class ModelKind(StrEnum):
-    """What a model can embed: ``vision`` (images only) or ``multimodal`` (images and text)."""
-
-    VISION = "vision"
-    MULTIMODAL = "multimodal"
+from vizdex.core.errors import CapabilityError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.preprocess import PreprocessSpec
 
 
 class Encoder(ABC):

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoders.base import ModelKind
-from encoders.discovery import ModelSpec
-from encoders.fused_clip import fuse_clip_layers
-from encoders.hf_encoder import HFEncoder, load_pretrained
-from encoders.runtime import BatchRunner
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.discovery import ModelSpec
+from vizdex.encoders.fused_clip import fuse_clip_layers
+from vizdex.encoders.hf_encoder import HFEncoder, load_pretrained
+from vizdex.encoders.runtime import BatchRunner
 
 
 class ClipEncoder(HFEncoder):

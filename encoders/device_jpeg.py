@@ -18,9 +18,9 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import read_header
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.door import read_header
+from vizdex.imaging.settings import ImageInputSettings
 
 # torchvision 0.29 deprecates its image codecs (warning on every call) in favour of torchcodec;
 # nvJPEG decoding through torchvision still works and torchcodec is not a dependency we want yet.

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from encoders.base import ModelKind
-from encoders.discovery import ModelSpec
-from encoders.hf_encoder import HFEncoder, load_pretrained
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.discovery import ModelSpec
+from vizdex.encoders.hf_encoder import HFEncoder, load_pretrained
 
 
 class DinoEncoder(HFEncoder):

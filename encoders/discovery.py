@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from encoders.base import ModelKind
-from encoders.errors import ModelNotFoundError, UnsupportedModelError
+from vizdex.core.errors import ModelNotFoundError, UnsupportedModelError
+from vizdex.core.kinds import ModelKind
 
 
 class ModelFamily(StrEnum):

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from encoders.base import Encoder, ModelKind
-from encoders.discovery import ModelSpec
-from encoders.errors import ModelNotFoundError
-from encoders.preprocess import PreprocessSpec, preprocess_images
-from encoders.runtime import BatchRunner
+from vizdex.core.errors import ModelNotFoundError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.discovery import ModelSpec
+from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
+from vizdex.encoders.runtime import BatchRunner
 
 
 def load_pretrained(loader: Any, spec: ModelSpec, what: str, **kwargs: Any) -> Any:

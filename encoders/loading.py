@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from encoders.base import Encoder
-from encoders.clip import ClipEncoder
-from encoders.dino import DinoEncoder
-from encoders.discovery import ModelFamily, discover_model
-from encoders.runtime import resolve_device, resolve_dtype
-from encoders.settings import EncoderSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.clip import ClipEncoder
+from vizdex.encoders.dino import DinoEncoder
+from vizdex.encoders.discovery import ModelFamily, discover_model
+from vizdex.encoders.runtime import resolve_device, resolve_dtype
+from vizdex.encoders.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
 

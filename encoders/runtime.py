@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from encoders.errors import EncoderOutOfMemoryError, InvalidInputError
+from vizdex.core.errors import EncoderOutOfMemoryError, InvalidInputError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from encoders.env import env_choice, env_int, env_list
-from encoders.errors import InvalidInputError
+from vizdex.core.env import env_choice, env_float, env_int, env_list
+from vizdex.core.errors import InvalidInputError
 
 DEFAULT_MODELS: tuple[str, ...] = ("openai/clip-vit-base-patch32",)
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,4 +48,44 @@ class EncoderSettings:
             dtype=env_choice("DTYPE", "auto", DTYPES, env),
             batch_size=max(1, env_int("BATCH_SIZE", 64, env)),
             decode_workers=max(0, env_int("DECODE_WORKERS", 0, env)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Micro-batching of concurrent encode requests (one queue per model and input kind).
+
+    ``max_batch``: items per model call (``VIZDEX_MAX_BATCH``; 0 turns micro-batching off and
+    every request calls the model itself). ``max_wait_ms``: how long the first queued item may
+    wait for others to join its batch (``VIZDEX_MAX_WAIT_MS``). ``queue_size``: items waiting per
+    queue before requests are refused with 429 (``VIZDEX_QUEUE_SIZE``). ``bulk_wait_s``: how long
+    a bulk request (``/v1/vision/batch``) waits for queue room instead of being refused.
+    """
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue_size: int = 1024
+    bulk_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 0:
+            raise InvalidInputError(f"VIZDEX_MAX_BATCH must be >= 0, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise InvalidInputError(f"VIZDEX_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
+        if self.enabled and self.queue_size < self.max_batch:
+            raise InvalidInputError(
+                f"VIZDEX_QUEUE_SIZE ({self.queue_size}) must be at least VIZDEX_MAX_BATCH "
+                f"({self.max_batch})"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch > 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
+        return cls(
+            max_batch=env_int("MAX_BATCH", 32, env),
+            max_wait_ms=env_float("MAX_WAIT_MS", 5.0, env),
+            queue_size=env_int("QUEUE_SIZE", 1024, env),
         )

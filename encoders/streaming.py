@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from encoders.base import Encoder
-from encoders.errors import VizdexError
-from encoders.preprocess import preprocess_batch, previews
-from encoders.stage_clock import StageClock
+from vizdex.core.errors import VizdexError
+from vizdex.core.stage_clock import StageClock
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.preprocess import preprocess_batch, previews
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -303,7 +303,7 @@ def _device_pixels(
     An image the device decoder refuses goes through the CPU door; a refusal there becomes that
     item's error.
     """
-    from encoders.device_jpeg import decode_jpegs
+    from vizdex.encoders.device_jpeg import decode_jpegs
 
     specs = [encoder.preprocess_spec for encoder in encoders]
     if any(spec is None for spec in specs):

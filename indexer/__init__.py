@@ -5,15 +5,15 @@
 where thumbnails and uploaded originals live, for whoever serves them.
 """
 
-from indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
-from indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
-from indexer.pipeline import Indexer
-from indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
-from indexer.report import IngestReport, UploadOutcome
-from indexer.settings import DEFAULT_EXTENSIONS, IndexerSettings
-from indexer.sources import IngestRequest, Upload
-from indexer.storage import DataStore
-from indexer.thumbnails import make_thumbnail
+from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
+from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
+from vizdex.indexer.pipeline import Indexer
+from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
+from vizdex.indexer.report import IngestReport, UploadOutcome
+from vizdex.indexer.settings import DEFAULT_EXTENSIONS, IndexerSettings
+from vizdex.indexer.sources import IngestRequest, Upload
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnails import make_thumbnail
 
 __all__ = [
     "DEFAULT_EXTENSIONS",

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from encoders.errors import NotFoundError
+from vizdex.core.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
-from indexer.sources import PathItem
-from search import Catalog, CollectionRecord, IndexStore, SourceKind, images_at_sources
+from vizdex.indexer.sources import PathItem
+from vizdex.search import Catalog, CollectionRecord, IndexStore, SourceKind, images_at_sources
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from encoders.errors import ConflictError
-from search import Catalog, JobFailure, JobRecord, JobState
+from vizdex.core.errors import ConflictError
+from vizdex.search import Catalog, JobFailure, JobRecord, JobState
 
 log = logging.getLogger(__name__)
 

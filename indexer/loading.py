@@ -16,17 +16,17 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
-from encoders.device_jpeg import ends_complete, read_jpeg_header
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings, format_bytes
-from encoders.images import decode_image_bytes, read_input, sniff_format
-from encoders.streaming import JpegBytes
-from indexer.dedupe import ShaFilter
-from indexer.settings import IndexerSettings
-from indexer.sources import Fresh, Item, Known, PathItem, Payload, Unchanged, UrlItem
-from indexer.storage import DataStore
-from indexer.thumbnails import make_thumbnail
-from search import Catalog
+from vizdex.core.errors import ImageRejectedError
+from vizdex.encoders.device_jpeg import ends_complete, read_jpeg_header
+from vizdex.encoders.streaming import JpegBytes
+from vizdex.imaging.door import decode_image_bytes, read_input, sniff_format
+from vizdex.imaging.settings import ImageInputSettings, format_bytes
+from vizdex.indexer.dedupe import ShaFilter
+from vizdex.indexer.settings import IndexerSettings
+from vizdex.indexer.sources import Fresh, Item, Known, PathItem, Payload, Unchanged, UrlItem
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnails import make_thumbnail
+from vizdex.search import Catalog
 
 Loaded = tuple[Image.Image | JpegBytes | None, Payload]
 

@@ -22,30 +22,30 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from encoders.base import Encoder
-from encoders.device_jpeg import warm_up_decoder
-from encoders.errors import ImageRejectedError, VizdexError
-from encoders.image_settings import ImageInputSettings
-from encoders.stage_clock import StageClock
-from encoders.streaming import (
+from vizdex.core.errors import ImageRejectedError, VizdexError
+from vizdex.core.stage_clock import StageClock
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.device_jpeg import warm_up_decoder
+from vizdex.encoders.streaming import (
     EncodedBatch,
     default_workers,
     device_decode_possible,
     encode_stream,
 )
-from indexer.dedupe import ShaFilter
-from indexer.discovery import Inputs, count, discover, resolve_inputs
-from indexer.incremental import plan_paths, prune
-from indexer.jobs import JobLease, JobLocks, JobTracker, close_job, open_job
-from indexer.loading import ItemLoader
-from indexer.progress import ProgressCallback
-from indexer.report import IngestReport
-from indexer.settings import IndexerSettings
-from indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
-from indexer.storage import DataStore
-from indexer.thumbnail_sink import ThumbnailSink
-from indexer.writer import BatchWriter
-from search import (
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.dedupe import ShaFilter
+from vizdex.indexer.discovery import Inputs, count, discover, resolve_inputs
+from vizdex.indexer.incremental import plan_paths, prune
+from vizdex.indexer.jobs import JobLease, JobLocks, JobTracker, close_job, open_job
+from vizdex.indexer.loading import ItemLoader
+from vizdex.indexer.progress import ProgressCallback
+from vizdex.indexer.report import IngestReport
+from vizdex.indexer.settings import IndexerSettings
+from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnail_sink import ThumbnailSink
+from vizdex.indexer.writer import BatchWriter
+from vizdex.search import (
     Catalog,
     CollectionRecord,
     IndexStore,

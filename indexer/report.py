@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from indexer.progress import ProgressSnapshot, format_duration
-from search import JobFailure, JobState
+from vizdex.indexer.progress import ProgressSnapshot, format_duration
+from vizdex.search import JobFailure, JobState
 
 # A report keeps its first failures (the job in the catalog keeps as many); counters stay exact.
 MAX_REPORTED_FAILURES = 1000

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from encoders.env import env_bool, env_int, env_list, env_str
-from encoders.errors import InvalidInputError
+from vizdex.core.env import env_bool, env_int, env_list, env_str
+from vizdex.core.errors import InvalidInputError
 
 DEFAULT_DATA_DIR = "./vizdex-data"  # the same default as search.settings
 DEFAULT_EXTENSIONS: tuple[str, ...] = (

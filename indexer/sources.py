@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from encoders.errors import InvalidInputError
+from vizdex.core.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

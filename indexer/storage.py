@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from indexer.thumbnails import make_thumbnail
-from search import ImageRecord, SourceKind, fsync_directory
+from vizdex.indexer.thumbnails import make_thumbnail
+from vizdex.search import ImageRecord, SourceKind, fsync_directory
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")

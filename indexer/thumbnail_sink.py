@@ -13,9 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from PIL import Image
 
-from indexer.sources import Fresh, Payload
-from indexer.storage import DataStore
-from indexer.thumbnails import make_thumbnail
+from vizdex.indexer.sources import Fresh, Payload
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnails import make_thumbnail
 
 
 class ThumbnailSink:

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from encoders.preprocess import fit_within
+from vizdex.encoders.preprocess import fit_within
 
 # WebP "method" trades encoder speed for size; 2 is several times faster than the default 4 at
 # 256 px for a few percent more bytes, and ingestion makes one per image.

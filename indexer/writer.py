@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from encoders.stage_clock import StageClock
-from encoders.streaming import EncodedBatch
-from indexer.jobs import JobTracker
-from indexer.loading import url_file_name
-from indexer.report import IngestReport, UploadOutcome
-from indexer.sources import (
+from vizdex.core.stage_clock import StageClock
+from vizdex.encoders.streaming import EncodedBatch
+from vizdex.indexer.jobs import JobTracker
+from vizdex.indexer.loading import url_file_name
+from vizdex.indexer.report import IngestReport, UploadOutcome
+from vizdex.indexer.sources import (
     Fresh,
     Item,
     Known,
@@ -34,8 +34,8 @@ from indexer.sources import (
     UrlItem,
     display_name,
 )
-from indexer.thumbnail_sink import ThumbnailSink
-from search import (
+from vizdex.indexer.thumbnail_sink import ThumbnailSink
+from vizdex.search import (
     Catalog,
     CollectionRecord,
     IndexStore,

@@ -15,7 +15,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import create_engine, event, pool
 from sqlalchemy.engine import Connection
 
-from search.models import Base, UTCDateTime
+from vizdex.search.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,7 +1,7 @@
 """Search: the catalog (source of truth), FAISS vector indexes kept in step with it, and queries."""
 
-from search.catalog import Catalog
-from search.errors import (
+from vizdex.search.catalog import Catalog
+from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ImageNotFoundError,
@@ -12,11 +12,11 @@ from search.errors import (
     SchemaMismatchError,
     SchemaOutOfDateError,
 )
-from search.fusion import reciprocal_rank_fusion
-from search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
-from search.index_file import fsync_directory
-from search.index_store import IndexInfo, IndexStore
-from search.records import (
+from vizdex.search.fusion import reciprocal_rank_fusion
+from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
+from vizdex.search.index_file import fsync_directory
+from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.records import (
     AddedImage,
     CollectionRecord,
     ImageFilter,
@@ -28,8 +28,8 @@ from search.records import (
     NewImage,
     SourceKind,
 )
-from search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
-from search.service import (
+from vizdex.search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
+from vizdex.search.service import (
     SearchHit,
     SearchOptions,
     SearchResult,
@@ -37,8 +37,14 @@ from search.service import (
     SimilarityMatrix,
     TextMatch,
 )
-from search.settings import MAX_K, CatalogSettings, IndexSettings, QuerySettings, SearchSettings
-from search.source_paths import (
+from vizdex.search.settings import (
+    MAX_K,
+    CatalogSettings,
+    IndexSettings,
+    QuerySettings,
+    SearchSettings,
+)
+from vizdex.search.source_paths import (
     SourceRow,
     SourceUpdate,
     images_at_sources,

@@ -20,16 +20,16 @@ from sqlalchemy import ColumnElement, Engine, Select, delete, func, insert, sele
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from encoders.errors import InvalidInputError
-from search.db import create_catalog_engine, writer
-from search.errors import (
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.db import create_catalog_engine, writer
+from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ImageNotFoundError,
     JobNotFoundError,
 )
-from search.models import Collection, Embedding, EmbeddingTombstone, Image, Job, utcnow
-from search.records import (
+from vizdex.search.models import Collection, Embedding, EmbeddingTombstone, Image, Job, utcnow
+from vizdex.search.records import (
     AddedImage,
     ChangeSet,
     CollectionRecord,
@@ -42,8 +42,8 @@ from search.records import (
     NewImage,
     SourceKind,
 )
-from search.schema import ensure_schema
-from search.settings import CatalogSettings
+from vizdex.search.schema import ensure_schema
+from vizdex.search.settings import CatalogSettings
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from encoders.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from vizdex.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 
 
 class CollectionNotFoundError(NotFoundError):

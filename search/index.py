@@ -17,9 +17,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from encoders.errors import InvalidInputError, UnavailableError
-from search.errors import IndexCorruptError
-from search.rwlock import ReadWriteLock
+from vizdex.core.errors import InvalidInputError, UnavailableError
+from vizdex.search.errors import IndexCorruptError
+from vizdex.search.rwlock import ReadWriteLock
 
 log = logging.getLogger(__name__)
 

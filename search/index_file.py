@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import IndexCorruptError
+from vizdex.search.errors import IndexCorruptError
 
 log = logging.getLogger(__name__)
 

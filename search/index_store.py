@@ -26,12 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from search.catalog import Catalog
-from search.errors import CollectionNotFoundError, IndexCorruptError, InvalidQueryError
-from search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
-from search.index_file import move_aside, read_snapshot, remove_stale_temporaries, write_snapshot
-from search.records import CollectionRecord
-from search.settings import IndexSettings
+from vizdex.search.catalog import Catalog
+from vizdex.search.errors import CollectionNotFoundError, IndexCorruptError, InvalidQueryError
+from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
+from vizdex.search.index_file import (
+    move_aside,
+    read_snapshot,
+    remove_stale_temporaries,
+    write_snapshot,
+)
+from vizdex.search.records import CollectionRecord
+from vizdex.search.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 

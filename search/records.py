@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import InvalidQueryError
+from vizdex.search.errors import InvalidQueryError
 
 MetadataValue = str | int | float | bool
 # Keys end up inside a JSON path expression: keep them to characters that need no escaping there.

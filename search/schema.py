@@ -1,6 +1,6 @@
 """Is the catalog's schema the one this code expects? Alembic revisions answer, and upgrade.
 
-The migration scripts are found from the installed ``migrations`` package (never the current
+The migration scripts are found from the installed ``vizdex.migrations`` package (never the current
 directory), without importing it: this module must not depend on ``migrations``, only find it.
 """
 
@@ -20,9 +20,9 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 
-from encoders.errors import UnavailableError
-from search.db import create_catalog_engine, is_sqlite
-from search.errors import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.core.errors import UnavailableError
+from vizdex.search.db import create_catalog_engine, is_sqlite
+from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class SchemaStatus:
 
 
 def migrations_directory() -> Path:
-    spec = importlib.util.find_spec("migrations")
+    spec = importlib.util.find_spec("vizdex.migrations")
     if spec is None or not spec.submodule_search_locations:
         raise UnavailableError("the vizdex `migrations` package is not installed")
     return Path(next(iter(spec.submodule_search_locations)))

@@ -15,22 +15,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from encoders.errors import CapabilityError, InvalidInputError, ModelNotFoundError
-from search.catalog import Catalog
-from search.errors import ImageNotFoundError, InvalidQueryError, ModelNotLoadedError
-from search.fusion import reciprocal_rank_fusion
-from search.index import validate_factory
-from search.index_store import IndexStore
-from search.records import AddedImage, CollectionRecord, ImageFilter, ImageRecord, NewImage
-from search.settings import QuerySettings, SearchSettings
-from search.similarity import DEFAULT_LOGIT_SCALE, cosine_matrix, text_probabilities
+from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
+from vizdex.core.kinds import ModelKind
+from vizdex.search.catalog import Catalog
+from vizdex.search.errors import ImageNotFoundError, InvalidQueryError, ModelNotLoadedError
+from vizdex.search.fusion import reciprocal_rank_fusion
+from vizdex.search.index import validate_factory
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import AddedImage, CollectionRecord, ImageFilter, ImageRecord, NewImage
+from vizdex.search.settings import QuerySettings, SearchSettings
+from vizdex.search.similarity import DEFAULT_LOGIT_SCALE, cosine_matrix, text_probabilities
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from encoders.base import Encoder
-
-VISION = "vision"  # ModelKind.VISION; compared as text so importing search does not load torch
+    from vizdex.encoders.base import Encoder
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ class SearchService:
             return model
         for name in collection.models:
             encoder = self._encoders.get(name)
-            if encoder is not None and encoder.kind == VISION:
+            if encoder is not None and encoder.kind == ModelKind.VISION:
                 return name
         return collection.models[0]
 
@@ -539,7 +538,7 @@ class SearchService:
                 )
             return model
         for name, encoder in self._encoders.items():
-            if encoder.supports_text if text else encoder.kind == VISION:
+            if encoder.supports_text if text else encoder.kind == ModelKind.VISION:
                 return name
         if not text and self._encoders:
             return next(iter(self._encoders))

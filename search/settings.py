@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoders.env import env_bool, env_choice, env_float, env_int, env_str
-from encoders.errors import InvalidInputError
+from vizdex.core.env import env_bool, env_choice, env_float, env_int, env_str
+from vizdex.core.errors import InvalidInputError
 
 DEFAULT_DATA_DIR = "./vizdex-data"
 INDEX_DEVICES = ("auto", "cpu", "gpu")

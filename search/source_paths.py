@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from search.catalog import Catalog
-from search.models import Image, utcnow
+from vizdex.search.catalog import Catalog
+from vizdex.search.models import Image, utcnow
 
 CHUNK = 500  # paths per IN list: well under any backend's parameter limit
 

@@ -23,12 +23,12 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from PIL import Image
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.synthetic_photos import jpeg_bytes, make_photo
-from web.app import create_app
-from web.settings import ServiceSettings
-from web.state import ServiceState
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.app import create_app
+from vizdex.web.settings import ServiceSettings
+from vizdex.web.state import ServiceState
 
 
 def api_settings(data_dir: Path, encoders: EncoderSettings, **overrides: Any) -> ServiceSettings:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.catalog import Catalog
-from search.records import NewImage
-from search.settings import SearchSettings
+from vizdex.search.catalog import Catalog
+from vizdex.search.records import NewImage
+from vizdex.search.settings import SearchSettings
 
 # Encoder fixtures (tiny checkpoints, loaded encoders) live in their own module.
 pytest_plugins = ("tests.model_fixtures",)

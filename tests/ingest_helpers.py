@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders.base import Encoder
-from indexer import Indexer, IndexerSettings
-from search import Catalog, CollectionRecord, ImageRecord, IndexStore, SearchSettings
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.encoders.base import Encoder
+from vizdex.indexer import Indexer, IndexerSettings
+from vizdex.search import Catalog, CollectionRecord, ImageRecord, IndexStore, SearchSettings
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240)) -> Path:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from encoders.base import Encoder
-from encoders.loading import load_encoder
-from encoders.settings import EncoderSettings
 from tests.tiny_models import make_tiny_clip, make_tiny_dinov3
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import EncoderSettings
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import api_client, api_settings, photo_b64
-from web.settings import AuthSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.settings import AuthSettings
 
 ADMIN, READER = "admin-secret", "reader-secret"
 PUBLIC = {"/health/live", "/health/ready", "/", "/static/{file_path}"}

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import LiveServer, api_settings, live_server, photo_jpeg, wait_until
-from web.settings import LimitSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.settings import LimitSettings
 
 
 @pytest.fixture(scope="module")

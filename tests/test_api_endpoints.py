@@ -12,11 +12,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from encoders.base import Encoder
-from encoders.images import load_image
-from encoders.settings import EncoderSettings
-from search import NewImage
 from tests.api_helpers import api_client, api_settings, photo_b64, photo_jpeg, state_of
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.imaging.door import load_image
+from vizdex.search import NewImage
 
 Client = TestClient[Litestar]
 
@@ -461,7 +461,7 @@ def test_jobs(client: Client, seeded: dict[str, Any]) -> None:
 def test_json_body_is_capped_per_route(
     tmp_path: Path, cpu_settings: EncoderSettings, models: dict[str, Encoder]
 ) -> None:
-    from web.settings import LimitSettings
+    from vizdex.web.settings import LimitSettings
 
     settings = api_settings(
         tmp_path / "data",
@@ -484,7 +484,7 @@ def test_json_body_is_capped_per_route(
 def test_image_byte_cap_is_413(
     tmp_path: Path, cpu_settings: EncoderSettings, models: dict[str, Encoder]
 ) -> None:
-    from encoders.image_settings import ImageInputSettings
+    from vizdex.imaging.settings import ImageInputSettings
 
     settings = api_settings(
         tmp_path / "data", cpu_settings, images=ImageInputSettings(max_bytes=1_000)

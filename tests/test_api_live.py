@@ -12,9 +12,6 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
-from search import SchemaMismatchError, SchemaOutOfDateError
 from tests.api_helpers import (
     GatedEncoder,
     api_client,
@@ -23,9 +20,12 @@ from tests.api_helpers import (
     photo_b64,
     wait_until,
 )
-from web.batched_encoder import BatchedEncoder
-from web.commands import serve
-from web.settings import BatchSettings, ServiceSettings
+from vizdex.cli import serve
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder
+from vizdex.encoders.settings import BatchSettings, EncoderSettings
+from vizdex.search import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.web.settings import ServiceSettings
 
 ENCODE = "/v1/vision/encode"
 

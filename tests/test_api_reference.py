@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
-import web.app  # noqa: F401  (imports every route module, so every error class is defined)
-from encoders.base import Encoder
-from encoders.errors import ImageRejectedError, VizdexError
-from encoders.settings import EncoderSettings
+import vizdex.web.app  # noqa: F401  (imports every route module, so every error class is defined)
 from tests.api_helpers import api_settings, live_server
-from web.errors import HTTP_CODES, IMAGE_STATUS, status_for
+from vizdex.core.errors import ImageRejectedError, VizdexError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.errors import HTTP_CODES, IMAGE_STATUS, status_for
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = ROOT / "VISION_API_REFERENCE.md"

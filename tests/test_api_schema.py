@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import LiveServer, api_settings, live_server, photo_b64
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
 
 EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 CHECKS = [

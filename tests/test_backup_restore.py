@@ -26,11 +26,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import api_client, api_settings, photo_jpeg
 from tests.ingest_helpers import photo_folder
-from web.cli import main
+from vizdex.cli.main import main
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
 
 ROOT = Path(__file__).parents[1]
 COLLECTION = "photos"

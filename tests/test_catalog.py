@@ -9,18 +9,25 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from encoders.errors import InvalidInputError
-from search.catalog import MAX_JOB_FAILURES, Catalog
-from search.errors import (
+from tests.conftest import ImageFactory, UnitVectors
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog import MAX_JOB_FAILURES, Catalog
+from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ImageNotFoundError,
     InvalidQueryError,
     JobNotFoundError,
 )
-from search.records import ImageFilter, ImageStatus, JobFailure, JobState, NewImage, SourceKind
-from search.schema import SchemaState, schema_status
-from tests.conftest import ImageFactory, UnitVectors
+from vizdex.search.records import (
+    ImageFilter,
+    ImageStatus,
+    JobFailure,
+    JobState,
+    NewImage,
+    SourceKind,
+)
+from vizdex.search.schema import SchemaState, schema_status
 
 
 def test_a_fresh_data_dir_gets_the_schema_and_safe_sqlite_settings(catalog: Catalog) -> None:

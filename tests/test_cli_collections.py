@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from search import Catalog, IndexStore, SearchSettings
 from tests.ingest_helpers import assert_index_matches_catalog, photo_folder
-from web.cli import main
+from vizdex.cli.main import main
+from vizdex.search import Catalog, IndexStore, SearchSettings
 
 
 def test_create_list_delete(

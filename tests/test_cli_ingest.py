@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from search import Catalog, JobState, SearchSettings
 from tests.ingest_helpers import photo_folder
-from web.cli import main
+from vizdex.cli.main import main
+from vizdex.search import Catalog, JobState, SearchSettings
 
 
 def _ingest(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from web.cli import main
+from vizdex.cli.main import main
 
 
 def test_lists_models_from_flags(
@@ -43,7 +43,7 @@ def test_load_reports_dimension_device_dtype(
 def test_models_from_environment(tiny_dino_dir: Path, tmp_path: Path) -> None:
     env = {"VIZDEX_MODELS": str(tiny_dino_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-m", "web.cli", "models"],
+        [sys.executable, "-m", "vizdex", "models"],
         capture_output=True,
         text=True,
         env=env,
@@ -57,7 +57,7 @@ def test_models_from_environment(tiny_dino_dir: Path, tmp_path: Path) -> None:
 def test_unknown_model_is_one_line_and_nonzero(tmp_path: Path) -> None:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
-        [sys.executable, "-m", "web.cli", "models", "--model", "openai/clip-vit-base-patch32"],
+        [sys.executable, "-m", "vizdex", "models", "--model", "openai/clip-vit-base-patch32"],
         capture_output=True,
         text=True,
         env=env,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.ingest_helpers import photo_folder
-from web.cli import main
+from vizdex.cli.main import main
 
 
 @dataclass(frozen=True)

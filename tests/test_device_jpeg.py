@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-import encoders.device_jpeg as device_jpeg
-from encoders.base import Encoder
-from encoders.device_jpeg import decode_jpegs, read_jpeg_header, warm_up_decoder
-from encoders.errors import ImageRejectedError
-from encoders.hf_encoder import HFEncoder
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_image_bytes
-from encoders.preprocess import preprocess_tensor
+import vizdex.encoders.device_jpeg as device_jpeg
 from tests.image_corpus import jpeg_bomb, jpeg_with_orientation
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import ImageRejectedError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.device_jpeg import decode_jpegs, read_jpeg_header, warm_up_decoder
+from vizdex.encoders.hf_encoder import HFEncoder
+from vizdex.encoders.preprocess import preprocess_tensor
+from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging.settings import ImageInputSettings
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 

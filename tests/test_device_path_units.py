@@ -18,15 +18,16 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
-import encoders.preprocess as preprocess_module
-import encoders.streaming as streaming_module
-import indexer.thumbnail_sink as thumbnail_sink_module
-from encoders.base import Encoder
-from encoders.device_jpeg import ends_complete, orient, read_jpeg_header
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_image_bytes
-from encoders.preprocess import (
+import vizdex.encoders.preprocess as preprocess_module
+import vizdex.encoders.streaming as streaming_module
+import vizdex.indexer.thumbnail_sink as thumbnail_sink_module
+from tests.image_corpus import jpeg_with_orientation, truncated
+from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import ImageRejectedError
+from vizdex.core.stage_clock import StageClock
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.device_jpeg import ends_complete, orient, read_jpeg_header
+from vizdex.encoders.preprocess import (
     PreprocessSpec,
     box_reduce,
     fit_within,
@@ -35,17 +36,16 @@ from encoders.preprocess import (
     preprocess_tensor,
     previews,
 )
-from encoders.stage_clock import StageClock
-from encoders.streaming import CpuAssist, JpegBytes, _prepare, encode_stream
-from indexer.loading import ItemLoader
-from indexer.settings import IndexerSettings
-from indexer.sources import Fresh, Known, PathItem, Payload, Unchanged
-from indexer.storage import DataStore
-from indexer.thumbnail_sink import ThumbnailSink
-from indexer.thumbnails import make_thumbnail
-from search import Catalog
-from tests.image_corpus import jpeg_with_orientation, truncated
-from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.encoders.streaming import CpuAssist, JpegBytes, _prepare, encode_stream
+from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.loading import ItemLoader
+from vizdex.indexer.settings import IndexerSettings
+from vizdex.indexer.sources import Fresh, Known, PathItem, Payload, Unchanged
+from vizdex.indexer.storage import DataStore
+from vizdex.indexer.thumbnail_sink import ThumbnailSink
+from vizdex.indexer.thumbnails import make_thumbnail
+from vizdex.search import Catalog
 
 DOOR = ImageInputSettings()
 

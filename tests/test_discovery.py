@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from encoders.base import ModelKind
-from encoders.discovery import SUPPORTED_MODEL_TYPES, ModelFamily, discover_model
-from encoders.errors import ModelNotFoundError, UnsupportedModelError
-from encoders.loading import load_encoder, load_encoders
-from encoders.settings import EncoderSettings
+from vizdex.core.errors import ModelNotFoundError, UnsupportedModelError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.discovery import SUPPORTED_MODEL_TYPES, ModelFamily, discover_model
+from vizdex.encoders.loading import load_encoder, load_encoders
+from vizdex.encoders.settings import EncoderSettings
 
 
 def _config_dir(tmp_path: Path, model_type: str) -> Path:
@@ -90,7 +90,7 @@ def test_load_encoders_keys_by_configured_name(cpu_settings: EncoderSettings) ->
 
 def test_importing_the_package_loads_no_model_code() -> None:
     code = (
-        "import sys, encoders, encoders.loading, encoders.discovery, web.cli\n"
+        "import sys, vizdex.encoders.loading, vizdex.encoders.discovery, vizdex.cli.main\n"
         "loaded = [m for m in sys.modules if m.startswith('transformers.models.')]\n"
         "print(len(loaded))\n"
     )

@@ -191,6 +191,7 @@ class Recipe:
                             origin,
                             host_path(rootfs, dest),
                             dirs_exist_ok=True,
+                            symlinks=True,  # as the builder does: vizdex/<room> stays a link
                             ignore=shutil.ignore_patterns("__pycache__"),
                         )
                         continue

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.base import Encoder, ModelKind
-from encoders.errors import CapabilityError, EncoderOutOfMemoryError
-from encoders.hf_encoder import HFEncoder
 from tests.synthetic_photos import make_photo
+from vizdex.core.errors import CapabilityError, EncoderOutOfMemoryError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.hf_encoder import HFEncoder
 
 IMAGES = [make_photo(320 + 40 * i, 240 + 30 * i, seed=i) for i in range(5)]
 

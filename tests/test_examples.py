@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import LiveServer, api_settings, live_server
 from tests.synthetic_photos import jpeg_bytes, make_photo
-from web.settings import AuthSettings, LimitSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.settings import AuthSettings, LimitSettings
 
 ROOT = Path(__file__).parents[1]
 CURL_WALKTHROUGH = ROOT / "examples" / "curl_walkthrough.sh"

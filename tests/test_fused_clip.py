@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
 
-from encoders.base import Encoder
-from encoders.fused_clip import (
+from tests.tiny_models import TINY_CLIP_LAYERS
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.fused_clip import (
     FirstTokenEncoderLayer,
     FoldedQuickGeluMLP,
     FusedQKVAttention,
     fuse_clip_layers,
 )
-from encoders.hf_encoder import HFEncoder
-from tests.tiny_models import TINY_CLIP_LAYERS
+from vizdex.encoders.hf_encoder import HFEncoder
 
 
 def _features(model: Any, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.loading import load_encoder
-from encoders.settings import EncoderSettings
 from tests.synthetic_photos import make_photo
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import EncoderSettings
 
 pytestmark = [
     pytest.mark.gpu,

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import GifImagePlugin, Image, ImageFile
 
-from encoders.errors import ImageRejectedError, InvalidInputError
-from encoders.images import (
+from tests import image_corpus as corpus
+from vizdex.core.errors import ImageRejectedError, InvalidInputError
+from vizdex.imaging.door import (
     DecodedImage,
     ImageInputSettings,
     decode_image_bytes,
@@ -30,7 +31,6 @@ from encoders.images import (
     sniff_format,
     to_rgb,
 )
-from tests import image_corpus as corpus
 
 SETTINGS = ImageInputSettings()
 WHITE = (255, 255, 255)
@@ -421,8 +421,8 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import json, sys, time
     from tests import image_corpus as corpus
-    from encoders.errors import ImageRejectedError
-    from encoders.images import ImageInputSettings, decode_image_bytes
+    from vizdex.core.errors import ImageRejectedError
+    from vizdex.imaging.door import ImageInputSettings, decode_image_bytes
 
     def status_kb(field):
         with open("/proc/self/status") as status:

@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from encoders.errors import ImageRejectedError
-from encoders.fetch import fetch_url
-from encoders.images import ImageInputSettings, load_image, read_input
 from tests import image_corpus as corpus
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.door import ImageInputSettings, load_image, read_input
+from vizdex.imaging.fetch import fetch_url
 
 IMAGE = corpus.encode(corpus.solid("RGB", (6, 4), corpus.RED), "PNG")
 LOOPBACK_ONLY = ("127.0.0.1/32",)

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders.errors import InvalidInputError
-from search.errors import IndexCorruptError
-from search.index import (
+from tests.conftest import UnitVectors
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.errors import IndexCorruptError
+from vizdex.search.index import (
     IndexBackend,
     IndexPolicy,
     IndexSpec,
@@ -21,9 +22,8 @@ from search.index import (
     ivf_nlist,
     validate_factory,
 )
-from search.index_file import MAGIC, move_aside, read_snapshot, write_snapshot
-from search.rwlock import ReadWriteLock
-from tests.conftest import UnitVectors
+from vizdex.search.index_file import MAGIC, move_aside, read_snapshot, write_snapshot
+from vizdex.search.rwlock import ReadWriteLock
 
 CPU = IndexBackend(use_gpu=False)
 

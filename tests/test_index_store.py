@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.catalog import Catalog
-from search.index import IndexBackend, IndexPolicy, VectorIndex
-from search.index_file import read_snapshot, write_snapshot
-from search.index_store import IndexStore
-from search.records import CollectionRecord
-from search.settings import IndexSettings, SearchSettings
 from tests.conftest import ImageFactory, UnitVectors
+from vizdex.search.catalog import Catalog
+from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
+from vizdex.search.index_file import read_snapshot, write_snapshot
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import CollectionRecord
+from vizdex.search.settings import IndexSettings, SearchSettings
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[1]
@@ -403,10 +403,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.catalog import Catalog
-from search.index_store import IndexStore
-from search.records import NewImage
-from search.settings import SearchSettings
+from vizdex.search.catalog import Catalog
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import NewImage
+from vizdex.search.settings import SearchSettings
 
 settings = SearchSettings.for_data_dir(Path(sys.argv[1]))
 catalog = Catalog.open(settings.catalog)

@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders.errors import ConflictError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_file
-from encoders.streaming import EncodedBatch, draft_side
-from indexer import INTERRUPTED, Indexer, IngestRequest, ProgressSnapshot, Upload
-from indexer.jobs import JobTracker, open_job
-from indexer.report import IngestReport
-from indexer.sources import Fresh, Item, Known, PathItem, Payload
-from indexer.writer import BatchWriter
-from search import JobState, NewImage, SourceKind
 from tests.ingest_helpers import Harness, photo_folder, set_mtime, sha256_of, write_photo
 from tests.ingest_helpers import harness as harness  # the fixture
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import ConflictError
+from vizdex.encoders.streaming import EncodedBatch, draft_side
+from vizdex.imaging.door import decode_file
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer import INTERRUPTED, Indexer, IngestRequest, ProgressSnapshot, Upload
+from vizdex.indexer.jobs import JobTracker, open_job
+from vizdex.indexer.report import IngestReport
+from vizdex.indexer.sources import Fresh, Item, Known, PathItem, Payload
+from vizdex.indexer.writer import BatchWriter
+from vizdex.search import JobState, NewImage, SourceKind
 
 
 def _ingest(h: Harness, *paths: Path, prune: bool = False) -> IngestReport:
@@ -447,7 +447,7 @@ def test_a_job_logs_where_its_time_went(
 ) -> None:
     write_photo(tmp_path / "photos" / "a.jpg", seed=11)
     request = IngestRequest(paths=(str(tmp_path / "photos"),))
-    with caplog.at_level(logging.INFO, logger="indexer.pipeline"):
+    with caplog.at_level(logging.INFO, logger="vizdex.indexer.pipeline"):
         harness.indexer.ingest(harness.collection.name, request)
     (record,) = [r for r in caplog.records if hasattr(r, "stage_seconds")]
     stages: dict[str, float] = record.stage_seconds

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders.base import Encoder
-from encoders.errors import InvalidInputError, NotFoundError
-from encoders.image_settings import ImageInputSettings
-from encoders.streaming import encode_stream
-from indexer import (
+from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import InvalidInputError, NotFoundError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.streaming import encode_stream
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer import (
     DataStore,
     IndexerSettings,
     IngestRequest,
@@ -31,14 +32,13 @@ from indexer import (
     resolve_inputs,
     walk_folder,
 )
-from indexer.dedupe import ShaFilter
-from indexer.discovery import count, discover
-from indexer.jobs import INTERRUPTED, JobTracker, close_job, open_job
-from indexer.loading import ItemLoader
-from indexer.sources import Fresh, PathItem
-from indexer.thumbnail_sink import ThumbnailSink
-from search import Catalog, JobState
-from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.indexer.dedupe import ShaFilter
+from vizdex.indexer.discovery import count, discover
+from vizdex.indexer.jobs import INTERRUPTED, JobTracker, close_job, open_job
+from vizdex.indexer.loading import ItemLoader
+from vizdex.indexer.sources import Fresh, PathItem
+from vizdex.indexer.thumbnail_sink import ThumbnailSink
+from vizdex.search import Catalog, JobState
 
 # -- discovery ---------------------------------------------------------------------------------
 

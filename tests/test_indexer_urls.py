@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from encoders.errors import InvalidInputError
-from encoders.image_settings import ImageInputSettings
-from indexer import Indexer, IngestRequest
-from search import SourceKind
 from tests.ingest_helpers import Harness
 from tests.ingest_helpers import harness as harness  # the fixture
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import InvalidInputError
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer import Indexer, IngestRequest
+from vizdex.search import SourceKind
 
 PHOTO = jpeg_bytes(make_photo(300, 200, seed=42))
 

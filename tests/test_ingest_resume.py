@@ -18,15 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-from encoders.base import Encoder
-from indexer import INTERRUPTED, Indexer, IndexerSettings, IngestRequest
-from search import Catalog, IndexStore, JobState, SearchSettings
 from tests.ingest_helpers import (
     all_images,
     assert_index_matches_catalog,
     photo_folder,
     sha256_of,
 )
+from vizdex.encoders.base import Encoder
+from vizdex.indexer import INTERRUPTED, Indexer, IndexerSettings, IngestRequest
+from vizdex.search import Catalog, IndexStore, JobState, SearchSettings
 
 REPO = Path(__file__).parents[1]
 PHOTOS = 64
@@ -72,7 +72,7 @@ def test_sigkill_at_random_points_then_rerun_gives_every_image_exactly_once(
     command = [
         sys.executable,
         "-m",
-        "web.cli",
+        "vizdex",
         "ingest",
         str(photos),
         "--collection",

@@ -12,12 +12,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-import migrations
-from search.catalog import Catalog
-from search.db import create_catalog_engine
-from search.errors import SchemaMismatchError, SchemaOutOfDateError
-from search.models import Base
-from search.schema import (
+from tests.conftest import ImageFactory
+from vizdex import migrations
+from vizdex.cli import db as db_command
+from vizdex.search.catalog import Catalog
+from vizdex.search.db import create_catalog_engine
+from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.search.models import Base
+from vizdex.search.schema import (
     SchemaState,
     downgrade,
     ensure_schema,
@@ -26,9 +28,7 @@ from search.schema import (
     schema_status,
     upgrade,
 )
-from search.settings import CatalogSettings
-from tests.conftest import ImageFactory
-from web.commands import db as db_command
+from vizdex.search.settings import CatalogSettings
 
 TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs"}
 

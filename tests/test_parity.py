@@ -17,10 +17,10 @@ import torch
 from PIL import Image, ImageOps
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, CLIPModel
 
-from encoders.base import Encoder
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_image_bytes
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.encoders.base import Encoder
+from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()
 

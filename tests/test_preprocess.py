@@ -11,8 +11,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from transformers import AutoImageProcessor, BitImageProcessor, ConvNextImageProcessor
 
-from encoders.preprocess import PreprocessSpec, preprocess_images, resized_hw
 from tests.synthetic_photos import make_photo
+from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images, resized_hw
 
 SIZES = [(640, 480), (480, 640), (224, 224), (1000, 150), (57, 800), (100, 90), (3, 5)]
 

@@ -14,21 +14,22 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders.base import Encoder, ModelKind
-from encoders.errors import CapabilityError, InvalidInputError, ModelNotFoundError
-from search.errors import (
+from tests.conftest import ImageFactory
+from tests.synthetic_photos import make_photo
+from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
+from vizdex.search.errors import (
     CollectionNotFoundError,
     ImageNotFoundError,
     InvalidQueryError,
     ModelNotLoadedError,
 )
-from search.fusion import reciprocal_rank_fusion
-from search.records import ImageFilter, NewImage
-from search.service import SearchOptions, SearchService
-from search.settings import QuerySettings, SearchSettings
-from search.similarity import softmax
-from tests.conftest import ImageFactory
-from tests.synthetic_photos import make_photo
+from vizdex.search.fusion import reciprocal_rank_fusion
+from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.service import SearchOptions, SearchService
+from vizdex.search.settings import QuerySettings, SearchSettings
+from vizdex.search.similarity import softmax
 
 CLIP, DINO = "fake-clip", "fake-dino"
 

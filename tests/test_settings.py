@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encoders.errors import InvalidInputError
-from encoders.runtime import resolve_device, resolve_dtype
-from encoders.settings import DEFAULT_MODELS, EncoderSettings
+from vizdex.core.errors import InvalidInputError
+from vizdex.encoders.runtime import resolve_device, resolve_dtype
+from vizdex.encoders.settings import DEFAULT_MODELS, EncoderSettings
 
 
 def test_defaults() -> None:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import encoders.streaming as streaming
-from encoders.base import Encoder
-from encoders.device_jpeg import read_jpeg_header
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import DecodedImage, decode_file, decode_image_bytes
-from encoders.streaming import JpegBytes, draft_side, encode_stream
+import vizdex.encoders.streaming as streaming
 from tests.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core.errors import ImageRejectedError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.device_jpeg import read_jpeg_header
+from vizdex.encoders.streaming import JpegBytes, draft_side, encode_stream
+from vizdex.imaging.door import DecodedImage, decode_file, decode_image_bytes
+from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from encoders.base import Encoder
-from encoders.settings import EncoderSettings
 from tests.api_helpers import LiveServer, api_settings, live_server, photo_jpeg
-from web.settings import AuthSettings, LimitSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.settings import AuthSettings, LimitSettings
 
 if TYPE_CHECKING:  # imported for real only once the browser is known to be there
     from playwright.sync_api import Browser, Page

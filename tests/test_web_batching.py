@@ -9,13 +9,13 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from encoders.base import Encoder
-from encoders.errors import CapabilityError
 from tests.synthetic_photos import make_photo
-from web.batched_encoder import BatchedEncoder, batched
-from web.batching import MicroBatcher, QueueFullError, RequestCancelledError
-from web.cancellation import RequestTicket, _current
-from web.settings import BatchSettings
+from vizdex.core.errors import CapabilityError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder, batched
+from vizdex.encoders.batching import MicroBatcher, QueueFullError, RequestCancelledError
+from vizdex.encoders.cancellation import RequestTicket, _current
+from vizdex.encoders.settings import BatchSettings
 
 
 class Recorder:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from encoders.errors import InvalidInputError
-from web.auth import Access, KeyRing
-from web.settings import AuthSettings, LimitSettings, ServiceSettings
+from vizdex.core.errors import InvalidInputError
+from vizdex.web.auth import Access, KeyRing
+from vizdex.web.settings import AuthSettings, LimitSettings, ServiceSettings
 
 
 def test_from_env_composes_every_part(tmp_path: Path) -> None:

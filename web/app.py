@@ -16,18 +16,28 @@ from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 
-from encoders.base import Encoder
-from encoders.loading import load_encoders
-from indexer import Indexer
-from search import SearchService
-from web.auth import api_key_guard
-from web.batched_encoder import BatchedEncoder, batched
-from web.cancellation import disconnect_middleware
-from web.errors import EXCEPTION_HANDLERS
-from web.openapi import SECURITY, SECURITY_COMPONENTS
-from web.routes import collections, health, images, jobs, multimodal, search, ui, uploads, vision
-from web.settings import ServiceSettings
-from web.state import ServiceState
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder, batched
+from vizdex.encoders.loading import load_encoders
+from vizdex.indexer import Indexer
+from vizdex.search import SearchService
+from vizdex.web.auth import api_key_guard
+from vizdex.web.cancellation import disconnect_middleware
+from vizdex.web.errors import EXCEPTION_HANDLERS
+from vizdex.web.openapi import SECURITY, SECURITY_COMPONENTS
+from vizdex.web.routes import (
+    collections,
+    health,
+    images,
+    jobs,
+    multimodal,
+    search,
+    ui,
+    uploads,
+    vision,
+)
+from vizdex.web.settings import ServiceSettings
+from vizdex.web.state import ServiceState
 
 log = logging.getLogger(__name__)
 

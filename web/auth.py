@@ -16,7 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from web.settings import AuthSettings
+from vizdex.web.settings import AuthSettings
 
 ACCESS = "access"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vizdex"'}

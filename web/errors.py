@@ -19,7 +19,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from encoders.errors import (
+from vizdex.core.errors import (
     ConflictError,
     ImageRejectedError,
     InvalidInputError,
@@ -27,9 +27,9 @@ from encoders.errors import (
     UnavailableError,
     VizdexError,
 )
-from web.batching import QueueFullError, RequestCancelledError
-from web.cancellation import current_ticket
-from web.metrics import Metrics
+from vizdex.encoders.batching import QueueFullError, RequestCancelledError
+from vizdex.encoders.cancellation import current_ticket
+from vizdex.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any
 from litestar.datastructures import UploadFile
 from PIL import Image
 
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import DecodedImage, load_image
-from web.schemas import ImageItem, door_item
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.door import DecodedImage, load_image
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.web.schemas import ImageItem, door_item
 
 DoorItem = str | bytes | Mapping[str, Any]
 

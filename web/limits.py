@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
-from encoders.image_settings import format_bytes
+from vizdex.imaging.settings import format_bytes
 
 T = TypeVar("T")
 BodyKind = Literal["json", "multipart"]

@@ -20,7 +20,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from web.schemas import ErrorBody
+from vizdex.web.schemas import ErrorBody
 
 ERROR_DESCRIPTIONS = {
     400: "The request is malformed: bad JSON, a wrong type or a missing field",

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from encoders.errors import InvalidInputError
+from vizdex.core.errors import InvalidInputError
 
 INT64_MAX = 2**63 - 1
 ImageId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX, description="an image id")]

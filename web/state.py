@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
-from encoders.base import Encoder
-from encoders.errors import ModelNotFoundError, UnavailableError
-from encoders.streaming import draft_side
-from indexer import DataStore, Indexer
-from search import SearchService
-from web.auth import KeyRing
-from web.metrics import Metrics
-from web.settings import ServiceSettings
+from vizdex.core.errors import ModelNotFoundError, UnavailableError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.streaming import draft_side
+from vizdex.indexer import DataStore, Indexer
+from vizdex.search import SearchService
+from vizdex.web.auth import KeyRing
+from vizdex.web.metrics import Metrics
+from vizdex.web.settings import ServiceSettings
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from search import CollectionRecord, ImageRecord, JobRecord
+from vizdex.search import CollectionRecord, ImageRecord, JobRecord
 
 
 class ImageOut(msgspec.Struct):

@@ -8,12 +8,12 @@ import msgspec
 from litestar import delete, get, post
 from litestar.params import JSONBody
 
-from web.auth import READ_ONLY
-from web.openapi import READ, WRITE, error_responses
-from web.routes.search import CollectionName
-from web.schemas import ModelName
-from web.state import ServiceState, Vizdex
-from web.views import CollectionList, CollectionOut, IndexOut, collection_out
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.openapi import READ, WRITE, error_responses
+from vizdex.web.routes.search import CollectionName
+from vizdex.web.schemas import ModelName
+from vizdex.web.state import ServiceState, Vizdex
+from vizdex.web.views import CollectionList, CollectionOut, IndexOut, collection_out
 
 
 class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -10,10 +10,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 
-from web.auth import READ_ONLY, api_key_guard
-from web.metrics import CONTENT_TYPE
-from web.openapi import error_responses
-from web.state import ServiceState, Vizdex
+from vizdex.web.auth import READ_ONLY, api_key_guard
+from vizdex.web.metrics import CONTENT_TYPE
+from vizdex.web.openapi import error_responses
+from vizdex.web.state import ServiceState, Vizdex
 
 log = logging.getLogger(__name__)
 

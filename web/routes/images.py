@@ -8,13 +8,13 @@ import msgspec
 from litestar import delete, get, patch
 from litestar.params import JSONBody, Parameter
 
-from search import ImageNotFoundError
-from web.auth import READ_ONLY
-from web.openapi import READ, WRITE, error_responses
-from web.routes.search import CollectionName
-from web.schemas import INT64_MAX, check_metadata
-from web.state import Vizdex
-from web.views import ImageOut, ImagePage, image_out
+from vizdex.search import ImageNotFoundError
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.openapi import READ, WRITE, error_responses
+from vizdex.web.routes.search import CollectionName
+from vizdex.web.schemas import INT64_MAX, check_metadata
+from vizdex.web.state import Vizdex
+from vizdex.web.views import ImageOut, ImagePage, image_out
 
 ImageIdParam = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="image id")]
 MAX_PAGE = 1000

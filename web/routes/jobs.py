@@ -7,12 +7,12 @@ from typing import Annotated
 from litestar import get
 from litestar.params import Parameter
 
-from search import CollectionNotFoundError
-from web.auth import READ_ONLY
-from web.openapi import READ, error_responses
-from web.schemas import INT64_MAX
-from web.state import Vizdex
-from web.views import JobOut, job_out
+from vizdex.search import CollectionNotFoundError
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.openapi import READ, error_responses
+from vizdex.web.schemas import INT64_MAX
+from vizdex.web.state import Vizdex
+from vizdex.web.views import JobOut, job_out
 
 
 @get(

@@ -10,13 +10,13 @@ import numpy as np
 from litestar import post
 from litestar.params import JSONBody
 
-from encoders.errors import CapabilityError, InvalidInputError
-from web.auth import READ_ONLY
-from web.inputs import decode_all, json_items
-from web.openapi import ENCODE, error_responses
-from web.routes.vision import MAX_IMAGES
-from web.schemas import ImageItem, ModelName
-from web.state import Vizdex
+from vizdex.core.errors import CapabilityError, InvalidInputError
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.inputs import decode_all, json_items
+from vizdex.web.openapi import ENCODE, error_responses
+from vizdex.web.routes.vision import MAX_IMAGES
+from vizdex.web.schemas import ImageItem, ModelName
+from vizdex.web.state import Vizdex
 
 MAX_TEXTS = 1024
 Text = Annotated[str, msgspec.Meta(max_length=10_000)]

@@ -10,15 +10,15 @@ import msgspec
 from litestar import post
 from litestar.params import JSONBody, Parameter
 
-from encoders.errors import InvalidInputError
-from search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
-from web.auth import READ_ONLY
-from web.inputs import decode_one
-from web.openapi import ENCODE, error_responses
-from web.routes.multimodal import Text
-from web.schemas import ImageId, ImageItem, ModelName, door_item
-from web.state import ServiceState, Vizdex
-from web.views import image_url
+from vizdex.core.errors import InvalidInputError
+from vizdex.search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.inputs import decode_one
+from vizdex.web.openapi import ENCODE, error_responses
+from vizdex.web.routes.multimodal import Text
+from vizdex.web.schemas import ImageId, ImageItem, ModelName, door_item
+from vizdex.web.state import ServiceState, Vizdex
+from vizdex.web.views import image_url
 
 MetadataScalar = str | int | float | bool
 CollectionName = Annotated[str, Parameter(max_length=200, description="collection name")]

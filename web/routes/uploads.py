@@ -16,19 +16,19 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import File
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from encoders.errors import InvalidInputError, VizdexError
-from encoders.images import decode_file, read_input
-from indexer import IngestReport, IngestRequest, Upload
-from search import ImageNotFoundError, ImageRecord, JobRecord, JobState
-from web.auth import READ_ONLY
-from web.batching import QueueFullError
-from web.limits import body_kind, read_form, read_json
-from web.openapi import READ, WRITE, body_operation, error_responses, multipart_schema
-from web.routes.images import ImageIdParam
-from web.routes.search import CollectionName
-from web.schemas import check_metadata
-from web.state import ServiceState, Vizdex
-from web.views import JobFailureOut
+from vizdex.core.errors import InvalidInputError, VizdexError
+from vizdex.encoders.batching import QueueFullError
+from vizdex.imaging.door import decode_file, read_input
+from vizdex.indexer import IngestReport, IngestRequest, Upload
+from vizdex.search import ImageNotFoundError, ImageRecord, JobRecord, JobState
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.limits import body_kind, read_form, read_json
+from vizdex.web.openapi import READ, WRITE, body_operation, error_responses, multipart_schema
+from vizdex.web.routes.images import ImageIdParam
+from vizdex.web.routes.search import CollectionName
+from vizdex.web.schemas import check_metadata
+from vizdex.web.state import ServiceState, Vizdex
+from vizdex.web.views import JobFailureOut
 
 MAX_ITEMS = 1000
 Metadata = dict[str, Any]

@@ -15,15 +15,15 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 
-from encoders.base import Encoder
-from encoders.streaming import encode_stream
-from web.auth import READ_ONLY
-from web.batched_encoder import BatchedEncoder
-from web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
-from web.limits import Form, body_kind, read_form, read_json
-from web.openapi import ENCODE, READ, body_operation, error_responses, multipart_schema
-from web.schemas import ImageItem, ModelName, Tensor
-from web.state import ServiceState, Vizdex
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder
+from vizdex.encoders.streaming import encode_stream
+from vizdex.web.auth import READ_ONLY
+from vizdex.web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
+from vizdex.web.limits import Form, body_kind, read_form, read_json
+from vizdex.web.openapi import ENCODE, READ, body_operation, error_responses, multipart_schema
+from vizdex.web.schemas import ImageItem, ModelName, Tensor
+from vizdex.web.state import ServiceState, Vizdex
 
 MAX_IMAGES = 256  # per encode / similarity request; bulk work goes to /v1/vision/batch
 MAX_BATCH_IMAGES = 100_000  # the schema's bound; VIZDEX_MAX_BATCH_ITEMS is the real one

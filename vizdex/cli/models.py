@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from encoders.discovery import discover_model
-from encoders.loading import load_encoder
-from web.commands.options import add_encoder_options, encoder_settings
+from vizdex.cli.options import add_encoder_options, encoder_settings
+from vizdex.encoders.discovery import discover_model
+from vizdex.encoders.loading import load_encoder
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

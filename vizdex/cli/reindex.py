@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
-from search import IndexStore
-from web.commands.collections import add_data_option, open_catalog
+from vizdex.cli.collections import add_data_option, open_catalog
+from vizdex.search import IndexStore
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -31,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from encoders.errors import ImageRejectedError
-from encoders.fetch import fetch_url
-from encoders.image_settings import ImageInputSettings, format_bytes, format_megapixels
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.fetch import fetch_url
+from vizdex.imaging.settings import ImageInputSettings, format_bytes, format_megapixels
 
 __all__ = [
     "ACCEPTED_FORMATS",

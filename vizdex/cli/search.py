@@ -7,26 +7,27 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from encoders.base import Encoder, ModelKind
-from encoders.discovery import discover_model
-from encoders.errors import CapabilityError
-from encoders.image_settings import ImageInputSettings
-from encoders.images import decode_file
-from encoders.loading import load_encoder
-from encoders.settings import DEVICES, DTYPES, EncoderSettings
-from search import (
+from vizdex.cli.collections import (
+    add_data_option,
+    command_env,
+    open_catalog,
+    quiet_model_loading,
+)
+from vizdex.core.errors import CapabilityError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.discovery import discover_model
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
+from vizdex.imaging.door import decode_file
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.search import (
     CollectionRecord,
     IndexStore,
     InvalidQueryError,
     SearchOptions,
     SearchResult,
     SearchService,
-)
-from web.commands.collections import (
-    add_data_option,
-    command_env,
-    open_catalog,
-    quiet_model_loading,
 )
 
 

@@ -6,9 +6,9 @@ import argparse
 import logging
 from dataclasses import replace
 
-from search import Catalog
-from web.commands.options import add_encoder_options, encoder_settings
-from web.settings import ServiceSettings
+from vizdex.cli.options import add_encoder_options, encoder_settings
+from vizdex.search import Catalog
+from vizdex.web.settings import ServiceSettings
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +43,7 @@ def check_catalog(settings: ServiceSettings) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from web.app import create_app
+    from vizdex.web.app import create_app
 
     settings = settings_from(args)
     check_catalog(settings)

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from encoders.base import Encoder
-from web.batching import BatchObserver, MicroBatcher, RequestCancelledError
-from web.cancellation import track
-from web.settings import BatchSettings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batching import BatchObserver, MicroBatcher, RequestCancelledError
+from vizdex.encoders.cancellation import track
+from vizdex.encoders.settings import BatchSettings
 
 T = TypeVar("T")
 

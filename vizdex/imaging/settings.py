@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from encoders.env import env_bool, env_float, env_int, env_list
-from encoders.errors import InvalidInputError
+from vizdex.core.env import env_bool, env_float, env_int, env_list
+from vizdex.core.errors import InvalidInputError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

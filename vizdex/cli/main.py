@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from encoders.errors import VizdexError
-from web.commands import COMMAND_MODULES
+from vizdex.cli import COMMAND_MODULES
+from vizdex.core.errors import VizdexError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from encoders.discovery import discover_model
-from encoders.errors import InvalidInputError
-from encoders.settings import EncoderSettings
-from search import Catalog, IndexStore, SearchSettings
+from vizdex.core.errors import InvalidInputError
+from vizdex.encoders.discovery import discover_model
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.search import Catalog, IndexStore, SearchSettings
 
 
 def add_data_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from encoders.errors import InvalidInputError
+from vizdex.core.errors import InvalidInputError
 
 PREFIX = "VIZDEX_"
 

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from encoders.errors import UnavailableError, VizdexError
+from vizdex.core.errors import UnavailableError, VizdexError
 
 T = TypeVar("T")
 R = TypeVar("R")

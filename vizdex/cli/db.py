@@ -6,10 +6,10 @@ import argparse
 
 from sqlalchemy.engine import make_url
 
-from search.db import create_catalog_engine
-from search.errors import SchemaMismatchError
-from search.schema import SchemaState, schema_status, upgrade
-from search.settings import CatalogSettings
+from vizdex.search.db import create_catalog_engine
+from vizdex.search.errors import SchemaMismatchError
+from vizdex.search.schema import SchemaState, schema_status, upgrade
+from vizdex.search.settings import CatalogSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

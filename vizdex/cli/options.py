@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from encoders.settings import DEVICES, DTYPES, EncoderSettings
+from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:

@@ -8,11 +8,19 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from encoders.base import Encoder
-from encoders.image_settings import ImageInputSettings
-from encoders.loading import load_encoder
-from encoders.settings import EncoderSettings
-from indexer import (
+from vizdex.cli.collections import (
+    add_data_option,
+    check_models,
+    command_env,
+    open_catalog,
+    quiet_model_loading,
+)
+from vizdex.cli.options import add_encoder_options, encoder_settings
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer import (
     DEFAULT_EXTENSIONS,
     DataStore,
     Indexer,
@@ -23,7 +31,7 @@ from indexer import (
     reap_interrupted,
     resolve_inputs,
 )
-from search import (
+from vizdex.search import (
     Catalog,
     CollectionNotFoundError,
     CollectionRecord,
@@ -31,14 +39,6 @@ from search import (
     InvalidQueryError,
     JobRecord,
 )
-from web.commands.collections import (
-    add_data_option,
-    check_models,
-    command_env,
-    open_catalog,
-    quiet_model_loading,
-)
-from web.commands.options import add_encoder_options, encoder_settings
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

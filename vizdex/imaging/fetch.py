@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin, urlsplit
 
-from encoders.errors import ImageRejectedError
-from encoders.image_settings import ImageInputSettings, IPNetwork, format_bytes
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.settings import ImageInputSettings, IPNetwork, format_bytes
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer

@@ -1,0 +1,5 @@
+"""``python -m vizdex``: the same as the ``vizdex`` command."""
+
+from vizdex.cli.main import main
+
+raise SystemExit(main())
