@@ -34,9 +34,9 @@ from vizdex.web.errors import HTTP_CODES, IMAGE_STATUS, status_for
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = ROOT / "VISION_API_REFERENCE.md"
-SOURCES = ("encoders", "search", "indexer", "web")
-# Modules whose every `code="..."` is an ImageRejectedError's.
-IMAGE_DOOR_SOURCES = ("encoders/images.py", "encoders/fetch.py", "encoders/device_jpeg.py")
+SOURCES = ("vizdex/core", "vizdex/imaging", "vizdex/cli", "encoders", "search", "indexer", "web")
+# Modules whose every `code="..."` is an ImageRejectedError's: the image door, and nvJPEG's.
+IMAGE_DOOR_SOURCES = (*sorted(ROOT.glob("vizdex/imaging/*.py")), ROOT / "encoders/device_jpeg.py")
 
 Spec = dict[str, Any]
 Operation = tuple[str, str]  # (METHOD, path template)

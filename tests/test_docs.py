@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-PACKAGES = ("encoders", "search", "indexer", "web")
+PACKAGES = ("vizdex/core", "vizdex/imaging", "vizdex/cli", "encoders", "search", "indexer", "web")
 ENV_READ = re.compile(r"env_(?:str|int|float|bool|list|choice)\(\s*\"([A-Z0-9_]+)\"")
 
 
