@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from vizdex.imaging.door import ImageInputSettings, decode_image_bytes
+from vizdex.imaging import ImageInputSettings, decode_image_bytes
 
 DOOR = ImageInputSettings()
 

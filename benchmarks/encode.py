@@ -28,7 +28,7 @@ from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.preprocess import preprocess_tensor
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import encode_stream
-from vizdex.imaging.door import DecodedImage, decode_file
+from vizdex.imaging import DecodedImage, decode_file
 from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()

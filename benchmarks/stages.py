@@ -31,7 +31,7 @@ from tests.tiny_models import make_vit_b32_clip
 from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging import decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer.sources import Fresh
 from vizdex.indexer.storage import DataStore

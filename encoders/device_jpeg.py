@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError
-from vizdex.imaging.door import read_header
+from vizdex.imaging import read_header
 from vizdex.imaging.settings import ImageInputSettings
 
 # torchvision 0.29 deprecates its image codecs (warning on every call) in favour of torchcodec;

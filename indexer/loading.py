@@ -19,7 +19,7 @@ from PIL import Image
 from vizdex.core.errors import ImageRejectedError
 from vizdex.encoders.device_jpeg import ends_complete, read_jpeg_header
 from vizdex.encoders.streaming import JpegBytes
-from vizdex.imaging.door import decode_image_bytes, read_input, sniff_format
+from vizdex.imaging import decode_image_bytes, read_input, sniff_format
 from vizdex.imaging.settings import ImageInputSettings, format_bytes
 from vizdex.indexer.dedupe import ShaFilter
 from vizdex.indexer.settings import IndexerSettings

@@ -8,19 +8,10 @@ from pathlib import Path
 
 from vizdex.core.env import env_bool, env_int, env_list, env_str
 from vizdex.core.errors import InvalidInputError
+from vizdex.imaging import SCAN_EXTENSIONS
 
 DEFAULT_DATA_DIR = "./vizdex-data"  # the same default as search.settings
-DEFAULT_EXTENSIONS: tuple[str, ...] = (
-    "jpg",
-    "jpeg",
-    "jpe",
-    "png",
-    "webp",
-    "gif",
-    "bmp",
-    "tif",
-    "tiff",
-)
+DEFAULT_EXTENSIONS: tuple[str, ...] = SCAN_EXTENSIONS
 
 
 @dataclass(frozen=True)

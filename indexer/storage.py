@@ -19,20 +19,13 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
+from vizdex.imaging import file_extension
 from vizdex.indexer.thumbnails import make_thumbnail
 from vizdex.search import ImageRecord, SourceKind, fsync_directory
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-EXTENSIONS = {
-    "JPEG": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tif",
-}
 TEMP_SUFFIX = ".tmp"
 
 
@@ -52,7 +45,7 @@ class DataStore:
 
     @staticmethod
     def original_name(sha256: str, image_format: str) -> str:
-        return f"originals/{sha256[:2]}/{sha256}.{EXTENSIONS.get(image_format.upper(), 'bin')}"
+        return f"originals/{sha256[:2]}/{sha256}.{file_extension(image_format)}"
 
     def resolve(self, name: str) -> Path:
         """The file a stored relative name refers to; names may not leave the data directory."""

@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from tests.api_helpers import api_client, api_settings, photo_b64, photo_jpeg, state_of
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.imaging.door import load_image
+from vizdex.imaging import load_image
 from vizdex.search import NewImage
 
 Client = TestClient[Litestar]

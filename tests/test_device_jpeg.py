@@ -17,7 +17,7 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import decode_jpegs, read_jpeg_header, warm_up_decoder
 from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.encoders.preprocess import preprocess_tensor
-from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging import decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

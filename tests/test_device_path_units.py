@@ -37,7 +37,7 @@ from vizdex.encoders.preprocess import (
     previews,
 )
 from vizdex.encoders.streaming import CpuAssist, JpegBytes, _prepare, encode_stream
-from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging import decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.settings import IndexerSettings

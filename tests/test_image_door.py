@@ -22,7 +22,7 @@ from PIL import GifImagePlugin, Image, ImageFile
 
 from tests import image_corpus as corpus
 from vizdex.core.errors import ImageRejectedError, InvalidInputError
-from vizdex.imaging.door import (
+from vizdex.imaging import (
     DecodedImage,
     ImageInputSettings,
     decode_image_bytes,
@@ -422,7 +422,7 @@ MEMORY_PROBE = textwrap.dedent(
     import json, sys, time
     from tests import image_corpus as corpus
     from vizdex.core.errors import ImageRejectedError
-    from vizdex.imaging.door import ImageInputSettings, decode_image_bytes
+    from vizdex.imaging import ImageInputSettings, decode_image_bytes
 
     def status_kb(field):
         with open("/proc/self/status") as status:

@@ -25,7 +25,7 @@ import pytest
 
 from tests import image_corpus as corpus
 from vizdex.core.errors import ImageRejectedError
-from vizdex.imaging.door import (
+from vizdex.imaging import (
     ImageInputSettings,
     decode_file,
     load_image,
@@ -211,7 +211,7 @@ def test_file_swapped_for_a_symlink_after_resolving_is_refused(
     tree: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A race between the check and the open: the final component becomes a symlink out."""
-    import vizdex.imaging.door as images
+    import vizdex.imaging.paths as images
 
     victim = tree.root / "swap.png"
     victim.write_bytes(tree.image)
@@ -231,7 +231,7 @@ def test_directory_swapped_for_a_symlink_after_resolving_is_refused(
     tree: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same race one level up, which O_NOFOLLOW alone cannot see."""
-    import vizdex.imaging.door as images
+    import vizdex.imaging.paths as images
 
     folder = tree.root / "swapdir"
     folder.mkdir()

@@ -22,7 +22,7 @@ import pytest
 
 from tests import image_corpus as corpus
 from vizdex.core.errors import ImageRejectedError
-from vizdex.imaging.door import ImageInputSettings, load_image, read_input
+from vizdex.imaging import ImageInputSettings, load_image, read_input
 from vizdex.imaging.fetch import fetch_url
 
 IMAGE = corpus.encode(corpus.solid("RGB", (6, 4), corpus.RED), "PNG")

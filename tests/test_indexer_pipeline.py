@@ -18,7 +18,7 @@ from tests.ingest_helpers import harness as harness  # the fixture
 from tests.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.core.errors import ConflictError
 from vizdex.encoders.streaming import EncodedBatch, draft_side
-from vizdex.imaging.door import decode_file
+from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer import INTERRUPTED, Indexer, IngestRequest, ProgressSnapshot, Upload
 from vizdex.indexer.jobs import JobTracker, open_job

@@ -19,7 +19,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoProcessor, CLIPModel
 
 from tests.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.encoders.base import Encoder
-from vizdex.imaging.door import decode_image_bytes
+from vizdex.imaging import decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()

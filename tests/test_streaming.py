@@ -15,7 +15,7 @@ from vizdex.core.errors import ImageRejectedError
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import read_jpeg_header
 from vizdex.encoders.streaming import JpegBytes, draft_side, encode_stream
-from vizdex.imaging.door import DecodedImage, decode_file, decode_image_bytes
+from vizdex.imaging import DecodedImage, decode_file, decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()

@@ -9,7 +9,7 @@ from litestar.datastructures import UploadFile
 from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError
-from vizdex.imaging.door import DecodedImage, load_image
+from vizdex.imaging import DecodedImage, load_image
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.web.schemas import ImageItem, door_item
 

@@ -19,7 +19,7 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
-from vizdex.imaging.door import decode_file
+from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.search import (
     CollectionRecord,

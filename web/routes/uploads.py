@@ -18,7 +18,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from vizdex.core.errors import InvalidInputError, VizdexError
 from vizdex.encoders.batching import QueueFullError
-from vizdex.imaging.door import decode_file, read_input
+from vizdex.imaging import decode_file, read_input
 from vizdex.indexer import IngestReport, IngestRequest, Upload
 from vizdex.search import ImageNotFoundError, ImageRecord, JobRecord, JobState
 from vizdex.web.auth import READ_ONLY
