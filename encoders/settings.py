@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vizdex.core.env import env_choice, env_float, env_int, env_list
+from vizdex.core.env import read_settings, setting
 from vizdex.core.errors import InvalidInputError
 
 DEFAULT_MODELS: tuple[str, ...] = ("openai/clip-vit-base-patch32",)
@@ -25,11 +25,11 @@ class EncoderSettings:
     (``VIZDEX_DECODE_WORKERS``, 0 = one per CPU core).
     """
 
-    models: tuple[str, ...] = DEFAULT_MODELS
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 64
-    decode_workers: int = 0
+    models: tuple[str, ...] = setting("MODELS", DEFAULT_MODELS)
+    device: str = setting("DEVICE", "auto", choices=DEVICES)
+    dtype: str = setting("DTYPE", "auto", choices=DTYPES)
+    batch_size: int = setting("BATCH_SIZE", 64, minimum=1)
+    decode_workers: int = setting("DECODE_WORKERS", 0, minimum=0)
     text_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -42,13 +42,7 @@ class EncoderSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EncoderSettings:
-        return cls(
-            models=tuple(env_list("MODELS", list(DEFAULT_MODELS), env)),
-            device=env_choice("DEVICE", "auto", DEVICES, env),
-            dtype=env_choice("DTYPE", "auto", DTYPES, env),
-            batch_size=max(1, env_int("BATCH_SIZE", 64, env)),
-            decode_workers=max(0, env_int("DECODE_WORKERS", 0, env)),
-        )
+        return read_settings(cls, env)
 
 
 @dataclass(frozen=True)
@@ -62,9 +56,9 @@ class BatchSettings:
     a bulk request (``/v1/vision/batch``) waits for queue room instead of being refused.
     """
 
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    queue_size: int = 1024
+    max_batch: int = setting("MAX_BATCH", 32)
+    max_wait_ms: float = setting("MAX_WAIT_MS", 5.0)
+    queue_size: int = setting("QUEUE_SIZE", 1024)
     bulk_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -84,8 +78,4 @@ class BatchSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
-        return cls(
-            max_batch=env_int("MAX_BATCH", 32, env),
-            max_wait_ms=env_float("MAX_WAIT_MS", 5.0, env),
-            queue_size=env_int("QUEUE_SIZE", 1024, env),
-        )
+        return read_settings(cls, env)

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vizdex.core.env import env_bool, env_int, env_list, env_str
+from vizdex.core.env import data_dir_from_env, read_settings, setting
 from vizdex.core.errors import InvalidInputError
+from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import SCAN_EXTENSIONS
 
-DEFAULT_DATA_DIR = "./vizdex-data"  # the same default as search.settings
 DEFAULT_EXTENSIONS: tuple[str, ...] = SCAN_EXTENSIONS
 
 
@@ -30,13 +30,14 @@ class IndexerSettings:
     """
 
     data_dir: Path
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    include_hidden: bool = False
-    batch_size: int = 64
-    workers: int = 0
-    thumbnail_size: int = 256
-    thumbnail_quality: int = 80
-    device_decode: bool = True
+    extensions: tuple[str, ...] = setting("INGEST_EXTENSIONS", DEFAULT_EXTENSIONS)
+    include_hidden: bool = setting("INGEST_HIDDEN", False)
+    batch_size: int = setting("BATCH_SIZE", EncoderSettings.batch_size, minimum=1)
+    workers: int = setting("DECODE_WORKERS", EncoderSettings.decode_workers, minimum=0)
+    thumbnail_size: int = setting("THUMBNAIL_SIZE", 256)
+    thumbnail_quality: int = setting("THUMBNAIL_QUALITY", 80)
+    # An escape hatch should nvJPEG mishandle some files on a given driver.
+    device_decode: bool = setting("DEVICE_DECODE", True)
 
     def __post_init__(self) -> None:
         cleaned = tuple(sorted({e.strip().lower().lstrip(".") for e in self.extensions} - {""}))
@@ -59,15 +60,4 @@ class IndexerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexerSettings:
-        default = cls(Path(DEFAULT_DATA_DIR))
-        return cls(
-            data_dir=Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env)),
-            extensions=tuple(env_list("INGEST_EXTENSIONS", list(default.extensions), env)),
-            include_hidden=env_bool("INGEST_HIDDEN", False, env),
-            batch_size=max(1, env_int("BATCH_SIZE", default.batch_size, env)),
-            workers=max(0, env_int("DECODE_WORKERS", 0, env)),
-            thumbnail_size=env_int("THUMBNAIL_SIZE", default.thumbnail_size, env),
-            thumbnail_quality=env_int("THUMBNAIL_QUALITY", default.thumbnail_quality, env),
-            # An escape hatch should nvJPEG mishandle some files on a given driver.
-            device_decode=env_bool("DEVICE_DECODE", True, env),
-        )
+        return read_settings(cls, env, data_dir=data_dir_from_env(env))

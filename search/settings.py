@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vizdex.core.env import env_bool, env_choice, env_float, env_int, env_str
+from vizdex.core.env import data_dir_from_env, env_str, read_settings, setting
 from vizdex.core.errors import InvalidInputError
 
-DEFAULT_DATA_DIR = "./vizdex-data"
 INDEX_DEVICES = ("auto", "cpu", "gpu")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
 
@@ -29,17 +28,13 @@ class CatalogSettings:
     """
 
     database_url: str
-    auto_upgrade: bool = False
-    busy_timeout_ms: int = 30_000
+    auto_upgrade: bool = setting("AUTO_UPGRADE", False)
+    busy_timeout_ms: int = setting("DB_BUSY_TIMEOUT_MS", 30_000, minimum=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CatalogSettings:
-        data_dir = Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env))
-        return cls(
-            database_url=env_str("DATABASE_URL", default_database_url(data_dir), env),
-            auto_upgrade=env_bool("AUTO_UPGRADE", False, env),
-            busy_timeout_ms=max(0, env_int("DB_BUSY_TIMEOUT_MS", 30_000, env)),
-        )
+        url = env_str("DATABASE_URL", default_database_url(data_dir_from_env(env)), env)
+        return read_settings(cls, env, database_url=url)
 
 
 @dataclass(frozen=True)
@@ -56,11 +51,11 @@ class IndexSettings:
     """
 
     directory: Path
-    exact_max: int = 50_000
-    recall_target: float = 0.95
+    exact_max: int = setting("INDEX_EXACT_MAX", 50_000)
+    recall_target: float = setting("INDEX_RECALL_TARGET", 0.95)
     tuning_queries: int = 512
-    snapshot_every: int = 10_000
-    device: str = "auto"
+    snapshot_every: int = setting("INDEX_SNAPSHOT_EVERY", 10_000, minimum=1)
+    device: str = setting("INDEX_DEVICE", "auto", choices=INDEX_DEVICES)
     sync_on_query: bool = True
     seed: int = 0
 
@@ -74,14 +69,8 @@ class IndexSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:
-        data_dir = Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env))
-        return cls(
-            directory=Path(env_str("INDEX_DIR", str(data_dir / "indexes"), env)),
-            exact_max=env_int("INDEX_EXACT_MAX", 50_000, env),
-            recall_target=env_float("INDEX_RECALL_TARGET", 0.95, env),
-            snapshot_every=max(1, env_int("INDEX_SNAPSHOT_EVERY", 10_000, env)),
-            device=env_choice("INDEX_DEVICE", "auto", INDEX_DEVICES, env),
-        )
+        directory = env_str("INDEX_DIR", str(data_dir_from_env(env) / "indexes"), env)
+        return read_settings(cls, env, directory=Path(directory))
 
 
 @dataclass(frozen=True)
@@ -93,18 +82,15 @@ class QuerySettings:
     """
 
     max_k: int = MAX_K
-    max_window: int = 10_000
+    max_window: int = setting("SEARCH_MAX_WINDOW", 10_000, minimum=1000)
     rrf_k: int = 60
     rrf_depth: int = 100
-    prefilter_max: int = 20_000
+    prefilter_max: int = setting("SEARCH_PREFILTER_MAX", 20_000, minimum=0)
     max_similarity_inputs: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QuerySettings:
-        return cls(
-            max_window=max(1000, env_int("SEARCH_MAX_WINDOW", 10_000, env)),
-            prefilter_max=max(0, env_int("SEARCH_PREFILTER_MAX", 20_000, env)),
-        )
+        return read_settings(cls, env)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("vizdex/core", "vizdex/imaging", "vizdex/cli", "encoders", "search", "indexer", "web")
-ENV_READ = re.compile(r"env_(?:str|int|float|bool|list|choice)\(\s*\"([A-Z0-9_]+)\"")
+ENV_READ = re.compile(r"(?:env_(?:str|int|float|bool|list|choice)|setting)\(\s*\"([A-Z0-9_]+)\"")
 
 
 def _variables_in_code() -> set[str]:

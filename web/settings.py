@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vizdex.core.env import env_int, env_list, env_str
+from vizdex.core.env import DEFAULT_DATA_DIR, read_settings, setting
 from vizdex.core.errors import InvalidInputError
 from vizdex.encoders.settings import BatchSettings, EncoderSettings
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer import IndexerSettings
-from vizdex.search.settings import DEFAULT_DATA_DIR, SearchSettings
+from vizdex.search.settings import SearchSettings
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,14 @@ class LimitSettings:
     most ``pending_jobs`` may wait (``VIZDEX_MAX_PENDING_JOBS``; beyond that, 429).
     """
 
-    json_bytes: int = 10_000_000
-    upload_bytes: int = 64_000_000
-    batch_items: int = 4096
+    json_bytes: int = setting("MAX_JSON_BYTES", 10_000_000)
+    upload_bytes: int = setting("MAX_UPLOAD_BYTES", 64_000_000)
+    batch_items: int = setting("MAX_BATCH_ITEMS", 4096)
     upload_files: int = 1000
-    connections: int = 1000
-    upload_sync_images: int = 16
+    connections: int = setting("MAX_CONNECTIONS", 1000)
+    upload_sync_images: int = setting("UPLOAD_SYNC_IMAGES", 16)
     upload_sync_bytes: int = 16_000_000
-    pending_jobs: int = 4
+    pending_jobs: int = setting("MAX_PENDING_JOBS", 4)
 
     def __post_init__(self) -> None:
         for name in (
@@ -51,14 +51,7 @@ class LimitSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LimitSettings:
-        return cls(
-            json_bytes=env_int("MAX_JSON_BYTES", 10_000_000, env),
-            upload_bytes=env_int("MAX_UPLOAD_BYTES", 64_000_000, env),
-            batch_items=env_int("MAX_BATCH_ITEMS", 4096, env),
-            connections=env_int("MAX_CONNECTIONS", 1000, env),
-            upload_sync_images=env_int("UPLOAD_SYNC_IMAGES", 16, env),
-            pending_jobs=env_int("MAX_PENDING_JOBS", 4, env),
-        )
+        return read_settings(cls, env)
 
 
 @dataclass(frozen=True)
@@ -67,8 +60,8 @@ class AuthSettings:
     admin keys may do everything, read keys only encode, search and read
     (``VIZDEX_ADMIN_KEYS``, ``VIZDEX_READ_KEYS``, comma-separated)."""
 
-    admin_keys: tuple[str, ...] = ()
-    read_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = setting("ADMIN_KEYS", ())
+    read_keys: tuple[str, ...] = setting("READ_KEYS", ())
 
     @property
     def enabled(self) -> bool:
@@ -76,17 +69,14 @@ class AuthSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
-        return cls(
-            admin_keys=tuple(env_list("ADMIN_KEYS", [], env)),
-            read_keys=tuple(env_list("READ_KEYS", [], env)),
-        )
+        return read_settings(cls, env)
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    host: str = "127.0.0.1"  # VIZDEX_HOST
-    port: int = 8000  # VIZDEX_PORT
-    data_dir: Path = Path(DEFAULT_DATA_DIR)  # VIZDEX_DATA_DIR
+    host: str = setting("HOST", "127.0.0.1")
+    port: int = setting("PORT", 8000)
+    data_dir: Path = setting("DATA_DIR", Path(DEFAULT_DATA_DIR))
     encoders: EncoderSettings = field(default_factory=EncoderSettings)
     images: ImageInputSettings = field(default_factory=ImageInputSettings)
     search: SearchSettings = field(
@@ -98,7 +88,7 @@ class ServiceSettings:
     batching: BatchSettings = field(default_factory=BatchSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
-    cors_origins: tuple[str, ...] = ()  # VIZDEX_CORS_ORIGINS; empty: no CORS headers at all
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", ())  # empty: no CORS headers at all
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **overrides: object) -> ServiceSettings:
@@ -112,10 +102,9 @@ class ServiceSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
-        return cls(
-            host=env_str("HOST", "127.0.0.1", env),
-            port=env_int("PORT", 8000, env),
-            data_dir=Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env)),
+        return read_settings(
+            cls,
+            env,
             encoders=EncoderSettings.from_env(env),
             images=ImageInputSettings.from_env(env),
             search=SearchSettings.from_env(env),
@@ -123,5 +112,4 @@ class ServiceSettings:
             batching=BatchSettings.from_env(env),
             limits=LimitSettings.from_env(env),
             auth=AuthSettings.from_env(env),
-            cors_origins=tuple(env_list("CORS_ORIGINS", [], env)),
         )

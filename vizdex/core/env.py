@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import MISSING, Field, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vizdex.core.errors import InvalidInputError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 PREFIX = "VIZDEX_"
+T = TypeVar("T")
+S = TypeVar("S", bound="DataclassInstance")
 
 
 def _raw(name: str, env: Mapping[str, str] | None) -> str | None:
@@ -69,3 +77,61 @@ def env_choice(
             f"{PREFIX}{name} must be one of {', '.join(choices)}, got {value!r}"
         )
     return value
+
+
+DEFAULT_DATA_DIR = "./vizdex-data"
+
+
+def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """``VIZDEX_DATA_DIR``, the one directory every embedded-profile file lives under."""
+    return Path(env_str("DATA_DIR", DEFAULT_DATA_DIR, env))
+
+
+def setting(
+    name: str,
+    default: T,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> T:
+    """A settings field read from ``VIZDEX_<name>``: its default is written here, and only here.
+
+    ``minimum`` clamps what the environment says (a constructor call is validated, not clamped);
+    ``choices`` limits a string to those values.
+    """
+    meta = {"env": name, "minimum": minimum, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def read_settings(cls: type[S], env: Mapping[str, str] | None = None, **given: Any) -> S:
+    """``cls`` built from the environment: each field declared with :func:`setting` is read from
+    its variable (the field's default when unset); ``given`` values are passed as they are."""
+    values: dict[str, Any] = dict(given)
+    for item in fields(cls):
+        if item.name in given or "env" not in item.metadata:
+            continue
+        values[item.name] = _read_field(item, env)
+    return cls(**values)
+
+
+def _read_field(item: Field[Any], env: Mapping[str, str] | None) -> Any:
+    name, default = item.metadata["env"], item.default
+    if default is MISSING:
+        raise TypeError(f"setting {name} needs a default")
+    minimum, choices = item.metadata["minimum"], item.metadata["choices"]
+    value: Any
+    if choices is not None:
+        value = env_choice(name, default, choices, env)
+    elif isinstance(default, bool):  # before int: bool is an int
+        value = env_bool(name, default, env)
+    elif isinstance(default, int):
+        value = env_int(name, default, env)
+    elif isinstance(default, float):
+        value = env_float(name, default, env)
+    elif isinstance(default, tuple):
+        value = tuple(env_list(name, list(default), env))
+    elif isinstance(default, Path):
+        value = Path(env_str(name, str(default), env))
+    else:
+        value = env_str(name, default, env)
+    return value if minimum is None else max(minimum, value)

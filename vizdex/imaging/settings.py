@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from vizdex.core.env import env_bool, env_float, env_int, env_list
+from vizdex.core.env import read_settings, setting
 from vizdex.core.errors import InvalidInputError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -23,13 +23,13 @@ class ImageInputSettings:
     ranges from the private/loopback/link-local ban on URL fetches (e.g. an intranet image host).
     """
 
-    max_bytes: int = 50_000_000
-    max_pixels: int = 50_000_000
-    allowed_roots: tuple[str, ...] = ()
-    allow_urls: bool = False
-    url_timeout_s: float = 5.0
-    max_redirects: int = 3
-    allowed_networks: tuple[str, ...] = ()
+    max_bytes: int = setting("MAX_IMAGE_BYTES", 50_000_000)
+    max_pixels: int = setting("MAX_IMAGE_PIXELS", 50_000_000)
+    allowed_roots: tuple[str, ...] = setting("ALLOWED_ROOTS", ())
+    allow_urls: bool = setting("ALLOW_URLS", False)
+    url_timeout_s: float = setting("URL_TIMEOUT", 5.0)
+    max_redirects: int = setting("URL_MAX_REDIRECTS", 3)
+    allowed_networks: tuple[str, ...] = setting("URL_ALLOWED_NETWORKS", ())
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1:
@@ -65,19 +65,8 @@ class ImageInputSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ImageInputSettings:
-        """Read ``VIZDEX_MAX_IMAGE_BYTES``, ``VIZDEX_MAX_IMAGE_PIXELS``, ``VIZDEX_ALLOWED_ROOTS``,
-        ``VIZDEX_ALLOW_URLS``, ``VIZDEX_URL_TIMEOUT``, ``VIZDEX_URL_MAX_REDIRECTS`` and
-        ``VIZDEX_URL_ALLOWED_NETWORKS`` (lists are comma-separated)."""
-        default = cls()
-        return cls(
-            max_bytes=env_int("MAX_IMAGE_BYTES", default.max_bytes, env),
-            max_pixels=env_int("MAX_IMAGE_PIXELS", default.max_pixels, env),
-            allowed_roots=tuple(env_list("ALLOWED_ROOTS", [], env)),
-            allow_urls=env_bool("ALLOW_URLS", default.allow_urls, env),
-            url_timeout_s=env_float("URL_TIMEOUT", default.url_timeout_s, env),
-            max_redirects=env_int("URL_MAX_REDIRECTS", default.max_redirects, env),
-            allowed_networks=tuple(env_list("URL_ALLOWED_NETWORKS", [], env)),
-        )
+        """Lists (``VIZDEX_ALLOWED_ROOTS``, ``VIZDEX_URL_ALLOWED_NETWORKS``) are comma-separated."""
+        return read_settings(cls, env)
 
 
 def format_bytes(count: int) -> str:
