@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ NO_ARGUMENTS = (
 
 
 @pytest.mark.parametrize("cls", NO_ARGUMENTS, ids=lambda cls: cls.__name__)
-def test_an_empty_environment_gives_the_constructor_defaults(cls: type) -> None:
+def test_an_empty_environment_gives_the_constructor_defaults(cls: Any) -> None:
     assert cls.from_env({}) == cls()
 
 
