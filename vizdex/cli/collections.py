@@ -1,68 +1,20 @@
-"""``vizdex collections``: list, create and delete collections.
-
-Also home of the catalog options every catalog command shares (``--data-dir``).
-"""
+"""``vizdex collections``: list, create and delete collections."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
+from vizdex.cli.options import (
+    add_data_option,
+    check_models,
+    encoder_settings,
+    json_option,
+    open_catalog,
+)
 from vizdex.core.errors import InvalidInputError
-from vizdex.encoders.discovery import discover_model
-from vizdex.encoders.settings import EncoderSettings
-from vizdex.search import Catalog, IndexStore, SearchSettings
-
-
-def add_data_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
-    """``nested``: on an action under a parser that has it too (absent must not override)."""
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=argparse.SUPPRESS if nested else None,
-        help="where the catalog, indexes and thumbnails live (default VIZDEX_DATA_DIR, "
-        "else ./vizdex-data)",
-    )
-
-
-def _json_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS if nested else False,
-        help="print JSON",
-    )
-
-
-def command_env(args: argparse.Namespace) -> Mapping[str, str]:
-    """The environment the settings are read from, with ``--data-dir`` applied."""
-    env = dict(os.environ)
-    if getattr(args, "data_dir", None):
-        env["VIZDEX_DATA_DIR"] = str(args.data_dir)
-    return env
-
-
-def open_catalog(args: argparse.Namespace) -> tuple[Catalog, SearchSettings]:
-    settings = SearchSettings.from_env(command_env(args))
-    return Catalog.open(settings.catalog), settings
-
-
-def quiet_model_loading(args: argparse.Namespace) -> None:
-    """No per-shard "Loading weights" bars from transformers: our own bar is the one to read."""
-    if not getattr(args, "verbose", False):
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def check_models(models: tuple[str, ...]) -> None:
-    """Refuse unknown or unsupported models from their config alone (no weights are loaded)."""
-    for model in models:
-        discover_model(model)
+from vizdex.search import IndexStore
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,13 +24,13 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Without an action, list the collections with their models and sizes.",
     )
     add_data_option(parser)
-    _json_option(parser)
+    json_option(parser)
     parser.set_defaults(handler=run_list)
     actions = parser.add_subparsers(dest="collections_command", metavar="ACTION")
 
     listing = actions.add_parser("list", help="list collections (the default)")
     add_data_option(listing, nested=True)
-    _json_option(listing, nested=True)
+    json_option(listing, nested=True)
     listing.set_defaults(handler=run_list)
 
     create = actions.add_parser(
@@ -96,7 +48,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="Hugging Face id or local checkpoint directory; repeat for several",
     )
     add_data_option(create, nested=True)
-    _json_option(create, nested=True)
+    json_option(create, nested=True)
     create.set_defaults(handler=run_create)
 
     delete = actions.add_parser(
@@ -138,10 +90,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    settings = EncoderSettings.from_env(command_env(args))
-    if args.models:
-        models = tuple(m for value in args.models for m in value.split(",") if m)
-        settings = replace(settings, models=models)
+    settings = encoder_settings(args)
     check_models(settings.models)
     catalog, _ = open_catalog(args)
     try:

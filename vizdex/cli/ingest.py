@@ -8,14 +8,15 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from vizdex.cli.collections import (
+from vizdex.cli.options import (
     add_data_option,
+    add_encoder_options,
     check_models,
     command_env,
+    encoder_settings,
     open_catalog,
     quiet_model_loading,
 )
-from vizdex.cli.options import add_encoder_options, encoder_settings
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.settings import EncoderSettings

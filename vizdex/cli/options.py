@@ -1,11 +1,16 @@
-"""CLI flags that mirror ``VIZDEX_*`` variables: a flag wins over the environment."""
+"""Options the commands share: flags that mirror ``VIZDEX_*`` variables (a flag wins over the
+environment), ``--data-dir``, ``--json``, and opening what they name."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from dataclasses import replace
 
+from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
+from vizdex.search import Catalog, SearchSettings
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -17,18 +22,75 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID_OR_DIR",
         help="Hugging Face id or local checkpoint directory; repeat for several",
     )
-    group.add_argument("--device", choices=DEVICES, help="where models run")
-    group.add_argument("--dtype", choices=DTYPES, help="precision on CUDA (the CPU uses float32)")
+    add_runtime_options(group)
     group.add_argument("--batch-size", type=int, help="images per forward pass")
 
 
-def encoder_settings(args: argparse.Namespace) -> EncoderSettings:
-    settings = EncoderSettings.from_env()
+def add_runtime_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where and in which precision models run (``VIZDEX_DEVICE``, ``VIZDEX_DTYPE``)."""
+    parser.add_argument("--device", choices=DEVICES, help="where models run")
+    parser.add_argument("--dtype", choices=DTYPES, help="precision on CUDA (the CPU uses float32)")
+
+
+def encoder_settings(
+    args: argparse.Namespace, *, models: tuple[str, ...] | None = None
+) -> EncoderSettings:
+    """``VIZDEX_*`` encoder settings with the command's flags applied; ``models`` wins over both."""
+    settings = EncoderSettings.from_env(command_env(args))
     overrides: dict[str, object] = {}
-    if args.models:
+    if models is not None:
+        overrides["models"] = models
+    elif getattr(args, "models", None):
         overrides["models"] = tuple(m for value in args.models for m in value.split(",") if m)
     for name in ("device", "dtype", "batch_size"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def add_data_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """``nested``: on an action under a parser that has it too (absent must not override)."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS if nested else None,
+        help="where the catalog, indexes and thumbnails live (default VIZDEX_DATA_DIR, "
+        "else ./vizdex-data)",
+    )
+
+
+def json_option(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if nested else False,
+        help="print JSON",
+    )
+
+
+def command_env(args: argparse.Namespace) -> Mapping[str, str]:
+    """The environment the settings are read from, with ``--data-dir`` applied."""
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None):
+        env["VIZDEX_DATA_DIR"] = str(args.data_dir)
+    return env
+
+
+def open_catalog(args: argparse.Namespace) -> tuple[Catalog, SearchSettings]:
+    settings = SearchSettings.from_env(command_env(args))
+    return Catalog.open(settings.catalog), settings
+
+
+def quiet_model_loading(args: argparse.Namespace) -> None:
+    """No per-shard "Loading weights" bars from transformers: our own bar is the one to read."""
+    if not getattr(args, "verbose", False):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """Refuse unknown or unsupported models from their config alone (no weights are loaded)."""
+    for model in models:
+        discover_model(model)

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from vizdex.cli.collections import add_data_option, open_catalog
+from vizdex.cli.options import add_data_option, open_catalog
 from vizdex.search import IndexStore
 
 

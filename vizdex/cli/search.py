@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from typing import Any
 
-from vizdex.cli.collections import (
+from vizdex.cli.options import (
     add_data_option,
+    add_runtime_options,
     command_env,
+    encoder_settings,
+    json_option,
     open_catalog,
     quiet_model_loading,
 )
@@ -18,7 +20,6 @@ from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.loading import load_encoder
-from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.search import (
@@ -48,9 +49,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     query.add_argument("--id", type=int, dest="image_id", metavar="N", help="an image's id")
     parser.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
     parser.add_argument("--model", metavar="ID_OR_DIR", help="which of the collection's models")
-    parser.add_argument("--device", choices=DEVICES, help="where the model runs")
-    parser.add_argument("--dtype", choices=DTYPES, help="precision on CUDA")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_runtime_options(parser)
+    json_option(parser)
     add_data_option(parser)
     parser.set_defaults(handler=run)
 
@@ -103,11 +103,7 @@ def run(args: argparse.Namespace) -> int:
             )
         encoders: dict[str, Encoder] = {}
         if args.image_id is None:
-            models = replace(EncoderSettings.from_env(env), models=(model,))
-            models = replace(
-                models, device=args.device or models.device, dtype=args.dtype or models.dtype
-            )
-            encoders[model] = load_encoder(model, models)
+            encoders[model] = load_encoder(model, encoder_settings(args, models=(model,)))
         service = SearchService(catalog, indexes, encoders, settings.query)
         options = SearchOptions(k=args.k)
         if args.text is not None:
