@@ -426,7 +426,7 @@ def test_image_steps_run_in_a_fresh_virtual_environment(
             [
                 "python3",
                 "-c",
-                "import web, importlib.metadata as m; print(web.__file__); "
+                "import vizdex.web as web, importlib.metadata as m; print(web.__file__); "
                 "print(m.version('faiss-cpu')); print(m.version('torch'))",
             ],
             cwd=workdir,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from vizdex.cli.options import add_encoder_options, encoder_settings
 from vizdex.search import Catalog
-from vizdex.web.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from vizdex.web.settings import ServiceSettings
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +27,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def settings_from(args: argparse.Namespace) -> ServiceSettings:
+    from vizdex.web.settings import ServiceSettings
+
     settings = ServiceSettings.from_env()
     return replace(
         settings,
