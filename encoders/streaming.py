@@ -13,6 +13,7 @@ stream can carry a whole rescan without a second pool.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -25,10 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vizdex.core.errors import VizdexError
+from vizdex.core.errors import ImageRejectedError, VizdexError
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.preprocess import preprocess_batch, previews
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -119,7 +122,16 @@ class CpuAssist:
 
 
 def _cpu_pixels(image: Image.Image, encoders: Sequence[Encoder]) -> Pixels:
-    return [encoder.preprocess([image])[0] for encoder in encoders]
+    try:
+        return [encoder.preprocess([image])[0] for encoder in encoders]
+    except VizdexError:
+        raise
+    except Exception as error:  # one image's failure (even MemoryError) must not end the job
+        log.exception("preparing a %d×%d image for the model failed", *image.size)
+        raise ImageRejectedError(
+            f"the image could not be prepared for the model ({type(error).__name__})",
+            code="unprocessable",
+        ) from error
 
 
 def _prepare(

@@ -23,6 +23,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging.formats import sniff_format
 from vizdex.imaging.inputs import checked_size, read_input
+from vizdex.imaging.jpeg import check_structure, decode_jpeg
 from vizdex.imaging.paths import read_regular_file
 from vizdex.imaging.pixels import ORIENTATION_FIX, SWAPS_AXES, exif_orientation, to_rgb
 from vizdex.imaging.settings import ImageInputSettings, format_megapixels
@@ -95,11 +96,12 @@ def _decode(
     with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
         width, height = opened.size  # from the header; no pixel is decoded yet
         _check_pixels(width, height, settings)
-        if min_side is not None and fmt == "JPEG":
-            opened.draft("RGB", (min_side, min_side))  # keeps both sides >= min_side
-        opened.load()
         orientation = exif_orientation(opened)
-        image = to_rgb(opened)
+        if fmt == "JPEG":
+            image = decode_jpeg(data, opened, min_side)  # strict: damage is refused
+        else:
+            opened.load()
+            image = to_rgb(opened)
     if orientation in ORIENTATION_FIX:
         image = image.transpose(ORIENTATION_FIX[orientation])
     if orientation in SWAPS_AXES:
@@ -117,6 +119,8 @@ def read_header(data: bytes, fmt: str, settings: ImageInputSettings) -> tuple[in
         width, height = opened.size
         _check_pixels(width, height, settings)
         orientation = exif_orientation(opened)
+    if fmt == "JPEG":
+        check_structure(data)  # the pixels are decoded elsewhere, perhaps without such checks
     if orientation in SWAPS_AXES:
         width, height = height, width
     return width, height, orientation
@@ -155,6 +159,14 @@ def _check_pixels(width: int, height: int, settings: ImageInputSettings) -> None
             f"image is {width:,}×{height:,} = {format_megapixels(pixels)}; "
             f"the limit is {format_megapixels(settings.max_pixels)}",
             code="too_many_pixels",
+        )
+    # Checked from the header, like the pixel cap: no intermediate of the resize is ever made.
+    if max(width, height) > settings.max_aspect_ratio * max(1, min(width, height)):
+        raise ImageRejectedError(
+            f"image is {width:,}×{height:,}: one side is more than "
+            f"{settings.max_aspect_ratio:g} times the other, too elongated to scale to a "
+            "model's input",
+            code="extreme_aspect_ratio",
         )
 
 

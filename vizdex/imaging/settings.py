@@ -19,12 +19,17 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class ImageInputSettings:
     """Limits and permissions for every image that enters vizdex.
 
-    The defaults are the safe ones: no file paths, no URLs. ``allowed_networks`` exempts CIDR
-    ranges from the private/loopback/link-local ban on URL fetches (e.g. an intranet image host).
+    The defaults are the safe ones: no file paths, no URLs. ``max_aspect_ratio``: the longest
+    side may be at most this many times the shortest (``VIZDEX_MAX_ASPECT_RATIO``).
+    ``allowed_networks`` exempts CIDR ranges from the private/loopback/link-local ban on URL
+    fetches (e.g. an intranet image host).
     """
 
     max_bytes: int = setting("MAX_IMAGE_BYTES", 50_000_000)
     max_pixels: int = setting("MAX_IMAGE_PIXELS", 50_000_000)
+    # Models scale the short side to ~224 px, so the long side grows with the ratio: at 1:100
+    # a 224×22,400 intermediate (~60 MB in float32); a 1×50,000,000 image would need 600 GB.
+    max_aspect_ratio: float = setting("MAX_ASPECT_RATIO", 100.0)
     allowed_roots: tuple[str, ...] = setting("ALLOWED_ROOTS", ())
     allow_urls: bool = setting("ALLOW_URLS", False)
     url_timeout_s: float = setting("URL_TIMEOUT", 5.0)
@@ -43,6 +48,10 @@ class ImageInputSettings:
             raise InvalidInputError(
                 f"max_pixels can be at most Pillow's limit of {pillow_cap:,} pixels "
                 f"(PIL.Image.MAX_IMAGE_PIXELS), got {self.max_pixels:,}"
+            )
+        if not self.max_aspect_ratio >= 1:
+            raise InvalidInputError(
+                f"max_aspect_ratio must be at least 1, got {self.max_aspect_ratio}"
             )
         if not self.url_timeout_s > 0:
             raise InvalidInputError(f"url_timeout_s must be positive, got {self.url_timeout_s}")

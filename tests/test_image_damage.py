@@ -1,0 +1,206 @@
+"""Images that would blow up memory or that are damaged are refused at the door, with a code.
+
+Found by an adversarial run: a 97 KB 1×50,000,000 PNG made the resize ask for 614 GB; a JPEG cut
+in half with an end marker appended, or whose header claims more pixels than its data holds, was
+indexed with a grey fill. Extreme aspect ratios are refused from the header, before any pixel is
+decoded; JPEG damage is refused by the strict decode and, for decoders elsewhere (nvJPEG), by
+the structural check.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging import ImageInputSettings, decode_image_bytes, load_image, read_header
+from vizdex.imaging.jpeg import check_structure
+
+SETTINGS = ImageInputSettings()
+
+
+@functools.cache
+def png_of_size(width: int, height: int) -> bytes:
+    """A valid grey PNG of any size: one flat colour compresses to almost nothing."""
+    body = zlib.compress((b"\x00" + b"\x80" * width) * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
+def photo(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], -1)
+    return np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg(pixels: np.ndarray, mode: str = "RGB", **options: object) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, "JPEG", quality=90, **options)
+    return out.getvalue()
+
+
+def refusal(data: bytes, **kwargs: object) -> ImageRejectedError:
+    with pytest.raises(ImageRejectedError) as caught:
+        decode_image_bytes(data, SETTINGS, **kwargs)  # type: ignore[arg-type]
+    return caught.value
+
+
+# -- aspect ratio ----------------------------------------------------------------------------
+
+
+def test_the_97_kb_needle_is_refused_before_decoding() -> None:
+    data = png_of_size(1, 50_000_000)
+    assert len(data) < 100_000
+    error = refusal(data)
+    assert error.code == "extreme_aspect_ratio"
+    assert "1×50,000,000" in error.message and "100 times" in error.message
+    with pytest.raises(ImageRejectedError, match="too elongated"):
+        read_header(data, "PNG", SETTINGS)
+
+
+@pytest.mark.parametrize(("width", "height"), [(60_000, 1), (1, 60_000), (10_100, 100)])
+def test_either_orientation_beyond_the_limit_is_refused(width: int, height: int) -> None:
+    assert refusal(png_of_size(width, height)).code == "extreme_aspect_ratio"
+
+
+@pytest.mark.parametrize(("width", "height"), [(100, 1), (1, 100), (10_000, 100), (64, 48)])
+def test_ratios_up_to_the_limit_decode(width: int, height: int) -> None:
+    decoded = load_image(png_of_size(width, height), SETTINGS)
+    assert (decoded.width, decoded.height) == (width, height)
+
+
+def test_the_limit_is_a_setting() -> None:
+    strict = ImageInputSettings(max_aspect_ratio=2)
+    with pytest.raises(ImageRejectedError, match="more than 2 times"):
+        load_image(png_of_size(30, 10), strict)
+    assert load_image(png_of_size(20, 10), strict).width == 20
+    assert ImageInputSettings.from_env({"VIZDEX_MAX_ASPECT_RATIO": "3.5"}).max_aspect_ratio == 3.5
+
+
+PEAK_RSS = textwrap.dedent(
+    """
+    import resource, sys
+    from vizdex.imaging import ImageInputSettings, load_image
+    from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
+    from torchvision.transforms import InterpolationMode
+    data = open(sys.argv[1], "rb").read()
+    spec = PreprocessSpec(
+        interpolation=InterpolationMode.BICUBIC, shortest_edge=224, crop_hw=(224, 224),
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        pixels = preprocess_images([load_image(data, ImageInputSettings()).image], spec)
+        outcome = "x".join(str(side) for side in pixels.shape)
+    except Exception as error:
+        outcome = getattr(error, "code", type(error).__name__)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(outcome, (after - before) // 1024)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "outcome", "most_mb"),
+    [
+        (1, 60_000, "extreme_aspect_ratio", 16),  # was ~1 GB: refused from the header
+        (1, 50_000_000, "extreme_aspect_ratio", 16),  # was a 614 GB allocation
+        (300, 30_000, "1x3x224x224", 400),  # the widest accepted: decoded, resized, cropped
+    ],
+)
+def test_peak_memory_per_image_is_bounded(
+    tmp_path: pytest.TempPathFactory, width: int, height: int, outcome: str, most_mb: int
+) -> None:
+    """Peak RSS growth of the door plus model preprocessing, in a fresh process."""
+    image = tmp_path / "image.png"  # type: ignore[operator]
+    image.write_bytes(png_of_size(width, height))
+    run = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(image)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen, grown_mb = run.stdout.split()
+    assert seen == outcome
+    assert int(grown_mb) <= most_mb, f"peak RSS grew by {grown_mb} MB"
+
+
+# -- damaged JPEGs ---------------------------------------------------------------------------
+
+
+def test_a_baseline_jpeg_cut_in_half_with_an_end_marker_is_refused() -> None:
+    data = jpeg(photo())
+    cut = data[: len(data) // 2] + b"\xff\xd9"
+    error = refusal(cut)
+    assert error.code == "corrupt"
+    assert "premature end" in error.message
+    assert refusal(cut, min_side=64).code == "corrupt"  # draft decoding too
+
+
+def test_a_header_that_claims_more_pixels_than_the_data_holds_is_refused() -> None:
+    data = bytearray(jpeg(photo(64, 48)))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (7000).to_bytes(2, "big") * 2
+    assert refusal(bytes(data)).code == "corrupt"
+    with pytest.raises(ImageRejectedError, match="need more data than the file holds"):
+        read_header(bytes(data), "JPEG", SETTINGS)  # the device path's check
+
+
+def test_missing_restart_intervals_are_found_without_decoding() -> None:
+    data = jpeg(photo(), restart_marker_blocks=4)
+    check_structure(data)
+    scan = data.find(b"\xff\xda")
+    cut = data[: scan + (len(data) - scan) // 2] + b"\xff\xd9"
+    with pytest.raises(ImageRejectedError) as caught:
+        check_structure(cut)
+    assert caught.value.code == "corrupt"
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("RGB", {}),
+        ("RGB", {"subsampling": 0}),
+        ("RGB", {"subsampling": 1}),
+        ("RGB", {"progressive": True}),
+        ("L", {}),
+        ("CMYK", {}),
+    ],
+    ids=["420", "444", "422", "progressive", "grey", "cmyk"],
+)
+@pytest.mark.parametrize("min_side", [None, 64, 150, 500])
+def test_whole_jpegs_decode_exactly_as_pillow_does(
+    mode: str, options: dict[str, object], min_side: int | None
+) -> None:
+    data = jpeg(photo(637, 451, seed=3), mode, **options)
+    check_structure(data)
+    ours = decode_image_bytes(data, SETTINGS, min_side=min_side).image
+    with Image.open(io.BytesIO(data)) as reference:
+        if min_side is not None:
+            reference.draft("RGB", (min_side, min_side))
+        reference.load()
+        expected = reference.convert("RGB")
+    assert ours.mode == "RGB" and ours.size == expected.size
+    assert np.array_equal(np.asarray(ours), np.asarray(expected))
+
+
+def test_harmless_warnings_do_not_refuse_a_whole_jpeg() -> None:
+    """Extraneous bytes before the end marker are common in camera files: decoded as Pillow."""
+    data = jpeg(photo(96, 64))
+    padded = data[:-2] + b"\x00\x00\x00" + data[-2:]
+    ours = decode_image_bytes(padded, SETTINGS).image
+    assert np.array_equal(np.asarray(ours), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))

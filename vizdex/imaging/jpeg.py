@@ -1,0 +1,169 @@
+"""JPEG pixels that are whole, or a refusal: never a damaged file filled in with grey.
+
+Pillow (like libjpeg's default) decodes a JPEG whose data stops early but which still ends with
+an end marker, and fills the rest with grey; so does a decoder on a GPU. Two checks close that:
+
+* ``decode_jpeg``: libjpeg-turbo through simplejpeg in strict mode, so its "premature end of
+  data segment" (and other damage) warnings are errors. Its pixels equal Pillow's (same library,
+  same DCT and upsampling, same power-of-two draft scales); warnings that are not damage
+  (extraneous bytes before a marker, odd metadata) decode as Pillow would.
+* ``check_structure``: from the markers alone, without decoding, for callers that decode the
+  pixels elsewhere (nvJPEG): a sequential JPEG's scan must hold at least two bits per 8×8 block
+  (a DC and an AC code), and a scan with restart markers must hold one per interval.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging.pixels import to_rgb
+
+# libjpeg warnings that do not mean missing or damaged pixels (jerror.h's JWRN_* texts).
+_HARMLESS = (
+    "extraneous bytes before marker",
+    "unknown JFIF revision",
+    "Unknown Adobe color transform",
+    "bad ICC marker",
+)
+_DIRECT = frozenset({"YCbCr", "Gray", "RGB"})  # libjpeg-turbo converts these to RGB as Pillow does
+_DRAFT_SCALES = (8, 4, 2, 1)  # Pillow's draft() picks among these only
+_SOF_SEQUENTIAL = frozenset({0xC0, 0xC1})
+_SOF_OTHER = frozenset({0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length
+# In a scan, 0xFF is stuffed as FF 00 and restart markers are FF D0-D7: anything else ends it.
+_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+
+
+def decode_jpeg(data: bytes, opened: Image.Image, min_side: int | None) -> Image.Image:
+    """RGB pixels of ``data``, whose header ``opened`` (Pillow, not loaded yet) has read.
+
+    ``min_side``: decode at the draft scale Pillow would pick for ``draft("RGB", (s, s))``.
+    Raises ``ValueError`` (the door reports it as ``corrupt``) when the data is damaged.
+    """
+    width, height = opened.size
+    scale = _draft_scale(width, height, min_side)
+    wanted = (math.ceil(width / scale), math.ceil(height / scale))
+    colorspace = simplejpeg.decode_jpeg_header(data)[2]
+    if colorspace in _DIRECT:
+        pixels = _decode(data, "RGB", wanted)
+        if pixels.shape[1::-1] == wanted:
+            return Image.fromarray(pixels)
+    else:
+        # CMYK and YCCK: Pillow knows Adobe's inverted CMYK; libjpeg-turbo only checks the data.
+        _decode(data, "CMYK", (1, 1))
+    if scale > 1:
+        opened.draft("RGB", (min_side, min_side))  # type: ignore[arg-type]  # scale > 1: set
+    opened.load()
+    return to_rgb(opened)
+
+
+def _draft_scale(width: int, height: int, min_side: int | None) -> int:
+    if not min_side:
+        return 1
+    most = min(width // min_side, height // min_side)
+    return next((scale for scale in _DRAFT_SCALES if most >= scale), 1)
+
+
+def _decode(data: bytes, colorspace: str, least: tuple[int, int]) -> np.ndarray:
+    for strict in (True, False):
+        try:
+            pixels: np.ndarray = simplejpeg.decode_jpeg(
+                data, colorspace, min_width=least[0], min_height=least[1], strict=strict
+            )
+            return pixels
+        except ValueError as error:
+            if not strict or not any(text in str(error) for text in _HARMLESS):
+                raise
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    width: int
+    height: int
+    sampling: dict[int, tuple[int, int]]  # component id -> (horizontal, vertical) factors
+
+    def blocks(self, components: list[int]) -> tuple[int, int]:
+        """(8×8 blocks, MCUs) one scan over ``components`` codes (ITU T.81, A.2)."""
+        h_max = max(h for h, _ in self.sampling.values())
+        v_max = max(v for _, v in self.sampling.values())
+        if len(components) == 1:
+            h, v = self.sampling[components[0]]
+            wide = math.ceil(math.ceil(self.width * h / h_max) / 8)
+            tall = math.ceil(math.ceil(self.height * v / v_max) / 8)
+            return wide * tall, wide * tall
+        mcus = math.ceil(self.width / (8 * h_max)) * math.ceil(self.height / (8 * v_max))
+        per_mcu = sum(self.sampling[c][0] * self.sampling[c][1] for c in components)
+        return mcus * per_mcu, mcus
+
+
+def check_structure(data: bytes) -> None:
+    """Refuse (``corrupt``) a sequential JPEG whose scans hold less data than its size needs."""
+    frame: _Frame | None = None
+    restart = 0
+    at = 2  # after SOI
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return  # not where a marker should be: Pillow's decode has the final word
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xD9:
+            return
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        body = data[at + 4 : at + 2 + length]
+        if marker in _SOF_OTHER:
+            return  # progressive, lossless, arithmetic: Pillow's decode checks those
+        if marker in _SOF_SEQUENTIAL and len(body) >= 6:
+            frame = _read_frame(body)
+        elif marker == 0xDD and len(body) >= 2:
+            restart = int.from_bytes(body[:2], "big")
+        elif marker == 0xDA:
+            components = [body[1 + 2 * i] for i in range(body[0]) if 2 + 2 * i < len(body)]
+            at = _check_scan(data, at + 2 + length, frame, components, restart)
+            continue
+        at += 2 + length
+
+
+def _read_frame(body: bytes) -> _Frame | None:
+    height, width = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
+    sampling = {}
+    for i in range(body[5]):
+        entry = body[6 + 3 * i : 9 + 3 * i]
+        if len(entry) < 3 or not entry[1] >> 4 or not entry[1] & 15:
+            return None
+        sampling[entry[0]] = (entry[1] >> 4, entry[1] & 15)
+    return _Frame(width, height, sampling) if width and height and sampling else None
+
+
+def _check_scan(
+    data: bytes, start: int, frame: _Frame | None, components: list[int], restart: int
+) -> int:
+    """Where the scan starting at ``start`` ends, once its size and restart markers are checked."""
+    found = _SCAN_END.search(data, start)
+    if found is None:
+        return len(data)  # no end marker: the door's decode reports the truncation
+    end = found.end() - 2
+    if frame is None or not components or any(c not in frame.sampling for c in components):
+        return end
+    blocks, mcus = frame.blocks(components)
+    restarts = len(_RESTART.findall(data, start, end))
+    if 8 * (end - start) < 2 * blocks or (restart and restarts < math.ceil(mcus / restart) - 1):
+        raise ImageRejectedError(
+            f"the JPEG image is incomplete: its {frame.width:,}×{frame.height:,} pixels need more "
+            "data than the file holds",
+            code="corrupt",
+        )
+    return end
