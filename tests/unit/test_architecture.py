@@ -7,7 +7,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The room of each top-level part of `vizdex`, and where it sits in the one-way order.
 ROOMS: dict[str, float] = {
     "core": 0,
