@@ -4,8 +4,8 @@
 #                    --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 #   Run:           docker run --gpus all -p 127.0.0.1:8000:8000 -v vizdex-data:/data -v vizdex-cache:/cache vizdex:gpu
 # Every step below is a script under docker/ that also runs outside Docker, and
-# tests/test_docker_recipe.py runs those same commands (install, migrate, serve, health check) in a
-# fresh virtual environment. docker-compose.yml wires up the volumes and the GPU.
+# tests/e2e/test_docker_recipe.py runs those same commands (install, migrate, serve, health check)
+# in a fresh virtual environment. docker-compose.yml wires up the volumes and the GPU.
 ARG VARIANT=gpu
 
 # ---- base: Python on the variant's OS image ----------------------------------------------------
@@ -33,7 +33,7 @@ ARG VARIANT
 ARG TORCH_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Only what the package build needs; tests/test_docker_recipe.py installs from exactly these.
+# Only what the package build needs; tests/e2e/test_docker_recipe.py installs from exactly these.
 COPY pyproject.toml README.md ./
 COPY vizdex ./vizdex
 COPY encoders ./encoders

@@ -33,8 +33,8 @@ import httpx
 import numpy as np
 
 from benchmarks.common import CACHE
-from tests.synthetic_photos import jpeg_bytes, make_photo
-from tests.tiny_models import make_vit_b32_clip
+from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from tests.support.tiny_models import make_vit_b32_clip
 from vizdex.search import Catalog, CatalogSettings, NewImage
 from vizdex.search.settings import default_database_url
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tests.synthetic_photos import jpeg_bytes, make_photo
+from tests.support.synthetic_photos import jpeg_bytes, make_photo
 
 CACHE = Path(__file__).parent / ".cache"
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import photo_set, rate, ratio_summary
-from tests.tiny_models import make_vit_b32_clip
+from tests.support.tiny_models import make_vit_b32_clip
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import decode_jpegs
 from vizdex.encoders.hf_encoder import HFEncoder

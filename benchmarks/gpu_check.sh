@@ -13,10 +13,10 @@ step() { echo "=== $(date +%T) $*"; }
 step "GPU"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 step "CUDA tests"
-timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_gpu_encoders.py \
-  tests/test_device_jpeg.py tests/test_streaming.py tests/test_fused_clip.py \
-  tests/test_device_path_units.py tests/test_indexer_units.py tests/test_indexer_pipeline.py \
-  tests/test_index.py 2>&1 | tail -15 | tee "$out/tests.log"
+timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/unit/test_gpu_encoders.py \
+  tests/unit/test_device_jpeg.py tests/unit/test_streaming.py tests/unit/test_fused_clip.py \
+  tests/unit/test_device_path_units.py tests/unit/test_indexer_units.py \
+  tests/integration/test_indexer_pipeline.py tests/unit/test_index.py 2>&1 | tail -15 | tee "$out/tests.log"
 step "photos"
 "$python" -c "from benchmarks.common import photo_set; photo_set(4000, 3000, 512); photo_set(640, 480, 4096)"
 step "ingest (issue goals: 600 img/s at 12 MP, 5,000 img/s at 640x480)"

@@ -274,7 +274,7 @@ def main() -> None:
 
     import torch
 
-    from tests.tiny_models import make_vit_b32_clip
+    from tests.support.tiny_models import make_vit_b32_clip
 
     sets = {}
     if args.large:

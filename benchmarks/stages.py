@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import photo_set
-from tests.tiny_models import make_vit_b32_clip
+from tests.support.tiny_models import make_vit_b32_clip
 from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.settings import EncoderSettings

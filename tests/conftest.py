@@ -15,7 +15,7 @@ from vizdex.search.records import NewImage
 from vizdex.search.settings import SearchSettings
 
 # Encoder fixtures (tiny checkpoints, loaded encoders) live in their own module.
-pytest_plugins = ("tests.model_fixtures",)
+pytest_plugins = ("tests.support.model_fixtures",)
 
 UnitVectors = Callable[[int, int], np.ndarray]
 ImageFactory = Callable[..., NewImage]

@@ -1,0 +1,179 @@
+"""A real uvicorn server on loopback: overload (429), disconnects, CORS, and `vizdex serve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support.api_helpers import (
+    GatedEncoder,
+    api_client,
+    api_settings,
+    live_server,
+    photo_b64,
+    wait_until,
+)
+from vizdex.cli import serve
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder
+from vizdex.encoders.settings import BatchSettings, EncoderSettings
+from vizdex.search import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.web.settings import ServiceSettings
+
+ENCODE = "/v1/vision/encode"
+
+
+def gated_settings(tmp_path: Path, cpu_settings: EncoderSettings) -> ServiceSettings:
+    # One item per model call and room for two more: easy to fill on purpose.
+    return api_settings(
+        tmp_path / "data",
+        cpu_settings,
+        batching=BatchSettings(max_batch=1, max_wait_ms=0, queue_size=2),
+    )
+
+
+def test_saturated_queue_answers_429_with_retry_after(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    gated = GatedEncoder(clip_encoder)
+    body = {"images": [photo_b64(1)]}
+    with (
+        live_server(gated_settings(tmp_path, cpu_settings), {gated.name: gated}) as server,
+        ThreadPoolExecutor(4) as pool,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        queue = server.state.encoders[gated.name]
+        assert isinstance(queue, BatchedEncoder)
+        try:
+            running = pool.submit(client.post, ENCODE, json=body)
+            assert gated.entered.wait(30)
+            waiting = [pool.submit(client.post, ENCODE, json=body) for _ in range(2)]
+            wait_until(lambda: queue.image_queue.depth == 2, what="two queued items")
+            refused = client.post(ENCODE, json=body)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["code"] == "overloaded"
+            assert int(refused.headers["retry-after"]) >= 1
+            search = client.post("/v1/multimodal/encode", json={"images": [photo_b64(2)]})
+            assert search.status_code == 429  # every route into that queue is refused alike
+        finally:
+            gated.gate.set()
+        assert [f.result(60).status_code for f in [running, *waiting]] == [200, 200, 200]
+        metrics = client.get("/metrics").text
+        assert 'vizdex_queue_rejected_items_total{input="image"' in metrics
+
+
+def test_disconnected_client_leaves_no_work_behind(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    gated = GatedEncoder(clip_encoder)
+    body = json.dumps({"images": [photo_b64(1)]}).encode()
+    with (
+        live_server(gated_settings(tmp_path, cpu_settings), {gated.name: gated}) as server,
+        ThreadPoolExecutor(2) as pool,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        queue = server.state.encoders[gated.name]
+        assert isinstance(queue, BatchedEncoder)
+        try:
+            running = pool.submit(client.post, ENCODE, content=body)
+            assert gated.entered.wait(30)
+            raw = socket.create_connection(("127.0.0.1", server.port))
+            raw.sendall(
+                b"POST " + ENCODE.encode() + b" HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            wait_until(lambda: queue.image_queue.depth == 1, what="the item to be queued")
+            raw.close()  # the client goes away while its item waits
+            entries = list(queue.image_queue._queue)
+            wait_until(lambda: entries[0].future.cancelled(), what="the item to be cancelled")
+        finally:
+            gated.gate.set()
+        assert running.result(60).status_code == 200
+        wait_until(lambda: queue.image_queue.depth == 0, what="the queue to drain")
+        assert gated.rows_encoded == 1  # only the connected client's image reached the model
+        skipped = 'vizdex_queue_skipped_items_total{input="image"'
+        line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(skipped))
+        assert line.endswith(" 1.0")
+
+
+def test_cors_only_when_configured(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    preflight = {
+        "origin": "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
+    models = {clip_encoder.name: clip_encoder}
+    with api_client(api_settings(tmp_path / "a", cpu_settings), models) as closed:
+        plain = closed.get("/v1/models", headers={"origin": "https://app.example"})
+        assert "access-control-allow-origin" not in plain.headers
+    allowed = api_settings(tmp_path / "b", cpu_settings, cors_origins=("https://app.example",))
+    with api_client(allowed, models) as open_client:
+        answer = open_client.options("/v1/vision/encode", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
+        other = open_client.get("/v1/models", headers={"origin": "https://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_readiness_is_false_without_a_database(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    settings = api_settings(tmp_path / "data", cpu_settings)
+    with api_client(settings, {clip_encoder.name: clip_encoder}) as client:
+        assert client.get("/health/ready").status_code == 200
+        from tests.support.api_helpers import state_of
+
+        state = state_of(client.app)
+        service, state.search_service = state.search_service, None
+        try:
+            not_ready = client.get("/health/ready")
+            assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
+            assert client.get("/v1/collections").status_code == 503
+        finally:
+            state.search_service = service
+
+
+def _serve_args(**values: object) -> argparse.Namespace:
+    defaults: dict[str, object] = {
+        "host": None,
+        "port": None,
+        "models": None,
+        "device": None,
+        "dtype": None,
+        "batch_size": None,
+    }
+    defaults.update(values)
+    return argparse.Namespace(**defaults)
+
+
+def test_serve_creates_a_fresh_catalog_and_refuses_a_stale_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("VIZDEX_DATA_DIR", str(fresh))
+    settings = serve.settings_from(_serve_args(port=9999))
+    assert settings.port == 9999 and settings.search.catalog.database_url.endswith("catalog.db")
+    serve.check_catalog(settings)
+    assert (fresh / "catalog.db").exists()
+    serve.check_catalog(settings)  # current: opens again quietly
+
+    engine = create_engine(settings.search.catalog.database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    with pytest.raises(SchemaMismatchError):
+        serve.check_catalog(settings)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    with pytest.raises((SchemaMismatchError, SchemaOutOfDateError)):
+        serve.check_catalog(settings)
+    engine.dispose()

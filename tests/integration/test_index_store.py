@@ -1,0 +1,473 @@
+"""Indexes kept consistent with the catalog: replay, corrupt files, retrain, crashes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ImageFactory, UnitVectors
+from vizdex.search.catalog import Catalog
+from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
+from vizdex.search.index_file import read_snapshot, write_snapshot
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import CollectionRecord
+from vizdex.search.settings import IndexSettings, SearchSettings
+
+DIM = 16
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def index_settings(search_settings: SearchSettings) -> IndexSettings:
+    # No automatic snapshots unless a test asks: each test decides what is on disk.
+    return replace(search_settings.index, snapshot_every=1_000_000, device="cpu")
+
+
+@pytest.fixture
+def collection(catalog: Catalog) -> CollectionRecord:
+    return catalog.create_collection("photos", ["m"])
+
+
+@pytest.fixture
+def store(catalog: Catalog, index_settings: IndexSettings) -> Iterator[IndexStore]:
+    opened = IndexStore(catalog, index_settings)
+    yield opened
+    opened.close(snapshot=False)
+
+
+class Writer:
+    """Adds seeded random images to the catalog and remembers their vectors."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        collection: CollectionRecord,
+        unit_vectors: UnitVectors,
+        new_image: ImageFactory,
+    ) -> None:
+        self.catalog, self.collection = catalog, collection
+        self.unit_vectors, self.new_image = unit_vectors, new_image
+        self.count = 0
+
+    def add(self, count: int) -> list[int]:
+        vectors = self.unit_vectors(count, DIM)
+        items = [self.new_image(("img", self.count + i), {"m": vectors[i]}) for i in range(count)]
+        self.count += count
+        return [o.id for o in self.catalog.add_images(self.collection.id, items)]
+
+
+@pytest.fixture
+def writer(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    unit_vectors: UnitVectors,
+    new_image: ImageFactory,
+) -> Writer:
+    return Writer(catalog, collection, unit_vectors, new_image)
+
+
+def assert_matches_catalog(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord
+) -> None:
+    """The index holds exactly the catalog's vectors: same ids, and each finds itself."""
+    seq = catalog.collection_seq(collection.id)
+    batches = list(catalog.iter_embeddings(collection.id, "m", upto_seq=seq))
+    ids = np.concatenate([b[0] for b in batches]) if batches else np.zeros(0, np.int64)
+    assert sorted(store.ids(collection, "m").tolist()) == sorted(ids.tolist())
+    if not batches:
+        return
+    vectors = np.concatenate([b[1] for b in batches])
+    output = store.search(collection, "m", vectors, 1, exhaustive=True)
+    np.testing.assert_array_equal(output.ids[:, 0], ids)
+    np.testing.assert_allclose(output.scores[:, 0], 1.0, atol=1e-4)
+
+
+def test_an_index_is_built_from_the_catalog_and_follows_it(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    assert store.info(collection, "m").count == 0  # no vector yet: nothing to search
+    assert (store.search(collection, "m", np.ones((1, DIM), np.float32), 3).ids == -1).all()
+    ids = writer.add(40)
+    store.sync(collection)
+    catalog.delete_images(collection.id, ids[:5])
+    store.sync(collection)
+    info = store.info(collection, "m")
+    assert (info.kind, info.count, info.dim) == ("flat", 35, DIM)
+    assert info.last_seq == catalog.collection_seq(collection.id)
+    assert_matches_catalog(store, catalog, collection)
+
+
+def test_writes_by_someone_else_are_seen_by_the_next_query(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(10)
+    assert_matches_catalog(store, catalog, collection)
+    # Another process (the indexer, say) writes to the catalog; nobody calls sync here.
+    added = writer.add(5)
+    catalog.delete_images(collection.id, added[:2])
+    query = np.ones((1, DIM), np.float32)
+    store.search(collection, "m", query, 1)
+    assert store.info(collection, "m").count == 13
+    assert_matches_catalog(store, catalog, collection)
+
+
+def test_reopening_replays_what_came_after_the_snapshot(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+) -> None:
+    store = IndexStore(catalog, index_settings)
+    before = writer.add(300)
+    store.sync(collection)
+    store.snapshot(collection)
+    snapshot_seq = catalog.collection_seq(collection.id)
+    after = writer.add(200)
+    catalog.delete_images(collection.id, before[:25] + after[:25])
+    catalog.put_embeddings(collection.id, "m", before[100:110], unit_vectors(10, DIM))
+    store.sync(collection)
+    store.close(snapshot=False)  # the process dies: no snapshot of the later writes
+
+    header, _ = read_snapshot(store.path_for(collection.id, "m"))
+    assert header["last_seq"] == snapshot_seq and header["count"] == 300
+
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        info = reopened.info(collection, "m")
+        assert info.count == 450 and info.last_seq == catalog.collection_seq(collection.id)
+        assert_matches_catalog(reopened, catalog, collection)
+        gone = np.asarray(before[:25] + after[:25])
+        hits = reopened.search(collection, "m", unit_vectors(50, DIM), 100).ids
+        assert not np.isin(hits, gone).any()
+    finally:
+        reopened.close(snapshot=False)
+    assert not list(store.path_for(collection.id, "m").parent.glob("*.corrupt"))
+
+
+def _damage_and_reopen(
+    damage: str,
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> IndexStore:
+    store = IndexStore(catalog, index_settings)
+    writer.add(120)
+    store.sync(collection)
+    store.snapshot(collection)
+    writer.add(30)  # also something to replay on top of the rebuilt index
+    store.close(snapshot=False)
+    path = store.path_for(collection.id, "m")
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        path.write_bytes(bytes(data[: len(data) * 2 // 3]))
+    elif damage == "bit-flipped":
+        data[len(data) // 2] ^= 0x01  # one bit in the middle of the vectors
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+    return IndexStore(catalog, index_settings)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_a_damaged_index_file_is_moved_aside_and_rebuilt(
+    damage: str,
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    store = _damage_and_reopen(damage, catalog, collection, index_settings, writer)
+    try:
+        path = store.path_for(collection.id, "m")
+        assert store.info(collection, "m").count == 150
+        assert_matches_catalog(store, catalog, collection)
+        assert path.with_name(path.name + ".corrupt").exists()
+        store.wait_idle()  # the rebuilt index is saved again
+        header, _ = read_snapshot(path)
+        assert header["count"] == 150
+    finally:
+        store.close(snapshot=False)
+
+
+def test_a_missing_index_file_is_rebuilt_without_complaint(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    store = _damage_and_reopen("missing", catalog, collection, index_settings, writer)
+    try:
+        assert_matches_catalog(store, catalog, collection)
+        assert not list(store.path_for(collection.id, "m").parent.glob("*.corrupt"))
+    finally:
+        store.close(snapshot=False)
+
+
+def test_a_file_ahead_of_the_catalog_is_not_trusted(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    tmp_path: Path,
+    new_image: ImageFactory,
+    unit_vectors: UnitVectors,
+) -> None:
+    store = IndexStore(catalog, index_settings)
+    writer.add(50)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    # A restored backup of the database: same collection id, fewer changes.
+    other = SearchSettings.for_data_dir(tmp_path / "restored")
+    restored = Catalog.open(other.catalog)
+    try:
+        again = restored.create_collection("photos", ["m"])
+        vectors = unit_vectors(5, DIM)
+        restored.add_images(again.id, [new_image(i, {"m": vectors[i]}) for i in range(5)])
+        target = replace(index_settings, directory=other.index.directory)
+        source = store.path_for(collection.id, "m")
+        copied = target.directory / source.relative_to(index_settings.directory)
+        copied.parent.mkdir(parents=True)
+        shutil.copy(source, copied)
+        fresh = IndexStore(restored, target)
+        try:
+            assert fresh.info(again, "m").count == 5
+            assert_matches_catalog(fresh, restored, again)
+            assert copied.with_name(copied.name + ".corrupt").exists()
+        finally:
+            fresh.close(snapshot=False)
+    finally:
+        restored.close()
+
+
+def test_a_well_formed_file_that_disagrees_with_the_catalog_is_rebuilt(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+) -> None:
+    ids = writer.add(20)
+    seq = catalog.collection_seq(collection.id)
+    backend = IndexBackend(use_gpu=False)
+    wrong = VectorIndex.build(  # claims to be at the catalog's position, but lost one vector
+        np.asarray(ids[1:]),
+        unit_vectors(19, DIM),
+        IndexPolicy(exact_max=100),
+        backend,
+        last_seq=seq,
+    )
+    payload, spec, _ = wrong.serialize()
+    store = IndexStore(catalog, index_settings)
+    header = {"collection_id": collection.id, "model": "m", "last_seq": seq, "count": 19}
+    write_snapshot(store.path_for(collection.id, "m"), {**header, "spec": spec.to_dict()}, payload)
+    try:
+        assert_matches_catalog(store, catalog, collection)
+    finally:
+        store.close(snapshot=False)
+
+
+class GatedStore(IndexStore):
+    """Holds a retrain between building the new index and swapping it in."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.built = threading.Event()
+        self.release = threading.Event()
+
+    def build_index(
+        self, ids: np.ndarray, vectors: np.ndarray, policy: IndexPolicy, *, last_seq: int
+    ) -> VectorIndex:
+        index = super().build_index(ids, vectors, policy, last_seq=last_seq)
+        if index.spec.kind != "flat":
+            self.built.set()
+            assert self.release.wait(timeout=30)
+        return index
+
+
+def test_growth_retrains_in_the_background_and_swaps_without_losing_writes(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+) -> None:
+    store = GatedStore(catalog, replace(index_settings, exact_max=1000))
+    try:
+        first = writer.add(900)
+        store.sync(collection)
+        assert store.info(collection, "m").kind == "flat"
+        writer.add(200)  # past exact_max: a retrain starts in the background
+        store.sync(collection)
+        assert store.built.wait(timeout=60)
+        assert store.info(collection, "m").retraining
+
+        # While the new index waits to be swapped in, the old one keeps serving and updating.
+        during = writer.add(150)
+        catalog.delete_images(collection.id, first[:40] + during[:10])
+        store.sync(collection)
+        queries = unit_vectors(20, DIM)
+        assert (store.search(collection, "m", queries, 10).ids >= 0).all()
+        assert store.info(collection, "m").kind == "flat"
+
+        store.release.set()
+        store.wait_idle(timeout=60)
+        info = store.info(collection, "m")
+        assert info.kind == "ivf" and not info.retraining
+        assert info.count == 900 + 200 + 150 - 50
+        assert_matches_catalog(store, catalog, collection)  # including writes made meanwhile
+        header, _ = read_snapshot(store.path_for(collection.id, "m"))
+        assert header["spec"]["kind"] == "ivf" and header["count"] == info.count
+    finally:
+        store.release.set()
+        store.close(snapshot=False)
+
+
+def test_searches_keep_working_while_a_retrain_runs(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+) -> None:
+    store = GatedStore(catalog, replace(index_settings, exact_max=500))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    done = [0]
+
+    def searcher() -> None:
+        queries = unit_vectors(4, DIM)
+        while not stop.is_set():
+            try:
+                found = store.search(collection, "m", queries, 5).ids
+                assert (found >= 0).all()
+                done[0] += 1
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+                return
+
+    try:
+        writer.add(400)
+        store.sync(collection)  # loads a flat index
+        thread = threading.Thread(target=searcher)
+        thread.start()
+        writer.add(200)
+        store.sync(collection)  # past exact_max: retrain in the background
+        assert store.built.wait(timeout=60)
+        searched = done[0]
+        time.sleep(0.2)
+        assert done[0] > searched  # still answering while the new index is held back
+        store.release.set()
+        store.wait_idle(timeout=60)
+        time.sleep(0.1)
+        stop.set()
+        thread.join(timeout=10)
+        assert not errors
+        assert store.info(collection, "m").kind == "ivf"
+    finally:
+        stop.set()
+        store.release.set()
+        store.close(snapshot=False)
+
+
+def test_dropping_a_collection_removes_its_index_files(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(10)
+    store.sync(collection)
+    store.snapshot(collection)
+    path = store.path_for(collection.id, "m")
+    assert path.exists()
+    catalog.delete_collection("photos")
+    store.drop_collection(collection.id)
+    assert not path.parent.exists()
+
+
+CHILD = """
+import hashlib, sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from vizdex.search.catalog import Catalog
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import NewImage
+from vizdex.search.settings import SearchSettings
+
+settings = SearchSettings.for_data_dir(Path(sys.argv[1]))
+catalog = Catalog.open(settings.catalog)
+collection = catalog.create_collection("photos", ["m"])
+store = IndexStore(catalog, replace(settings.index, snapshot_every=200, device="cpu"))
+rng = np.random.default_rng(5)
+batch = 0
+while True:
+    vectors = rng.standard_normal((40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [
+        NewImage(
+            sha256=hashlib.sha256(f"{batch}-{i}".encode()).hexdigest(),
+            width=1, height=1, format="png", byte_size=1, vectors={"m": vectors[i]},
+        )
+        for i in range(40)
+    ]
+    added = catalog.add_images(collection.id, items)
+    if batch % 3 == 2:
+        catalog.delete_images(collection.id, [added[0].id, added[0].id - 45])
+    store.sync(collection)
+    print(batch, flush=True)
+    batch += 1
+"""
+
+
+def test_a_process_killed_mid_write_recovers_exactly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(data)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout is not None
+    settings = SearchSettings.for_data_dir(data)
+    index_dir = settings.index.directory
+    try:
+        deadline = time.monotonic() + 60
+        batches = 0
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            assert line, "the writer died on its own"
+            batches = int(line) + 1
+            saved = list(index_dir.rglob("*.vdx"))
+            if batches >= 25 and saved:
+                break
+        assert batches >= 25
+        time.sleep(0.05)  # land somewhere inside the next write
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    catalog = Catalog.open(settings.catalog)
+    store = IndexStore(catalog, replace(settings.index, device="cpu"))
+    try:
+        collection = catalog.get_collection("photos")
+        assert catalog.count_images(collection.id) >= 25 * 40 - 25 * 2
+        assert_matches_catalog(store, catalog, collection)
+    finally:
+        store.close(snapshot=False)
+        catalog.close()

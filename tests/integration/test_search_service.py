@@ -1,0 +1,586 @@
+"""The query service: exact results, options and their bounds, filters, fusion, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import ImageFactory
+from tests.support.synthetic_photos import make_photo
+from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
+from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
+from vizdex.search.errors import (
+    CollectionNotFoundError,
+    ImageNotFoundError,
+    InvalidQueryError,
+    ModelNotLoadedError,
+)
+from vizdex.search.fusion import reciprocal_rank_fusion
+from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.service import SearchOptions, SearchService
+from vizdex.search.settings import QuerySettings, SearchSettings
+from vizdex.search.similarity import softmax
+
+CLIP, DINO = "fake-clip", "fake-dino"
+
+
+class FakeEncoder(Encoder):
+    """Deterministic vectors from a hash of the input: no model, same answer every time."""
+
+    def __init__(self, name: str, kind: ModelKind, dim: int, logit_scale: float | None = None):
+        self.name, self.kind, self.dim = name, kind, dim
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        if logit_scale is not None:
+            self.logit_scale = logit_scale
+
+    @property
+    def decode_min_side(self) -> int:
+        return 0
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.zeros((len(images), 3, 1, 1))
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def vector(self, key: object) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(repr((self.name, key)).encode()).digest()[:8])
+        vector = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+    def encode_images(self, images: Sequence[Image.Image], *, normalize: bool = True) -> np.ndarray:
+        return np.stack([self.vector(image.tobytes()) for image in images])
+
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        if self.kind is ModelKind.VISION:
+            return super().encode_texts(texts)
+        return np.stack([self.vector(("text", text)) for text in texts])
+
+
+def fake_encoders() -> dict[str, FakeEncoder]:
+    return {
+        CLIP: FakeEncoder(CLIP, ModelKind.MULTIMODAL, 24, logit_scale=50.0),
+        DINO: FakeEncoder(DINO, ModelKind.VISION, 16),
+    }
+
+
+@pytest.fixture
+def settings(search_settings: SearchSettings) -> SearchSettings:
+    return replace(search_settings, index=replace(search_settings.index, device="cpu"))
+
+
+def open_service(
+    settings: SearchSettings, encoders: Mapping[str, Encoder] | None = None
+) -> SearchService:
+    return SearchService.open(settings, fake_encoders() if encoders is None else encoders)
+
+
+@pytest.fixture
+def service(settings: SearchSettings) -> Iterator[SearchService]:
+    opened = open_service(settings)
+    yield opened
+    opened.close()
+
+
+class Photos:
+    """A two-model collection of fake images; vectors kept to compute expected answers."""
+
+    def __init__(self, service: SearchService, new_image: ImageFactory, name: str = "photos"):
+        self.service, self.new_image, self.name = service, new_image, name
+        self.collection = service.create_collection(name, [CLIP, DINO])
+        self.encoders = fake_encoders()
+        self.vectors: dict[str, dict[int, np.ndarray]] = {CLIP: {}, DINO: {}}
+        self.count = 0
+
+    def add(self, count: int, metadata: list[dict[str, object]] | None = None) -> list[int]:
+        items = []
+        for i in range(count):
+            key = self.count + i
+            vectors = {name: enc.vector(("stored", key)) for name, enc in self.encoders.items()}
+            meta = metadata[i] if metadata else {"n": key, "parity": "even" if key % 2 else "odd"}
+            items.append(self.new_image(key, vectors, metadata=meta))
+        self.count += count
+        ids = [o.id for o in self.service.add_images(self.name, items)]
+        for image_id, item in zip(ids, items, strict=True):
+            for name in self.vectors:
+                self.vectors[name][image_id] = np.asarray(item.vectors[name])
+        return ids
+
+    def delete(self, ids: list[int]) -> None:
+        self.service.delete_images(self.name, ids)
+        for table in self.vectors.values():
+            for image_id in ids:
+                table.pop(image_id, None)
+
+    def ranking(
+        self, model: str, query: np.ndarray, allowed: set[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """Brute force: every (id, cosine) best first."""
+        table = self.vectors[model]
+        ids = [i for i in sorted(table) if allowed is None or i in allowed]
+        if not ids:
+            return []
+        matrix = np.stack([table[i] for i in ids])
+        scores = matrix @ (query / np.linalg.norm(query))
+        order = np.argsort(-scores, kind="stable")
+        return [(ids[j], float(scores[j])) for j in order]
+
+
+@pytest.fixture
+def photos(service: SearchService, new_image: ImageFactory) -> Photos:
+    return Photos(service, new_image)
+
+
+def assert_hits(result_hits: list[tuple[int, float]], expected: list[tuple[int, float]]) -> None:
+    assert [i for i, _ in result_hits] == [i for i, _ in expected]
+    np.testing.assert_allclose([s for _, s in result_hits], [s for _, s in expected], atol=1e-5)
+
+
+def pairs(result: object) -> list[tuple[int, float]]:
+    return [(h.image_id, h.score) for h in result.hits]  # type: ignore[attr-defined]
+
+
+def test_vector_search_is_exact_and_carries_each_images_metadata(
+    service: SearchService, photos: Photos, rng: np.random.Generator
+) -> None:
+    photos.add(300)
+    query = rng.standard_normal(16).astype(np.float32)
+    result = service.search_vector("photos", query, model=DINO, options=SearchOptions(k=15))
+    assert_hits(pairs(result), photos.ranking(DINO, query)[:15])
+    assert result.model == DINO and not result.approximate and not result.fused
+    for hit in result.hits:
+        assert hit.model == DINO and hit.scores == {DINO: hit.score}
+        assert hit.image.id == hit.image_id
+        assert hit.image.metadata["n"] == hit.image_id - 1  # keys were added in id order
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(k=0),
+        SearchOptions(k=1001),
+        SearchOptions(offset=-1),
+        SearchOptions(k=1000, offset=9001),
+        SearchOptions(min_score=1.5),
+        SearchOptions(min_score=float("nan")),
+    ],
+)
+def test_out_of_range_options_are_refused(
+    service: SearchService, photos: Photos, options: SearchOptions
+) -> None:
+    with pytest.raises(InvalidQueryError):
+        service.search_vector("photos", np.ones(24), options=options)
+
+
+def test_k_of_1000_is_allowed(service: SearchService, photos: Photos) -> None:
+    photos.add(50)
+    result = service.search_vector("photos", np.ones(24), options=SearchOptions(k=1000))
+    assert len(result.hits) == 50
+
+
+def test_pages_are_slices_of_one_ranking(
+    service: SearchService, photos: Photos, rng: np.random.Generator
+) -> None:
+    photos.add(100)
+    query = rng.standard_normal(24)
+    whole = pairs(service.search_vector("photos", query, options=SearchOptions(k=30)))
+    pages = [
+        pairs(service.search_vector("photos", query, options=SearchOptions(k=10, offset=o)))
+        for o in (0, 10, 20)
+    ]
+    assert pages[0] + pages[1] + pages[2] == whole
+    beyond = service.search_vector("photos", query, options=SearchOptions(k=10, offset=95))
+    assert len(beyond.hits) == 5
+
+
+def test_min_score_cuts_the_ranking(
+    service: SearchService, photos: Photos, rng: np.random.Generator
+) -> None:
+    photos.add(200)
+    query = rng.standard_normal(24).astype(np.float32)
+    expected = [p for p in photos.ranking(CLIP, query) if p[1] >= 0.2][:50]
+    result = service.search_vector("photos", query, options=SearchOptions(k=50, min_score=0.2))
+    assert 0 < len(result.hits) < 50
+    assert_hits(pairs(result), expected)
+
+
+@pytest.mark.parametrize("prefilter_max", [20_000, 0])  # SQL-first, and over-fetch only
+def test_filtered_search_is_exact_on_a_flat_index(
+    settings: SearchSettings,
+    new_image: ImageFactory,
+    rng: np.random.Generator,
+    prefilter_max: int,
+) -> None:
+    settings = replace(settings, query=QuerySettings(prefilter_max=prefilter_max))
+    service = open_service(settings)
+    try:
+        photos = Photos(service, new_image)
+        kinds = ["cat", "dog", "bird"]
+        metadata: list[dict[str, object]] = [
+            {"kind": kinds[i % 3], "rare": i == 123, "stars": i % 5} for i in range(400)
+        ]
+        first = photos.add(200, metadata[:200])
+        time.sleep(0.02)
+        second = photos.add(200, metadata[200:])
+        split = service.catalog.get_image(photos.collection.id, second[0]).created_at
+        query = rng.standard_normal(24).astype(np.float32)
+        cases: list[tuple[ImageFilter, set[int]]] = [
+            (
+                ImageFilter(metadata={"kind": "cat"}),
+                {i for i in first + second if (i - 1) % 3 == 0},
+            ),
+            (ImageFilter(metadata={"rare": True}), {first[123]}),
+            (
+                ImageFilter(metadata={"kind": "dog", "stars": 4}),
+                {i for i in first + second if (i - 1) % 3 == 1 and (i - 1) % 5 == 4},
+            ),
+            (ImageFilter(created_after=split), set(second)),
+            (
+                ImageFilter(created_before=split, metadata={"kind": "bird"}),
+                {i for i in first if (i - 1) % 3 == 2},
+            ),
+            (ImageFilter(metadata={"kind": "fish"}), set()),
+        ]
+        for filters, allowed in cases:
+            options = SearchOptions(k=20, offset=5, filters=filters)
+            result = service.search_vector("photos", query, options=options)
+            assert_hits(pairs(result), photos.ranking(CLIP, query, allowed)[5:25])
+            assert all(filters.matches(h.image) for h in result.hits)
+    finally:
+        service.close()
+
+
+def test_filtered_search_on_an_ivf_index_finds_only_matches(
+    settings: SearchSettings, new_image: ImageFactory, rng: np.random.Generator
+) -> None:
+    settings = replace(settings, index=replace(settings.index, exact_max=100))
+    service = open_service(settings)
+    try:
+        photos = Photos(service, new_image)
+        photos.add(600)
+        service.indexes.wait_idle(timeout=60)
+        assert service.indexes.info(photos.collection, CLIP).kind == "ivf"
+        query = rng.standard_normal(24).astype(np.float32)
+        rare = ImageFilter(metadata={"n": 77})
+        result = service.search_vector("photos", query, options=SearchOptions(filters=rare))
+        assert [h.image_id for h in result.hits] == [78]
+        odd = ImageFilter(metadata={"parity": "odd"})
+        result = service.search_vector("photos", query, options=SearchOptions(k=10, filters=odd))
+        assert result.approximate and len(result.hits) == 10
+        assert all(h.image.metadata["parity"] == "odd" for h in result.hits)
+    finally:
+        service.close()
+
+
+def test_similar_images_exclude_the_image_itself(service: SearchService, photos: Photos) -> None:
+    ids = photos.add(80)
+    target = ids[10]
+    result = service.search_similar("photos", target, options=SearchOptions(k=5))
+    assert result.model == DINO  # a vision model is the default for image-to-image
+    expected = [p for p in photos.ranking(DINO, photos.vectors[DINO][target]) if p[0] != target]
+    assert_hits(pairs(result), expected[:5])
+    result = service.search_similar("photos", target, model=CLIP, options=SearchOptions(k=5))
+    expected = [p for p in photos.ranking(CLIP, photos.vectors[CLIP][target]) if p[0] != target]
+    assert_hits(pairs(result), expected[:5])
+    with pytest.raises(ImageNotFoundError):
+        service.search_similar("photos", 9999)
+
+
+def test_text_search_uses_the_multimodal_model(
+    service: SearchService, photos: Photos, new_image: ImageFactory
+) -> None:
+    photos.add(60)
+    clip = photos.encoders[CLIP]
+    assert isinstance(clip, FakeEncoder)
+    result = service.search_text("photos", "a red bicycle", options=SearchOptions(k=5))
+    assert result.model == CLIP
+    assert_hits(pairs(result), photos.ranking(CLIP, clip.vector(("text", "a red bicycle")))[:5])
+    with pytest.raises(CapabilityError):
+        service.search_text("photos", "a red bicycle", model=DINO)
+    with pytest.raises(InvalidQueryError):
+        service.search_text("photos", "   ")
+    service.create_collection("vision-only", [DINO])
+    with pytest.raises(CapabilityError):
+        service.search_text("vision-only", "a red bicycle")
+
+
+def test_image_search_defaults_to_the_vision_model_and_can_fuse_both(
+    service: SearchService, photos: Photos
+) -> None:
+    photos.add(150)
+    image = make_photo(40, 30, seed=3)
+    result = service.search_image("photos", image, options=SearchOptions(k=7))
+    dino_query = photos.encoders[DINO].encode_images([image])[0]
+    assert result.model == DINO
+    assert_hits(pairs(result), photos.ranking(DINO, dino_query)[:7])
+    clip_query = photos.encoders[CLIP].encode_images([image])[0]
+    result = service.search_image("photos", image, model=CLIP, options=SearchOptions(k=7))
+    assert_hits(pairs(result), photos.ranking(CLIP, clip_query)[:7])
+
+    fused = service.search_image("photos", image, fuse=True, options=SearchOptions(k=10, offset=2))
+    rankings = {
+        name: [i for i, _ in photos.ranking(name, query)[:100]]
+        for name, query in ((CLIP, clip_query), (DINO, dino_query))
+    }
+    expected = reciprocal_rank_fusion(rankings, k=60)[2:12]
+    assert fused.fused and fused.model == f"{CLIP}+{DINO}"
+    assert_hits(pairs(fused), expected)
+    assert all(set(h.scores) <= {CLIP, DINO} and h.scores for h in fused.hits)
+
+
+def test_similar_images_can_fuse_both_models(service: SearchService, photos: Photos) -> None:
+    ids = photos.add(120)
+    target = ids[0]
+    fused = service.search_similar("photos", target, fuse=True, options=SearchOptions(k=10))
+    rankings = {
+        name: [i for i, _ in photos.ranking(name, photos.vectors[name][target]) if i != target][
+            :100
+        ]
+        for name in (CLIP, DINO)
+    }
+    assert [h.image_id for h in fused.hits] == [i for i, _ in reciprocal_rank_fusion(rankings)[:10]]
+
+
+def test_fusion_needs_two_models_and_no_explicit_model(
+    service: SearchService, photos: Photos
+) -> None:
+    ids = photos.add(5)
+    service.create_collection("single", [CLIP])
+    with pytest.raises(InvalidQueryError, match="two models"):
+        service.search_image("single", make_photo(8, 8), fuse=True)
+    with pytest.raises(InvalidQueryError, match="omit"):
+        service.search_similar("photos", ids[0], fuse=True, model=CLIP)
+
+
+def test_bad_queries_are_input_errors(service: SearchService, photos: Photos) -> None:
+    photos.add(5)
+    with pytest.raises(InvalidQueryError, match="dimensions"):
+        service.search_vector("photos", np.ones(7), model=CLIP)
+    with pytest.raises(InvalidQueryError, match="zeros"):
+        service.search_vector("photos", np.zeros(24), model=CLIP)
+    with pytest.raises(InvalidQueryError):
+        service.search_vector("photos", np.ones((2, 24)), model=CLIP)
+    with pytest.raises(InvalidQueryError, match="not embedded"):
+        service.search_vector("photos", np.ones(24), model="other")
+    with pytest.raises(CollectionNotFoundError):
+        service.search_vector("nope", np.ones(24))
+    with pytest.raises(InvalidInputError):
+        service.add_images("photos", [photos.new_image("x", {CLIP: np.ones(5), DINO: np.ones(16)})])
+
+
+def test_deleted_images_never_appear_before_or_after_a_restart(
+    settings: SearchSettings, new_image: ImageFactory, rng: np.random.Generator
+) -> None:
+    service = open_service(settings)
+    photos = Photos(service, new_image)
+    ids = photos.add(100)
+    service.indexes.snapshot(photos.collection)  # the snapshot still has them...
+    deleted = ids[::4]
+    photos.delete(deleted)  # ...the deletes come after it
+    queries = [rng.standard_normal(24) for _ in range(10)]
+
+    def returned(svc: SearchService) -> set[int]:
+        found: set[int] = set()
+        for query in queries:
+            found |= {
+                h.image_id
+                for h in svc.search_vector("photos", query, options=SearchOptions(k=100)).hits
+            }
+        for target in ids[1::4][:5]:
+            found |= {
+                h.image_id
+                for h in svc.search_similar("photos", target, options=SearchOptions(k=100)).hits
+            }
+        return found
+
+    assert returned(service) & set(deleted) == set()
+    assert len(returned(service)) == 75
+    service.indexes.close(snapshot=False)  # crash: the deletes only live in the catalog
+    service.catalog.close()
+    restarted = open_service(settings)
+    try:
+        assert returned(restarted) & set(deleted) == set()
+        with pytest.raises(ImageNotFoundError):
+            restarted.search_similar("photos", deleted[0])
+    finally:
+        restarted.close()
+
+
+def test_searches_run_while_another_thread_adds_and_deletes(
+    service: SearchService, photos: Photos
+) -> None:
+    photos.add(200)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    searches = [0]
+
+    def searcher(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        filters = ImageFilter(metadata={"parity": "odd"})
+        while not stop.is_set():
+            try:
+                query = local.standard_normal(24)
+                plain = service.search_vector("photos", query, options=SearchOptions(k=20))
+                assert len(plain.hits) == 20
+                assert len({h.image_id for h in plain.hits}) == 20  # no duplicates
+                odd = service.search_vector(
+                    "photos", query, options=SearchOptions(k=5, filters=filters)
+                )
+                assert all(h.image.metadata["parity"] == "odd" for h in odd.hits)
+                searches[0] += 2
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+                return
+
+    def writer() -> None:
+        local = np.random.default_rng(99)
+        try:
+            for _ in range(25):
+                photos.add(12)
+                live = sorted(photos.vectors[CLIP])
+                photos.delete([int(i) for i in local.choice(live, size=5, replace=False)])
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=searcher, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    write = threading.Thread(target=writer)
+    write.start()
+    write.join(timeout=120)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors[0]
+    assert searches[0] > 10
+    # No lost writes: the catalog has exactly what the writer meant, and so do both indexes.
+    expected = sorted(photos.vectors[CLIP])
+    assert len(expected) == 200 + 25 * (12 - 5)
+    for model in (CLIP, DINO):
+        assert sorted(service.indexes.ids(photos.collection, model).tolist()) == expected
+    assert service.catalog.count_images(photos.collection.id) == len(expected)
+
+
+def test_collections_default_to_every_loaded_model_and_validate_their_settings(
+    service: SearchService, unit_vectors: object
+) -> None:
+    assert service.create_collection("default").models == (CLIP, DINO)
+    with pytest.raises(ModelNotFoundError):
+        service.create_collection("unknown-model", ["nope"])
+    with pytest.raises(InvalidInputError):
+        service.create_collection("bad-factory", [CLIP], index_factory="HNSW32")
+    assert service.create_collection("ivf", [CLIP], index_factory="IVF64,Flat").index_factory
+    assert [c.name for c in service.list_collections()] == ["default", "ivf"]
+
+
+def test_deleting_a_collection_removes_its_indexes(service: SearchService, photos: Photos) -> None:
+    photos.add(10)
+    service.indexes.snapshot(photos.collection)
+    folder = service.indexes.path_for(photos.collection.id, CLIP).parent
+    assert folder.exists()
+    service.delete_collection("photos")
+    assert not folder.exists()
+    with pytest.raises(CollectionNotFoundError):
+        service.search_vector("photos", np.ones(24))
+
+
+def test_a_model_the_process_has_not_loaded_cannot_encode_queries(
+    settings: SearchSettings, new_image: ImageFactory
+) -> None:
+    service = open_service(settings)
+    Photos(service, new_image).add(3)
+    service.close()
+    clip_only = open_service(settings, {CLIP: fake_encoders()[CLIP]})
+    try:
+        with pytest.raises(ModelNotLoadedError):
+            clip_only.search_image("photos", make_photo(8, 8), model=DINO)
+        # Stored vectors need no encoder: "more like this" still works with either model.
+        assert clip_only.search_similar("photos", 1, model=DINO).hits
+    finally:
+        clip_only.close()
+
+
+def test_similarity_matrix_and_zero_shot_text_match(service: SearchService) -> None:
+    images = [make_photo(16, 16, seed=s) for s in range(3)]
+    matrix = service.image_similarity(images)
+    assert matrix.model == DINO and matrix.scores.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(matrix.scores), 1.0, atol=1e-5)
+    np.testing.assert_allclose(matrix.scores, matrix.scores.T, atol=1e-6)
+
+    texts = ["a cat", "a dog", "a bird", "a car"]
+    match = service.match_texts(images, texts)
+    assert match.model == CLIP and match.logit_scale == 50.0
+    assert match.scores.shape == match.probabilities.shape == (3, 4)
+    np.testing.assert_allclose(match.probabilities.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(match.probabilities, softmax(50.0 * match.scores), atol=1e-6)
+    with pytest.raises(InvalidQueryError):
+        service.match_texts(images, [])
+    with pytest.raises(InvalidQueryError):
+        service.image_similarity([])
+    with pytest.raises(CapabilityError):
+        service.match_texts(images, texts, model=DINO)
+    with pytest.raises(ModelNotFoundError):
+        service.image_similarity(images, model="nope")
+
+
+def test_match_without_a_learned_temperature_uses_100(settings: SearchSettings) -> None:
+    plain = FakeEncoder("plain-clip", ModelKind.MULTIMODAL, 8)
+    service = open_service(settings, {"plain-clip": plain})
+    try:
+        match = service.match_texts([make_photo(8, 8)], ["x", "y"])
+        assert match.logit_scale == 100.0
+        np.testing.assert_allclose(match.probabilities, softmax(100.0 * match.scores), atol=1e-6)
+    finally:
+        service.close()
+
+
+def test_real_tiny_encoders_end_to_end(
+    settings: SearchSettings,
+    clip_encoder: Encoder,
+    dino_encoder: Encoder,
+    new_image: ImageFactory,
+) -> None:
+    encoders = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
+    service = open_service(settings, encoders)
+    try:
+        service.create_collection("real", [clip_encoder.name, dino_encoder.name])
+        images = [make_photo(96, 64, seed=seed) for seed in range(6)]
+        vectors = {name: encoder.encode_images(images) for name, encoder in encoders.items()}
+        items: list[NewImage] = [
+            new_image(("real", i), {name: v[i] for name, v in vectors.items()})
+            for i in range(len(images))
+        ]
+        ids = [o.id for o in service.add_images("real", items)]
+        found = service.search_image("real", images[2], options=SearchOptions(k=3))
+        assert found.model == dino_encoder.name
+        assert found.hits[0].image_id == ids[2] and found.hits[0].score == pytest.approx(
+            1, abs=1e-4
+        )
+        text = service.search_text("real", "a photo of a cat", options=SearchOptions(k=6))
+        assert text.model == clip_encoder.name and len(text.hits) == 6
+        fused = service.search_image("real", images[4], fuse=True, options=SearchOptions(k=2))
+        assert fused.hits[0].image_id == ids[4]
+        match = service.match_texts(images[:2], ["a cat", "a dog"])
+        assert match.logit_scale == pytest.approx(getattr(clip_encoder, "logit_scale"))  # noqa: B009
+        np.testing.assert_allclose(match.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    finally:
+        service.close()
+
+
+def test_created_filters_use_utc(service: SearchService, photos: Photos) -> None:
+    ids = photos.add(3)
+    created = service.catalog.get_image(photos.collection.id, ids[0]).created_at
+    naive_local_equivalent = (created - timedelta(hours=1)).replace(tzinfo=None)
+    window = ImageFilter(created_after=naive_local_equivalent)  # naive means UTC
+    result = service.search_vector("photos", np.ones(24), options=SearchOptions(filters=window))
+    assert sorted(h.image_id for h in result.hits) == ids

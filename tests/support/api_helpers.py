@@ -1,0 +1,139 @@
+"""Helpers for API tests: settings on tiny models, an in-process client, a real loopback server.
+
+``live_server`` runs uvicorn in a thread on a socket bound to 127.0.0.1 port 0, so tests never
+collide on ports and never leave loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import uvicorn
+from litestar import Litestar
+from litestar.testing import TestClient
+from PIL import Image
+
+from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.web.app import create_app
+from vizdex.web.settings import ServiceSettings
+from vizdex.web.state import ServiceState
+
+
+def api_settings(data_dir: Path, encoders: EncoderSettings, **overrides: Any) -> ServiceSettings:
+    return replace(ServiceSettings.for_data_dir(data_dir, encoders=encoders), **overrides)
+
+
+def photo_jpeg(seed: int, width: int = 96, height: int = 72) -> bytes:
+    return jpeg_bytes(make_photo(width, height, seed=seed))
+
+
+def photo_b64(seed: int, width: int = 96, height: int = 72) -> str:
+    return base64.b64encode(photo_jpeg(seed, width, height)).decode("ascii")
+
+
+def state_of(app: Litestar) -> ServiceState:
+    state: ServiceState = app.state["vizdex"]
+    return state
+
+
+@contextmanager
+def api_client(
+    settings: ServiceSettings, models: Mapping[str, Encoder], **headers: str
+) -> Iterator[TestClient[Litestar]]:
+    """An in-process client; the app's lifespan (warm-up, catalog) runs around the block."""
+    app = create_app(settings, encoders=models)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update(headers)
+        yield client
+
+
+class LiveServer:
+    def __init__(self, app: Litestar, server: uvicorn.Server, port: int) -> None:
+        self.app = app
+        self.server = server
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def state(self) -> ServiceState:
+        return state_of(self.app)
+
+
+@contextmanager
+def live_server(settings: ServiceSettings, models: Mapping[str, Encoder]) -> Iterator[LiveServer]:
+    """uvicorn serving the app in a thread, on a free loopback port; stopped afterwards."""
+    app = create_app(settings, encoders=models)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        yield LiveServer(app, server, port)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class GatedEncoder(Encoder):
+    """Wraps an encoder; every model call waits for ``gate`` (to hold a queue full on purpose)."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kind = inner.kind
+        self.dim = inner.dim
+        self.device = inner.device
+        self.dtype = inner.dtype
+        self.preprocess_spec = inner.preprocess_spec
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.rows_encoded = 0
+
+    @property
+    def decode_min_side(self) -> int | None:
+        return self.inner.decode_min_side
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.inner.preprocess(images)
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(30)
+        self.rows_encoded += len(pixels)
+        return self.inner.encode_pixels(pixels, normalize=normalize)
+
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        return self.inner.encode_texts(texts, normalize=normalize)
+
+    def warmup(self) -> None:
+        pass  # the gate would hold start-up

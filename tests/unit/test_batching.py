@@ -1,0 +1,247 @@
+"""Micro-batching queue and the batched encoder, without HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.support.synthetic_photos import make_photo
+from vizdex.core.errors import CapabilityError
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.batched_encoder import BatchedEncoder, batched
+from vizdex.encoders.batching import MicroBatcher, QueueFullError, RequestCancelledError
+from vizdex.encoders.cancellation import RequestTicket, _current
+from vizdex.encoders.settings import BatchSettings
+
+
+class Recorder:
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = gate
+        self.entered = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append(list(items))
+        return [item * 10 for item in items]
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.rejected_count = 0
+        self.skipped_count = 0
+
+    def batch_done(self, size: int, seconds: float) -> None:
+        self.sizes.append(size)
+
+    def rejected(self, count: int) -> None:
+        self.rejected_count += count
+
+    def skipped(self, count: int) -> None:
+        self.skipped_count += count
+
+
+def make(run: Recorder, **kwargs: object) -> MicroBatcher[int, int]:
+    options: dict[str, object] = {"max_batch": 4, "max_wait_s": 0.05, "capacity": 8}
+    options.update(kwargs)
+    return MicroBatcher("test", run, **options)  # type: ignore[arg-type]
+
+
+def test_concurrent_items_share_one_call() -> None:
+    run = Recorder()
+    batcher = make(run, max_wait_s=0.5)
+    futures = batcher.submit([1, 2, 3, 4])
+    assert [f.result(5) for f in futures] == [10, 20, 30, 40]
+    assert run.batches == [[1, 2, 3, 4]]  # full batch: no waiting for the deadline
+    batcher.close()
+
+
+def test_max_wait_bounds_the_wait_for_company() -> None:
+    run = Recorder()
+    batcher = make(run, max_wait_s=0.05)
+    started = time.perf_counter()
+    assert batcher.submit([7])[0].result(5) == 70
+    assert time.perf_counter() - started < 2.0
+    assert run.batches == [[7]]
+    batcher.close()
+
+
+def test_items_from_many_threads_are_batched() -> None:
+    run = Recorder()
+    batcher = make(run, max_batch=8, capacity=64, max_wait_s=0.2)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: batcher.submit([i])[0].result(5), range(8)))
+    assert results == [i * 10 for i in range(8)]
+    assert len(run.batches) < 8
+    batcher.close()
+
+
+def test_full_queue_refuses_at_once_with_retry_after() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    observer = Observer()
+    batcher = make(run, max_batch=1, capacity=2, max_wait_s=0.0, observer=observer)
+    first = batcher.submit([1])
+    assert run.entered.wait(5)  # the worker holds item 1; the queue is empty again
+    queued = batcher.submit([2, 3])
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit([4])
+    assert refused.value.retry_after >= 1
+    assert observer.rejected_count == 1
+    gate.set()
+    assert [f.result(5) for f in first + queued] == [10, 20, 30]
+    batcher.close()
+
+
+def test_cancelled_items_are_skipped_and_free_their_room() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    observer = Observer()
+    batcher = make(run, max_batch=1, capacity=2, max_wait_s=0.0, observer=observer)
+    batcher.submit([1])
+    assert run.entered.wait(5)
+    gone = batcher.submit([2, 3])
+    for future in gone:
+        assert future.cancel()
+    kept = batcher.submit([4, 5])  # room again: cancelled items do not count
+    gate.set()
+    assert [f.result(5) for f in kept] == [40, 50]
+    assert [2] not in run.batches and [3] not in run.batches
+    assert observer.skipped_count == 2
+    batcher.close()
+
+
+def test_a_failing_call_fails_every_item_of_its_batch() -> None:
+    def boom(items: list[int]) -> list[int]:
+        raise ValueError("model exploded")
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "boom", boom, max_batch=4, max_wait_s=0.0, capacity=4
+    )
+    futures = batcher.submit([1, 2])
+    for future in futures:
+        with pytest.raises(ValueError, match="exploded"):
+            future.result(5)
+    assert batcher.submit([3])[0].exception(5) is not None  # the worker survived
+    batcher.close()
+
+
+def test_bulk_submit_waits_for_room() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = make(run, max_batch=1, capacity=1, max_wait_s=0.0)
+    batcher.submit([1])
+    assert run.entered.wait(5)
+    batcher.submit([2])
+    threading.Timer(0.2, gate.set).start()
+    assert batcher.submit([3], wait_s=5)[0].result(5) == 30
+    batcher.close()
+
+
+def test_close_drains_then_refuses() -> None:
+    run = Recorder()
+    batcher = make(run, max_wait_s=1.0)
+    futures = batcher.submit([1, 2])
+    batcher.close()
+    assert [f.result(1) for f in futures] == [10, 20]
+    with pytest.raises(Exception, match="shutting down"):
+        batcher.submit([3])
+
+
+def test_ticket_cancels_tracked_futures_and_refuses_new_ones() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = make(run, max_batch=1, capacity=4, max_wait_s=0.0)
+    batcher.submit([1])
+    assert run.entered.wait(5)
+    ticket = RequestTicket()
+    futures = batcher.submit([2])
+    ticket.track(futures)
+    ticket.cancel()
+    with pytest.raises(CancelledError):
+        futures[0].result(1)
+    with pytest.raises(RequestCancelledError):
+        ticket.track(batcher.submit([3]))
+    gate.set()
+    batcher.close()
+    assert run.batches == [[1]]
+
+
+# -- the batched encoder -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def batch_settings() -> BatchSettings:
+    return BatchSettings(max_batch=4, max_wait_ms=2, queue_size=16)
+
+
+def test_batched_vectors_match_the_model(
+    clip_encoder: Encoder, batch_settings: BatchSettings
+) -> None:
+    wrapped = BatchedEncoder(clip_encoder, batch_settings)
+    images = [make_photo(80, 60, seed=i) for i in range(6)]  # more than one queue batch
+    try:
+        direct = clip_encoder.encode_images(images)
+        queued = wrapped.encode_images(images)
+        np.testing.assert_allclose(queued, direct, atol=1e-5)
+        raw = wrapped.encode_images(images[:2], normalize=False)
+        np.testing.assert_allclose(
+            raw, clip_encoder.encode_images(images[:2], normalize=False), atol=1e-4
+        )
+        texts = ["a red bicycle", "snow", "cat"]
+        np.testing.assert_allclose(
+            wrapped.encode_texts(texts), clip_encoder.encode_texts(texts), atol=1e-5
+        )
+        assert wrapped.logit_scale == pytest.approx(getattr(clip_encoder, "logit_scale", 0.0))
+    finally:
+        wrapped.close()
+
+
+def test_vision_only_model_keeps_its_capability_error(
+    dino_encoder: Encoder, batch_settings: BatchSettings
+) -> None:
+    wrapped = BatchedEncoder(dino_encoder, batch_settings)
+    try:
+        assert wrapped.text_queue is None
+        with pytest.raises(CapabilityError):
+            wrapped.encode_texts(["hello"])
+        assert getattr(wrapped, "logit_scale", "none") == "none"
+    finally:
+        wrapped.close()
+
+
+def test_cancelled_request_raises_request_cancelled(
+    clip_encoder: Encoder, batch_settings: BatchSettings
+) -> None:
+    wrapped = BatchedEncoder(clip_encoder, batch_settings)
+    ticket = RequestTicket()
+    ticket.cancel()
+    token = _current.set(ticket)
+    try:
+        with pytest.raises(RequestCancelledError):
+            wrapped.encode_texts(["gone"])
+    finally:
+        _current.reset(token)
+        wrapped.close()
+
+
+def test_batching_off_leaves_models_alone(clip_encoder: Encoder) -> None:
+    models = {"clip": clip_encoder}
+    assert batched(models, BatchSettings(max_batch=0), None)["clip"] is clip_encoder
+
+
+def test_batch_settings_validate() -> None:
+    with pytest.raises(Exception, match="QUEUE_SIZE"):
+        BatchSettings(max_batch=64, queue_size=8)
+    assert BatchSettings.from_env({"VIZDEX_MAX_BATCH": "0"}).enabled is False
+    loaded = BatchSettings.from_env(
+        {"VIZDEX_MAX_BATCH": "8", "VIZDEX_MAX_WAIT_MS": "3", "VIZDEX_QUEUE_SIZE": "100"}
+    )
+    assert (loaded.max_batch, loaded.max_wait_ms, loaded.queue_size) == (8, 3.0, 100)

@@ -1,0 +1,78 @@
+"""Our preprocessing equals each model's own Hugging Face processor, pixel for pixel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from transformers import AutoImageProcessor, BitImageProcessor, ConvNextImageProcessor
+
+from tests.support.synthetic_photos import make_photo
+from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images, resized_hw
+
+SIZES = [(640, 480), (480, 640), (224, 224), (1000, 150), (57, 800), (100, 90), (3, 5)]
+
+
+def _images() -> list[Image.Image]:
+    return [make_photo(w, h, seed=i) for i, (w, h) in enumerate(SIZES)]
+
+
+@pytest.mark.parametrize("which", ["tiny_clip_dir", "tiny_dino_dir"])
+def test_matches_model_processor(which: str, request: pytest.FixtureRequest) -> None:
+    directory: Path = request.getfixturevalue(which)
+    processor = AutoImageProcessor.from_pretrained(directory)
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec is not None
+    images = _images()
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    ours = preprocess_images(images, spec)
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_dinov2_style_processor_is_reproduced() -> None:
+    processor = BitImageProcessor(
+        size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}
+    )
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec is not None and spec.shortest_edge == 256 and spec.crop_hw == (224, 224)
+    images = _images()
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(preprocess_images(images, spec), reference, atol=1e-5)
+
+
+def test_unknown_processor_falls_back() -> None:
+    # ConvNeXt's crop_pct pipeline is not reproduced: the encoder runs the processor itself.
+    assert PreprocessSpec.from_processor(ConvNextImageProcessor()) is None
+
+
+def test_resize_truncates_like_transformers() -> None:
+    spec = PreprocessSpec(interpolation=InterpolationMode.BICUBIC, shortest_edge=224)
+    assert resized_hw(480, 640, spec) == (224, 298)
+    assert resized_hw(641, 480, spec) == (299, 224)
+    assert resized_hw(100, 100, spec) == (224, 224)
+
+
+def test_decode_min_side_is_twice_the_input(tiny_clip_dir: Path) -> None:
+    spec = PreprocessSpec.from_processor(AutoImageProcessor.from_pretrained(tiny_clip_dir))
+    assert spec is not None and spec.decode_min_side == 448
+    square = PreprocessSpec.from_processor(
+        AutoImageProcessor.from_pretrained(
+            tiny_clip_dir, size={"height": 256, "width": 200}, do_center_crop=False
+        )
+    )
+    assert square is not None and square.decode_min_side == 512
+
+
+def test_output_is_float32_and_normalised() -> None:
+    spec = PreprocessSpec.from_processor(BitImageProcessor())
+    assert spec is not None
+    white = Image.new("RGB", (300, 300), (255, 255, 255))
+    out = preprocess_images([white], spec)
+    assert out.dtype == torch.float32
+    expected = (1.0 - np.array(spec.mean)) / np.array(spec.std)
+    assert np.allclose(out[0, :, 100, 100].numpy(), expected, atol=1e-4)
