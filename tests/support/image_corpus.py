@@ -6,6 +6,7 @@ whose IHDR claims 60,000×60,000 with a valid CRC, a GIF with thousands of frame
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -192,3 +193,18 @@ FOREIGN_HEADERS: dict[str, bytes] = {
     "html": b"<!DOCTYPE html><html><body>hi</body></html>",
     "zip": b"PK\x03\x04" + b"\x00" * 40,
 }
+
+
+@functools.cache
+def png_of_size(width: int, height: int) -> bytes:
+    """A valid grey PNG of any size: one flat colour compresses to almost nothing."""
+    body = zlib.compress((b"\x00" + b"\x80" * width) * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )

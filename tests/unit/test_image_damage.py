@@ -9,37 +9,21 @@ the structural check.
 
 from __future__ import annotations
 
-import functools
 import io
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.image_corpus import png_of_size
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes, load_image, read_header
 from vizdex.imaging.jpeg import check_structure
 
 SETTINGS = ImageInputSettings()
-
-
-@functools.cache
-def png_of_size(width: int, height: int) -> bytes:
-    """A valid grey PNG of any size: one flat colour compresses to almost nothing."""
-    body = zlib.compress((b"\x00" + b"\x80" * width) * height, 9)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-    )
 
 
 def photo(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:

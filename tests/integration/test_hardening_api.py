@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.api_helpers import LiveServer, api_settings, live_server, photo_jpeg
-from tests.ingest_helpers import photo_folder
-from tests.test_image_damage import png_of_size
+from tests.support.api_helpers import LiveServer, api_settings, live_server, photo_jpeg
+from tests.support.image_corpus import png_of_size
+from tests.support.ingest_helpers import photo_folder
 from vizdex.cli.main import main
 from vizdex.core.errors import VizdexError
 from vizdex.encoders.base import Encoder
