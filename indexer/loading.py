@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import threading
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from PIL import Image
 
@@ -20,6 +20,7 @@ from vizdex.core.errors import ImageRejectedError
 from vizdex.encoders.device_jpeg import ends_complete, read_jpeg_header
 from vizdex.encoders.streaming import JpegBytes
 from vizdex.imaging import decode_image_bytes, read_input, sniff_format
+from vizdex.imaging.fetch import split_url
 from vizdex.imaging.settings import ImageInputSettings, format_bytes
 from vizdex.indexer.dedupe import ShaFilter
 from vizdex.indexer.settings import IndexerSettings
@@ -75,7 +76,7 @@ def read_file(path: str, settings: ImageInputSettings) -> tuple[bytes, int, int]
 
 
 def url_file_name(url: str) -> str | None:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = unquote(split_url(url).path.rsplit("/", 1)[-1])
     return name or None
 
 

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.imaging.fetch import split_url
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class IngestRequest:
         if not (self.paths or self.files_from or self.uploads or self.urls):
             raise InvalidInputError("nothing to ingest: give folders, files, uploads or URLs")
         for url in self.urls:
-            if urlsplit(url).scheme.lower() not in ("http", "https"):
+            if split_url(url).scheme.lower() not in ("http", "https"):
                 raise InvalidInputError(f"{url!r} is not an http(s) URL")
 
     @property

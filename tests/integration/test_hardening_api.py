@@ -25,6 +25,7 @@ from vizdex.core.errors import VizdexError
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import encode_stream
+from vizdex.imaging import ImageInputSettings
 
 NEEDLE = png_of_size(1, 50_000_000)  # 97 KB, inside the pixel cap
 
@@ -42,7 +43,11 @@ def cut_jpeg() -> bytes:
 def server(
     tmp_path_factory: pytest.TempPathFactory, cpu_settings: EncoderSettings, clip_encoder: Encoder
 ) -> Iterator[LiveServer]:
-    settings = api_settings(tmp_path_factory.mktemp("hardening") / "data", cpu_settings)
+    # URLs allowed, so that a malformed one is refused for its syntax, not the policy.
+    images = ImageInputSettings(allow_urls=True)
+    settings = api_settings(
+        tmp_path_factory.mktemp("hardening") / "data", cpu_settings, images=images
+    )
     with live_server(settings, {clip_encoder.name: clip_encoder}) as live:
         yield live
 
@@ -173,3 +178,17 @@ def test_pixels_of_a_whole_jpeg_upload_match_pillow(client: httpx.Client) -> Non
     stored = client.get(f"/v1/collections/hard/images/{result['id']}/file").content
     assert stored == data
     assert Image.open(io.BytesIO(stored)).size == (200, 150)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://127.0.0.1:99999/x.jpg", "http://a/b c"])
+def test_a_malformed_url_is_invalid_url_everywhere(
+    client: httpx.Client, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = client.post("/v1/collections/hard/images", json={"images": [{"url": url}]})
+    assert (out.status_code, out.json()["code"]) == (422, "invalid_url"), out.text
+    out = client.post("/v1/vision/encode", json={"images": [{"url": url}]})
+    assert (out.status_code, out.json()["code"]) == (422, "invalid_url")
+    code = main(["ingest", url, "-c", "u", "--data-dir", str(tmp_path), "--model", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"vizdex: error: {url!r} ") and ("valid URL" in err or "spaces" in err)

@@ -23,7 +23,7 @@ import pytest
 from tests.support import image_corpus as corpus
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, load_image, read_input
-from vizdex.imaging.fetch import fetch_url
+from vizdex.imaging.fetch import fetch_url, split_url
 
 IMAGE = corpus.encode(corpus.solid("RGB", (6, 4), corpus.RED), "PNG")
 LOOPBACK_ONLY = ("127.0.0.1/32",)
@@ -359,19 +359,37 @@ def test_metadata_endpoint_message(guard: NetworkGuard) -> None:
         "//127.0.0.1/image.png",
         "http:///image.png",
         "http://user:pw@127.0.0.1/image.png",
-        "http://127.0.0.1:99999/",
         "http://127.0.0.1:0/",
-        "http://[::1/",
         "http://%31%32%37.0.0.1/",
         "http://%6c%6f%63%61%6c%68%6f%73%74/",
         "http://a..b/",
         "http://" + "a" * 64 + ".test/",
-        "http://127.0.0.1/a b",
         "http://[fe80::1%25eth0]/",
     ],
 )
-def test_other_schemes_and_malformed_urls(url: str, guard: NetworkGuard) -> None:
+def test_other_schemes_and_forbidden_urls(url: str, guard: NetworkGuard) -> None:
     refused(url, allowing(*LOOPBACK_ONLY), "forbidden_url")
+    assert guard.connects == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/",
+        "http://[::1",
+        "https://[zz::1]/",
+        "http://127.0.0.1:99999/",
+        "http://127.0.0.1:x/",
+        "http://127.0.0.1/a b",
+        "http://127.0.0.1/\x00",
+        "http://a.test/" + "a" * 9000,
+    ],
+)
+def test_malformed_urls_are_invalid_url(url: str, guard: NetworkGuard) -> None:
+    refused(url, allowing(*LOOPBACK_ONLY), "invalid_url")
+    with pytest.raises(ImageRejectedError) as caught:
+        split_url(url)
+    assert caught.value.code == "invalid_url"
     assert guard.connects == []
 
 
@@ -443,11 +461,19 @@ def test_redirect_to_a_forbidden_address_is_not_followed(
         "http://[::ffff:169.254.169.254]/",
         "file:///etc/passwd",
         "gopher://127.0.0.1/",
-        "http://[::1/",
     ],
 )
 def test_every_redirect_hop_is_checked(target: str, server: Server, guard: NetworkGuard) -> None:
     refused(f"{server.base}/redirect?to={target}", allowing(*LOOPBACK_ONLY), "forbidden_url")
+    assert guard.connects == [("127.0.0.1", server.server_address[1])]
+
+
+def test_a_malformed_redirect_is_refused(server: Server, guard: NetworkGuard) -> None:
+    """The URL given was valid: the server's answer is what is refused."""
+    error = refused(
+        f"{server.base}/redirect?to=http://[::1/", allowing(*LOOPBACK_ONLY), "forbidden_url"
+    )
+    assert error.message == "the server redirected to a malformed URL"
     assert guard.connects == [("127.0.0.1", server.server_address[1])]
 
 

@@ -13,6 +13,7 @@ from vizdex.imaging.decode import (
     load_image,
     read_header,
 )
+from vizdex.imaging.fetch import fetch_url, split_url
 from vizdex.imaging.formats import (
     ACCEPTED_FORMATS,
     FORMATS,
@@ -37,6 +38,7 @@ __all__ = [
     "decode_file",
     "decode_image_bytes",
     "exif_orientation",
+    "fetch_url",
     "file_extension",
     "format_bytes",
     "format_megapixels",
@@ -46,5 +48,6 @@ __all__ = [
     "read_input",
     "resolve_allowed_path",
     "sniff_format",
+    "split_url",
     "to_rgb",
 ]

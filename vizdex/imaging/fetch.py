@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging.settings import ImageInputSettings, IPNetwork, format_bytes
@@ -102,16 +102,31 @@ def _failed(message: str) -> ImageRejectedError:
     return ImageRejectedError(message, code="fetch_failed")
 
 
-def _parse_url(url: str) -> _Target:
+def split_url(url: str) -> SplitResult:
+    """``url`` in parts, or ``invalid_url``: every URL vizdex is given is parsed here first."""
     if len(url) > _MAX_URL_LENGTH:
-        raise _forbidden(f"the URL is longer than {_MAX_URL_LENGTH:,} characters")
+        raise _invalid_url(f"the URL is longer than {_MAX_URL_LENGTH:,} characters")
     if any(ch <= " " or ch == "\x7f" for ch in url):
-        raise _forbidden("the URL contains spaces or control characters")
+        raise _invalid_url(f"{_shown(url)} contains spaces or control characters")
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # e.g. an unclosed "[" or a port that is not a number
-        raise _forbidden("the URL is malformed") from None
+        parts.port  # noqa: B018  (parsed on access: raises for "a:99999" or "a:x")
+    except ValueError as error:  # e.g. an unclosed "[" or a port that is not a number
+        raise _invalid_url(f"{_shown(url)} is not a valid URL ({error})") from None
+    return parts
+
+
+def _shown(url: str) -> str:
+    return repr(url if len(url) <= 100 else url[:97] + "...")
+
+
+def _invalid_url(message: str) -> ImageRejectedError:
+    return ImageRejectedError(message, code="invalid_url")
+
+
+def _parse_url(url: str) -> _Target:
+    parts = split_url(url)
+    port = parts.port
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = f"{scheme}:" if scheme else "a URL without a scheme"
