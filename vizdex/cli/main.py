@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from vizdex.cli import COMMAND_MODULES
-from vizdex.core.errors import VizdexError
+from vizdex.core.errors import VizdexError, os_error_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +36,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except VizdexError as error:
         # One line a person understands; the traceback only with --verbose.
-        if args.verbose:
-            logging.exception("command failed")
-        print(f"vizdex: error: {error.message}", file=sys.stderr)
-        return 2
+        return _fail(args, f"error: {error.message}", 2)
     except KeyboardInterrupt:
         print("vizdex: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk, a read-only or missing directory, permissions
+        return _fail(args, f"error: {os_error_text(error)}", 1)
+    except Exception as error:  # a bug: still one line, the traceback with --verbose
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = f"internal error: {type(error).__name__}: {first} (--verbose shows the traceback)"
+        return _fail(args, text, 1)
+
+
+def _fail(args: argparse.Namespace, text: str, code: int) -> int:
+    if args.verbose:
+        traceback.print_exc(file=sys.stderr)
+    print(f"vizdex: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vizdex.cli.options import add_encoder_options, encoder_settings
+from vizdex.cli.options import (
+    add_encoder_options,
+    check_models,
+    encoder_settings,
+    quiet_model_loading,
+)
+from vizdex.core.errors import InvalidInputError, UnavailableError
+from vizdex.encoders.loading import load_encoders
 from vizdex.search import Catalog
 
 if TYPE_CHECKING:
@@ -45,18 +53,43 @@ def check_catalog(settings: ServiceSettings) -> None:
     Catalog.open(settings.search.catalog).close()
 
 
+def check_port(host: str, port: int) -> None:
+    """Bind once before the slow start, so a taken port is one line now, not a traceback later."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise InvalidInputError(f"cannot listen on {host!r}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UnavailableError(
+                f"cannot listen on {host}:{port}: {error.strerror} (another server on that port? "
+                "choose one with --port or VIZDEX_PORT)"
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vizdex.web.app import create_app
 
     settings = settings_from(args)
+    # Everything a first start can trip over, checked before the server starts, so that each
+    # ends the command with its one-line reason: the models (config only), the port, the
+    # data directory and catalog; then the weights themselves.
+    check_models(settings.encoders.models)
+    check_port(settings.host, settings.port)
     check_catalog(settings)
     # A server's progress (models loaded, indexes rebuilt) is worth seeing; the CLI default hides
     # everything below warnings.
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    quiet_model_loading(args)
+    encoders = load_encoders(settings.encoders)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, encoders=encoders),
         host=settings.host,
         port=settings.port,
         log_level="info",

@@ -76,3 +76,10 @@ class ImageRejectedError(InvalidInputError):
     """
 
     code = "corrupt"
+
+
+def os_error_text(error: OSError) -> str:
+    """An OS error as one line: what failed and where (``[Errno 28] ...`` reads badly)."""
+    reason = error.strerror or type(error).__name__
+    where = error.filename if error.filename is not None else None
+    return f"{reason}: {where}" if where else reason

@@ -1,0 +1,94 @@
+"""A newcomer's first commands end with one line saying what is wrong, and a non-zero exit.
+
+`vizdex serve` without its model used to print a 67-line exception group from the server's
+lifespan, with the useful sentence at line 64; errors from the disk printed tracebacks.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vizdex.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def vizdex(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": "/usr/bin:/bin", "HOME": env.get("HOME", "/tmp"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vizdex", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_serve_without_its_model_says_which_and_how(tmp_path: Path) -> None:
+    env = {"HF_HOME": str(tmp_path / "hf"), "VIZDEX_DATA_DIR": str(tmp_path / "data")}
+    out = vizdex("serve", "--port", "0", env=env)
+    assert out.returncode == 2
+    line = one_line(out.stderr)
+    assert line.startswith("vizdex: error: model 'openai/clip-vit-base-patch32' could not be found")
+    assert "VIZDEX_MODELS=" in line
+
+
+def test_serve_on_a_taken_port_is_one_line(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"VIZDEX_MODELS": str(tiny_clip_dir), "VIZDEX_DATA_DIR": str(tmp_path / "data")}
+        out = vizdex("serve", "--port", str(port), env=env)
+    assert out.returncode == 2
+    line = one_line(out.stderr)
+    assert line.startswith(f"vizdex: error: cannot listen on 127.0.0.1:{port}:")
+    assert "--port" in line
+    assert not (tmp_path / "data").exists()  # checked before anything was written
+
+
+def test_a_data_directory_that_is_a_file_is_one_line(
+    tiny_clip_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    data = ["--data-dir", str(blocker / "data")]
+    code = main(["collections", "create", "c", "--model", str(tiny_clip_dir), *data])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert one_line(err).startswith("vizdex: error: Not a directory")
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug still ends in one line; --verbose is how to get the traceback for a report."""
+    from vizdex.cli import collections
+
+    def broken(_args: object) -> int:
+        raise RuntimeError("something broke\nover two lines")
+
+    monkeypatch.setattr(collections, "run_list", broken)
+    code = main(["collections", "list", "--data-dir", str(tmp_path)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 1
+    assert line == (
+        "vizdex: internal error: RuntimeError: something broke (--verbose shows the traceback)"
+    )
+    assert main(["-v", "collections", "list", "--data-dir", str(tmp_path)]) == 1
+    assert "Traceback" in capsys.readouterr().err
