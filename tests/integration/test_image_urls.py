@@ -614,3 +614,20 @@ def test_slow_dns_hits_the_deadline(fake_dns: dict[str, Any], guard: NetworkGuar
     refused("http://slow.test/x.png", allowing(url_timeout_s=1.0), "fetch_failed")
     assert time.monotonic() - started < 2.0
     assert guard.connects == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://127.0.0.1/a.png",
+            "127.0.0.1 is a loopback address; fetching from it is not allowed",
+        ),
+        (
+            "http://localhost/a.png",
+            "localhost resolves to 127.0.0.1, a loopback address; fetching from it is not allowed",
+        ),
+    ],
+)
+def test_refusals_read_as_sentences(url: str, message: str, guard: NetworkGuard) -> None:
+    assert refused(url, allowing(), "forbidden_url").message == message

@@ -218,8 +218,10 @@ def _resolve_checked(
     for ip in addresses:
         problem = _address_problem(ip, networks)
         if problem is not None:
-            where = f"{target.host} resolves to {ip}" if target.ip is None else f"{ip} is"
-            raise _forbidden(f"{where}, a {problem} address; fetching from it is not allowed")
+            what = f"a {problem} address; fetching from it is not allowed"
+            if target.ip is None:
+                raise _forbidden(f"{target.host} resolves to {ip}, {what}")
+            raise _forbidden(f"{ip} is {what}")
     return [_connectable(ip) for ip in addresses]
 
 
