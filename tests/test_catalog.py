@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from tests.conftest import ImageFactory, UnitVectors
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import MAX_JOB_FAILURES, Catalog
+from vizdex.search.catalog.rows import IMAGE_FIELDS, image_attribute
 from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -19,8 +21,10 @@ from vizdex.search.errors import (
     InvalidQueryError,
     JobNotFoundError,
 )
+from vizdex.search.models import Image
 from vizdex.search.records import (
     ImageFilter,
+    ImageRecord,
     ImageStatus,
     JobFailure,
     JobState,
@@ -353,3 +357,11 @@ def test_concurrent_writers_get_distinct_gapless_sequence_numbers(
     # Every add and every delete got its own number; the deleted vectors' numbers went with them.
     assert len(set(seqs)) == len(seqs) == 200
     assert max(seqs) == catalog.collection_seq(collection.id) == 200 + deleted
+
+
+def test_image_fields_are_declared_by_the_model_and_the_record_alone() -> None:
+    """Rows become records (and new images rows) through ImageRecord's fields: they must match."""
+    columns = {attribute.key for attribute in inspect(Image).column_attrs}
+    assert {image_attribute(f.name) for f in dataclasses.fields(ImageRecord)} == columns
+    extra = {f.name for f in dataclasses.fields(NewImage)} - set(IMAGE_FIELDS)
+    assert extra == {"vectors"}  # everything else a new image brings is an image field
