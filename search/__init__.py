@@ -16,6 +16,14 @@ from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
 from vizdex.search.index_file import fsync_directory
 from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.model_choice import ModelUse, choose_model
+from vizdex.search.queries import (
+    SearchHit,
+    SearchOptions,
+    SearchResult,
+    SimilarityMatrix,
+    TextMatch,
+)
 from vizdex.search.records import (
     AddedImage,
     CollectionRecord,
@@ -27,16 +35,11 @@ from vizdex.search.records import (
     JobState,
     NewImage,
     SourceKind,
+    SourceRow,
+    SourceUpdate,
 )
 from vizdex.search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
-from vizdex.search.service import (
-    SearchHit,
-    SearchOptions,
-    SearchResult,
-    SearchService,
-    SimilarityMatrix,
-    TextMatch,
-)
+from vizdex.search.service import SearchService
 from vizdex.search.settings import (
     MAX_K,
     CatalogSettings,
@@ -44,13 +47,7 @@ from vizdex.search.settings import (
     QuerySettings,
     SearchSettings,
 )
-from vizdex.search.source_paths import (
-    SourceRow,
-    SourceUpdate,
-    images_at_sources,
-    iter_sha256,
-    update_sources,
-)
+from vizdex.search.source_paths import images_at_sources, iter_sha256, update_sources
 
 __all__ = [
     "MAX_K",
@@ -76,6 +73,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "ModelNotLoadedError",
+    "ModelUse",
     "NewImage",
     "QuerySettings",
     "SchemaMismatchError",
@@ -93,6 +91,7 @@ __all__ = [
     "SourceUpdate",
     "TextMatch",
     "VectorIndex",
+    "choose_model",
     "ensure_schema",
     "fsync_directory",
     "gpu_available",

@@ -1,9 +1,9 @@
 """Keeps one vector index per (collection, model) consistent with the catalog.
 
-The catalog is the source of truth and every index change comes from it: an index knows the last
-sequence number it contains, and catching up means applying the catalog's changes after that
-number (tombstones out, new vectors in). The same path serves start-up replay after a snapshot,
-live updates after a write, and writes made by other processes.
+The catalog is the source of truth and every index change comes from it (``index_replay``); each
+index lives in a slot with its snapshot file (``index_slot``). This module owns the slots: it
+loads them on first use, syncs them after writes, retrains and snapshots them in the background,
+and answers searches.
 
 Locking: each index has a mutex for the one writer (load, catch-up, swap) and the index itself
 lets searches run beside each other but never beside a mutation. A retrain builds the new index
@@ -12,41 +12,27 @@ without any lock, then catches it up and swaps it in under the mutex: searches n
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vizdex.search.catalog import Catalog
-from vizdex.search.errors import CollectionNotFoundError, IndexCorruptError, InvalidQueryError
+from vizdex.search.errors import CollectionNotFoundError, InvalidQueryError
 from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
-from vizdex.search.index_file import (
-    move_aside,
-    read_snapshot,
-    remove_stale_temporaries,
-    write_snapshot,
-)
+from vizdex.search.index_replay import Replay
+from vizdex.search.index_slot import FILE_SUFFIX, Slot, index_file_name, write_index_file
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
-FILE_SUFFIX = ".vdx"
-
-
-def index_file_name(model: str) -> str:
-    """A readable, collision-free file name for a model name such as ``org/model``."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[:80] or "model"
-    return f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:8]}{FILE_SUFFIX}"
+__all__ = ["FILE_SUFFIX", "IndexInfo", "IndexStore", "SearchOutput", "index_file_name"]
 
 
 @dataclass(frozen=True)
@@ -72,28 +58,6 @@ class SearchOutput:
     approximate: bool
 
 
-@dataclass
-class _Slot:
-    collection_id: int
-    model: str
-    policy: IndexPolicy
-    path: Path
-    mutex: threading.Lock = field(default_factory=threading.Lock)
-    save_lock: threading.Lock = field(default_factory=threading.Lock)
-    loaded: bool = False
-    index: VectorIndex | None = None
-    empty_seq: int = 0  # the catalog position while there is no vector yet (no dimension known)
-    generation: int = 0  # bumped whenever ``index`` is replaced
-    saved: tuple[int, int] = (-1, -1)  # (generation, last_seq) of the file on disk
-    retraining: bool = False
-    snapshot_queued: bool = False
-    dropped: bool = False
-
-    @property
-    def seq(self) -> int:
-        return self.index.last_seq if self.index is not None else self.empty_seq
-
-
 class IndexStore:
     """Loads, replays, updates, retrains and snapshots the vector indexes of a catalog."""
 
@@ -107,7 +71,12 @@ class IndexStore:
         self._catalog = catalog
         self._settings = settings
         self._backend = backend or IndexBackend.detect(settings.device)
-        self._slots: dict[tuple[int, str], _Slot] = {}
+        self._replay = Replay(
+            catalog,
+            self._backend,
+            lambda ids, vectors, policy, seq: self.build_index(ids, vectors, policy, last_seq=seq),
+        )
+        self._slots: dict[tuple[int, str], Slot] = {}
         self._slots_lock = threading.Lock()
         # One background worker: retrains and snapshots are heavy; they queue rather than pile up.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vizdex-index")
@@ -143,7 +112,7 @@ class IndexStore:
 
     # -- slots ---------------------------------------------------------------------------------
 
-    def _slot(self, collection: CollectionRecord, model: str) -> _Slot:
+    def _slot(self, collection: CollectionRecord, model: str) -> Slot:
         if model not in collection.models:
             raise InvalidQueryError(
                 f"collection {collection.name!r} is not embedded with model {model!r}; "
@@ -153,7 +122,7 @@ class IndexStore:
         with self._slots_lock:
             slot = self._slots.get(key)
             if slot is None:
-                slot = _Slot(
+                slot = Slot(
                     collection_id=collection.id,
                     model=model,
                     policy=self.policy_for(collection),
@@ -163,7 +132,8 @@ class IndexStore:
         if not slot.loaded:
             with slot.mutex:
                 if not slot.loaded:
-                    self._load(slot)
+                    if self._replay.load(slot):
+                        self._schedule_snapshot(slot)
                     slot.loaded = True
         return slot
 
@@ -171,124 +141,6 @@ class IndexStore:
         """Loads (or rebuilds) every index of a collection now rather than on first use."""
         for model in collection.models:
             self._slot(collection, model)
-
-    # -- loading -------------------------------------------------------------------------------
-
-    def _load(self, slot: _Slot) -> None:
-        remove_stale_temporaries(slot.path)
-        loaded = self._read_file(slot)
-        slot.index = (
-            self._build_from_catalog(slot) if loaded is None else self._catch_up(slot, loaded)
-        )
-        slot.generation += 1
-        if not self._consistent(slot):
-            move_aside(slot.path, "index does not match the catalog after replay")
-            slot.index = self._build_from_catalog(slot)
-            slot.generation += 1
-        if slot.index is not None and slot.saved != (slot.generation, slot.seq):
-            self._schedule_snapshot(slot)
-
-    def _read_file(self, slot: _Slot) -> VectorIndex | None:
-        if not slot.path.exists():
-            log.info("no index file for collection %d / %s: building it", *self._key(slot))
-            return None
-        try:
-            header, payload = read_snapshot(slot.path)
-            if header.get("collection_id") != slot.collection_id or header.get("model") != (
-                slot.model
-            ):
-                raise IndexCorruptError("the file belongs to another collection or model")
-            last_seq = int(header["last_seq"])
-            if last_seq > self._catalog.collection_seq(slot.collection_id):
-                raise IndexCorruptError(
-                    "the file is ahead of the catalog (was the database restored or replaced?)"
-                )
-            spec = IndexSpec.from_dict(header["spec"])
-            index = VectorIndex.deserialize(payload, spec, self._backend, last_seq=last_seq)
-            if index.ntotal != int(header["count"]):
-                raise IndexCorruptError("vector count does not match the header")
-        except IndexCorruptError as error:
-            move_aside(slot.path, error.message)
-            return None
-        except (RuntimeError, KeyError, TypeError, ValueError) as error:
-            move_aside(slot.path, f"unreadable: {error}")
-            return None
-        slot.saved = (slot.generation + 1, last_seq)  # the generation _load is about to assign
-        log.info(
-            "loaded index for collection %d / %s at seq %d (%d vectors)",
-            slot.collection_id,
-            slot.model,
-            last_seq,
-            index.ntotal,
-        )
-        return index
-
-    @staticmethod
-    def _key(slot: _Slot) -> tuple[int, str]:
-        return slot.collection_id, slot.model
-
-    def _consistent(self, slot: _Slot) -> bool:
-        """Same vector count and id sum as the catalog, checked at one consistent position."""
-        for _ in range(3):
-            seq, count, id_sum = self._catalog.embedding_summary(slot.collection_id, slot.model)
-            if seq != slot.seq:
-                self._apply_changes(slot)
-                continue
-            index = slot.index
-            if index is None:
-                return count == 0
-            ids = index.ids()
-            return len(ids) == count and int(ids.sum()) == id_sum
-        return True  # the catalog keeps moving: nothing suggests a mismatch
-
-    def _build_from_catalog(self, slot: _Slot) -> VectorIndex | None:
-        upto = self._catalog.collection_seq(slot.collection_id)
-        batches = list(self._catalog.iter_embeddings(slot.collection_id, slot.model, upto_seq=upto))
-        if not batches:
-            slot.empty_seq = upto
-            return self._catch_up(slot, None)
-        ids = np.concatenate([batch[0] for batch in batches])
-        vectors = np.concatenate([batch[1] for batch in batches])
-        del batches
-        index = self.build_index(ids, vectors, slot.policy, last_seq=upto)
-        log.info(
-            "built %s index for collection %d / %s from the catalog (%d vectors)",
-            index.spec.kind,
-            slot.collection_id,
-            slot.model,
-            index.ntotal,
-        )
-        return self._catch_up(slot, index)
-
-    def _catch_up(self, slot: _Slot, index: VectorIndex | None) -> VectorIndex | None:
-        """Applies the catalog's changes after the index's position (no lock: caller's job)."""
-        target = self._catalog.collection_seq(slot.collection_id)
-        current = index.last_seq if index is not None else slot.empty_seq
-        if target <= current:
-            return index
-        changes = self._catalog.changes(
-            slot.collection_id, slot.model, after_seq=current, upto_seq=target
-        )
-        if index is None:
-            if len(changes.added_ids) == 0:
-                slot.empty_seq = target
-                return None
-            index = VectorIndex.empty(
-                changes.added_vectors.shape[1], self._backend, last_seq=current
-            )
-        index.apply(
-            removed_ids=changes.removed_ids,
-            added_ids=changes.added_ids,
-            added_vectors=changes.added_vectors,
-            upto_seq=target,
-        )
-        return index
-
-    def _apply_changes(self, slot: _Slot) -> None:
-        before = slot.index
-        slot.index = self._catch_up(slot, before)
-        if slot.index is not before:
-            slot.generation += 1
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -303,12 +155,12 @@ class IndexStore:
             if not slot.mutex.acquire(blocking=wait):
                 continue
             try:
-                self._apply_changes(slot)
+                self._replay.apply_changes(slot)
             finally:
                 slot.mutex.release()
             self._after_change(slot)
 
-    def _after_change(self, slot: _Slot) -> None:
+    def _after_change(self, slot: Slot) -> None:
         index = slot.index
         if index is None or self._closed:
             return
@@ -321,7 +173,7 @@ class IndexStore:
         elif slot.seq - slot.saved[1] >= self._settings.snapshot_every:
             self._schedule_snapshot(slot)
 
-    def _retrain(self, slot: _Slot) -> None:
+    def _retrain(self, slot: Slot) -> None:
         try:
             upto = self._catalog.collection_seq(slot.collection_id)
             batches = list(
@@ -335,7 +187,7 @@ class IndexStore:
             built = self.build_index(ids, vectors, slot.policy, last_seq=upto)
             del ids, vectors
             with slot.mutex:  # writers wait for the short catch-up; searches do not wait at all
-                fresh = self._catch_up(slot, built)
+                fresh = self._replay.catch_up(slot, built)
                 slot.index = fresh
                 slot.generation += 1
             log.info(
@@ -346,15 +198,15 @@ class IndexStore:
                 fresh.ntotal if fresh else 0,
                 fresh.spec.nprobe if fresh else 0,
             )
-            self._write(slot)
+            write_index_file(slot)
         except CollectionNotFoundError:
             log.info("collection %d was deleted during a retrain", slot.collection_id)
         finally:
             slot.retraining = False
 
-    # -- snapshots -----------------------------------------------------------------------------
+    # -- snapshots and background work ---------------------------------------------------------
 
-    def _schedule_snapshot(self, slot: _Slot) -> None:
+    def _schedule_snapshot(self, slot: Slot) -> None:
         with self._pending_lock:
             if slot.snapshot_queued or self._closed:
                 return
@@ -362,44 +214,14 @@ class IndexStore:
 
         def task() -> None:
             slot.snapshot_queued = False
-            self._write(slot)
+            write_index_file(slot)
 
         self._submit(task)
-
-    def _write(self, slot: _Slot) -> bool:
-        """Writes the current index to its file unless the file already holds exactly it."""
-        with slot.save_lock:
-            index, generation = slot.index, slot.generation
-            if index is None or slot.dropped:
-                return False
-            payload, spec, seq = index.serialize()
-            if slot.saved == (generation, seq):
-                return False
-            header: dict[str, Any] = {
-                "collection_id": slot.collection_id,
-                "model": slot.model,
-                "last_seq": seq,
-                "count": index.ntotal,
-                "spec": spec.to_dict(),
-                "written_at": datetime.now(UTC).isoformat(),
-            }
-            size = write_snapshot(slot.path, header, payload)
-            slot.saved = (generation, seq)
-        log.info(
-            "saved index of collection %d / %s at seq %d (%d bytes)",
-            slot.collection_id,
-            slot.model,
-            seq,
-            size,
-        )
-        return True
 
     def snapshot(self, collection: CollectionRecord) -> None:
         """Writes every changed index of the collection now (blocking)."""
         for model in collection.models:
-            self._write(self._slot(collection, model))
-
-    # -- background work -----------------------------------------------------------------------
+            write_index_file(self._slot(collection, model))
 
     def _submit(self, task: Callable[[], None]) -> None:
         def run() -> None:
@@ -506,6 +328,6 @@ class IndexStore:
         for slot in slots:
             if slot.loaded:
                 try:
-                    self._write(slot)
+                    write_index_file(slot)
                 except OSError:
                     log.exception("could not save the index of collection %d", slot.collection_id)

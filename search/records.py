@@ -209,3 +209,24 @@ class ImageFilter:
             key in image.metadata and _same_value(image.metadata[key], value)
             for key, value in self.metadata.items()
         )
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """An image recorded at a source path: what an incremental scan compares a file with."""
+
+    image_id: int
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class SourceUpdate:
+    """A moved or touched file: the image's new path, name, size and mtime."""
+
+    image_id: int
+    source_uri: str
+    original_name: str
+    size: int | None
+    mtime_ns: int | None

@@ -1,28 +1,33 @@
 """The query service: collections, writes that keep catalog and indexes in step, and searches.
 
-Searches by text, by image, by an existing image's id and by raw vector. Filtered searches first
-over-fetch from the index and filter in SQL; if a filter is so selective that this does not fill
-the page, the matching ids come from SQL and only they are searched. Both are exact on a flat
-index, because each ends with every candidate seen or with the page filled from a ranked list.
+Searches by text, by image, by an existing image's id and by raw vector; which model answers is
+``model_choice``'s rule, how hits are ranked and filtered is ``ranking``'s.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
+from vizdex.core.errors import InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.search.catalog import Catalog
 from vizdex.search.errors import ImageNotFoundError, InvalidQueryError, ModelNotLoadedError
-from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import validate_factory
 from vizdex.search.index_store import IndexStore
-from vizdex.search.records import AddedImage, CollectionRecord, ImageFilter, ImageRecord, NewImage
+from vizdex.search.model_choice import ModelUse, choose_model
+from vizdex.search.queries import (
+    SearchHit,
+    SearchOptions,
+    SearchResult,
+    SimilarityMatrix,
+    TextMatch,
+)
+from vizdex.search.ranking import Ranker
+from vizdex.search.records import AddedImage, CollectionRecord, ImageRecord, NewImage
 from vizdex.search.settings import QuerySettings, SearchSettings
 from vizdex.search.similarity import DEFAULT_LOGIT_SCALE, cosine_matrix, text_probabilities
 
@@ -31,68 +36,14 @@ if TYPE_CHECKING:
 
     from vizdex.encoders.base import Encoder
 
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """``k`` results after skipping ``offset``; ``min_score`` is a cosine cut-off per model."""
-
-    k: int = 10
-    offset: int = 0
-    min_score: float | None = None
-    filters: ImageFilter | None = None
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    image_id: int
-    score: float  # cosine similarity, or the RRF score when fused
-    model: str
-    image: ImageRecord
-    scores: Mapping[str, float] = field(default_factory=dict)  # cosine per model that found it
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    collection: str
-    model: str  # "a+b" when several models were fused
-    hits: list[SearchHit]
-    k: int
-    offset: int
-    approximate: bool  # an IVF index answered: results may miss some true neighbours
-    fused: bool = False
-
-
-@dataclass(frozen=True)
-class SimilarityMatrix:
-    model: str
-    scores: np.ndarray  # [n, n] cosine similarity
-
-
-@dataclass(frozen=True)
-class TextMatch:
-    model: str
-    scores: np.ndarray  # [images, texts] cosine similarity
-    probabilities: np.ndarray  # [images, texts], each row sums to 1
-    logit_scale: float
-
-
-@dataclass
-class _Ranked:
-    """One model's ranked, filtered hits for one query."""
-
-    hits: list[tuple[int, float]]
-    images: dict[int, ImageRecord]
-    approximate: bool
-
-
-def _unit(vector: np.ndarray, *, what: str) -> np.ndarray:
-    array = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if array.size == 0 or not np.isfinite(array).all():
-        raise InvalidQueryError(f"{what} must be a non-empty vector of finite numbers")
-    norm = float(np.linalg.norm(array))
-    if norm == 0.0:
-        raise InvalidQueryError(f"{what} must not be all zeros")
-    return array / norm
+__all__ = [
+    "SearchHit",
+    "SearchOptions",
+    "SearchResult",
+    "SearchService",
+    "SimilarityMatrix",
+    "TextMatch",
+]
 
 
 class SearchService:
@@ -109,6 +60,7 @@ class SearchService:
         self._indexes = indexes
         self._encoders = dict(encoders)
         self._settings = settings or QuerySettings()
+        self._ranker = Ranker(catalog, indexes, self._settings)
 
     @classmethod
     def open(cls, settings: SearchSettings, encoders: Mapping[str, Encoder]) -> SearchService:
@@ -215,41 +167,37 @@ class SearchService:
             )
         return encoder
 
-    @staticmethod
-    def _check_model(collection: CollectionRecord, model: str) -> None:
-        if model not in collection.models:
-            raise InvalidQueryError(
-                f"collection {collection.name!r} is not embedded with model {model!r}; "
-                f"its models are {list(collection.models)}"
-            )
+    def _kind_of(self, model: str) -> ModelKind | None:
+        encoder = self._encoders.get(model)
+        return encoder.kind if encoder is not None else None
 
-    def _text_model(self, collection: CollectionRecord, model: str | None) -> str:
+    def _collection_model(
+        self, collection: CollectionRecord, model: str | None, use: ModelUse
+    ) -> str:
+        """The collection's model that answers; a named one must be in it (and loaded, for text)."""
         if model is not None:
-            self._check_model(collection, model)
-            if not self._encoder(model).supports_text:
-                raise CapabilityError(
-                    f"model {model!r} is vision-only and cannot search by text", model=model
+            if model not in collection.models:
+                raise InvalidQueryError(
+                    f"collection {collection.name!r} is not embedded with model {model!r}; "
+                    f"its models are {list(collection.models)}"
                 )
-            return model
-        for name in collection.models:
-            encoder = self._encoders.get(name)
-            if encoder is not None and encoder.supports_text:
-                return name
-        raise CapabilityError(
-            f"collection {collection.name!r} has no loaded model that understands text "
-            f"(its models: {list(collection.models)}); add a multimodal model such as CLIP"
+            if use is ModelUse.TEXT:
+                self._encoder(model)
+        return choose_model(
+            collection.models,
+            self._kind_of,
+            use,
+            requested=model,
+            owner=f"collection {collection.name!r}",
         )
 
-    def _image_model(self, collection: CollectionRecord, model: str | None) -> str:
-        """Explicit model, else a vision model (DINOv3) when the collection has one, else CLIP."""
-        if model is not None:
-            self._check_model(collection, model)
-            return model
-        for name in collection.models:
-            encoder = self._encoders.get(name)
-            if encoder is not None and encoder.kind == ModelKind.VISION:
-                return name
-        return collection.models[0]
+    def _loaded_model(self, model: str | None, use: ModelUse) -> str:
+        """The loaded model that answers a query on no collection."""
+        if model is not None and model not in self._encoders:
+            raise ModelNotFoundError(
+                f"model {model!r} is not loaded; loaded: {sorted(self._encoders)}", model=model
+            )
+        return choose_model(list(self._encoders), self._kind_of, use, requested=model)
 
     # -- searches ------------------------------------------------------------------------------
 
@@ -282,9 +230,9 @@ class SearchService:
         if not text or not text.strip():
             raise InvalidQueryError("the text query is empty")
         record = self._catalog.get_collection(collection)
-        name = self._text_model(record, model)
+        name = self._collection_model(record, model, ModelUse.TEXT)
         vector = self._encoder(name).encode_texts([text])[0]
-        return self._single(record, name, vector, options, exclude=frozenset())
+        return self._ranker.single(record, name, vector, options, exclude=frozenset())
 
     def search_image(
         self,
@@ -301,10 +249,10 @@ class SearchService:
         if fuse:
             models = self._fusion_models(record, model)
             queries = {name: self._encoder(name).encode_images([image])[0] for name in models}
-            return self._fused(record, queries, options, exclude=frozenset())
-        name = self._image_model(record, model)
+            return self._ranker.fused(record, queries, options, exclude=frozenset())
+        name = self._collection_model(record, model, ModelUse.IMAGE)
         vector = self._encoder(name).encode_images([image])[0]
-        return self._single(record, name, vector, options, exclude=frozenset())
+        return self._ranker.single(record, name, vector, options, exclude=frozenset())
 
     def search_similar(
         self,
@@ -320,7 +268,11 @@ class SearchService:
         self._validate(options)
         record = self._catalog.get_collection(collection)
         self._catalog.get_image(record.id, image_id)  # ImageNotFoundError when it is not there
-        models = self._fusion_models(record, model) if fuse else [self._image_model(record, model)]
+        models = (
+            self._fusion_models(record, model)
+            if fuse
+            else [self._collection_model(record, model, ModelUse.IMAGE)]
+        )
         queries: dict[str, np.ndarray] = {}
         for name in models:
             ids, vectors = self._catalog.get_vectors(record.id, name, [image_id])
@@ -331,8 +283,8 @@ class SearchService:
             queries[name] = vectors[0]
         exclude = frozenset({image_id})
         if fuse:
-            return self._fused(record, queries, options, exclude=exclude)
-        return self._single(record, models[0], queries[models[0]], options, exclude=exclude)
+            return self._ranker.fused(record, queries, options, exclude=exclude)
+        return self._ranker.single(record, models[0], queries[models[0]], options, exclude=exclude)
 
     def search_vector(
         self,
@@ -345,8 +297,7 @@ class SearchService:
         options = options or SearchOptions()
         self._validate(options)
         record = self._catalog.get_collection(collection)
-        name = model if model is not None else record.models[0]
-        self._check_model(record, name)
+        name = self._collection_model(record, model, ModelUse.ANY)
         array = np.asarray(vector, dtype=np.float32)
         if array.ndim != 1:
             raise InvalidQueryError("the query vector must be one flat list of numbers")
@@ -357,7 +308,7 @@ class SearchService:
             raise InvalidQueryError(
                 f"model {name!r} vectors have {dim} dimensions, the query has {array.shape[0]}"
             )
-        return self._single(record, name, array, options, exclude=frozenset())
+        return self._ranker.single(record, name, array, options, exclude=frozenset())
 
     def _fusion_models(self, collection: CollectionRecord, model: str | None) -> list[str]:
         if model is not None:
@@ -368,181 +319,7 @@ class SearchService:
             )
         return list(collection.models)
 
-    def _single(
-        self,
-        collection: CollectionRecord,
-        model: str,
-        vector: np.ndarray,
-        options: SearchOptions,
-        *,
-        exclude: frozenset[int],
-    ) -> SearchResult:
-        need = options.offset + options.k
-        ranked = self._rank(collection, model, _unit(vector, what="query"), need, options, exclude)
-        page = ranked.hits[options.offset : need]
-        hits = [
-            SearchHit(
-                image_id=image_id,
-                score=score,
-                model=model,
-                image=ranked.images[image_id],
-                scores={model: score},
-            )
-            for image_id, score in page
-        ]
-        return SearchResult(
-            collection=collection.name,
-            model=model,
-            hits=hits,
-            k=options.k,
-            offset=options.offset,
-            approximate=ranked.approximate,
-        )
-
-    def _fused(
-        self,
-        collection: CollectionRecord,
-        queries: Mapping[str, np.ndarray],
-        options: SearchOptions,
-        *,
-        exclude: frozenset[int],
-    ) -> SearchResult:
-        need = options.offset + options.k
-        depth = max(need, self._settings.rrf_depth)
-        ranked = {
-            name: self._rank(collection, name, _unit(vector, what="query"), depth, options, exclude)
-            for name, vector in queries.items()
-        }
-        fused = reciprocal_rank_fusion(
-            {name: [image_id for image_id, _ in r.hits] for name, r in ranked.items()},
-            k=self._settings.rrf_k,
-        )
-        cosine = {name: dict(r.hits) for name, r in ranked.items()}
-        images: dict[int, ImageRecord] = {}
-        for r in ranked.values():
-            images.update(r.images)
-        label = "+".join(queries)
-        hits = [
-            SearchHit(
-                image_id=image_id,
-                score=score,
-                model=label,
-                image=images[image_id],
-                scores={name: c[image_id] for name, c in cosine.items() if image_id in c},
-            )
-            for image_id, score in fused[options.offset : need]
-        ]
-        return SearchResult(
-            collection=collection.name,
-            model=label,
-            hits=hits,
-            k=options.k,
-            offset=options.offset,
-            approximate=any(r.approximate for r in ranked.values()),
-            fused=True,
-        )
-
-    def _rank(
-        self,
-        collection: CollectionRecord,
-        model: str,
-        query: np.ndarray,
-        need: int,
-        options: SearchOptions,
-        exclude: frozenset[int],
-    ) -> _Ranked:
-        """The best ``need`` hits of one model that pass the filters, exclusions and min_score."""
-        filters = (
-            options.filters if options.filters is not None and options.filters.active else None
-        )
-        images: dict[int, ImageRecord] = {}
-        fetch = need + len(exclude) if filters is None else max(4 * need, 64) + len(exclude)
-        exhaustive = False
-        prefiltered = False
-        allowed: np.ndarray | None = None
-        matrix = query[None, :]
-        while True:
-            out = self._indexes.search(
-                collection, model, matrix, fetch, allowed_ids=allowed, exhaustive=exhaustive
-            )
-            candidates = [
-                (int(i), float(s))
-                for i, s in zip(out.ids[0], out.scores[0], strict=True)
-                if i >= 0 and int(i) not in exclude
-            ]
-            returned = int((out.ids[0] >= 0).sum())
-            hits, below_cutoff = self._accept(collection, candidates, need, options, images)
-            if len(hits) >= need or below_cutoff or prefiltered:
-                break
-            if returned >= out.count:  # every vector of the index has been looked at
-                break
-            if returned < fetch and out.approximate and not exhaustive:
-                exhaustive = True  # IVF ran out of probed lists: probe them all
-                continue
-            if filters is not None and not prefiltered:
-                # A selective filter: search only the ids SQL says match (exact on flat/IVF-Flat).
-                limit = self._settings.prefilter_max
-                matching = self._catalog.filter_image_ids(collection.id, filters, limit=limit + 1)
-                if len(matching) <= limit:
-                    prefiltered = True
-                    allowed = np.asarray([i for i in matching if i not in exclude], np.int64)
-                    if len(allowed) == 0:
-                        hits = []
-                        break
-                    fetch, exhaustive = len(allowed), True
-                    continue
-            fetch = min(fetch * 4, out.count + len(exclude))
-        return _Ranked(hits=hits, images=images, approximate=out.approximate)
-
-    def _accept(
-        self,
-        collection: CollectionRecord,
-        candidates: list[tuple[int, float]],
-        need: int,
-        options: SearchOptions,
-        images: dict[int, ImageRecord],
-    ) -> tuple[list[tuple[int, float]], bool]:
-        """Walks ranked candidates, fetching their rows in chunks, until ``need`` pass.
-
-        Returns (hits, whether the min_score cut-off was reached). Ids without a row (deleted in
-        the catalog a moment ago) are dropped, so a deleted image is never returned.
-        """
-        filters = (
-            options.filters if options.filters is not None and options.filters.active else None
-        )
-        hits: list[tuple[int, float]] = []
-        chunk = max(2 * need, 100)
-        for start in range(0, len(candidates), chunk):
-            part = candidates[start : start + chunk]
-            missing = [image_id for image_id, _ in part if image_id not in images]
-            images.update(self._catalog.get_images(collection.id, missing))
-            for image_id, score in part:
-                if options.min_score is not None and score < options.min_score:
-                    return hits, True
-                image = images.get(image_id)
-                if image is None or (filters is not None and not filters.matches(image)):
-                    continue
-                hits.append((image_id, score))
-                if len(hits) >= need:
-                    return hits, False
-        return hits, False
-
     # -- similarity utilities ------------------------------------------------------------------
-
-    def _pick(self, model: str | None, *, text: bool) -> str:
-        if model is not None:
-            if model not in self._encoders:
-                raise ModelNotFoundError(
-                    f"model {model!r} is not loaded; loaded: {sorted(self._encoders)}",
-                    model=model,
-                )
-            return model
-        for name, encoder in self._encoders.items():
-            if encoder.supports_text if text else encoder.kind == ModelKind.VISION:
-                return name
-        if not text and self._encoders:
-            return next(iter(self._encoders))
-        raise CapabilityError("no loaded model can encode text; load a CLIP model")
 
     def _check_inputs(self, count: int, what: str) -> None:
         if not 1 <= count <= self._settings.max_similarity_inputs:
@@ -556,7 +333,7 @@ class SearchService:
     ) -> SimilarityMatrix:
         """Cosine similarity of every pair of the given images (default: a vision model)."""
         self._check_inputs(len(images), "images")
-        name = self._pick(model, text=False)
+        name = self._loaded_model(model, ModelUse.IMAGE)
         vectors = self._encoders[name].encode_images(list(images))
         return SimilarityMatrix(model=name, scores=cosine_matrix(vectors))
 
@@ -572,10 +349,8 @@ class SearchService:
         self._check_inputs(len(texts), "texts")
         if any(not text or not text.strip() for text in texts):
             raise InvalidQueryError("texts must not be empty")
-        name = self._pick(model, text=True)
+        name = self._loaded_model(model, ModelUse.TEXT)
         encoder = self._encoders[name]
-        if not encoder.supports_text:
-            raise CapabilityError(f"model {name!r} cannot encode text", model=name)
         scores = cosine_matrix(encoder.encode_images(list(images)), encoder.encode_texts(texts))
         scale = float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
         return TextMatch(

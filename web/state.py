@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from litestar.di import NamedDependency
 
 from vizdex.core.errors import ModelNotFoundError, UnavailableError
+from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import draft_side
 from vizdex.indexer import DataStore, Indexer
-from vizdex.search import SearchService
+from vizdex.search import ModelUse, SearchService, choose_model
 from vizdex.web.auth import KeyRing
 from vizdex.web.metrics import Metrics
 from vizdex.web.settings import ServiceSettings
@@ -53,19 +54,20 @@ class ServiceState:
         """How far JPEGs may be draft-decoded so that every loaded model still gets enough."""
         return draft_side(list(self.encoders.values())) if self.encoders else None
 
-    def encoder(self, name: str | None) -> Encoder:
-        """The named model, or the first configured one when no name is given."""
+    def encoder(self, name: str | None, *, use: ModelUse = ModelUse.ANY) -> Encoder:
+        """The named model, or the one ``choose_model`` picks for ``use`` (ANY: the first)."""
         if not self.encoders:
             raise UnavailableError("the service is starting; retry shortly", code="starting")
-        if name is None:
-            return next(iter(self.encoders.values()))
-        try:
-            return self.encoders[name]
-        except KeyError:
+        if name is not None and name not in self.encoders:
             loaded = ", ".join(self.encoders) or "none"
             raise ModelNotFoundError(
                 f"model {name!r} is not loaded; loaded models: {loaded}", model=name
-            ) from None
+            )
+        return self.encoders[choose_model(list(self.encoders), self._kind_of, use, requested=name)]
+
+    def _kind_of(self, name: str) -> ModelKind | None:
+        encoder = self.encoders.get(name)
+        return encoder.kind if encoder is not None else None
 
 
 # How handlers ask for the state: ``vizdex: Vizdex`` (injected by name, see ``web.app``).

@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from vizdex.search import CollectionRecord, ImageRecord, JobRecord
 
+# The image view is built from ImageRecord, so a new image field needs only the model and the
+# record: every record field, less those that stay on the server (stat data for rescans, where
+# thumbnails are stored), the collection's name in place of its id, `source` for `source_kind`,
+# enums as their string values; then the links to the file and the thumbnail.
+_IMAGE_HIDDEN = frozenset({"source_size", "source_mtime_ns", "thumbnail_path"})
+_IMAGE_RENAMED = {"collection_id": "collection", "source_kind": "source"}
+# (record field, view field) in the record's order.
+_IMAGE_SHOWN = tuple(
+    (f.name, _IMAGE_RENAMED.get(f.name, f.name))
+    for f in dataclasses.fields(ImageRecord)
+    if f.name not in _IMAGE_HIDDEN
+)
 
-class ImageOut(msgspec.Struct):
-    id: int
-    collection: str
-    sha256: str
-    source: str  # upload | path | url
-    source_uri: str | None
-    original_name: str | None
-    width: int
-    height: int
-    format: str
-    byte_size: int
-    metadata: dict[str, Any]
-    status: str
-    created_at: datetime
-    updated_at: datetime
-    file_url: str
-    thumbnail_url: str
+
+def _wire_type(name: str, kind: Any) -> Any:
+    if name == "collection_id" or (isinstance(kind, type) and issubclass(kind, Enum)):
+        return str
+    if typing.get_origin(kind) is Mapping:
+        return dict[str, Any]
+    return kind
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+if TYPE_CHECKING:
+    ImageOut = msgspec.Struct  # its fields exist only at run time, built below
+else:
+    _types = typing.get_type_hints(ImageRecord)
+    ImageOut = msgspec.defstruct(
+        "ImageOut",
+        [
+            *((shown, _wire_type(name, _types[name])) for name, shown in _IMAGE_SHOWN),
+            ("file_url", str),
+            ("thumbnail_url", str),
+        ],
+        module=__name__,
+    )
 
 
 class IndexOut(msgspec.Struct):
@@ -86,21 +115,10 @@ def image_url(collection: str, image_id: int, what: str) -> str:
 
 
 def image_out(collection: str, record: ImageRecord) -> ImageOut:
+    values = {shown: _wire_value(getattr(record, name)) for name, shown in _IMAGE_SHOWN}
+    values["collection"] = collection
     return ImageOut(
-        id=record.id,
-        collection=collection,
-        sha256=record.sha256,
-        source=record.source_kind.value,
-        source_uri=record.source_uri,
-        original_name=record.original_name,
-        width=record.width,
-        height=record.height,
-        format=record.format,
-        byte_size=record.byte_size,
-        metadata=dict(record.metadata),
-        status=record.status.value,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
+        **values,
         file_url=image_url(collection, record.id, "file"),
         thumbnail_url=image_url(collection, record.id, "thumbnail"),
     )

@@ -26,6 +26,7 @@ from vizdex.search.errors import (
     ModelNotLoadedError,
 )
 from vizdex.search.fusion import reciprocal_rank_fusion
+from vizdex.search.model_choice import ModelUse, choose_model
 from vizdex.search.records import ImageFilter, NewImage
 from vizdex.search.service import SearchOptions, SearchService
 from vizdex.search.settings import QuerySettings, SearchSettings
@@ -584,3 +585,32 @@ def test_created_filters_use_utc(service: SearchService, photos: Photos) -> None
     window = ImageFilter(created_after=naive_local_equivalent)  # naive means UTC
     result = service.search_vector("photos", np.ones(24), options=SearchOptions(filters=window))
     assert sorted(h.image_id for h in result.hits) == ids
+
+
+@pytest.mark.parametrize(
+    ("models", "use", "requested", "chosen"),
+    [
+        ([DINO, CLIP], ModelUse.TEXT, None, CLIP),  # text: the first multimodal model
+        ([CLIP, DINO], ModelUse.IMAGE, None, DINO),  # images: a vision-only model first...
+        ([CLIP, "other-clip"], ModelUse.IMAGE, None, CLIP),  # ...else the first
+        (["unloaded", CLIP], ModelUse.IMAGE, None, "unloaded"),  # stored vectors need no model
+        ([DINO, CLIP], ModelUse.ANY, None, DINO),  # no preference: the first
+        ([CLIP, DINO], ModelUse.IMAGE, CLIP, CLIP),  # a named model is used as given
+        ([CLIP, DINO], ModelUse.TEXT, CLIP, CLIP),
+    ],
+)
+def test_one_rule_chooses_the_model_that_answers(
+    models: list[str], use: ModelUse, requested: str | None, chosen: str
+) -> None:
+    kinds = {CLIP: ModelKind.MULTIMODAL, "other-clip": ModelKind.MULTIMODAL, DINO: ModelKind.VISION}
+    assert choose_model(models, kinds.get, use, requested=requested) == chosen
+
+
+def test_the_rule_refuses_text_without_a_multimodal_model() -> None:
+    kinds = {DINO: ModelKind.VISION}
+    with pytest.raises(CapabilityError, match=r"collection 'c' has no model that under.*unloaded"):
+        choose_model([DINO, "unloaded"], kinds.get, ModelUse.TEXT, owner="collection 'c'")
+    with pytest.raises(CapabilityError, match="vision-only"):
+        choose_model([DINO], kinds.get, ModelUse.TEXT, requested=DINO)
+    with pytest.raises(CapabilityError):
+        choose_model([], kinds.get, ModelUse.IMAGE)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from tests.conftest import ImageFactory, UnitVectors
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import MAX_JOB_FAILURES, Catalog
+from vizdex.search.catalog.rows import IMAGE_FIELDS, image_attribute
 from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -19,13 +21,16 @@ from vizdex.search.errors import (
     InvalidQueryError,
     JobNotFoundError,
 )
+from vizdex.search.models import Image
 from vizdex.search.records import (
     ImageFilter,
+    ImageRecord,
     ImageStatus,
     JobFailure,
     JobState,
     NewImage,
     SourceKind,
+    SourceUpdate,
 )
 from vizdex.search.schema import SchemaState, schema_status
 
@@ -353,3 +358,43 @@ def test_concurrent_writers_get_distinct_gapless_sequence_numbers(
     # Every add and every delete got its own number; the deleted vectors' numbers went with them.
     assert len(set(seqs)) == len(seqs) == 200
     assert max(seqs) == catalog.collection_seq(collection.id) == 200 + deleted
+
+
+def test_image_fields_are_declared_by_the_model_and_the_record_alone() -> None:
+    """Rows become records (and new images rows) through ImageRecord's fields: they must match."""
+    columns = {attribute.key for attribute in inspect(Image).column_attrs}
+    assert {image_attribute(f.name) for f in dataclasses.fields(ImageRecord)} == columns
+    extra = {f.name for f in dataclasses.fields(NewImage)} - set(IMAGE_FIELDS)
+    assert extra == {"vectors"}  # everything else a new image brings is an image field
+
+
+def test_source_paths_are_found_moved_and_touched_in_their_collection_only(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    photos = catalog.create_collection("photos", ["clip"])
+    other = catalog.create_collection("other", ["clip"])
+    vectors = unit_vectors(4, 8)
+
+    def at(key: int, path: str) -> NewImage:
+        return new_image(key, {"clip": vectors[key]}, source_kind=SourceKind.PATH, source_uri=path)
+
+    a, b = (o.id for o in catalog.add_images(photos.id, [at(0, "/p/a.jpg"), at(1, "/p/b.jpg")]))
+    (elsewhere,) = (o.id for o in catalog.add_images(other.id, [at(2, "/p/a.jpg")]))
+    found = catalog.images_at_sources(photos.id, ["/p/a.jpg", "/p/b.jpg", "/p/none.jpg"])
+    assert {uri: [row.image_id for row in rows] for uri, rows in found.items()} == {
+        "/p/a.jpg": [a],
+        "/p/b.jpg": [b],
+    }
+    moved = SourceUpdate(a, "/q/a.jpg", "a.jpg", 10, 20)
+    touched = SourceUpdate(b, "/p/b.jpg", "b.jpg", 11, 21)
+    stranger = SourceUpdate(elsewhere, "/q/x.jpg", "x.jpg", 1, 1)  # not in this collection
+    assert catalog.update_sources(photos.id, [moved, touched, stranger]) == 2
+    record = catalog.get_image(photos.id, a)
+    assert (record.source_uri, record.original_name) == ("/q/a.jpg", "a.jpg")
+    assert (record.source_size, record.source_mtime_ns) == (10, 20)
+    assert catalog.get_image(other.id, elsewhere).source_uri == "/p/a.jpg"
+    assert sorted(catalog.iter_sha256(photos.id, page=1)) == sorted(
+        catalog.get_image(photos.id, i).sha256 for i in (a, b)
+    )
+    catalog.delete_collection("photos")
+    assert catalog.update_sources(photos.id, [moved]) == 0  # a deleted collection: nothing to do

@@ -15,7 +15,6 @@ from vizdex.cli.options import (
     open_catalog,
     quiet_model_loading,
 )
-from vizdex.core.errors import CapabilityError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
@@ -23,12 +22,13 @@ from vizdex.encoders.loading import load_encoder
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.search import (
-    CollectionRecord,
     IndexStore,
     InvalidQueryError,
+    ModelUse,
     SearchOptions,
     SearchResult,
     SearchService,
+    choose_model,
 )
 
 
@@ -55,21 +55,9 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=run)
 
 
-def default_model(collection: CollectionRecord, *, text: bool) -> str:
-    """CLIP-like for text; for images a vision-only model if there is one, else the first."""
-    kinds = {model: discover_model(model).kind for model in collection.models}
-    if text:
-        for model, kind in kinds.items():
-            if kind is ModelKind.MULTIMODAL:
-                return model
-        raise CapabilityError(
-            f"collection {collection.name!r} has no model that understands text "
-            f"(its models: {list(collection.models)})"
-        )
-    for model, kind in kinds.items():
-        if kind is ModelKind.VISION:
-            return model
-    return collection.models[0]
+def _discovered_kind(model: str) -> ModelKind:
+    """A model's kind from its config alone: the CLI loads only the model that answers."""
+    return discover_model(model).kind
 
 
 def _hit_rows(result: SearchResult) -> list[dict[str, Any]]:
@@ -95,12 +83,19 @@ def run(args: argparse.Namespace) -> int:
     indexes = IndexStore(catalog, settings.index)
     try:
         record = catalog.get_collection(args.collection)
-        model = args.model or default_model(record, text=args.text is not None)
-        if model not in record.models:
+        requested = args.model or None
+        if requested is not None and requested not in record.models:
             raise InvalidQueryError(
-                f"collection {record.name!r} is not embedded with {model!r}; "
+                f"collection {record.name!r} is not embedded with {requested!r}; "
                 f"its models are {list(record.models)}"
             )
+        model = choose_model(
+            record.models,
+            _discovered_kind,
+            ModelUse.TEXT if args.text is not None else ModelUse.IMAGE,
+            requested=requested,
+            owner=f"collection {record.name!r}",
+        )
         encoders: dict[str, Encoder] = {}
         if args.image_id is None:
             encoders[model] = load_encoder(model, encoder_settings(args, models=(model,)))

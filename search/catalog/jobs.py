@@ -1,0 +1,107 @@
+"""Ingestion jobs: their state, counters and first failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from vizdex.search.catalog.rows import job_record
+from vizdex.search.catalog.session import CatalogSession
+from vizdex.search.errors import JobNotFoundError
+from vizdex.search.models import Job, utcnow
+from vizdex.search.records import JobFailure, JobRecord, JobState
+
+# A job keeps its first failures with reasons; the counters stay exact beyond that.
+MAX_JOB_FAILURES = 1000
+
+
+class JobsPart(CatalogSession):
+    def create_job(
+        self, collection_id: int, *, kind: str, source: str | None = None, total: int = 0
+    ) -> JobRecord:
+        row = Job(
+            collection_id=collection_id,
+            kind=kind,
+            source=source,
+            state=JobState.PENDING.value,
+            total=max(0, total),
+            done=0,
+            skipped=0,
+            failed=0,
+            failures=[],
+        )
+        with self._write() as session:
+            self._lock(session, collection_id)
+            session.add(row)
+            session.flush()
+            return job_record(row)
+
+    def get_job(self, job_id: int) -> JobRecord:
+        with self._read() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} does not exist")
+            return job_record(row)
+
+    def list_jobs(
+        self,
+        *,
+        collection_id: int | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        query = select(Job).order_by(Job.id.desc()).limit(max(1, limit))
+        if collection_id is not None:
+            query = query.where(Job.collection_id == collection_id)
+        if state is not None:
+            query = query.where(Job.state == JobState(state).value)
+        with self._read() as session:
+            return [job_record(row) for row in session.scalars(query)]
+
+    def record_job_progress(
+        self,
+        job_id: int,
+        *,
+        total: int | None = None,
+        done: int = 0,
+        skipped: int = 0,
+        failures: Sequence[JobFailure] = (),
+    ) -> JobRecord:
+        """Adds to a job's counters (``done``, ``skipped``, one ``failed`` per failure)."""
+        with self._write() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} does not exist")
+            if total is not None:
+                row.total = max(0, total)
+            row.done += max(0, done)
+            row.skipped += max(0, skipped)
+            row.failed += len(failures)
+            room = MAX_JOB_FAILURES - len(row.failures)
+            if failures and room > 0:
+                row.failures = [
+                    *row.failures,
+                    *(
+                        {"item": f.item, "code": f.code, "message": f.message}
+                        for f in failures[:room]
+                    ),
+                ]
+            row.updated_at = utcnow()
+            session.flush()
+            return job_record(row)
+
+    def set_job_state(self, job_id: int, state: JobState, *, error: str | None = None) -> JobRecord:
+        state = JobState(state)
+        with self._write() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} does not exist")
+            row.state = state.value
+            if error is not None:
+                row.error = error
+            now = utcnow()
+            row.updated_at = now
+            row.finished_at = now if state.finished else None
+            session.flush()
+            return job_record(row)

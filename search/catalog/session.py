@@ -1,0 +1,97 @@
+"""The catalog's one read path and one write path, its collection lock and sequence numbers.
+
+Every write of every part of the catalog goes through ``CatalogSession._write``: a transaction on
+the writer engine, which on SQLite begins with ``BEGIN IMMEDIATE`` (it waits for the write lock up
+front instead of failing when a read upgrades to a write). Writes that touch a collection's images,
+vectors or jobs then lock that collection's row (``_lock``), so writers of one collection run one at
+a time on any backend, and the sequence numbers they hand out become visible in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Self, TypeVar
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from vizdex.search.db import create_catalog_engine, writer
+from vizdex.search.errors import CollectionNotFoundError
+from vizdex.search.models import Collection
+from vizdex.search.schema import ensure_schema
+from vizdex.search.settings import CatalogSettings
+
+# Well under SQLite's bound-parameter limit, and keeps IN lists cheap everywhere.
+CHUNK = 5000
+
+T = TypeVar("T")
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def allocate(collection: Collection, count: int) -> int:
+    """Reserve ``count`` sequence numbers of a locked collection; returns the first."""
+    first = collection.last_seq + 1
+    collection.last_seq = collection.last_seq + count
+    return first
+
+
+class CatalogSession:
+    """The engine, and the transactions every part of the catalog runs in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+
+    @classmethod
+    def open(cls, settings: CatalogSettings, *, script_location: Path | None = None) -> Self:
+        """Open the catalog for the service: refuses a schema that does not match this code."""
+        engine = create_catalog_engine(
+            settings.database_url, busy_timeout_ms=settings.busy_timeout_ms
+        )
+        try:
+            ensure_schema(
+                engine, auto_upgrade=settings.auto_upgrade, script_location=script_location
+            )
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """One read transaction: every statement in it sees the same committed state."""
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """The one write path: commits on leaving, rolls back on an error."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @staticmethod
+    def _lock(session: Session, collection_id: int) -> Collection:
+        """Locks the collection row until commit (first thing in a write): one writer at a time."""
+        row = CatalogSession._lock_if_present(session, collection_id)
+        if row is None:
+            raise CollectionNotFoundError(f"collection {collection_id} does not exist")
+        return row
+
+    @staticmethod
+    def _lock_if_present(session: Session, collection_id: int) -> Collection | None:
+        return session.scalars(
+            select(Collection).where(Collection.id == collection_id).with_for_update()
+        ).one_or_none()

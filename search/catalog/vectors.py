@@ -1,0 +1,246 @@
+"""Vectors and tombstones: what the indexes are built and replayed from, by sequence number.
+
+Every vector written and every vector that leaves (image deleted, or re-embedded) takes a number
+from its collection's counter; ``changes`` between two numbers is what an index applies to catch up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog.session import CatalogSession, allocate, chunks
+from vizdex.search.errors import CollectionNotFoundError, ImageNotFoundError
+from vizdex.search.models import Collection, Embedding, EmbeddingTombstone, Image, utcnow
+from vizdex.search.records import ChangeSet
+
+
+def vector(value: Any, *, model: str) -> np.ndarray:
+    """One finite float32 row, or InvalidInputError."""
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidInputError(f"vector for model {model!r} must be one non-empty row")
+    if not np.isfinite(array).all():
+        raise InvalidInputError(f"vector for model {model!r} has NaN or infinite values")
+    return np.ascontiguousarray(array)
+
+
+def decode(rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+    return ids, vectors.reshape(len(rows), -1)
+
+
+def check_dims(
+    session: Session, collection_id: int, model: str, vectors: Iterable[np.ndarray]
+) -> None:
+    """One dimension per model and collection: the new vectors' and the stored ones'."""
+    stored = session.scalar(
+        select(Embedding.dim)
+        .where(Embedding.collection_id == collection_id, Embedding.model == model)
+        .limit(1)
+    )
+    dims = {row.shape[0] for row in vectors}
+    if stored is not None:
+        dims.add(int(stored))
+    if len(dims) > 1:
+        raise InvalidInputError(
+            f"vectors for model {model!r} must all have the same dimension, got {sorted(dims)}"
+        )
+
+
+def tombstone(session: Session, collection: Collection, stale: Sequence[tuple[int, str]]) -> None:
+    """Records that these (image id, model) vectors left, each with a sequence number."""
+    if not stale:
+        return
+    seq = allocate(collection, len(stale))
+    now = utcnow()
+    session.execute(
+        insert(EmbeddingTombstone),
+        [
+            {
+                "collection_id": collection.id,
+                "model": model,
+                "image_id": image_id,
+                "seq": seq + offset,
+                "deleted_at": now,
+            }
+            for offset, (image_id, model) in enumerate(stale)
+        ],
+    )
+
+
+class VectorsPart(CatalogSession):
+    def put_embeddings(
+        self, collection_id: int, model: str, image_ids: Sequence[int], vectors: np.ndarray
+    ) -> None:
+        """Sets (adds or replaces) one model's vectors of existing images (re-encoding)."""
+        ids = [int(image_id) for image_id in image_ids]
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+            raise InvalidInputError("vectors must be a [len(image_ids), dim] matrix")
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("image ids must be distinct")
+        if not ids:
+            return
+        rows = [vector(row, model=model) for row in matrix]
+        with self._write() as session:
+            collection = self._lock(session, collection_id)
+            if model not in collection.models:
+                raise InvalidInputError(
+                    f"collection {collection.name!r} is not embedded with model {model!r}"
+                )
+            check_dims(session, collection_id, model, rows)
+            known: set[int] = set()
+            replaced: set[int] = set()
+            for chunk in chunks(ids):
+                known.update(
+                    session.scalars(
+                        select(Image.id).where(
+                            Image.collection_id == collection_id, Image.id.in_(chunk)
+                        )
+                    )
+                )
+                replaced.update(
+                    session.scalars(
+                        select(Embedding.image_id).where(
+                            Embedding.model == model, Embedding.image_id.in_(chunk)
+                        )
+                    )
+                )
+            missing = sorted(set(ids) - known)
+            if missing:
+                raise ImageNotFoundError(
+                    f"images {missing[:10]} are not in collection {collection.name!r}",
+                    image_ids=missing[:100],
+                )
+            tombstone(session, collection, [(image_id, model) for image_id in sorted(replaced)])
+            for chunk in chunks(sorted(replaced)):
+                session.execute(
+                    delete(Embedding).where(Embedding.model == model, Embedding.image_id.in_(chunk))
+                )
+            seq = allocate(collection, len(ids))
+            session.execute(
+                insert(Embedding),
+                [
+                    {
+                        "image_id": image_id,
+                        "model": model,
+                        "collection_id": collection_id,
+                        "seq": seq + offset,
+                        "dim": row.shape[0],
+                        "vector": row.tobytes(),
+                    }
+                    for offset, (image_id, row) in enumerate(zip(ids, rows, strict=True))
+                ],
+            )
+
+    def get_vectors(
+        self, collection_id: int, model: str, image_ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of those ``image_ids`` that have a ``model`` vector, in input order."""
+        order = {int(image_id): position for position, image_id in enumerate(image_ids)}
+        rows: list[tuple[int, bytes]] = []
+        with self._read() as session:
+            for chunk in chunks(list(order)):
+                rows.extend(
+                    session.execute(
+                        select(Embedding.image_id, Embedding.vector).where(
+                            Embedding.collection_id == collection_id,
+                            Embedding.model == model,
+                            Embedding.image_id.in_(chunk),
+                        )
+                    )
+                )
+        rows.sort(key=lambda row: order[row[0]])
+        return decode(rows)
+
+    def iter_embeddings(
+        self, collection_id: int, model: str, *, upto_seq: int, batch_size: int = 20_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every ``model`` vector with ``seq <= upto_seq``, in seq order, as (ids, vectors) batches.
+
+        Each batch is its own short read, so a rebuild never pins an old snapshot of the database.
+        Rows deleted or re-embedded meanwhile left tombstones above ``upto_seq``: replaying from
+        ``upto_seq`` afterwards makes the result exact.
+        """
+        last = 0
+        while True:
+            with self._read() as session:
+                rows = list(
+                    session.execute(
+                        select(Embedding.seq, Embedding.image_id, Embedding.vector)
+                        .where(
+                            Embedding.collection_id == collection_id,
+                            Embedding.model == model,
+                            Embedding.seq > last,
+                            Embedding.seq <= upto_seq,
+                        )
+                        .order_by(Embedding.seq)
+                        .limit(batch_size)
+                    )
+                )
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield decode([(image_id, data) for _, image_id, data in rows])
+
+    def changes(
+        self, collection_id: int, model: str, *, after_seq: int, upto_seq: int
+    ) -> ChangeSet:
+        """What changed for one model's index between two sequence numbers."""
+        with self._read() as session:
+            removed = list(
+                session.scalars(
+                    select(EmbeddingTombstone.image_id)
+                    .where(
+                        EmbeddingTombstone.collection_id == collection_id,
+                        EmbeddingTombstone.model == model,
+                        EmbeddingTombstone.seq > after_seq,
+                        EmbeddingTombstone.seq <= upto_seq,
+                    )
+                    .order_by(EmbeddingTombstone.seq)
+                )
+            )
+            added = list(
+                session.execute(
+                    select(Embedding.image_id, Embedding.vector)
+                    .where(
+                        Embedding.collection_id == collection_id,
+                        Embedding.model == model,
+                        Embedding.seq > after_seq,
+                        Embedding.seq <= upto_seq,
+                    )
+                    .order_by(Embedding.seq)
+                )
+            )
+        added_ids, added_vectors = decode(added)
+        return ChangeSet(
+            after_seq=after_seq,
+            upto_seq=upto_seq,
+            removed_ids=np.unique(np.asarray(removed, dtype=np.int64)),
+            added_ids=added_ids,
+            added_vectors=added_vectors,
+        )
+
+    def embedding_summary(self, collection_id: int, model: str) -> tuple[int, int, int]:
+        """(last_seq, count, sum of ids) in one statement, so the three agree with each other."""
+        mine = (Embedding.collection_id == collection_id, Embedding.model == model)
+        count = select(func.count()).select_from(Embedding).where(*mine).scalar_subquery()
+        total = select(func.coalesce(func.sum(Embedding.image_id), 0)).where(*mine)
+        with self._read() as session:
+            row = session.execute(
+                select(Collection.last_seq, count, total.scalar_subquery()).where(
+                    Collection.id == collection_id
+                )
+            ).one_or_none()
+        if row is None:
+            raise CollectionNotFoundError(f"collection {collection_id} does not exist")
+        return int(row[0]), int(row[1]), int(row[2])
