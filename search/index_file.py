@@ -101,10 +101,13 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], np.ndarray]:
 
 
 def move_aside(path: Path, reason: str) -> Path | None:
-    """Keeps a bad file for inspection as ``<name>.corrupt`` (replacing an older one)."""
-    if not path.exists():
+    """Keeps a bad file for inspection as ``<name>.corrupt`` (replacing an older file); whatever
+    else stands at ``path`` (a folder, a FIFO, a link) is moved aside under a name of its own."""
+    if not os.path.lexists(path):
         return None
     target = path.with_name(path.name + CORRUPT_SUFFIX)
+    if os.path.lexists(target) and not (path.is_file() and target.is_file()):
+        target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}.{time.time_ns()}")
     os.replace(path, target)
     fsync_directory(path.parent)
     log.error("index file %s moved aside to %s: %s", path, target.name, reason)

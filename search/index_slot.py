@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,10 +56,18 @@ class Slot:
 
 def read_index_file(slot: Slot, catalog: Catalog, backend: IndexBackend) -> VectorIndex | None:
     """The slot's snapshot, or None (no file, or one set aside as corrupt or not this slot's)."""
-    if not slot.path.exists():
+    try:
+        kind = slot.path.stat().st_mode
+    except FileNotFoundError:
         log.info(
             "no index file for collection %d / %s: building it", slot.collection_id, slot.model
         )
+        return None
+    except OSError as error:  # e.g. a dangling or looping link
+        move_aside(slot.path, f"unreadable: {error.strerror}")
+        return None
+    if not stat.S_ISREG(kind):  # a folder, a FIFO (reading it would hang), a device...
+        move_aside(slot.path, "not a regular file")
         return None
     try:
         header, payload = read_snapshot(slot.path)
@@ -78,6 +87,9 @@ def read_index_file(slot: Slot, catalog: Catalog, backend: IndexBackend) -> Vect
         return None
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         move_aside(slot.path, f"unreadable: {error}")
+        return None
+    except OSError as error:
+        move_aside(slot.path, f"unreadable: {error.strerror or error}")
         return None
     slot.saved = (slot.generation + 1, last_seq)  # the generation the loader is about to assign
     log.info(

@@ -176,12 +176,24 @@ def _damage_and_reopen(
     elif damage == "bit-flipped":
         data[len(data) // 2] ^= 0x01  # one bit in the middle of the vectors
         path.write_bytes(bytes(data))
+    elif damage == "directory":  # found by an adversarial run: the server did not start
+        path.unlink()
+        path.mkdir()
+        (path / "inside").write_text("kept")
+    elif damage == "fifo":  # reading it would block the start for ever
+        path.unlink()
+        os.mkfifo(path)
+    elif damage == "looping-link":
+        path.unlink()
+        path.symlink_to(path.name)
     else:
         path.unlink()
     return IndexStore(catalog, index_settings)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "bit-flipped", "directory", "fifo", "looping-link"]
+)
 def test_a_damaged_index_file_is_moved_aside_and_rebuilt(
     damage: str,
     catalog: Catalog,
@@ -198,6 +210,28 @@ def test_a_damaged_index_file_is_moved_aside_and_rebuilt(
         store.wait_idle()  # the rebuilt index is saved again
         header, _ = read_snapshot(path)
         assert header["count"] == 150
+    finally:
+        store.close(snapshot=False)
+
+
+def test_a_folder_is_moved_aside_beside_an_older_corrupt_file(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    first = _damage_and_reopen("truncated", catalog, collection, index_settings, writer)
+    path = first.path_for(collection.id, "m")
+    first.info(collection, "m")
+    first.close(snapshot=False)
+    older = path.with_name(path.name + ".corrupt")
+    assert older.is_file()
+    store = _damage_and_reopen("directory", catalog, collection, index_settings, writer)
+    try:
+        assert_matches_catalog(store, catalog, collection)
+        assert older.is_file()
+        (kept,) = path.parent.glob(path.name + ".corrupt.*")
+        assert (kept / "inside").read_text() == "kept"
     finally:
         store.close(snapshot=False)
 
