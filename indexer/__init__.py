@@ -2,14 +2,17 @@
 
 ``Indexer`` runs jobs (``ingest`` in the calling thread, ``submit`` in the background);
 ``IngestRequest`` says what to ingest; ``IngestReport`` says what happened. ``DataStore`` knows
-where thumbnails and uploaded originals live, for whoever serves them.
+where thumbnails and uploaded originals live; a server serves them through ``ImageFiles`` and
+shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``, ``indexer.job_view``).
 """
 
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
+from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
 from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
 from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
 from vizdex.indexer.report import IngestReport, UploadOutcome
+from vizdex.indexer.serving import ImageFiles, JobsService, StoredFile, open_indexer
 from vizdex.indexer.settings import DEFAULT_EXTENSIONS, IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.indexer.storage import DataStore
@@ -19,19 +22,27 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "INTERRUPTED",
     "DataStore",
+    "ImageFiles",
     "Indexer",
     "IndexerSettings",
     "IngestReport",
     "IngestRequest",
     "Inputs",
+    "JobFailureOut",
     "JobLocks",
+    "JobOut",
+    "JobsService",
     "ProgressCallback",
     "ProgressSnapshot",
+    "StoredFile",
     "TextProgress",
     "Upload",
     "UploadOutcome",
     "discover",
+    "job_json",
+    "job_out",
     "make_thumbnail",
+    "open_indexer",
     "reap_interrupted",
     "render",
     "resolve_inputs",

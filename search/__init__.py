@@ -1,6 +1,7 @@
 """Search: the catalog (source of truth), FAISS vector indexes kept in step with it, and queries."""
 
 from vizdex.search.catalog import Catalog
+from vizdex.search.collections_service import CollectionsService, CollectionSummary
 from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -57,6 +58,8 @@ __all__ = [
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CollectionRecord",
+    "CollectionSummary",
+    "CollectionsService",
     "ImageFilter",
     "ImageNotFoundError",
     "ImageRecord",

@@ -19,8 +19,8 @@ from litestar.openapi import OpenAPIConfig
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder, batched
 from vizdex.encoders.loading import load_encoders
-from vizdex.indexer import Indexer
-from vizdex.search import SearchService
+from vizdex.indexer import open_indexer
+from vizdex.search import CollectionsService, SearchService
 from vizdex.web.auth import api_key_guard
 from vizdex.web.cancellation import disconnect_middleware
 from vizdex.web.errors import EXCEPTION_HANDLERS
@@ -36,6 +36,7 @@ from vizdex.web.routes import (
     uploads,
     vision,
 )
+from vizdex.web.routing import area
 from vizdex.web.settings import ServiceSettings
 from vizdex.web.state import ServiceState
 
@@ -44,27 +45,6 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 # Sync handlers wait on their queued items in worker threads: enough of them for many clients.
 WORKER_THREADS = 128
-
-JSON_ROUTES = [
-    vision.list_models,
-    vision.vision_similarity,
-    multimodal.multimodal_encode,
-    multimodal.multimodal_match,
-    search.multimodal_search,
-    search.search_collection,
-    collections.create_collection,
-    collections.list_collections,
-    collections.get_collection,
-    collections.delete_collection,
-    images.list_images,
-    images.get_image,
-    images.patch_image,
-    images.delete_image,
-    uploads.image_file,
-    uploads.image_thumbnail,
-    jobs.get_job,
-]
-UPLOAD_ROUTES = [vision.vision_encode, vision.vision_batch, uploads.upload_images]
 
 
 def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None:
@@ -82,19 +62,14 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
         raise
     state.search_service = service
     # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.
-    state.indexer_service = Indexer(
-        service.catalog, service.indexes, models, settings.indexer, settings.images
-    )
+    state.indexer_service = open_indexer(service, models, settings.indexer, settings.images)
     state.metrics.queue_depths = lambda: {
         (name, kind): depth
         for name, encoder in state.encoders.items()
         if isinstance(encoder, BatchedEncoder)
         for kind, depth in encoder.queue_depths.items()
     }
-    state.metrics.image_counts = lambda: {
-        record.name: service.catalog.count_images(record.id)
-        for record in service.list_collections()
-    }
+    state.metrics.image_counts = CollectionsService(service).image_counts
 
 
 def _close_queues(state: ServiceState) -> None:
@@ -118,6 +93,41 @@ def _with_body_limit(handler: HTTPRouteHandler, limit: int) -> HTTPRouteHandler:
     limited = copy(handler)
     limited.request_max_body_size = limit
     return limited
+
+
+def _api_areas(upload_bytes: int) -> list[Router]:
+    """Every /v1 route, one Router per area (it carries the area's tag); the routes that take
+    image files get the upload body limit, the others keep the JSON one."""
+    upload = partial(_with_body_limit, limit=upload_bytes)
+    return [
+        area("models", vision.list_models),
+        area(
+            "vision",
+            upload(vision.vision_encode),
+            vision.vision_similarity,
+            upload(vision.vision_batch),
+        ),
+        area("multimodal", multimodal.multimodal_encode, multimodal.multimodal_match),
+        area("search", search.multimodal_search, search.search_collection),
+        area(
+            "collections",
+            collections.create_collection,
+            collections.list_collections,
+            collections.get_collection,
+            collections.delete_collection,
+        ),
+        area(
+            "images",
+            images.list_images,
+            images.get_image,
+            images.patch_image,
+            images.delete_image,
+            images.image_file,
+            images.image_thumbnail,
+            upload(uploads.upload_images),
+        ),
+        area("jobs", jobs.get_job),
+    ]
 
 
 def create_app(
@@ -145,17 +155,18 @@ def create_app(
     limits = settings.limits
     api = Router(
         "/v1",
-        route_handlers=[
-            *JSON_ROUTES,
-            *(_with_body_limit(handler, limits.upload_bytes) for handler in UPLOAD_ROUTES),
-        ],
+        route_handlers=_api_areas(limits.upload_bytes),
         guards=[api_key_guard],  # every /v1 route needs a key once keys are configured
         security=SECURITY,
         request_max_body_size=limits.json_bytes,
     )
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[health.live, health.ready, health.metrics, api, *ui.UI_ROUTES],
+        route_handlers=[
+            area("health", health.live, health.ready, health.metrics),
+            api,
+            *ui.UI_ROUTES,
+        ],
         dependencies={"vizdex": Provide(lambda: state, sync_to_thread=False)},
         state=State({"vizdex": state}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -1,17 +1,28 @@
-"""Request/response bodies shared by several areas; each route module keeps its own."""
+"""Request/response bodies and parameter types shared by several areas.
+
+Route modules import what they share from here, never from each other; a type used by one
+area only stays in that area's module.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import msgspec
+from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
 
 INT64_MAX = 2**63 - 1
+MAX_IMAGES = 256  # per encode / similarity / match request; bulk work goes to /v1/vision/batch
 ImageId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX, description="an image id")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Text = Annotated[str, msgspec.Meta(max_length=10_000)]
+
+# Path parameters of several areas (``{name}`` and ``{image_id}`` in the routes' paths).
+CollectionName = Annotated[str, Parameter(max_length=200, description="collection name")]
+ImageIdParam = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="image id")]
 
 
 MAX_METADATA_DEPTH = 8

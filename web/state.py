@@ -10,8 +10,8 @@ from vizdex.core.errors import ModelNotFoundError, UnavailableError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import draft_side
-from vizdex.indexer import DataStore, Indexer
-from vizdex.search import ModelUse, SearchService, choose_model
+from vizdex.indexer import DataStore, ImageFiles, Indexer, JobsService
+from vizdex.search import CollectionsService, ModelUse, SearchService, choose_model
 from vizdex.web.auth import KeyRing
 from vizdex.web.metrics import Metrics
 from vizdex.web.settings import ServiceSettings
@@ -48,6 +48,20 @@ class ServiceState:
     @property
     def store(self) -> DataStore:
         return self.indexer.store
+
+    # The services routes call besides ``search`` and ``indexer``: views over those two, cheap to
+    # make per request (they hold no state of their own).
+    @property
+    def collections(self) -> CollectionsService:
+        return CollectionsService(self.search)
+
+    @property
+    def jobs(self) -> JobsService:
+        return JobsService(self.search)
+
+    @property
+    def files(self) -> ImageFiles:
+        return ImageFiles(self.search, self.store, self.settings.indexer, self.settings.images)
 
     @property
     def min_side(self) -> int | None:

@@ -1,4 +1,7 @@
-"""Catalog records as response bodies (plain values in, msgspec structs out)."""
+"""Catalog records as response bodies (plain values in, msgspec structs out).
+
+A job's body (``JobOut``) lives with the indexer's jobs, which the CLI shows too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from vizdex.search import CollectionRecord, ImageRecord, JobRecord
+from vizdex.search import CollectionRecord, CollectionSummary, ImageRecord
 
 # The image view is built from ImageRecord, so a new image field needs only the model and the
 # record: every record field, less those that stay on the server (stat data for rescans, where
@@ -86,30 +89,6 @@ class ImagePage(msgspec.Struct):
     next_after: int | None
 
 
-class JobFailureOut(msgspec.Struct):
-    item: str
-    code: str
-    message: str
-
-
-class JobOut(msgspec.Struct):
-    id: int
-    collection: str | None  # None once the collection was deleted
-    kind: str
-    source: str | None
-    state: str
-    total: int
-    done: int
-    skipped: int
-    failed: int
-    progress: float  # (done + skipped + failed) / total, 1.0 when finished
-    failures: list[JobFailureOut]
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
 def image_url(collection: str, image_id: int, what: str) -> str:
     return f"/v1/collections/{collection}/images/{image_id}/{what}"
 
@@ -138,26 +117,12 @@ def collection_out(
     )
 
 
-def job_out(record: JobRecord, collection: str | None) -> JobOut:
-    handled = record.done + record.skipped + record.failed
-    if record.state.finished:
-        progress = 1.0
-    else:
-        progress = min(1.0, handled / record.total) if record.total else 0.0
-    return JobOut(
-        id=record.id,
-        collection=collection,
-        kind=record.kind,
-        source=record.source,
-        state=record.state.value,
-        total=record.total,
-        done=record.done,
-        skipped=record.skipped,
-        failed=record.failed,
-        progress=progress,
-        failures=[JobFailureOut(f.item, f.code, f.message) for f in record.failures],
-        error=record.error,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        finished_at=record.finished_at,
-    )
+def summary_out(summary: CollectionSummary) -> CollectionOut:
+    """A collection with its count, and its indexes when the summary has them."""
+    indexes = None
+    if summary.index_details is not None:
+        indexes = [
+            IndexOut(model=info.model, kind=info.kind, vectors=info.count, dimensions=info.dim)
+            for info in summary.index_details
+        ]
+    return collection_out(summary.record, summary.image_count, indexes)

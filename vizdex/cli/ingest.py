@@ -29,6 +29,8 @@ from vizdex.indexer import (
     IngestRequest,
     JobLocks,
     TextProgress,
+    job_json,
+    job_out,
     reap_interrupted,
     resolve_inputs,
 )
@@ -38,7 +40,6 @@ from vizdex.search import (
     CollectionRecord,
     IndexStore,
     InvalidQueryError,
-    JobRecord,
 )
 
 
@@ -170,25 +171,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job_dict(job: JobRecord, collection: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "collection": collection,
-        "kind": job.kind,
-        "source": job.source,
-        "state": job.state.value,
-        "total": job.total,
-        "done": job.done,
-        "skipped": job.skipped,
-        "failed": job.failed,
-        "error": job.error,
-        "created_at": job.created_at.isoformat(timespec="seconds"),
-        "updated_at": job.updated_at.isoformat(timespec="seconds"),
-        "finished_at": job.finished_at.isoformat(timespec="seconds") if job.finished_at else None,
-        "failures": [{"item": f.item, "code": f.code, "message": f.message} for f in job.failures],
-    }
-
-
 def run_jobs(args: argparse.Namespace) -> int:
     catalog, _ = open_catalog(args)
     try:
@@ -203,7 +185,7 @@ def run_jobs(args: argparse.Namespace) -> int:
             jobs = catalog.list_jobs(collection_id=collection_id, limit=max(1, args.limit))
     finally:
         catalog.close()
-    rows = [_job_dict(job, names.get(job.collection_id, "?")) for job in jobs]
+    rows = [job_json(job_out(job, names.get(job.collection_id, "?"))) for job in jobs]
     if args.json:
         print(json.dumps(rows if args.job_id is None else rows[0], indent=2))
         return 0

@@ -8,12 +8,10 @@ import msgspec
 from litestar import delete, get, post
 from litestar.params import JSONBody
 
-from vizdex.web.auth import READ_ONLY
-from vizdex.web.openapi import READ, WRITE, error_responses
-from vizdex.web.routes.search import CollectionName
-from vizdex.web.schemas import ModelName
-from vizdex.web.state import ServiceState, Vizdex
-from vizdex.web.views import CollectionList, CollectionOut, IndexOut, collection_out
+from vizdex.web.routing import READS, WRITES, route
+from vizdex.web.schemas import CollectionName, ModelName
+from vizdex.web.state import Vizdex
+from vizdex.web.views import CollectionList, CollectionOut, collection_out, summary_out
 
 
 class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,23 +27,7 @@ class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
     exact_max: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
 
 
-def _indexes(vizdex: ServiceState, name: str) -> list[IndexOut]:
-    service = vizdex.search
-    record = service.get_collection(name)
-    out = []
-    for model in record.models:
-        info = service.indexes.info(record, model)
-        out.append(IndexOut(model=model, kind=info.kind, vectors=info.count, dimensions=info.dim))
-    return out
-
-
-@post(
-    "/collections",
-    sync_to_thread=True,
-    tags=["collections"],
-    summary="Create a collection",
-    responses=error_responses(*WRITE),
-)
+@route(post, "/collections", WRITES, summary="Create a collection")
 def create_collection(data: JSONBody[CollectionCreate], vizdex: Vizdex) -> CollectionOut:
     record = vizdex.search.create_collection(
         data.name, data.models, index_factory=data.index_factory, exact_max=data.exact_max
@@ -53,44 +35,25 @@ def create_collection(data: JSONBody[CollectionCreate], vizdex: Vizdex) -> Colle
     return collection_out(record, 0)
 
 
-@get(
-    "/collections",
-    sync_to_thread=True,
-    tags=["collections"],
-    summary="List collections",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
+@route(get, "/collections", READS, summary="List collections")
 def list_collections(vizdex: Vizdex) -> CollectionList:
-    service = vizdex.search
     return CollectionList(
-        collections=[
-            collection_out(record, service.catalog.count_images(record.id))
-            for record in service.list_collections()
-        ]
+        collections=[summary_out(summary) for summary in vizdex.collections.summaries()]
     )
 
 
-@get(
-    "/collections/{name:str}",
-    sync_to_thread=True,
-    tags=["collections"],
-    summary="One collection, with image and vector counts",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
+@route(
+    get, "/collections/{name:str}", READS, summary="One collection, with image and vector counts"
 )
 def get_collection(name: CollectionName, vizdex: Vizdex) -> CollectionOut:
-    service = vizdex.search
-    record = service.get_collection(name)
-    return collection_out(record, service.catalog.count_images(record.id), _indexes(vizdex, name))
+    return summary_out(vizdex.collections.describe(name))
 
 
-@delete(
+@route(
+    delete,
     "/collections/{name:str}",
-    sync_to_thread=True,
-    tags=["collections"],
+    WRITES,
     summary="Delete a collection with its images, vectors and jobs",
-    responses=error_responses(*WRITE),
 )
 def delete_collection(name: CollectionName, vizdex: Vizdex) -> None:
     vizdex.search.delete_collection(name)

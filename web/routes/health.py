@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 import msgspec
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
-from sqlalchemy import text
 
+from vizdex.search import CollectionsService
 from vizdex.web.auth import READ_ONLY, api_key_guard
 from vizdex.web.metrics import CONTENT_TYPE
 from vizdex.web.openapi import error_responses
+from vizdex.web.routing import route
 from vizdex.web.state import ServiceState, Vizdex
-
-log = logging.getLogger(__name__)
 
 
 class Probe(msgspec.Struct):
@@ -23,27 +20,18 @@ class Probe(msgspec.Struct):
 
 
 def _database_reachable(vizdex: ServiceState) -> bool:
-    service = vizdex.search_service
-    if service is None:
-        return False
-    try:
-        with service.catalog.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception:
-        log.warning("readiness: the catalog database is unreachable", exc_info=True)
-        return False
-    return True
+    service = vizdex.search_service  # read once: shutdown may clear it meanwhile
+    return service is not None and CollectionsService(service).database_reachable()
 
 
-@get("/health/live", sync_to_thread=False, tags=["health"], summary="Liveness probe")
+@route(get, "/health/live", summary="Liveness probe", sync_to_thread=False)
 def live() -> Probe:
     return Probe(status="ok")
 
 
-@get(
+@route(
+    get,
     "/health/ready",
-    sync_to_thread=True,
-    tags=["health"],
     summary="Readiness probe",
     description="200 once models are warmed, indexes loaded and the database answers; else 503.",
     responses={503: ResponseSpec(Probe, description="Not ready yet", generate_examples=False)},
@@ -54,10 +42,9 @@ def ready(vizdex: Vizdex) -> Response[Probe]:
     return Response(Probe(status="starting"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
 
 
-@get(
+@route(
+    get,
     "/metrics",
-    sync_to_thread=True,
-    tags=["health"],
     summary="Prometheus metrics",
     media_type=CONTENT_TYPE,
     guards=[api_key_guard],

@@ -1,4 +1,4 @@
-"""Images of a collection: list, read, change metadata, delete."""
+"""Images of a collection: list, read, change metadata, delete; their files and thumbnails."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from typing import Annotated, Any
 import msgspec
 from litestar import delete, get, patch
 from litestar.params import JSONBody, Parameter
+from litestar.response import File
 
 from vizdex.search import ImageNotFoundError
-from vizdex.web.auth import READ_ONLY
-from vizdex.web.openapi import READ, WRITE, error_responses
-from vizdex.web.routes.search import CollectionName
-from vizdex.web.schemas import INT64_MAX, check_metadata
+from vizdex.web.routes.uploads import MEDIA_TYPES  # there until the door's format registry
+from vizdex.web.routing import READS, WRITES, route
+from vizdex.web.schemas import INT64_MAX, CollectionName, ImageIdParam, check_metadata
 from vizdex.web.state import Vizdex
 from vizdex.web.views import ImageOut, ImagePage, image_out
 
-ImageIdParam = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="image id")]
 MAX_PAGE = 1000
 
 
@@ -26,49 +25,30 @@ class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any]
 
 
-@get(
-    "/collections/{name:str}/images",
-    sync_to_thread=True,
-    tags=["images"],
-    summary="List a collection's images",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
+@route(get, "/collections/{name:str}/images", READS, summary="List a collection's images")
 def list_images(
     name: CollectionName,
     vizdex: Vizdex,
     after: Annotated[int, Parameter(ge=0, le=INT64_MAX, description="last id seen")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> ImagePage:
-    catalog = vizdex.search.catalog
-    record = catalog.get_collection(name)
-    images = catalog.list_images(record.id, after_id=after, limit=limit)
+    images = vizdex.collections.list_images(name, after_id=after, limit=limit)
     return ImagePage(
         images=[image_out(name, image) for image in images],
         next_after=images[-1].id if len(images) == limit else None,
     )
 
 
-@get(
-    "/collections/{name:str}/images/{image_id:int}",
-    sync_to_thread=True,
-    tags=["images"],
-    summary="One image's record",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
+@route(get, "/collections/{name:str}/images/{image_id:int}", READS, summary="One image's record")
 def get_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> ImageOut:
-    catalog = vizdex.search.catalog
-    record = catalog.get_collection(name)
-    return image_out(name, catalog.get_image(record.id, image_id))
+    return image_out(name, vizdex.collections.get_image(name, image_id))
 
 
-@patch(
+@route(
+    patch,
     "/collections/{name:str}/images/{image_id:int}",
-    sync_to_thread=True,
-    tags=["images"],
+    WRITES,
     summary="Replace an image's metadata",
-    responses=error_responses(*WRITE),
 )
 def patch_image(
     name: CollectionName, image_id: ImageIdParam, data: JSONBody[ImagePatch], vizdex: Vizdex
@@ -77,15 +57,47 @@ def patch_image(
     return image_out(name, vizdex.search.update_metadata(name, image_id, metadata))
 
 
-@delete(
+@route(
+    delete,
     "/collections/{name:str}/images/{image_id:int}",
-    sync_to_thread=True,
-    tags=["images"],
+    WRITES,
     summary="Delete an image and its vectors",
-    responses=error_responses(*WRITE),
 )
 def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> None:
     if not vizdex.search.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )
+
+
+@route(
+    get,
+    "/collections/{name:str}/images/{image_id:int}/file",
+    READS,
+    summary="The image's original file",
+    media_type="image/*",
+)
+def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
+    stored = vizdex.files.original(name, image_id)
+    return File(
+        path=stored.path,
+        filename=stored.filename,
+        media_type=MEDIA_TYPES.get(stored.format.upper(), "application/octet-stream"),
+        content_disposition_type="inline",
+    )
+
+
+@route(
+    get,
+    "/collections/{name:str}/images/{image_id:int}/thumbnail",
+    READS,
+    summary="A small WebP preview of the image",
+    media_type="image/webp",
+)
+def image_thumbnail(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
+    return File(
+        path=vizdex.files.thumbnail(name, image_id),
+        media_type="image/webp",
+        content_disposition_type="inline",
+        filename=f"{image_id}.webp",
+    )

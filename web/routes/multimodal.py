@@ -11,15 +11,12 @@ from litestar import post
 from litestar.params import JSONBody
 
 from vizdex.core.errors import CapabilityError, InvalidInputError
-from vizdex.web.auth import READ_ONLY
 from vizdex.web.inputs import decode_all, json_items
-from vizdex.web.openapi import ENCODE, error_responses
-from vizdex.web.routes.vision import MAX_IMAGES
-from vizdex.web.schemas import ImageItem, ModelName
+from vizdex.web.routing import QUERIES, route
+from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, Text
 from vizdex.web.state import Vizdex
 
 MAX_TEXTS = 1024
-Text = Annotated[str, msgspec.Meta(max_length=10_000)]
 
 
 class MultimodalEncodeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,15 +52,7 @@ class MatchResponse(msgspec.Struct):
     processing_time: float
 
 
-@post(
-    "/multimodal/encode",
-    status_code=200,
-    sync_to_thread=True,
-    tags=["multimodal"],
-    summary="Encode images and/or texts",
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
-)
+@route(post, "/multimodal/encode", QUERIES, summary="Encode images and/or texts")
 def multimodal_encode(
     data: JSONBody[MultimodalEncodeRequest], vizdex: Vizdex
 ) -> MultimodalEncodeResponse:
@@ -100,15 +89,7 @@ def multimodal_encode(
     )
 
 
-@post(
-    "/multimodal/match",
-    status_code=200,
-    sync_to_thread=True,
-    tags=["multimodal"],
-    summary="Zero-shot: score images against texts",
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
-)
+@route(post, "/multimodal/match", QUERIES, summary="Zero-shot: score images against texts")
 def multimodal_match(data: JSONBody[MatchRequest], vizdex: Vizdex) -> MatchResponse:
     started = time.perf_counter()
     images = decode_all(json_items(data.images), vizdex.settings.images, vizdex.min_side)

@@ -8,20 +8,17 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import post
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody
 
 from vizdex.core.errors import InvalidInputError
 from vizdex.search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
-from vizdex.web.auth import READ_ONLY
 from vizdex.web.inputs import decode_one
-from vizdex.web.openapi import ENCODE, error_responses
-from vizdex.web.routes.multimodal import Text
-from vizdex.web.schemas import ImageId, ImageItem, ModelName, door_item
+from vizdex.web.routing import QUERIES, route
+from vizdex.web.schemas import CollectionName, ImageId, ImageItem, ModelName, Text, door_item
 from vizdex.web.state import ServiceState, Vizdex
 from vizdex.web.views import image_url
 
 MetadataScalar = str | int | float | bool
-CollectionName = Annotated[str, Parameter(max_length=200, description="collection name")]
 Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
@@ -154,15 +151,7 @@ def search_response(result: SearchResult, started: float) -> SearchResponse:
     )
 
 
-@post(
-    "/collections/{name:str}/search",
-    status_code=200,
-    sync_to_thread=True,
-    tags=["search"],
-    summary="Search a collection",
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
-)
+@route(post, "/collections/{name:str}/search", QUERIES, summary="Search a collection")
 def search_collection(
     name: CollectionName, data: JSONBody[SearchRequest], vizdex: Vizdex
 ) -> SearchResponse:
@@ -170,14 +159,12 @@ def search_collection(
     return search_response(run_search(vizdex, name, data), started)
 
 
-@post(
+@route(
+    post,
     "/multimodal/search",
-    status_code=200,
-    sync_to_thread=True,
-    tags=["multimodal", "search"],
+    QUERIES,
+    tags=["multimodal"],  # and "search", from its area
     summary="Cross-modal search in a collection",
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
 )
 def multimodal_search(data: JSONBody[MultimodalSearchRequest], vizdex: Vizdex) -> SearchResponse:
     started = time.perf_counter()

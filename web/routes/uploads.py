@@ -1,34 +1,30 @@
-"""Adding images to a collection, and serving their files and thumbnails (via the indexer)."""
+"""Adding images to a collection: small uploads indexed at once, larger ones as a job."""
 
 from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.response import File
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from vizdex.core.errors import InvalidInputError, VizdexError
+from vizdex.core.errors import InvalidInputError
 from vizdex.encoders.batching import QueueFullError
-from vizdex.imaging import decode_file, read_input
-from vizdex.indexer import IngestReport, IngestRequest, Upload
-from vizdex.search import ImageNotFoundError, ImageRecord, JobRecord, JobState
-from vizdex.web.auth import READ_ONLY
+from vizdex.imaging import read_input
+from vizdex.indexer import IngestReport, IngestRequest, JobFailureOut, Upload
+from vizdex.search import JobRecord
+from vizdex.web.inputs import read_upload
 from vizdex.web.limits import body_kind, read_form, read_json
-from vizdex.web.openapi import READ, WRITE, body_operation, error_responses, multipart_schema
-from vizdex.web.routes.images import ImageIdParam
-from vizdex.web.routes.search import CollectionName
-from vizdex.web.schemas import check_metadata
+from vizdex.web.openapi import WRITE, body_operation, error_responses, multipart_schema
+from vizdex.web.routing import route
+from vizdex.web.schemas import CollectionName, check_metadata
 from vizdex.web.state import ServiceState, Vizdex
-from vizdex.web.views import JobFailureOut
 
 MAX_ITEMS = 1000
 Metadata = dict[str, Any]
@@ -117,12 +113,14 @@ def _from_json(vizdex: ServiceState, body: UploadRequest) -> tuple[IngestRequest
 def _from_files(
     vizdex: ServiceState, files: list[UploadFile], metadata: Metadata | None
 ) -> tuple[IngestRequest, int]:
-    cap = vizdex.settings.images.max_bytes + 1  # the door refuses what is larger
-    uploads = []
-    for upload in files:
-        upload.file.seek(0)
-        data = upload.file.read(cap)
-        uploads.append(Upload(data, upload.filename or None, check_metadata(metadata or {})))
+    uploads = [
+        Upload(
+            read_upload(upload, vizdex.settings.images),
+            upload.filename or None,
+            check_metadata(metadata or {}),
+        )
+        for upload in files
+    ]
     return IngestRequest(uploads=tuple(uploads)), sum(len(u.data) for u in uploads)
 
 
@@ -181,10 +179,10 @@ def _ingest(
 def _check_room(vizdex: ServiceState) -> None:
     """Background uploads hold their bytes until their turn: only a few may wait."""
     limit = vizdex.settings.limits.pending_jobs
-    waiting = vizdex.search.catalog.list_jobs(state=JobState.PENDING, limit=limit + 1)
-    if len(waiting) >= limit:
+    waiting = vizdex.jobs.count_pending(up_to=limit + 1)
+    if waiting >= limit:
         raise QueueFullError(
-            f"{len(waiting)} ingestion jobs are already waiting; retry when one has finished",
+            f"{waiting} ingestion jobs are already waiting; retry when one has finished",
             retry_after=30,
         )
 
@@ -194,9 +192,9 @@ _UPLOAD_FORM = multipart_schema(
 )
 
 
-@post(
+@route(
+    post,
     "/collections/{name:str}/images",
-    tags=["images"],
     summary="Add images to a collection",
     description="Multipart image files (with an optional `metadata` JSON field), or JSON with "
     "base64 / URL items. Duplicates (same bytes) answer with the existing id.",
@@ -231,83 +229,3 @@ async def upload_images(
     response = await anyio.to_thread.run_sync(work)
     response.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
-
-
-def _image(vizdex: ServiceState, name: str, image_id: int) -> ImageRecord:
-    catalog = vizdex.search.catalog
-    return catalog.get_image(catalog.get_collection(name).id, image_id)
-
-
-def _missing(image_id: int, what: str) -> ImageNotFoundError:
-    return ImageNotFoundError(
-        f"the {what} of image {image_id} is not available on this server",
-        code="file_missing",
-        image_id=image_id,
-    )
-
-
-@get(
-    "/collections/{name:str}/images/{image_id:int}/file",
-    sync_to_thread=True,
-    tags=["images"],
-    summary="The image's original file",
-    media_type="image/*",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
-def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
-    image = _image(vizdex, name, image_id)
-    path = vizdex.store.image_file(image)
-    if path is None or not path.is_file():
-        raise _missing(image_id, "file")
-    extension = path.suffix or ""
-    return File(
-        path=path,
-        filename=image.original_name or f"{image_id}{extension}",
-        media_type=MEDIA_TYPES.get(image.format.upper(), "application/octet-stream"),
-        content_disposition_type="inline",
-    )
-
-
-def _thumbnail_path(vizdex: ServiceState, name: str, image: ImageRecord) -> Path:
-    store = vizdex.store
-    path = store.thumbnail_file(image)
-    if path is not None and path.is_file():
-        return path
-    # Made on first request for images that have none (e.g. added without the indexer).
-    source = store.image_file(image)
-    if source is None or not source.is_file():
-        raise _missing(image.id, "thumbnail")
-    settings = vizdex.settings.indexer
-    try:
-        decoded = decode_file(source, vizdex.settings.images, min_side=settings.thumbnail_size)
-    except VizdexError:
-        raise _missing(image.id, "thumbnail") from None
-    stored = store.put_thumbnail(
-        image.sha256,
-        decoded.image,
-        longest=settings.thumbnail_size,
-        quality=settings.thumbnail_quality,
-    )
-    catalog = vizdex.search.catalog
-    catalog.update_image(image.collection_id, image.id, thumbnail_path=stored)
-    return store.resolve(stored)
-
-
-@get(
-    "/collections/{name:str}/images/{image_id:int}/thumbnail",
-    sync_to_thread=True,
-    tags=["images"],
-    summary="A small WebP preview of the image",
-    media_type="image/webp",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
-def image_thumbnail(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
-    image = _image(vizdex, name, image_id)
-    return File(
-        path=_thumbnail_path(vizdex, name, image),
-        media_type="image/webp",
-        content_disposition_type="inline",
-        filename=f"{image_id}.webp",
-    )

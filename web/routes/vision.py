@@ -18,14 +18,13 @@ from litestar.params import JSONBody
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.streaming import encode_stream
-from vizdex.web.auth import READ_ONLY
 from vizdex.web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
 from vizdex.web.limits import Form, body_kind, read_form, read_json
-from vizdex.web.openapi import ENCODE, READ, body_operation, error_responses, multipart_schema
-from vizdex.web.schemas import ImageItem, ModelName, Tensor
+from vizdex.web.openapi import body_operation, multipart_schema
+from vizdex.web.routing import QUERIES, READS, route
+from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, Tensor
 from vizdex.web.state import ServiceState, Vizdex
 
-MAX_IMAGES = 256  # per encode / similarity request; bulk work goes to /v1/vision/batch
 MAX_BATCH_IMAGES = 100_000  # the schema's bound; VIZDEX_MAX_BATCH_ITEMS is the real one
 
 Images = Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
@@ -156,29 +155,20 @@ def _encode(
     return response
 
 
-@get(
-    "/models",
-    sync_to_thread=False,
-    tags=["models"],
-    summary="Loaded models",
-    opt=READ_ONLY,
-    responses=error_responses(*READ),
-)
+@route(get, "/models", READS, summary="Loaded models", sync_to_thread=False)
 def list_models(vizdex: Vizdex) -> ModelList:
     return ModelList(
         models=[msgspec.convert(e.describe(), ModelInfo) for e in vizdex.encoders.values()]
     )
 
 
-@post(
+@route(
+    post,
     "/vision/encode",
-    status_code=200,
-    tags=["vision"],
+    QUERIES,
     summary="Encode images",
     description="JSON with base64 / data: URL / URL / path items, or multipart image files.",
     operation_class=body_operation(VisionEncodeRequest, _ENCODE_FORM),
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
 )
 async def vision_encode(request: Request[Any, Any, Any], vizdex: Vizdex) -> VisionEncodeResponse:
     started = time.perf_counter()
@@ -186,15 +176,7 @@ async def vision_encode(request: Request[Any, Any, Any], vizdex: Vizdex) -> Visi
     return await anyio.to_thread.run_sync(partial(_encode, vizdex, items, options, started))
 
 
-@post(
-    "/vision/similarity",
-    status_code=200,
-    sync_to_thread=True,
-    tags=["vision"],
-    summary="Similarity matrix of two lists of images",
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
-)
+@route(post, "/vision/similarity", QUERIES, summary="Similarity matrix of two lists of images")
 def vision_similarity(data: JSONBody[SimilarityRequest], vizdex: Vizdex) -> SimilarityResponse:
     started = time.perf_counter()
     everything = [*data.images, *(data.others or [])]
@@ -253,10 +235,10 @@ def _batch(
     )
 
 
-@post(
+@route(
+    post,
     "/vision/batch",
-    status_code=200,
-    tags=["vision"],
+    QUERIES,
     summary="Encode many images at once",
     description="Images are decoded in parallel and streamed to the model in batches; each "
     "image fails alone (its embedding is null and `errors` says why).",
@@ -270,8 +252,6 @@ def _batch(
             },
         ),
     ),
-    opt=READ_ONLY,
-    responses=error_responses(*ENCODE),
 )
 async def vision_batch(request: Request[Any, Any, Any], vizdex: Vizdex) -> BatchResponse:
     started = time.perf_counter()

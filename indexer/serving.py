@@ -1,0 +1,131 @@
+"""The indexer's side of a running server, beside the ingestion runs themselves.
+
+A server opens one ``SearchService``; ``open_indexer`` gives it an ``Indexer`` on the same catalog
+and indexes. The routes then ask two small services, never the catalog or the data directory:
+
+- ``ImageFiles``: an image's original file and its thumbnail. Images that have no thumbnail yet
+  (added without the indexer, or stored before thumbnails existed) get one on first request:
+  decoded, written to the data store and recorded in the catalog, the same as ingestion would.
+- ``JobsService``: a job as the API shows it (with its collection's name), and how many wait.
+
+Both wrap open objects and are cheap to make per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vizdex.core.errors import VizdexError
+from vizdex.encoders.base import Encoder
+from vizdex.imaging import decode_file
+from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.job_view import JobOut, job_out
+from vizdex.indexer.pipeline import Indexer
+from vizdex.indexer.settings import IndexerSettings
+from vizdex.indexer.storage import DataStore
+from vizdex.search import (
+    CollectionNotFoundError,
+    ImageNotFoundError,
+    ImageRecord,
+    JobState,
+    SearchService,
+)
+
+
+def open_indexer(
+    search: SearchService,
+    models: Mapping[str, Encoder],
+    settings: IndexerSettings,
+    images: ImageInputSettings,
+) -> Indexer:
+    """An indexer writing to ``search``'s catalog and indexes (so searches see what it adds)."""
+    return Indexer(search.catalog, search.indexes, models, settings, images)
+
+
+def _missing(image_id: int, what: str) -> ImageNotFoundError:
+    return ImageNotFoundError(
+        f"the {what} of image {image_id} is not available on this server",
+        code="file_missing",
+        image_id=image_id,
+    )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An image's original on disk, with the name and format to serve it under."""
+
+    path: Path
+    filename: str
+    format: str  # as the catalog records it (JPEG, PNG, ...)
+
+
+class ImageFiles:
+    def __init__(
+        self,
+        search: SearchService,
+        store: DataStore,
+        settings: IndexerSettings,
+        images: ImageInputSettings,
+    ) -> None:
+        self._search = search
+        self._store = store
+        self._settings = settings
+        self._images = images
+
+    def _image(self, collection: str, image_id: int) -> ImageRecord:
+        catalog = self._search.catalog
+        return catalog.get_image(catalog.get_collection(collection).id, image_id)
+
+    def original(self, collection: str, image_id: int) -> StoredFile:
+        """The image's own file (a folder image's path, or the original kept for an upload)."""
+        image = self._image(collection, image_id)
+        path = self._store.image_file(image)
+        if path is None or not path.is_file():
+            raise _missing(image_id, "file")
+        return StoredFile(
+            path=path,
+            filename=image.original_name or f"{image_id}{path.suffix or ''}",
+            format=image.format,
+        )
+
+    def thumbnail(self, collection: str, image_id: int) -> Path:
+        """The image's WebP thumbnail, made (and recorded) now if it has none yet."""
+        image = self._image(collection, image_id)
+        store = self._store
+        path = store.thumbnail_file(image)
+        if path is not None and path.is_file():
+            return path
+        source = store.image_file(image)
+        if source is None or not source.is_file():
+            raise _missing(image.id, "thumbnail")
+        longest = self._settings.thumbnail_size
+        try:
+            decoded = decode_file(source, self._images, min_side=longest)
+        except VizdexError:
+            raise _missing(image.id, "thumbnail") from None
+        stored = store.put_thumbnail(
+            image.sha256, decoded.image, longest=longest, quality=self._settings.thumbnail_quality
+        )
+        self._search.catalog.update_image(image.collection_id, image.id, thumbnail_path=stored)
+        return store.resolve(stored)
+
+
+class JobsService:
+    def __init__(self, search: SearchService) -> None:
+        self._search = search
+
+    def describe(self, job_id: int) -> JobOut:
+        """The job with its collection's name (None once the collection was deleted)."""
+        catalog = self._search.catalog
+        record = catalog.get_job(job_id)
+        try:
+            collection: str | None = catalog.get_collection_by_id(record.collection_id).name
+        except CollectionNotFoundError:
+            collection = None
+        return job_out(record, collection)
+
+    def count_pending(self, *, up_to: int) -> int:
+        """How many jobs wait for their turn, counting no further than ``up_to``."""
+        return len(self._search.catalog.list_jobs(state=JobState.PENDING, limit=up_to))
