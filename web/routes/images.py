@@ -9,8 +9,8 @@ from litestar import delete, get, patch
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
 
+from vizdex.imaging import media_type
 from vizdex.search import ImageNotFoundError
-from vizdex.web.routes.uploads import MEDIA_TYPES  # there until the door's format registry
 from vizdex.web.routing import READS, WRITES, route
 from vizdex.web.schemas import INT64_MAX, CollectionName, ImageIdParam, check_metadata
 from vizdex.web.state import Vizdex
@@ -82,7 +82,7 @@ def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> 
     return File(
         path=stored.path,
         filename=stored.filename,
-        media_type=MEDIA_TYPES.get(stored.format.upper(), "application/octet-stream"),
+        media_type=media_type(stored.format),
         content_disposition_type="inline",
     )
 

@@ -28,14 +28,6 @@ from vizdex.web.state import ServiceState, Vizdex
 
 MAX_ITEMS = 1000
 Metadata = dict[str, Any]
-MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
 
 
 class UploadItemIn(msgspec.Struct, forbid_unknown_fields=True):
