@@ -206,7 +206,8 @@ def test_a_damaged_index_file_is_moved_aside_and_rebuilt(
         path = store.path_for(collection.id, "m")
         assert store.info(collection, "m").count == 150
         assert_matches_catalog(store, catalog, collection)
-        assert path.with_name(path.name + ".corrupt").exists()
+        # lexists: a link moved aside may point anywhere (here, back at the rebuilt file).
+        assert os.path.lexists(path.with_name(path.name + ".corrupt"))
         store.wait_idle()  # the rebuilt index is saved again
         header, _ = read_snapshot(path)
         assert header["count"] == 150
