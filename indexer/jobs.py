@@ -27,6 +27,15 @@ INTERRUPTED = (
     "interrupted: the process running this job stopped before it finished; "
     "running the same ingestion again resumes it"
 )
+UPLOAD_INTERRUPTED = (
+    "interrupted: the server stopped before this upload finished; the images it reports as done "
+    "are indexed, and uploading all of them again adds the rest (the others are duplicates)"
+)
+
+
+def interrupted_reason(kind: str) -> str:
+    """Why a job whose process died was failed, and what brings its images in."""
+    return UPLOAD_INTERRUPTED if kind == "upload" else INTERRUPTED
 
 
 class JobLease:
@@ -103,14 +112,28 @@ def _unfinished(catalog: Catalog, collection_id: int | None) -> list[JobRecord]:
 
 
 def reap_interrupted(
-    catalog: Catalog, locks: JobLocks, collection_id: int | None = None
+    catalog: Catalog,
+    locks: JobLocks,
+    collection_id: int | None = None,
+    *,
+    job_ids: Sequence[int] | None = None,
 ) -> list[int]:
-    """Mark unfinished jobs whose process is gone as failed; returns their ids."""
+    """Mark unfinished jobs whose process is gone as failed; returns their ids.
+
+    ``job_ids``: look at those jobs only (a reader about to show them), else at every unfinished
+    job (of ``collection_id`` when given).
+    """
     reaped: list[int] = []
     with locks.registry():
-        for job in _unfinished(catalog, collection_id):
+        if job_ids is None:
+            candidates = _unfinished(catalog, collection_id)
+        else:
+            candidates = [catalog.get_job(job_id) for job_id in job_ids]
+        for job in candidates:
+            if job.state not in (JobState.PENDING, JobState.RUNNING):
+                continue
             if not locks.is_held(job.id):
-                catalog.set_job_state(job.id, JobState.FAILED, error=INTERRUPTED)
+                catalog.set_job_state(job.id, JobState.FAILED, error=interrupted_reason(job.kind))
                 locks.path_for(job.id).unlink(missing_ok=True)
                 reaped.append(job.id)
     if reaped:

@@ -36,7 +36,14 @@ from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer.dedupe import ShaFilter
 from vizdex.indexer.discovery import Inputs, count, discover, resolve_inputs
 from vizdex.indexer.incremental import plan_paths, prune
-from vizdex.indexer.jobs import JobLease, JobLocks, JobTracker, close_job, open_job
+from vizdex.indexer.jobs import (
+    JobLease,
+    JobLocks,
+    JobTracker,
+    close_job,
+    open_job,
+    reap_interrupted,
+)
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
 from vizdex.indexer.report import IngestReport
@@ -142,6 +149,8 @@ class Indexer:
         self._futures: dict[int, Future[IngestReport]] = {}
         self._cancels: dict[int, threading.Event] = {}
         self._state_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._reaper: threading.Thread | None = None
         models = list(self._encoders.values())
         # Sets nvJPEG up now rather than in the first job, and says so if it cannot run.
         wanted = settings.device_decode and models and device_decode_possible(models)
@@ -211,8 +220,33 @@ class Indexer:
         event.set()
         return True
 
+    def reap_interrupted(self, job_ids: Sequence[int] | None = None) -> list[int]:
+        """Fail unfinished jobs whose process died (any process sharing this data directory)."""
+        return reap_interrupted(self._catalog, self._locks, job_ids=job_ids)
+
+    def start_reaper(self, interval_s: float = 30.0) -> None:
+        """Reap now, then every ``interval_s`` until ``close``: a server must not show the jobs
+        of a killed process (itself before a restart, or a CLI run) as running for ever."""
+        self.reap_interrupted()
+        if self._reaper is not None:
+            return
+
+        def loop() -> None:
+            while not self._closing.wait(interval_s):
+                try:
+                    self.reap_interrupted()
+                except Exception:  # e.g. the database briefly unreachable: try again later
+                    log.exception("reaping interrupted jobs failed")
+
+        self._reaper = threading.Thread(target=loop, name="vizdex-job-reaper", daemon=True)
+        self._reaper.start()
+
     def close(self) -> None:
         """Cancel queued and running jobs and wait for them to stop."""
+        self._closing.set()
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.join()
         with self._state_lock:
             events = list(self._cancels.values())
             executor, self._executor = self._executor, None

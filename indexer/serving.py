@@ -33,6 +33,8 @@ from vizdex.search import (
     SearchService,
 )
 
+REAP_INTERVAL_S = 30.0  # how stale a dead process's job may look in lists (one job: never)
+
 
 def open_indexer(
     search: SearchService,
@@ -40,8 +42,11 @@ def open_indexer(
     settings: IndexerSettings,
     images: ImageInputSettings,
 ) -> Indexer:
-    """An indexer writing to ``search``'s catalog and indexes (so searches see what it adds)."""
-    return Indexer(search.catalog, search.indexes, models, settings, images)
+    """An indexer writing to ``search``'s catalog and indexes (so searches see what it adds),
+    failing the jobs of processes that died, now and every ``REAP_INTERVAL_S``."""
+    indexer = Indexer(search.catalog, search.indexes, models, settings, images)
+    indexer.start_reaper(REAP_INTERVAL_S)
+    return indexer
 
 
 def _missing(image_id: int, what: str) -> ImageNotFoundError:
@@ -113,13 +118,18 @@ class ImageFiles:
 
 
 class JobsService:
-    def __init__(self, search: SearchService) -> None:
+    def __init__(self, search: SearchService, indexer: Indexer | None = None) -> None:
         self._search = search
+        self._indexer = indexer
 
     def describe(self, job_id: int) -> JobOut:
-        """The job with its collection's name (None once the collection was deleted)."""
+        """The job with its collection's name (None once the collection was deleted). A job
+        shown as unfinished has a live process: one whose process died is failed first."""
         catalog = self._search.catalog
         record = catalog.get_job(job_id)
+        indexer = self._indexer
+        if not record.state.finished and indexer and indexer.reap_interrupted([job_id]):
+            record = catalog.get_job(job_id)
         try:
             collection: str | None = catalog.get_collection_by_id(record.collection_id).name
         except CollectionNotFoundError:

@@ -57,7 +57,7 @@ class ServiceState:
 
     @property
     def jobs(self) -> JobsService:
-        return JobsService(self.search)
+        return JobsService(self.search, self.indexer_service)
 
     @property
     def files(self) -> ImageFiles:
