@@ -17,6 +17,7 @@ from litestar.status_codes import (
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_507_INSUFFICIENT_STORAGE,
 )
 
 from vizdex.core.errors import (
@@ -24,8 +25,10 @@ from vizdex.core.errors import (
     ImageRejectedError,
     InvalidInputError,
     NotFoundError,
+    StorageFullError,
     UnavailableError,
     VizdexError,
+    storage_full,
 )
 from vizdex.encoders.batching import QueueFullError, RequestCancelledError
 from vizdex.encoders.cancellation import current_ticket
@@ -51,6 +54,7 @@ CLASS_STATUS: tuple[tuple[type[VizdexError], int], ...] = (
     (QueueFullError, HTTP_429_TOO_MANY_REQUESTS),
     (NotFoundError, HTTP_404_NOT_FOUND),
     (ConflictError, HTTP_409_CONFLICT),
+    (StorageFullError, HTTP_507_INSUFFICIENT_STORAGE),
     (UnavailableError, HTTP_503_SERVICE_UNAVAILABLE),
     (InvalidInputError, HTTP_422_UNPROCESSABLE_ENTITY),
 )
@@ -175,6 +179,11 @@ def unicode_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Re
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     if _client_gone():
         return _respond(request, CLIENT_CLOSED, "client_disconnected", "the client disconnected")
+    state = request.app.state.get("vizdex")
+    full = storage_full(exc, getattr(getattr(state, "settings", None), "data_dir", None))
+    if full is not None:  # ENOSPC from any write, SQLITE_FULL from the catalog
+        log.error("storage full on %s: %s", request.url.path, exc)
+        return vizdex_error_handler(request, full)
     log.exception("internal error on %s", request.url.path, exc_info=exc)
     return _respond(
         request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error"

@@ -33,13 +33,14 @@ ERROR_DESCRIPTIONS = {
     422: "The request is well-formed but its values cannot be used",
     429: "Too much work is queued; retry after the Retry-After header's seconds",
     503: "The service cannot do this right now (starting, out of memory); retry later",
+    507: "The disk is full: nothing of the request was kept; free some space and retry",
 }
 
 # What any guarded /v1 route can answer, on top of its own errors.
 GUARDED = (400, 401, 403)
 ENCODE = (*GUARDED, 404, 413, 415, 422, 429, 503)
 READ = (*GUARDED, 404, 503)
-WRITE = (*GUARDED, 404, 409, 413, 422, 503)
+WRITE = (*GUARDED, 404, 409, 413, 422, 503, 507)
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:

@@ -6,6 +6,9 @@ indexer records ``code`` per failed file. Messages are written for the person wh
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -83,3 +86,54 @@ def os_error_text(error: OSError) -> str:
     reason = error.strerror or type(error).__name__
     where = error.filename if error.filename is not None else None
     return f"{reason}: {where}" if where else reason
+
+
+class StorageFullError(UnavailableError):
+    """The disk (or quota) vizdex writes to is full. What was being written was not kept."""
+
+    code = "storage_full"
+
+
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL
+_SQLITE_IOERR = 10  # sqlite3.SQLITE_IOERR, the primary code of every SQLITE_IOERR_*
+_POSTGRES_DISK_FULL = "53100"
+_NOT_KEPT = "nothing of this request was kept; free some space and try again"
+
+
+def storage_full(error: BaseException, disk: Path | None = None) -> StorageFullError | None:
+    """``error`` as a StorageFullError when it says the disk is full: an OS error (ENOSPC,
+    EDQUOT), or a database's (SQLite's SQLITE_FULL, PostgreSQL's disk_full), also wrapped by
+    SQLAlchemy (``.orig``) or chained (``__cause__``). SQLite reports a full disk as a plain
+    "disk I/O error" too (e.g. when its shared-memory file cannot grow): with ``disk`` (the data
+    directory), such an error while less than 1 MiB is free there counts as full."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageFullError):
+            return current
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" ({current.filename})" if current.filename else ""
+            return StorageFullError(f"the disk is full{where}: {_NOT_KEPT}")
+        sqlite_code = getattr(current, "sqlite_errorcode", None)
+        sql_state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if sqlite_code == _SQLITE_FULL or sql_state == _POSTGRES_DISK_FULL:
+            return StorageFullError(f"the disk holding the catalog database is full: {_NOT_KEPT}")
+        if isinstance(sqlite_code, int) and sqlite_code & 0xFF == _SQLITE_IOERR and _no_room(disk):
+            return StorageFullError(f"the disk is full ({disk}): {_NOT_KEPT}")
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return None
+
+
+def _no_room(disk: Path | None) -> bool:
+    """Whether the filesystem of ``disk`` (or its nearest existing parent) is about full."""
+    while disk is not None:
+        try:
+            stats = os.statvfs(disk)
+        except FileNotFoundError:
+            disk = disk.parent if disk.parent != disk else None
+            continue
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < 1 << 20
+    return False
