@@ -16,7 +16,8 @@ from tests.support.api_helpers import api_client, api_settings, photo_b64, photo
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import load_image
-from vizdex.search import NewImage
+from vizdex.indexer.jobs import JobLocks, close_job, open_job
+from vizdex.search import JobState, NewImage
 
 Client = TestClient[Litestar]
 
@@ -444,9 +445,12 @@ def test_jobs(client: Client, seeded: dict[str, Any]) -> None:
     state = state_of(client.app)
     catalog = state.search.catalog
     collection = catalog.get_collection("photos")
-    job = catalog.create_job(collection.id, kind="upload", total=4)
-    catalog.record_job_progress(job.id, done=2)
+    # Held like a live process holds its job (an unheld unfinished job is reaped as interrupted).
+    locks = JobLocks(state.store.locks_dir)
+    job, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="4 uploads")
+    catalog.record_job_progress(job.id, total=4, done=2)
     out = client.get(f"/v1/jobs/{job.id}").json()
+    close_job(catalog, locks, lease, JobState.DONE)
     assert (out["collection"], out["state"], out["done"], out["progress"]) == (
         "photos",
         "pending",
