@@ -49,7 +49,7 @@ FROM base AS runtime
 ARG VARIANT
 LABEL org.opencontainers.image.title="vizdex" \
       org.opencontainers.image.description="Self-hosted image search with built-in CLIP and DINOv3 encoders" \
-      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.version="0.2.0" \
       org.opencontainers.image.licenses="Apache-2.0" \
       io.vizdex.variant="${VARIANT}"
 # A fixed uid, so volume ownership is predictable and the image runs under runAsNonRoot policies.

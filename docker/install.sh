@@ -30,5 +30,8 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
     "$prefix/bin/pip" install "torch==2.14.1" "torchvision==0.29.1"
 fi
+# A build/ left by an earlier in-tree build would be reused by setuptools, and one from before
+# vizdex 0.2 holds the old top-level packages (web, search, ...): build from a clean slate.
+rm -rf build
 # Not editable: the environment must work once the source tree is gone (the image drops it).
 "$prefix/bin/pip" install ".[$variant]"

@@ -1,4 +1,4 @@
-"""Catalog, index and query errors, all inside the one hierarchy of ``encoders.errors``."""
+"""Catalog, index and query errors, all inside the one hierarchy of ``vizdex.core.errors``."""
 
 from __future__ import annotations
 

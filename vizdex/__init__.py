@@ -5,4 +5,4 @@ it): ``core`` ← ``imaging`` ← ``encoders`` ← ``search`` ← ``indexer`` �
 ``migrations`` holds the Alembic history. ARCHITECTURE.md describes them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

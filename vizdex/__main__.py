@@ -2,4 +2,5 @@
 
 from vizdex.cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (doc tools, package walks) runs nothing
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Rows to records and back, for images built from ``ImageRecord``'s fields.
 
 The image fields are declared twice only: ``models.Image`` (columns) and ``records.ImageRecord``
-(values); ``tests/test_catalog.py`` holds the two in step.
+(values); ``tests/unit/test_catalog.py`` holds the two in step.
 
 A record field names the model attribute of the same name, except those in ``IMAGE_ATTRIBUTES``
 (SQLAlchemy reserves ``metadata``). Values are converted by the record field's type: enums from

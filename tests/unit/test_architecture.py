@@ -4,12 +4,18 @@ module imports itself back through others (ARCHITECTURE.md). Read from the sourc
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The room of each top-level part of `vizdex`, and where it sits in the one-way order.
 ROOMS: dict[str, float] = {
+    "vizdex": -1,  # the package's __init__: importing vizdex.core must not load anything else
     "core": 0,
     "imaging": 1,
     "encoders": 2,
@@ -18,17 +24,22 @@ ROOMS: dict[str, float] = {
     "indexer": 4,
     "web": 5,
     "cli": 6,
+    "__main__": 7,  # python -m vizdex
 }
 # Only ``vizdex serve`` needs the web app, and it imports it when it runs.
 LAZY_ONLY = {("cli", "web")}
 
 
 def _room_folder(room: str) -> Path:
+    if room in ("vizdex", "__main__"):
+        return ROOT / "vizdex" / "__no_folder__"
     linked = ROOT / "vizdex" / room
     return linked.resolve() if linked.is_symlink() else linked
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
+    yield "vizdex", ROOT / "vizdex" / "__init__.py"
+    yield "vizdex.__main__", ROOT / "vizdex" / "__main__.py"
     for room in ROOMS:
         folder = _room_folder(room)
         for path in sorted(folder.rglob("*.py")):
@@ -39,34 +50,73 @@ def _modules() -> Iterator[tuple[str, Path]]:
 
 
 MODULES = dict(_modules())
+# Importing by a string literal is an import too.
+_BY_NAME = {"import_module", "__import__"}
+
+
+def _package(module: str, path: Path) -> list[str]:
+    parts = module.split(".")
+    return parts if path.name == "__init__.py" else parts[:-1]
+
+
+def _import_nodes(tree: ast.Module, *, on_import_only: bool) -> Iterator[ast.AST]:
+    """Every node of ``tree``; ``on_import_only``: only those that run when the module is
+    imported (not function bodies, not an ``if TYPE_CHECKING:`` body: class bodies, ``with``,
+    loops, every part of ``try`` and any ``else`` do run)."""
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        if on_import_only and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if (
+            on_import_only
+            and isinstance(node, ast.If)
+            and ast.unparse(node.test)
+            in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            )
+        ):
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
 
 
 def _imports(path: Path, *, module_level_only: bool) -> Iterator[tuple[str, int]]:
-    """(module imported, line) for each import; ``module_level_only``: those run on import
-    (``if TYPE_CHECKING:`` blocks are not; other top-level ``if``/``try`` blocks are)."""
+    """(module imported, line) for each import, relative ones resolved; ``module_level_only``:
+    those that run when the module is imported."""
+    module = next((name for name, where in MODULES.items() if where == path), path.stem)
     tree = ast.parse(path.read_text(), str(path))
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
-    pending = list(nodes)
-    while pending:
-        node = pending.pop()
-        if module_level_only and isinstance(node, ast.If | ast.Try):
-            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-                continue
-            pending.extend(node.body)
-            pending.extend(node.orelse)
-            continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+    for node in _import_nodes(tree, on_import_only=module_level_only):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = _package(module, path)
+                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [base])])
             for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                yield (submodule if submodule in MODULES else node.module), node.lineno
+                submodule = f"{base}.{alias.name}"
+                yield (submodule if submodule in MODULES else base), node.lineno
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
+        elif (
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) in _BY_NAME
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.args[0].value, node.lineno
 
 
 def _room(module: str) -> str | None:
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[0] == "vizdex" and parts[1] in ROOMS else None
+    if parts[0] != "vizdex":
+        return None
+    if len(parts) == 1:
+        return "vizdex"
+    return parts[1] if parts[1] in ROOMS else None
 
 
 def test_every_room_is_found() -> None:
@@ -154,17 +204,98 @@ def test_the_checks_catch_what_they_claim(tmp_path: Path) -> None:
         "vizdex.cli.typed": "if TYPE_CHECKING:\n    from vizdex.web.app import App\n",
         "vizdex.cli.eager": "import vizdex.web.app\n",
         "vizdex.indexer.ok": "from vizdex.search import Catalog\nfrom vizdex.core import env\n",
+        # Forms a first version of this test missed (an adversarial review planted them):
+        "vizdex.search.relative": "from ..web import app\n",
+        "vizdex.search.by_name": "import importlib\nimportlib.import_module('vizdex.web.app')\n",
+        "vizdex.cli.class_body": "class Later:\n    import vizdex.web.app\n",
+        "vizdex.cli.with_block": "with suppress(ImportError):\n    import vizdex.web.app\n",
+        "vizdex.cli.finally_block": "try:\n    pass\nfinally:\n    import vizdex.web.app\n",
+        "vizdex.cli.typing_else": "if TYPE_CHECKING:\n    pass\nelse:\n    import vizdex.web.app\n",
+        "vizdex": "import vizdex.web.app\n",  # the package's own __init__
     }
     modules = {}
     for name, text in planted.items():
         modules[name] = tmp_path / f"{name}.py"
         modules[name].write_text(text)
     found = _upward_imports(modules)
-    assert [line.split(" ")[0] for line in found] == [
-        "vizdex.core.bad.py:1",
-        "vizdex.search.bad.py:2",
-        "vizdex.web.bad.py:2",
-        "vizdex.cli.eager.py:1",
-    ]
+    assert sorted(line.split(" ")[0] for line in found) == sorted(
+        [
+            "vizdex.core.bad.py:1",
+            "vizdex.search.bad.py:2",
+            "vizdex.web.bad.py:2",
+            "vizdex.cli.eager.py:1",
+            "vizdex.search.relative.py:1",
+            "vizdex.search.by_name.py:2",
+            "vizdex.cli.class_body.py:2",
+            "vizdex.cli.with_block.py:2",
+            "vizdex.cli.finally_block.py:4",
+            "vizdex.cli.typing_else.py:4",
+            "vizdex.py:1",
+        ]
+    )
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+# What each room may not import from outside vizdex (the standard library is always allowed).
+FORBIDDEN_OUTSIDE = {
+    "core": None,  # None: the standard library only
+    "imaging": {"torch", "torchvision", "transformers", "faiss", "sqlalchemy", "litestar"},
+    "encoders": {"faiss", "sqlalchemy", "alembic", "litestar", "uvicorn"},
+    "search": {"torch", "torchvision", "transformers", "litestar", "uvicorn"},
+    "indexer": {"litestar", "uvicorn"},
+}
+
+
+def test_rooms_import_only_what_they_may_from_outside() -> None:
+    found = []
+    for module, path in MODULES.items():
+        room = _room(module)
+        if room not in FORBIDDEN_OUTSIDE:
+            continue
+        forbidden = FORBIDDEN_OUTSIDE[room]
+        for imported, line in _imports(path, module_level_only=False):
+            top = imported.split(".")[0]
+            if top in ("vizdex", "__future__", "_typeshed") or (  # _typeshed: type stubs only
+                forbidden is None and top in sys.stdlib_module_names
+            ):
+                continue
+            if forbidden is None or top in forbidden:
+                found.append(f"{path.relative_to(ROOT)}:{line} ({room}) imports {imported}")
+    assert not found, "\n".join(found)
+
+
+RUNTIME_PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in (
+    "torch", "transformers", "litestar", "faiss", "sqlalchemy") or m.startswith("vizdex.web"))))
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("vizdex", set()),
+        ("vizdex.core.errors", set()),
+        ("vizdex.core.env", set()),
+        ("vizdex.imaging", set()),
+        ("vizdex.search", {"faiss", "sqlalchemy"}),
+        ("vizdex.cli", {"torch", "transformers", "faiss", "sqlalchemy"}),  # not vizdex.web
+    ],
+)
+def test_importing_a_room_loads_only_what_it_needs(module: str, allowed: set[str]) -> None:
+    """At run time too: what static reading cannot see (e.g. a function called at import)."""
+    out = subprocess.run(
+        [sys.executable, "-c", RUNTIME_PROBE, module],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    loaded = {
+        name.split(".")[0] if not name.startswith("vizdex") else "vizdex.web"
+        for name in json.loads(out.stdout)
+    }
+    assert loaded <= allowed, f"importing {module} loaded {sorted(loaded - allowed)}"

@@ -1,4 +1,4 @@
-"""The ``vizdex`` command line: one parser, subcommands registered by ``web.commands`` modules."""
+"""The ``vizdex`` command line: one parser, subcommands registered by ``vizdex.cli`` modules."""
 
 from __future__ import annotations
 

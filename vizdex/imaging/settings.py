@@ -1,4 +1,4 @@
-"""Settings of the image door (``encoders.images``, ``encoders.fetch``), from ``VIZDEX_*``."""
+"""Settings of the image door (``vizdex.imaging``: limits, URL fetches), from ``VIZDEX_*``."""
 
 from __future__ import annotations
 
