@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, VizdexError
+from vizdex.core.errors import ImageRejectedError, VizdexError, storage_full
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -226,8 +226,10 @@ class Indexer:
 
     def start_reaper(self, interval_s: float = 30.0) -> None:
         """Reap now, then every ``interval_s`` until ``close``: a server must not show the jobs
-        of a killed process (itself before a restart, or a CLI run) as running for ever."""
+        of a killed process (itself before a restart, or a CLI run) as running for ever. Stale
+        temporary files such a process left (older than an hour) go on the same rounds."""
         self.reap_interrupted()
+        self.store.sweep_temporaries()
         if self._reaper is not None:
             return
 
@@ -235,6 +237,7 @@ class Indexer:
             while not self._closing.wait(interval_s):
                 try:
                     self.reap_interrupted()
+                    self.store.sweep_temporaries()
                 except Exception:  # e.g. the database briefly unreachable: try again later
                     log.exception("reaping interrupted jobs failed")
 
@@ -326,6 +329,11 @@ class Indexer:
             error = failure.message
             raise
         except Exception as failure:
+            full = storage_full(failure, self._settings.data_dir)
+            if full is not None:  # said once, as the reason: a traceback would add nothing
+                log.error("job %d stopped: %s", job.id, full.message)
+                error = full.message
+                raise full from failure
             log.exception("job %d failed", job.id)
             error = f"{type(failure).__name__}: {failure}"
             raise

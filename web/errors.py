@@ -136,7 +136,10 @@ def vizdex_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         headers = {"Retry-After": str(exc.retry_after)}
     elif status == HTTP_503_SERVICE_UNAVAILABLE:
         headers = {"Retry-After": "5"}
-    if status >= 500 and status != HTTP_503_SERVICE_UNAVAILABLE:
+    if status >= 500 and status not in (
+        HTTP_503_SERVICE_UNAVAILABLE,
+        HTTP_507_INSUFFICIENT_STORAGE,
+    ):
         log.error("unmapped domain error on %s: %s", request.url.path, exc)
     details = {key: value for key, value in exc.details.items() if _json_safe(value)}
     return _respond(request, status, exc.code, exc.message, details=details, headers=headers)

@@ -92,3 +92,16 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
     )
     assert main(["-v", "collections", "list", "--data-dir", str(tmp_path)]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_on_a_port_out_of_range_is_one_line(
+    port: str, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    """getaddrinfo wraps 70000 round to 4464: checked before any model is loaded."""
+    env = {"VIZDEX_MODELS": str(tiny_clip_dir), "VIZDEX_DATA_DIR": str(tmp_path / "data")}
+    out = vizdex("serve", "--port", port, env=env)
+    assert out.returncode == 2
+    assert one_line(out.stderr) == (
+        f"vizdex: error: the port must be between 0 and 65535, not {port}"
+    )

@@ -188,3 +188,45 @@ def test_harmless_warnings_do_not_refuse_a_whole_jpeg() -> None:
     padded = data[:-2] + b"\x00\x00\x00" + data[-2:]
     ours = decode_image_bytes(padded, SETTINGS).image
     assert np.array_equal(np.asarray(ours), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def _cut_before_scan(data: bytes, scan: int) -> bytes:
+    """``data`` up to its ``scan``-th (0-based) start of scan, then an end marker."""
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    return data[: starts[scan]] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("kept", [1, 2, 5])
+def test_a_progressive_jpeg_cut_after_its_first_scans_is_refused(kept: int) -> None:
+    """Found by the adversarial run after the first fix: it decoded blurred, with no warning."""
+    data = jpeg(photo(), progressive=True)
+    cut = _cut_before_scan(data, kept)
+    assert refusal(cut).code == "corrupt"
+    with pytest.raises(ImageRejectedError, match="ends before its last scan"):
+        read_header(cut, "JPEG", SETTINGS)  # the device path's check sees it too
+
+
+def test_a_frame_whose_scans_miss_a_component_is_refused() -> None:
+    """A sequential file whose only scan covers luminance: the colour would be filled grey."""
+    data = bytearray(jpeg(photo()))
+    sos = data.find(b"\xff\xda")
+    count = data[sos + 4]
+    assert count == 3
+    # Keep the first component of the scan header only (its selector bytes stay the same).
+    header = data[sos + 5 : sos + 5 + 2 * count + 3]
+    shorter = bytes([1]) + bytes(header[:2]) + bytes(header[2 * count :])
+    length = 2 + len(shorter)
+    patched = bytes(data[: sos + 2]) + length.to_bytes(2, "big") + shorter
+    patched += bytes(data[sos + 5 + 2 * count + 3 :])
+    with pytest.raises(ImageRejectedError, match="ends before its last scan"):
+        check_structure(patched)
+
+
+@pytest.mark.parametrize("marker", [b"\xff\xdb", b"\xff\xc0", b"\xff\xc4", b"\xff\xda"])
+def test_stray_bytes_before_a_header_marker_are_harmless(marker: bytes) -> None:
+    """libjpeg-turbo refuses these in the header even when not strict; Pillow decodes them."""
+    data = jpeg(photo(96, 64))
+    at = data.index(marker)
+    padded = data[:at] + b"\x00\x00" + data[at:]
+    ours = decode_image_bytes(padded, SETTINGS).image
+    assert np.array_equal(np.asarray(ours), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 from dataclasses import replace
@@ -41,7 +42,7 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
     return replace(
         settings,
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=settings.port if args.port is None else args.port,
         encoders=encoder_settings(args),
     )
 
@@ -55,6 +56,8 @@ def check_catalog(settings: ServiceSettings) -> None:
 
 def check_port(host: str, port: int) -> None:
     """Bind once before the slow start, so a taken port is one line now, not a traceback later."""
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
+        raise InvalidInputError(f"the port must be between 0 and 65535, not {port}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
@@ -65,9 +68,13 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as error:
+            hint = (
+                " (another server on that port? choose one with --port or VIZDEX_PORT)"
+                if error.errno == errno.EADDRINUSE
+                else " (is that address one of this machine's? see --host or VIZDEX_HOST)"
+            )
             raise UnavailableError(
-                f"cannot listen on {host}:{port}: {error.strerror} (another server on that port? "
-                "choose one with --port or VIZDEX_PORT)"
+                f"cannot listen on {host}:{port}: {error.strerror}{hint}"
             ) from None
 
 

@@ -97,7 +97,7 @@ class StorageFullError(UnavailableError):
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL
 _SQLITE_IOERR = 10  # sqlite3.SQLITE_IOERR, the primary code of every SQLITE_IOERR_*
 _POSTGRES_DISK_FULL = "53100"
-_NOT_KEPT = "nothing of this request was kept; free some space and try again"
+_NOT_KEPT = "what was being written was not kept; free some space and try again"
 
 
 def storage_full(error: BaseException, disk: Path | None = None) -> StorageFullError | None:

@@ -32,9 +32,10 @@ _HARMLESS = (
     "Unknown Adobe color transform",
     "bad ICC marker",
 )
-_DIRECT = frozenset({"YCbCr", "Gray", "RGB"})  # libjpeg-turbo converts these to RGB as Pillow does
+_DIRECT = frozenset({"RGB", "L"})  # Pillow's modes libjpeg-turbo converts to RGB as Pillow does
 _DRAFT_SCALES = (8, 4, 2, 1)  # Pillow's draft() picks among these only
 _SOF_SEQUENTIAL = frozenset({0xC0, 0xC1})
+_SOF_PROGRESSIVE = 0xC2
 _SOF_OTHER = frozenset({0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length
 # In a scan, 0xFF is stuffed as FF 00 and restart markers are FF D0-D7: anything else ends it.
@@ -48,13 +49,14 @@ def decode_jpeg(data: bytes, opened: Image.Image, min_side: int | None) -> Image
     ``min_side``: decode at the draft scale Pillow would pick for ``draft("RGB", (s, s))``.
     Raises ``ValueError`` (the door reports it as ``corrupt``) when the data is damaged.
     """
+    check_structure(data)
     width, height = opened.size
     scale = _draft_scale(width, height, min_side)
     wanted = (math.ceil(width / scale), math.ceil(height / scale))
-    colorspace = simplejpeg.decode_jpeg_header(data)[2]
-    if colorspace in _DIRECT:
+    # Pillow's mode, not simplejpeg's header reader: that one refuses harmless warnings.
+    if opened.mode in _DIRECT:
         pixels = _decode(data, "RGB", wanted)
-        if pixels.shape[1::-1] == wanted:
+        if pixels is not None and pixels.shape[1::-1] == wanted:
             return Image.fromarray(pixels)
     else:
         # CMYK and YCCK: Pillow knows Adobe's inverted CMYK; libjpeg-turbo only checks the data.
@@ -72,7 +74,9 @@ def _draft_scale(width: int, height: int, min_side: int | None) -> int:
     return next((scale for scale in _DRAFT_SCALES if most >= scale), 1)
 
 
-def _decode(data: bytes, colorspace: str, least: tuple[int, int]) -> np.ndarray:
+def _decode(data: bytes, colorspace: str, least: tuple[int, int]) -> np.ndarray | None:
+    """libjpeg-turbo's pixels, strictly; None when only a harmless warning stands in the way
+    (libjpeg-turbo refuses those in the header even when not strict: Pillow decodes those)."""
     for strict in (True, False):
         try:
             pixels: np.ndarray = simplejpeg.decode_jpeg(
@@ -80,9 +84,9 @@ def _decode(data: bytes, colorspace: str, least: tuple[int, int]) -> np.ndarray:
             )
             return pixels
         except ValueError as error:
-            if not strict or not any(text in str(error) for text in _HARMLESS):
+            if not any(text in str(error) for text in _HARMLESS):
                 raise
-    raise AssertionError("unreachable")
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,35 +110,67 @@ class _Frame:
 
 
 def check_structure(data: bytes) -> None:
-    """Refuse (``corrupt``) a sequential JPEG whose scans hold less data than its size needs."""
+    """Refuse (``corrupt``) a JPEG whose structure shows missing data, from the markers alone:
+
+    * a sequential scan holding less data than its blocks need, or fewer restart markers;
+    * a frame whose scans leave a component without data (a sequential file cut after its
+      luminance scan), or, progressive, leave coefficients not refined to the end (a file cut
+      after its first scans): both would decode with grey or blurred parts.
+    """
     frame: _Frame | None = None
+    progressive = False
     restart = 0
+    covered: dict[int, set[int]] = {}  # component -> coefficients finished (Al = 0)
     at = 2  # after SOI
-    while at + 4 <= len(data):
+    while at + 2 <= len(data):
         if data[at] != 0xFF:
-            return  # not where a marker should be: Pillow's decode has the final word
+            return  # not where a marker should be: the decoder has the final word
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
         if marker == 0xD9:
+            if frame is not None:
+                _check_complete(frame, covered, progressive)
             return
         if marker in _STANDALONE:
             at += 2
             continue
+        if at + 4 > len(data):
+            return
         length = int.from_bytes(data[at + 2 : at + 4], "big")
         body = data[at + 4 : at + 2 + length]
-        if marker in _SOF_OTHER:
-            return  # progressive, lossless, arithmetic: Pillow's decode checks those
-        if marker in _SOF_SEQUENTIAL and len(body) >= 6:
+        if marker in _SOF_OTHER - {_SOF_PROGRESSIVE}:
+            return  # lossless, hierarchical, arithmetic: left to the decoder
+        if marker in _SOF_SEQUENTIAL | {_SOF_PROGRESSIVE} and len(body) >= 6:
             frame = _read_frame(body)
+            progressive = marker == _SOF_PROGRESSIVE
         elif marker == 0xDD and len(body) >= 2:
             restart = int.from_bytes(body[:2], "big")
-        elif marker == 0xDA:
-            components = [body[1 + 2 * i] for i in range(body[0]) if 2 + 2 * i < len(body)]
-            at = _check_scan(data, at + 2 + length, frame, components, restart)
+        elif marker == 0xDA and body:
+            count = body[0]
+            components = [body[1 + 2 * i] for i in range(count) if 2 + 2 * i < len(body)]
+            tail = body[1 + 2 * count : 4 + 2 * count]
+            if len(tail) == 3:
+                first, last, approximation = tail[0], tail[1], tail[2] & 15
+                if approximation == 0:
+                    for component in components:
+                        covered.setdefault(component, set()).update(range(first, last + 1))
+            scan_frame = None if progressive else frame
+            at = _check_scan(data, at + 2 + length, scan_frame, components, restart)
             continue
         at += 2 + length
+
+
+def _check_complete(frame: _Frame, covered: dict[int, set[int]], progressive: bool) -> None:
+    wanted = set(range(64)) if progressive else {0}
+    for component in frame.sampling:
+        if not wanted <= covered.get(component, set()):
+            raise ImageRejectedError(
+                "the JPEG image is incomplete: it ends before its last scan "
+                f"({frame.width:,}×{frame.height:,} pixels)",
+                code="corrupt",
+            )
 
 
 def _read_frame(body: bytes) -> _Frame | None:

@@ -49,9 +49,10 @@ class ImageInputSettings:
                 f"max_pixels can be at most Pillow's limit of {pillow_cap:,} pixels "
                 f"(PIL.Image.MAX_IMAGE_PIXELS), got {self.max_pixels:,}"
             )
-        if not self.max_aspect_ratio >= 1:
+        if not 1 <= self.max_aspect_ratio <= 100_000:  # also refuses inf and nan
             raise InvalidInputError(
-                f"max_aspect_ratio must be at least 1, got {self.max_aspect_ratio}"
+                "max_aspect_ratio (VIZDEX_MAX_ASPECT_RATIO) must be between 1 and 100000, "
+                f"got {self.max_aspect_ratio}"
             )
         if not self.url_timeout_s > 0:
             raise InvalidInputError(f"url_timeout_s must be positive, got {self.url_timeout_s}")
