@@ -21,12 +21,15 @@ from vizdex.encoders.runtime import BatchRunner
 
 
 def load_pretrained(loader: Any, spec: ModelSpec, what: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained`` with one clear error when files are missing (e.g. offline)."""
+    """``loader.from_pretrained`` with one clear error when files are missing (e.g. offline) or
+    damaged (e.g. a truncated safetensors file, whose error type is the library's own)."""
     try:
         return loader.from_pretrained(spec.source, **kwargs)
-    except (OSError, ValueError) as error:
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelNotFoundError(
-            f"could not load the {what} of model {spec.model_id!r} from {spec.source!r}: {error}. "
+            f"could not load the {what} of model {spec.model_id!r} from {spec.source!r}: "
+            f"{reason} (missing or damaged files?). "
             "If the hub is unreachable, point VIZDEX_MODELS at a local directory saved with "
             "save_pretrained (config.json, weights and preprocessor_config.json).",
             model=spec.model_id,

@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, make_url, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from vizdex.core.errors import UnavailableError, VizdexError
 from vizdex.search.db import create_catalog_engine, writer
-from vizdex.search.errors import CollectionNotFoundError
+from vizdex.search.errors import CollectionNotFoundError, SchemaMismatchError
 from vizdex.search.models import Collection
 from vizdex.search.schema import ensure_schema
 from vizdex.search.settings import CatalogSettings
@@ -58,6 +60,9 @@ class CatalogSession:
             ensure_schema(
                 engine, auto_upgrade=settings.auto_upgrade, script_location=script_location
             )
+        except DBAPIError as error:
+            engine.dispose()
+            raise _unopenable(settings.database_url, error) from error
         except BaseException:
             engine.dispose()
             raise
@@ -95,3 +100,18 @@ class CatalogSession:
         return session.scalars(
             select(Collection).where(Collection.id == collection_id).with_for_update()
         ).one_or_none()
+
+
+def _unopenable(url: str, error: DBAPIError) -> VizdexError:
+    """Why the catalog database cannot be opened, for the person who pointed vizdex at it."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+    if "file is not a database" in reason:
+        return SchemaMismatchError(
+            f"{shown} is not a vizdex catalog (not even an SQLite database): point "
+            "VIZDEX_DATA_DIR or VIZDEX_DATABASE_URL at a catalog, or move the file away"
+        )
+    return UnavailableError(
+        f"cannot open the catalog database {shown}: {reason} (is its folder writable, "
+        "and is it a regular file?)"
+    )

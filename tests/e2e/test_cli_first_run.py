@@ -6,6 +6,7 @@ lifespan, with the useful sentence at line 64; errors from the disk printed trac
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,3 +106,35 @@ def test_serve_on_a_port_out_of_range_is_one_line(
     assert one_line(out.stderr) == (
         f"vizdex: error: the port must be between 0 and 65535, not {port}"
     )
+
+
+def test_a_catalog_that_is_not_a_database_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "catalog.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    code = main(["collections", "list", "--data-dir", str(tmp_path)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith("vizdex: error: sqlite:///") and "is not a vizdex catalog" in line
+
+
+def test_a_catalog_path_that_is_a_folder_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "catalog.db").mkdir()
+    code = main(["collections", "list", "--data-dir", str(tmp_path)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "cannot open the catalog database" in line
+
+
+def test_damaged_weights_name_the_model(
+    tiny_clip_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken-clip"
+    shutil.copytree(tiny_clip_dir, broken)
+    (weights,) = broken.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code = main(["models", "--load", "--model", str(broken)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2
+    assert f"could not load the weights of model '{broken}'" in line and "damaged" in line
