@@ -102,11 +102,22 @@ def walk_folder(
 
 
 def _listed(files_from: str) -> Iterator[str]:
+    """The listed paths; a line no file can be named by (a NUL byte, bytes that are not UTF-8,
+    which the catalog cannot store) is skipped with a warning instead of ending the job."""
     with open(files_from, encoding="utf-8", errors="surrogateescape") as listing:
-        for line in listing:
+        for number, line in enumerate(listing, start=1):
             path = line.rstrip("\r\n")
-            if path.strip():
-                yield os.path.realpath(os.path.join(os.path.dirname(files_from), path))
+            if not path.strip():
+                continue
+            try:
+                if "\x00" in path:
+                    raise ValueError("it contains a NUL byte")
+                path.encode("utf-8")
+            except (ValueError, UnicodeEncodeError) as error:
+                reason = "it is not UTF-8" if isinstance(error, UnicodeEncodeError) else error
+                log.warning("skipping line %d of %s: %s", number, files_from, reason)
+                continue
+            yield os.path.realpath(os.path.join(os.path.dirname(files_from), path))
 
 
 def discover(

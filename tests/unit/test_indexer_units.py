@@ -343,3 +343,19 @@ def test_device_decode_loader_matches_the_cpu_path(
         with Image.open(store.resolve(payload.thumbnail)) as thumbnail:
             assert (thumbnail.format, thumbnail.size) == ("WEBP", (256, 171))
     assert not list(store.temp_dir.iterdir())
+
+
+def test_a_bad_line_in_files_from_is_skipped_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL byte or non-UTF-8 bytes in one line ended the whole ingestion with a traceback."""
+    from vizdex.indexer.discovery import Inputs, discover
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"good.jpg\nbad\x00name.jpg\n\xff\xfe.jpg\n\ngood.jpg\n")
+    found = list(discover(Inputs(files=(), folders=(), files_from=str(listing)), ["jpg"]))
+    assert found == [str(good), str(good)]
+    assert "line 2" in caplog.text and "NUL" in caplog.text
+    assert "line 3" in caplog.text and "not UTF-8" in caplog.text
