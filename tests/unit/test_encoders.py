@@ -136,4 +136,27 @@ def test_other_runtime_errors_are_not_swallowed(dino_encoder: Encoder) -> None:
 
 
 def test_warmup_runs_a_real_batch(clip_encoder: Encoder) -> None:
-    clip_encoder.warmup()
+    """Warmup pushes real inputs through both towers: forward hooks see the batches and outputs."""
+    assert isinstance(clip_encoder, HFEncoder)
+    model: Any = clip_encoder.model
+    seen: dict[str, list[tuple[int, ...]]] = {"vision": [], "text": []}
+
+    def recorder(tower: str) -> Any:
+        def hook(
+            module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+        ) -> None:
+            seen[tower].append(tuple(out.pooler_output.shape))
+
+        return hook
+
+    handles = [
+        model.vision_model.register_forward_hook(recorder("vision"), with_kwargs=True),
+        model.text_model.register_forward_hook(recorder("text"), with_kwargs=True),
+    ]
+    try:
+        clip_encoder.warmup()
+    finally:
+        for handle in handles:
+            handle.remove()
+    # Two images in one vision forward, one text in one text forward, full hidden width.
+    assert seen == {"vision": [(2, 32)], "text": [(1, 32)]}
