@@ -1,13 +1,19 @@
-"""The query service: exact results, options and their bounds, filters, fusion, concurrency."""
+"""The query service on the real tiny CLIP and DINOv3: results, options, filters, fusion, threads.
+
+Stored vectors are data (seeded unit vectors, as the catalog and index do not care where they came
+from); every query the service encodes goes through the real models, and expected answers are
+computed here independently (the encoders called on their own, numpy cosine, brute force).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +25,7 @@ from tests.support.synthetic_photos import make_photo
 from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
+from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.search.errors import (
     CollectionNotFoundError,
     ImageNotFoundError,
@@ -30,49 +37,15 @@ from vizdex.search.model_choice import ModelUse, choose_model
 from vizdex.search.records import ImageFilter, NewImage
 from vizdex.search.service import SearchOptions, SearchService
 from vizdex.search.settings import QuerySettings, SearchSettings
-from vizdex.search.similarity import softmax
 
-CLIP, DINO = "fake-clip", "fake-dino"
-
-
-class FakeEncoder(Encoder):
-    """Deterministic vectors from a hash of the input: no model, same answer every time."""
-
-    def __init__(self, name: str, kind: ModelKind, dim: int, logit_scale: float | None = None):
-        self.name, self.kind, self.dim = name, kind, dim
-        self.device, self.dtype = torch.device("cpu"), torch.float32
-        if logit_scale is not None:
-            self.logit_scale = logit_scale
-
-    @property
-    def decode_min_side(self) -> int:
-        return 0
-
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return torch.zeros((len(images), 3, 1, 1))
-
-    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
-        raise NotImplementedError
-
-    def vector(self, key: object) -> np.ndarray:
-        seed = int.from_bytes(hashlib.sha256(repr((self.name, key)).encode()).digest()[:8])
-        vector = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
-        return vector / np.linalg.norm(vector)
-
-    def encode_images(self, images: Sequence[Image.Image], *, normalize: bool = True) -> np.ndarray:
-        return np.stack([self.vector(image.tobytes()) for image in images])
-
-    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
-        if self.kind is ModelKind.VISION:
-            return super().encode_texts(texts)
-        return np.stack([self.vector(("text", text)) for text in texts])
+# Names for the model-choice rule's table tests, which need no encoder at all.
+CLIP, DINO = "some-clip", "some-dino"
+CLIP_DIM, DINO_DIM = 24, 32  # the tiny checkpoints' widths (tests/support/tiny_models.py)
 
 
-def fake_encoders() -> dict[str, FakeEncoder]:
-    return {
-        CLIP: FakeEncoder(CLIP, ModelKind.MULTIMODAL, 24, logit_scale=50.0),
-        DINO: FakeEncoder(DINO, ModelKind.VISION, 16),
-    }
+@pytest.fixture
+def encoders(clip_encoder: Encoder, dino_encoder: Encoder) -> dict[str, Encoder]:
+    return {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
 
 
 @pytest.fixture
@@ -80,34 +53,45 @@ def settings(search_settings: SearchSettings) -> SearchSettings:
     return replace(search_settings, index=replace(search_settings.index, device="cpu"))
 
 
-def open_service(
-    settings: SearchSettings, encoders: Mapping[str, Encoder] | None = None
-) -> SearchService:
-    return SearchService.open(settings, fake_encoders() if encoders is None else encoders)
+def open_service(settings: SearchSettings, encoders: Mapping[str, Encoder]) -> SearchService:
+    return SearchService.open(settings, encoders)
 
 
 @pytest.fixture
-def service(settings: SearchSettings) -> Iterator[SearchService]:
-    opened = open_service(settings)
+def service(settings: SearchSettings, encoders: dict[str, Encoder]) -> Iterator[SearchService]:
+    opened = open_service(settings, encoders)
     yield opened
     opened.close()
 
 
 class Photos:
-    """A two-model collection of fake images; vectors kept to compute expected answers."""
+    """A collection of both real models' names; its stored vectors kept for expected answers."""
 
-    def __init__(self, service: SearchService, new_image: ImageFactory, name: str = "photos"):
+    def __init__(
+        self,
+        service: SearchService,
+        new_image: ImageFactory,
+        encoders: Mapping[str, Encoder],
+        name: str = "photos",
+    ):
         self.service, self.new_image, self.name = service, new_image, name
-        self.collection = service.create_collection(name, [CLIP, DINO])
-        self.encoders = fake_encoders()
-        self.vectors: dict[str, dict[int, np.ndarray]] = {CLIP: {}, DINO: {}}
+        self.encoders = dict(encoders)
+        self.clip, self.dino = list(encoders)
+        self.collection = service.create_collection(name, [self.clip, self.dino])
+        self.vectors: dict[str, dict[int, np.ndarray]] = {self.clip: {}, self.dino: {}}
         self.count = 0
+
+    def stored(self, model: str, key: int) -> np.ndarray:
+        """A seeded unit vector of the model's width, the same for the same (model, key)."""
+        salt = list(self.encoders).index(model)
+        vector = np.random.default_rng([salt, key]).standard_normal(self.encoders[model].dim)
+        return np.asarray(vector / np.linalg.norm(vector), np.float32)
 
     def add(self, count: int, metadata: list[dict[str, object]] | None = None) -> list[int]:
         items = []
         for i in range(count):
             key = self.count + i
-            vectors = {name: enc.vector(("stored", key)) for name, enc in self.encoders.items()}
+            vectors = {name: self.stored(name, key) for name in self.encoders}
             meta = metadata[i] if metadata else {"n": key, "parity": "even" if key % 2 else "odd"}
             items.append(self.new_image(key, vectors, metadata=meta))
         self.count += count
@@ -138,8 +122,30 @@ class Photos:
 
 
 @pytest.fixture
-def photos(service: SearchService, new_image: ImageFactory) -> Photos:
-    return Photos(service, new_image)
+def photos(service: SearchService, new_image: ImageFactory, encoders: dict[str, Encoder]) -> Photos:
+    return Photos(service, new_image, encoders)
+
+
+@contextmanager
+def index_searches(
+    service: SearchService, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[set[int] | None]]:
+    """Records every index search the ranker makes: the id set it was restricted to, or None.
+
+    A restricted search is the SQL prefilter's answer, so this shows what SQL returned even
+    though the ranker re-checks every hit in Python (which would hide a broken SQL filter).
+    """
+    calls: list[set[int] | None] = []
+    real = service.indexes.search
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        allowed = kwargs.get("allowed_ids")
+        calls.append(None if allowed is None else {int(i) for i in allowed})
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(service.indexes, "search", spy)
+        yield calls
 
 
 def assert_hits(result_hits: list[tuple[int, float]], expected: list[tuple[int, float]]) -> None:
@@ -155,12 +161,12 @@ def test_vector_search_is_exact_and_carries_each_images_metadata(
     service: SearchService, photos: Photos, rng: np.random.Generator
 ) -> None:
     photos.add(300)
-    query = rng.standard_normal(16).astype(np.float32)
-    result = service.search_vector("photos", query, model=DINO, options=SearchOptions(k=15))
-    assert_hits(pairs(result), photos.ranking(DINO, query)[:15])
-    assert result.model == DINO and not result.approximate and not result.fused
+    query = rng.standard_normal(DINO_DIM).astype(np.float32)
+    result = service.search_vector("photos", query, model=photos.dino, options=SearchOptions(k=15))
+    assert_hits(pairs(result), photos.ranking(photos.dino, query)[:15])
+    assert result.model == photos.dino and not result.approximate and not result.fused
     for hit in result.hits:
-        assert hit.model == DINO and hit.scores == {DINO: hit.score}
+        assert hit.model == photos.dino and hit.scores == {photos.dino: hit.score}
         assert hit.image.id == hit.image_id
         assert hit.image.metadata["n"] == hit.image_id - 1  # keys were added in id order
 
@@ -180,12 +186,12 @@ def test_out_of_range_options_are_refused(
     service: SearchService, photos: Photos, options: SearchOptions
 ) -> None:
     with pytest.raises(InvalidQueryError):
-        service.search_vector("photos", np.ones(24), options=options)
+        service.search_vector("photos", np.ones(CLIP_DIM), options=options)
 
 
 def test_k_of_1000_is_allowed(service: SearchService, photos: Photos) -> None:
     photos.add(50)
-    result = service.search_vector("photos", np.ones(24), options=SearchOptions(k=1000))
+    result = service.search_vector("photos", np.ones(CLIP_DIM), options=SearchOptions(k=1000))
     assert len(result.hits) == 50
 
 
@@ -193,7 +199,7 @@ def test_pages_are_slices_of_one_ranking(
     service: SearchService, photos: Photos, rng: np.random.Generator
 ) -> None:
     photos.add(100)
-    query = rng.standard_normal(24)
+    query = rng.standard_normal(CLIP_DIM)
     whole = pairs(service.search_vector("photos", query, options=SearchOptions(k=30)))
     pages = [
         pairs(service.search_vector("photos", query, options=SearchOptions(k=10, offset=o)))
@@ -208,8 +214,8 @@ def test_min_score_cuts_the_ranking(
     service: SearchService, photos: Photos, rng: np.random.Generator
 ) -> None:
     photos.add(200)
-    query = rng.standard_normal(24).astype(np.float32)
-    expected = [p for p in photos.ranking(CLIP, query) if p[1] >= 0.2][:50]
+    query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+    expected = [p for p in photos.ranking(photos.clip, query) if p[1] >= 0.2][:50]
     result = service.search_vector("photos", query, options=SearchOptions(k=50, min_score=0.2))
     assert 0 < len(result.hits) < 50
     assert_hits(pairs(result), expected)
@@ -218,14 +224,16 @@ def test_min_score_cuts_the_ranking(
 @pytest.mark.parametrize("prefilter_max", [20_000, 0])  # SQL-first, and over-fetch only
 def test_filtered_search_is_exact_on_a_flat_index(
     settings: SearchSettings,
+    encoders: dict[str, Encoder],
     new_image: ImageFactory,
     rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
     prefilter_max: int,
 ) -> None:
     settings = replace(settings, query=QuerySettings(prefilter_max=prefilter_max))
-    service = open_service(settings)
+    service = open_service(settings, encoders)
     try:
-        photos = Photos(service, new_image)
+        photos = Photos(service, new_image, encoders)
         kinds = ["cat", "dog", "bird"]
         metadata: list[dict[str, object]] = [
             {"kind": kinds[i % 3], "rare": i == 123, "stars": i % 5} for i in range(400)
@@ -234,13 +242,15 @@ def test_filtered_search_is_exact_on_a_flat_index(
         time.sleep(0.02)
         second = photos.add(200, metadata[200:])
         split = service.catalog.get_image(photos.collection.id, second[0]).created_at
-        query = rng.standard_normal(24).astype(np.float32)
+        query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+        rare = ImageFilter(metadata={"rare": True})
+        nothing = ImageFilter(metadata={"kind": "fish"})
         cases: list[tuple[ImageFilter, set[int]]] = [
             (
                 ImageFilter(metadata={"kind": "cat"}),
                 {i for i in first + second if (i - 1) % 3 == 0},
             ),
-            (ImageFilter(metadata={"rare": True}), {first[123]}),
+            (rare, {first[123]}),
             (
                 ImageFilter(metadata={"kind": "dog", "stars": 4}),
                 {i for i in first + second if (i - 1) % 3 == 1 and (i - 1) % 5 == 4},
@@ -250,31 +260,47 @@ def test_filtered_search_is_exact_on_a_flat_index(
                 ImageFilter(created_before=split, metadata={"kind": "bird"}),
                 {i for i in first if (i - 1) % 3 == 2},
             ),
-            (ImageFilter(metadata={"kind": "fish"}), set()),
+            (nothing, set()),
         ]
         for filters, allowed in cases:
             options = SearchOptions(k=20, offset=5, filters=filters)
-            result = service.search_vector("photos", query, options=options)
-            assert_hits(pairs(result), photos.ranking(CLIP, query, allowed)[5:25])
+            with index_searches(service, monkeypatch) as searches:
+                result = service.search_vector("photos", query, options=options)
+            assert_hits(pairs(result), photos.ranking(photos.clip, query, allowed)[5:25])
             assert all(filters.matches(h.image) for h in result.hits)
+            # Any search restricted to SQL's answer was restricted to exactly the matches.
+            assert all(ids == allowed for ids in searches if ids is not None), filters
+            if filters is rare and prefilter_max:
+                # One match cannot fill the page: SQL names it and only it is searched.
+                assert searches[-1] == {first[123]}
+            if filters is nothing:
+                # SQL says nothing matches after the first over-fetch: no second index search.
+                assert searches == [None]
     finally:
         service.close()
 
 
 def test_filtered_search_on_an_ivf_index_finds_only_matches(
-    settings: SearchSettings, new_image: ImageFactory, rng: np.random.Generator
+    settings: SearchSettings,
+    encoders: dict[str, Encoder],
+    new_image: ImageFactory,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = replace(settings, index=replace(settings.index, exact_max=100))
-    service = open_service(settings)
+    service = open_service(settings, encoders)
     try:
-        photos = Photos(service, new_image)
+        photos = Photos(service, new_image, encoders)
         photos.add(600)
         service.indexes.wait_idle(timeout=60)
-        assert service.indexes.info(photos.collection, CLIP).kind == "ivf"
-        query = rng.standard_normal(24).astype(np.float32)
+        assert service.indexes.info(photos.collection, photos.clip).kind == "ivf"
+        query = rng.standard_normal(CLIP_DIM).astype(np.float32)
         rare = ImageFilter(metadata={"n": 77})
-        result = service.search_vector("photos", query, options=SearchOptions(filters=rare))
+        with index_searches(service, monkeypatch) as searches:
+            result = service.search_vector("photos", query, options=SearchOptions(filters=rare))
         assert [h.image_id for h in result.hits] == [78]
+        # Found because SQL named image 78 and the index searched only it.
+        assert [ids for ids in searches if ids is not None] == [{78}]
         odd = ImageFilter(metadata={"parity": "odd"})
         result = service.search_vector("photos", query, options=SearchOptions(k=10, filters=odd))
         assert result.approximate and len(result.hits) == 10
@@ -286,57 +312,58 @@ def test_filtered_search_on_an_ivf_index_finds_only_matches(
 def test_similar_images_exclude_the_image_itself(service: SearchService, photos: Photos) -> None:
     ids = photos.add(80)
     target = ids[10]
+    clip, dino = photos.clip, photos.dino
     result = service.search_similar("photos", target, options=SearchOptions(k=5))
-    assert result.model == DINO  # a vision model is the default for image-to-image
-    expected = [p for p in photos.ranking(DINO, photos.vectors[DINO][target]) if p[0] != target]
+    assert result.model == dino  # a vision model is the default for image-to-image
+    expected = [p for p in photos.ranking(dino, photos.vectors[dino][target]) if p[0] != target]
     assert_hits(pairs(result), expected[:5])
-    result = service.search_similar("photos", target, model=CLIP, options=SearchOptions(k=5))
-    expected = [p for p in photos.ranking(CLIP, photos.vectors[CLIP][target]) if p[0] != target]
+    result = service.search_similar("photos", target, model=clip, options=SearchOptions(k=5))
+    expected = [p for p in photos.ranking(clip, photos.vectors[clip][target]) if p[0] != target]
     assert_hits(pairs(result), expected[:5])
     with pytest.raises(ImageNotFoundError):
         service.search_similar("photos", 9999)
 
 
 def test_text_search_uses_the_multimodal_model(
-    service: SearchService, photos: Photos, new_image: ImageFactory
+    service: SearchService, photos: Photos, clip_encoder: Encoder
 ) -> None:
     photos.add(60)
-    clip = photos.encoders[CLIP]
-    assert isinstance(clip, FakeEncoder)
     result = service.search_text("photos", "a red bicycle", options=SearchOptions(k=5))
-    assert result.model == CLIP
-    assert_hits(pairs(result), photos.ranking(CLIP, clip.vector(("text", "a red bicycle")))[:5])
+    assert result.model == photos.clip
+    query = clip_encoder.encode_texts(["a red bicycle"])[0]
+    assert_hits(pairs(result), photos.ranking(photos.clip, query)[:5])
     with pytest.raises(CapabilityError):
-        service.search_text("photos", "a red bicycle", model=DINO)
+        service.search_text("photos", "a red bicycle", model=photos.dino)
     with pytest.raises(InvalidQueryError):
         service.search_text("photos", "   ")
-    service.create_collection("vision-only", [DINO])
+    service.create_collection("vision-only", [photos.dino])
     with pytest.raises(CapabilityError):
         service.search_text("vision-only", "a red bicycle")
 
 
 def test_image_search_defaults_to_the_vision_model_and_can_fuse_both(
-    service: SearchService, photos: Photos
+    service: SearchService, photos: Photos, clip_encoder: Encoder, dino_encoder: Encoder
 ) -> None:
     photos.add(150)
+    clip, dino = photos.clip, photos.dino
     image = make_photo(40, 30, seed=3)
     result = service.search_image("photos", image, options=SearchOptions(k=7))
-    dino_query = photos.encoders[DINO].encode_images([image])[0]
-    assert result.model == DINO
-    assert_hits(pairs(result), photos.ranking(DINO, dino_query)[:7])
-    clip_query = photos.encoders[CLIP].encode_images([image])[0]
-    result = service.search_image("photos", image, model=CLIP, options=SearchOptions(k=7))
-    assert_hits(pairs(result), photos.ranking(CLIP, clip_query)[:7])
+    dino_query = dino_encoder.encode_images([image])[0]
+    assert result.model == dino
+    assert_hits(pairs(result), photos.ranking(dino, dino_query)[:7])
+    clip_query = clip_encoder.encode_images([image])[0]
+    result = service.search_image("photos", image, model=clip, options=SearchOptions(k=7))
+    assert_hits(pairs(result), photos.ranking(clip, clip_query)[:7])
 
     fused = service.search_image("photos", image, fuse=True, options=SearchOptions(k=10, offset=2))
     rankings = {
         name: [i for i, _ in photos.ranking(name, query)[:100]]
-        for name, query in ((CLIP, clip_query), (DINO, dino_query))
+        for name, query in ((clip, clip_query), (dino, dino_query))
     }
     expected = reciprocal_rank_fusion(rankings, k=60)[2:12]
-    assert fused.fused and fused.model == f"{CLIP}+{DINO}"
+    assert fused.fused and fused.model == f"{clip}+{dino}"
     assert_hits(pairs(fused), expected)
-    assert all(set(h.scores) <= {CLIP, DINO} and h.scores for h in fused.hits)
+    assert all(set(h.scores) <= {clip, dino} and h.scores for h in fused.hits)
 
 
 def test_similar_images_can_fuse_both_models(service: SearchService, photos: Photos) -> None:
@@ -347,7 +374,7 @@ def test_similar_images_can_fuse_both_models(service: SearchService, photos: Pho
         name: [i for i, _ in photos.ranking(name, photos.vectors[name][target]) if i != target][
             :100
         ]
-        for name in (CLIP, DINO)
+        for name in (photos.clip, photos.dino)
     }
     assert [h.image_id for h in fused.hits] == [i for i, _ in reciprocal_rank_fusion(rankings)[:10]]
 
@@ -356,39 +383,44 @@ def test_fusion_needs_two_models_and_no_explicit_model(
     service: SearchService, photos: Photos
 ) -> None:
     ids = photos.add(5)
-    service.create_collection("single", [CLIP])
+    service.create_collection("single", [photos.clip])
     with pytest.raises(InvalidQueryError, match="two models"):
         service.search_image("single", make_photo(8, 8), fuse=True)
     with pytest.raises(InvalidQueryError, match="omit"):
-        service.search_similar("photos", ids[0], fuse=True, model=CLIP)
+        service.search_similar("photos", ids[0], fuse=True, model=photos.clip)
 
 
 def test_bad_queries_are_input_errors(service: SearchService, photos: Photos) -> None:
     photos.add(5)
+    clip, dino = photos.clip, photos.dino
     with pytest.raises(InvalidQueryError, match="dimensions"):
-        service.search_vector("photos", np.ones(7), model=CLIP)
+        service.search_vector("photos", np.ones(7), model=clip)
     with pytest.raises(InvalidQueryError, match="zeros"):
-        service.search_vector("photos", np.zeros(24), model=CLIP)
+        service.search_vector("photos", np.zeros(CLIP_DIM), model=clip)
     with pytest.raises(InvalidQueryError):
-        service.search_vector("photos", np.ones((2, 24)), model=CLIP)
+        service.search_vector("photos", np.ones((2, CLIP_DIM)), model=clip)
     with pytest.raises(InvalidQueryError, match="not embedded"):
-        service.search_vector("photos", np.ones(24), model="other")
+        service.search_vector("photos", np.ones(CLIP_DIM), model="other")
     with pytest.raises(CollectionNotFoundError):
-        service.search_vector("nope", np.ones(24))
+        service.search_vector("nope", np.ones(CLIP_DIM))
     with pytest.raises(InvalidInputError):
-        service.add_images("photos", [photos.new_image("x", {CLIP: np.ones(5), DINO: np.ones(16)})])
+        wrong = photos.new_image("x", {clip: np.ones(5), dino: np.ones(DINO_DIM)})
+        service.add_images("photos", [wrong])
 
 
 def test_deleted_images_never_appear_before_or_after_a_restart(
-    settings: SearchSettings, new_image: ImageFactory, rng: np.random.Generator
+    settings: SearchSettings,
+    encoders: dict[str, Encoder],
+    new_image: ImageFactory,
+    rng: np.random.Generator,
 ) -> None:
-    service = open_service(settings)
-    photos = Photos(service, new_image)
+    service = open_service(settings, encoders)
+    photos = Photos(service, new_image, encoders)
     ids = photos.add(100)
     service.indexes.snapshot(photos.collection)  # the snapshot still has them...
     deleted = ids[::4]
     photos.delete(deleted)  # ...the deletes come after it
-    queries = [rng.standard_normal(24) for _ in range(10)]
+    queries = [rng.standard_normal(CLIP_DIM) for _ in range(10)]
 
     def returned(svc: SearchService) -> set[int]:
         found: set[int] = set()
@@ -408,7 +440,7 @@ def test_deleted_images_never_appear_before_or_after_a_restart(
     assert len(returned(service)) == 75
     service.indexes.close(snapshot=False)  # crash: the deletes only live in the catalog
     service.catalog.close()
-    restarted = open_service(settings)
+    restarted = open_service(settings, encoders)
     try:
         assert returned(restarted) & set(deleted) == set()
         with pytest.raises(ImageNotFoundError):
@@ -430,7 +462,7 @@ def test_searches_run_while_another_thread_adds_and_deletes(
         filters = ImageFilter(metadata={"parity": "odd"})
         while not stop.is_set():
             try:
-                query = local.standard_normal(24)
+                query = local.standard_normal(CLIP_DIM)
                 plain = service.search_vector("photos", query, options=SearchOptions(k=20))
                 assert len(plain.hits) == 20
                 assert len({h.image_id for h in plain.hits}) == 20  # no duplicates
@@ -448,7 +480,7 @@ def test_searches_run_while_another_thread_adds_and_deletes(
         try:
             for _ in range(25):
                 photos.add(12)
-                live = sorted(photos.vectors[CLIP])
+                live = sorted(photos.vectors[photos.clip])
                 photos.delete([int(i) for i in local.choice(live, size=5, replace=False)])
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
@@ -465,93 +497,159 @@ def test_searches_run_while_another_thread_adds_and_deletes(
     assert not errors, errors[0]
     assert searches[0] > 10
     # No lost writes: the catalog has exactly what the writer meant, and so do both indexes.
-    expected = sorted(photos.vectors[CLIP])
+    expected = sorted(photos.vectors[photos.clip])
     assert len(expected) == 200 + 25 * (12 - 5)
-    for model in (CLIP, DINO):
+    for model in (photos.clip, photos.dino):
         assert sorted(service.indexes.ids(photos.collection, model).tolist()) == expected
     assert service.catalog.count_images(photos.collection.id) == len(expected)
 
 
 def test_collections_default_to_every_loaded_model_and_validate_their_settings(
-    service: SearchService, unit_vectors: object
+    service: SearchService, clip_encoder: Encoder, dino_encoder: Encoder
 ) -> None:
-    assert service.create_collection("default").models == (CLIP, DINO)
+    clip = clip_encoder.name
+    assert service.create_collection("default").models == (clip, dino_encoder.name)
     with pytest.raises(ModelNotFoundError):
         service.create_collection("unknown-model", ["nope"])
     with pytest.raises(InvalidInputError):
-        service.create_collection("bad-factory", [CLIP], index_factory="HNSW32")
-    assert service.create_collection("ivf", [CLIP], index_factory="IVF64,Flat").index_factory
+        service.create_collection("bad-factory", [clip], index_factory="HNSW32")
+    assert service.create_collection("ivf", [clip], index_factory="IVF64,Flat").index_factory
     assert [c.name for c in service.list_collections()] == ["default", "ivf"]
 
 
 def test_deleting_a_collection_removes_its_indexes(service: SearchService, photos: Photos) -> None:
     photos.add(10)
     service.indexes.snapshot(photos.collection)
-    folder = service.indexes.path_for(photos.collection.id, CLIP).parent
+    folder = service.indexes.path_for(photos.collection.id, photos.clip).parent
     assert folder.exists()
     service.delete_collection("photos")
     assert not folder.exists()
     with pytest.raises(CollectionNotFoundError):
-        service.search_vector("photos", np.ones(24))
+        service.search_vector("photos", np.ones(CLIP_DIM))
 
 
 def test_a_model_the_process_has_not_loaded_cannot_encode_queries(
-    settings: SearchSettings, new_image: ImageFactory
+    settings: SearchSettings,
+    encoders: dict[str, Encoder],
+    clip_encoder: Encoder,
+    new_image: ImageFactory,
 ) -> None:
-    service = open_service(settings)
-    Photos(service, new_image).add(3)
+    service = open_service(settings, encoders)
+    photos = Photos(service, new_image, encoders)
+    photos.add(3)
     service.close()
-    clip_only = open_service(settings, {CLIP: fake_encoders()[CLIP]})
+    clip_only = open_service(settings, {clip_encoder.name: clip_encoder})
     try:
         with pytest.raises(ModelNotLoadedError):
-            clip_only.search_image("photos", make_photo(8, 8), model=DINO)
+            clip_only.search_image("photos", make_photo(8, 8), model=photos.dino)
         # Stored vectors need no encoder: "more like this" still works with either model.
-        assert clip_only.search_similar("photos", 1, model=DINO).hits
+        assert clip_only.search_similar("photos", 1, model=photos.dino).hits
     finally:
         clip_only.close()
 
 
-def test_similarity_matrix_and_zero_shot_text_match(service: SearchService) -> None:
-    images = [make_photo(16, 16, seed=s) for s in range(3)]
-    matrix = service.image_similarity(images)
-    assert matrix.model == DINO and matrix.scores.shape == (3, 3)
-    np.testing.assert_allclose(np.diag(matrix.scores), 1.0, atol=1e-5)
-    np.testing.assert_allclose(matrix.scores, matrix.scores.T, atol=1e-6)
+# -- similarity utilities: expectations computed here, not with the module's own functions ----
 
-    texts = ["a cat", "a dog", "a bird", "a car"]
+
+def learned_temperature(clip_encoder: Encoder) -> float:
+    """exp(logit_scale) read off the checkpoint's parameter, not through the encoder's property."""
+    assert isinstance(clip_encoder, HFEncoder)
+    model: Any = clip_encoder.model
+    return float(torch.exp(model.logit_scale.detach()).item())
+
+
+def expected_match(
+    clip_encoder: Encoder, images: Sequence[Image.Image], texts: Sequence[str], scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[images, texts]`` cosine and per-image softmax, each input encoded on its own."""
+    image_vectors = np.stack([clip_encoder.encode_images([i], normalize=False)[0] for i in images])
+    text_vectors = np.stack([clip_encoder.encode_texts([t], normalize=False)[0] for t in texts])
+    a = image_vectors / np.linalg.norm(image_vectors, axis=1, keepdims=True)
+    b = text_vectors / np.linalg.norm(text_vectors, axis=1, keepdims=True)
+    scores = (a @ b.T).astype(np.float64)
+    logits = scale * scores
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return scores, exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_similarity_matrix_and_zero_shot_text_match(
+    service: SearchService, clip_encoder: Encoder, dino_encoder: Encoder
+) -> None:
+    images = [make_photo(16 + 8 * s, 16, seed=s) for s in range(3)]
+    matrix = service.image_similarity(images)
+    assert matrix.model == dino_encoder.name and matrix.scores.shape == (3, 3)
+    vectors = np.stack([dino_encoder.encode_images([i])[0] for i in images])
+    np.testing.assert_allclose(matrix.scores, vectors @ vectors.T, atol=1e-5)
+    np.testing.assert_allclose(np.diag(matrix.scores), 1.0, atol=1e-5)
+
+    texts = ["a cat", "a dog", "a bird", "a car"]  # 3 images x 4 texts: orientation matters
     match = service.match_texts(images, texts)
-    assert match.model == CLIP and match.logit_scale == 50.0
+    scale = learned_temperature(clip_encoder)
+    assert match.model == clip_encoder.name and match.logit_scale == pytest.approx(scale)
+    scores, probabilities = expected_match(clip_encoder, images, texts, scale)
+    # Distinct rows and columns, so any transposition or permutation would be seen.
+    assert len({tuple(np.round(r, 4)) for r in probabilities}) == 3
+    assert np.ptp(probabilities, axis=1).min() > 1e-3
     assert match.scores.shape == match.probabilities.shape == (3, 4)
-    np.testing.assert_allclose(match.probabilities.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(match.probabilities, softmax(50.0 * match.scores), atol=1e-6)
+    np.testing.assert_allclose(match.scores, scores, atol=1e-5)
+    np.testing.assert_allclose(match.probabilities, probabilities, atol=1e-5)
     with pytest.raises(InvalidQueryError):
         service.match_texts(images, [])
     with pytest.raises(InvalidQueryError):
         service.image_similarity([])
     with pytest.raises(CapabilityError):
-        service.match_texts(images, texts, model=DINO)
+        service.match_texts(images, texts, model=dino_encoder.name)
     with pytest.raises(ModelNotFoundError):
         service.image_similarity(images, model="nope")
 
 
-def test_match_without_a_learned_temperature_uses_100(settings: SearchSettings) -> None:
-    plain = FakeEncoder("plain-clip", ModelKind.MULTIMODAL, 8)
-    service = open_service(settings, {"plain-clip": plain})
+class WithoutTemperature(Encoder):
+    """The real tiny CLIP behind an encoder that exposes no ``logit_scale``."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name, self.kind, self.dim = "plain-clip", inner.kind, inner.dim
+        self.device, self.dtype = inner.device, inner.dtype
+
+    @property
+    def decode_min_side(self) -> int | None:
+        return self.inner.decode_min_side
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.inner.preprocess(images)
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
+        return self.inner.encode_pixels(pixels, normalize=normalize)
+
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        return self.inner.encode_texts(texts, normalize=normalize)
+
+
+def test_match_without_a_learned_temperature_uses_100(
+    settings: SearchSettings, clip_encoder: Encoder
+) -> None:
+    plain = WithoutTemperature(clip_encoder)
+    assert not hasattr(plain, "logit_scale") and plain.kind is ModelKind.MULTIMODAL
+    service = open_service(settings, {plain.name: plain})
     try:
-        match = service.match_texts([make_photo(8, 8)], ["x", "y"])
+        images = [make_photo(24, 24, seed=5), make_photo(40, 24, seed=6)]
+        texts = ["red", "snow", "x"]
+        match = service.match_texts(images, texts)
         assert match.logit_scale == 100.0
-        np.testing.assert_allclose(match.probabilities, softmax(100.0 * match.scores), atol=1e-6)
+        scores, probabilities = expected_match(clip_encoder, images, texts, 100.0)
+        np.testing.assert_allclose(match.scores, scores, atol=1e-5)
+        np.testing.assert_allclose(match.probabilities, probabilities, atol=1e-5)
     finally:
         service.close()
 
 
 def test_real_tiny_encoders_end_to_end(
     settings: SearchSettings,
+    encoders: dict[str, Encoder],
     clip_encoder: Encoder,
     dino_encoder: Encoder,
     new_image: ImageFactory,
 ) -> None:
-    encoders = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
     service = open_service(settings, encoders)
     try:
         service.create_collection("real", [clip_encoder.name, dino_encoder.name])
@@ -571,9 +669,13 @@ def test_real_tiny_encoders_end_to_end(
         assert text.model == clip_encoder.name and len(text.hits) == 6
         fused = service.search_image("real", images[4], fuse=True, options=SearchOptions(k=2))
         assert fused.hits[0].image_id == ids[4]
-        match = service.match_texts(images[:2], ["a cat", "a dog"])
-        assert match.logit_scale == pytest.approx(getattr(clip_encoder, "logit_scale"))  # noqa: B009
-        np.testing.assert_allclose(match.probabilities.sum(axis=1), 1.0, atol=1e-5)
+        texts = ["a cat", "a dog", "a red bicycle"]
+        match = service.match_texts(images[:2], texts)
+        scale = learned_temperature(clip_encoder)
+        scores, probabilities = expected_match(clip_encoder, images[:2], texts, scale)
+        assert match.logit_scale == pytest.approx(scale)
+        np.testing.assert_allclose(match.scores, scores, atol=1e-5)
+        np.testing.assert_allclose(match.probabilities, probabilities, atol=1e-5)
     finally:
         service.close()
 
@@ -583,7 +685,9 @@ def test_created_filters_use_utc(service: SearchService, photos: Photos) -> None
     created = service.catalog.get_image(photos.collection.id, ids[0]).created_at
     naive_local_equivalent = (created - timedelta(hours=1)).replace(tzinfo=None)
     window = ImageFilter(created_after=naive_local_equivalent)  # naive means UTC
-    result = service.search_vector("photos", np.ones(24), options=SearchOptions(filters=window))
+    result = service.search_vector(
+        "photos", np.ones(CLIP_DIM), options=SearchOptions(filters=window)
+    )
     assert sorted(h.image_id for h in result.hits) == ids
 
 
