@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
+import torch
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api_helpers import api_client, api_settings, photo_b64, photo_jpeg, state_of
 from vizdex.encoders.base import Encoder
+from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import load_image
 from vizdex.indexer.jobs import JobLocks, close_job, open_job
@@ -38,12 +40,12 @@ def client(
         yield test_client
 
 
-@pytest.fixture(scope="module")
-def seeded(client: Client, models: dict[str, Encoder]) -> dict[str, Any]:
-    """A collection 'photos' with 6 images embedded by both models, added through the service."""
+def add_photos(client: Client, models: dict[str, Encoder], collection: str) -> tuple[int, ...]:
+    """A collection of 6 images embedded by both models, added through the service."""
     state = state_of(client.app)
     names = list(models)
-    client.post("/v1/collections", json={"name": "photos", "models": names})
+    created = client.post("/v1/collections", json={"name": collection, "models": names})
+    assert created.status_code == 201, created.text
     items = []
     for seed in range(6):
         decoded = load_image(photo_jpeg(seed), state.settings.images)
@@ -60,8 +62,13 @@ def seeded(client: Client, models: dict[str, Encoder]) -> dict[str, Any]:
                 metadata={"seed": seed, "even": seed % 2 == 0},
             )
         )
-    added = state.search.add_images("photos", items)
-    return {"ids": [a.id for a in added]}
+    return tuple(a.id for a in state.search.add_images(collection, items))
+
+
+@pytest.fixture(scope="module")
+def seeded(client: Client, models: dict[str, Encoder]) -> tuple[int, ...]:
+    """The ids of collection 'photos', shared by the module: no test changes its images."""
+    return add_photos(client, models, "photos")
 
 
 def error_code(response: Any) -> str:
@@ -265,9 +272,22 @@ def test_multimodal_match(client: Client, models: dict[str, Encoder]) -> None:
     )
     assert out.status_code == 200, out.text
     data = out.json()
-    assert np.asarray(data["scores"]).shape == (2, 3)
-    np.testing.assert_allclose(np.asarray(data["probabilities"]).sum(axis=1), 1.0, atol=1e-6)
-    assert data["logit_scale"] > 0
+    # The expectation, computed apart from the service: each input encoded on its own, numpy
+    # cosine, and the checkpoint's own temperature; 2 images x 3 texts, so orientation matters.
+    clip = models[data["model"]]
+    assert isinstance(clip, HFEncoder) and clip.supports_text
+    settings = state_of(client.app).settings.images
+    images = [load_image(photo_jpeg(seed), settings).image for seed in (1, 2)]
+    image_vectors = np.stack([clip.encode_images([image])[0] for image in images])
+    text_vectors = np.stack([clip.encode_texts([t])[0] for t in ("red", "blue", "green")])
+    scores = (image_vectors @ text_vectors.T).astype(np.float64)
+    scale = float(torch.exp(cast(Any, clip.model).logit_scale.detach()).item())
+    logits = scale * scores
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    assert data["logit_scale"] == pytest.approx(scale, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(data["scores"]), scores, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(data["probabilities"]), probabilities, atol=1e-5)
     dino = list(models)[1]
     refused = client.post(
         "/v1/multimodal/match", json={"images": [photo_b64(1)], "texts": ["x"], "model": dino}
@@ -315,23 +335,24 @@ def test_collection_create_refusals(client: Client, body: dict[str, Any], status
 # -- images ------------------------------------------------------------------------------------
 
 
-def test_image_read_patch_delete(client: Client, seeded: dict[str, Any]) -> None:
-    first, last = seeded["ids"][0], seeded["ids"][-1]
-    page = client.get("/v1/collections/photos/images", params={"limit": 4}).json()
-    assert [i["id"] for i in page["images"]] == seeded["ids"][:4] and page["next_after"]
-    rest = client.get("/v1/collections/photos/images", params={"after": page["next_after"]}).json()
-    assert rest["next_after"] is None and len(rest["images"]) == 2
-    one = client.get(f"/v1/collections/photos/images/{first}").json()
+def test_image_read_patch_delete(client: Client, models: dict[str, Encoder]) -> None:
+    # Its own collection: the module's shared 'photos' stays as seeded, whatever the test order.
+    ids = add_photos(client, models, "edits")
+    base = "/v1/collections/edits/images"
+    first, last = ids[0], ids[-1]
+    page = client.get(base, params={"limit": 4}).json()
+    assert [i["id"] for i in page["images"]] == list(ids[:4]) and page["next_after"]
+    rest = client.get(base, params={"after": page["next_after"]}).json()
+    assert rest["next_after"] is None and [i["id"] for i in rest["images"]] == list(ids[4:])
+    one = client.get(f"{base}/{first}").json()
     assert one["metadata"] == {"seed": 0, "even": True} and one["original_name"] == "p0.jpg"
     assert one["thumbnail_url"].endswith(f"/images/{first}/thumbnail")
-    patched = client.patch(
-        f"/v1/collections/photos/images/{first}", json={"metadata": {"tag": "x", "seed": 0}}
-    )
+    patched = client.patch(f"{base}/{first}", json={"metadata": {"tag": "x", "seed": 0}})
     assert patched.status_code == 200 and patched.json()["metadata"] == {"tag": "x", "seed": 0}
-    assert client.delete(f"/v1/collections/photos/images/{last}").status_code == 204
-    assert client.get(f"/v1/collections/photos/images/{last}").status_code == 404
-    assert client.delete(f"/v1/collections/photos/images/{last}").status_code == 404
-    seeded["ids"].remove(last)
+    assert client.get(f"{base}/{first}").json()["metadata"] == {"tag": "x", "seed": 0}
+    assert client.delete(f"{base}/{last}").status_code == 204
+    assert client.get(f"{base}/{last}").status_code == 404
+    assert client.delete(f"{base}/{last}").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -350,7 +371,7 @@ def test_image_read_patch_delete(client: Client, seeded: dict[str, Any]) -> None
     ],
 )
 def test_image_errors(
-    client: Client, seeded: dict[str, Any], method: str, path: str, body: Any, status: int
+    client: Client, seeded: tuple[int, ...], method: str, path: str, body: Any, status: int
 ) -> None:
     assert client.request(method, path, json=body).status_code == status
 
@@ -358,27 +379,27 @@ def test_image_errors(
 # -- search ------------------------------------------------------------------------------------
 
 
-def test_search_by_image_text_id_and_vector(client: Client, seeded: dict[str, Any]) -> None:
+def test_search_by_image_text_id_and_vector(client: Client, seeded: tuple[int, ...]) -> None:
     by_image = client.post("/v1/collections/photos/search", json={"image": photo_b64(2), "k": 3})
     assert by_image.status_code == 200, by_image.text
     hits = by_image.json()["hits"]
-    assert hits[0]["id"] == seeded["ids"][2] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["id"] == seeded[2] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert hits[0]["thumbnail_url"].endswith("/thumbnail") and len(hits) == 3
     by_text = client.post("/v1/collections/photos/search", json={"text": "a red bicycle"}).json()
-    assert len(by_text["hits"]) == len(seeded["ids"])
+    assert len(by_text["hits"]) == len(seeded)
     similar = client.post(
-        "/v1/collections/photos/search", json={"image_id": seeded["ids"][1], "k": 2}
+        "/v1/collections/photos/search", json={"image_id": seeded[1], "k": 2}
     ).json()
-    assert seeded["ids"][1] not in [h["id"] for h in similar["hits"]]
+    assert seeded[1] not in [h["id"] for h in similar["hits"]]
     fused = client.post(
-        "/v1/collections/photos/search", json={"image_id": seeded["ids"][1], "fuse": True}
+        "/v1/collections/photos/search", json={"image_id": seeded[1], "fuse": True}
     ).json()
     assert fused["fused"] is True and "+" in fused["model"]
     vector = client.post("/v1/vision/encode", json={"images": [photo_b64(0)]}).json()["embeddings"][
         0
     ]
     by_vector = client.post("/v1/collections/photos/search", json={"vector": vector, "k": 1})
-    assert by_vector.json()["hits"][0]["id"] == seeded["ids"][0]
+    assert by_vector.json()["hits"][0]["id"] == seeded[0]
     filtered = client.post(
         "/v1/collections/photos/search",
         json={"text": "x", "filter": {"metadata": {"even": True}}, "k": 10},
@@ -424,7 +445,7 @@ def test_search_by_image_text_id_and_vector(client: Client, seeded: dict[str, An
     ],
 )
 def test_search_refusals(
-    client: Client, seeded: dict[str, Any], body: dict[str, Any], status: int, code: str
+    client: Client, seeded: tuple[int, ...], body: dict[str, Any], status: int, code: str
 ) -> None:
     out = client.post("/v1/collections/photos/search", json=body)
     assert out.status_code == status, out.text
@@ -441,25 +462,38 @@ def test_search_missing_collection(client: Client) -> None:
 # -- jobs --------------------------------------------------------------------------------------
 
 
-def test_jobs(client: Client, seeded: dict[str, Any]) -> None:
+def test_jobs(client: Client, seeded: tuple[int, ...]) -> None:
     state = state_of(client.app)
     catalog = state.search.catalog
     collection = catalog.get_collection("photos")
-    # Held like a live process holds its job (an unheld unfinished job is reaped as interrupted).
+    # A live job holds its lease (a job nobody holds is reaped as interrupted when asked for).
     locks = JobLocks(state.store.locks_dir)
     job, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="4 uploads")
-    catalog.record_job_progress(job.id, total=4, done=2)
-    out = client.get(f"/v1/jobs/{job.id}").json()
-    close_job(catalog, locks, lease, JobState.DONE)
-    assert (out["collection"], out["state"], out["done"], out["progress"]) == (
-        "photos",
-        "pending",
-        2,
-        0.5,
-    )
+    try:
+        catalog.record_job_progress(job.id, total=4, done=2)
+        out = client.get(f"/v1/jobs/{job.id}").json()
+        assert (out["collection"], out["state"], out["done"], out["progress"]) == (
+            "photos",
+            "pending",
+            2,
+            0.5,
+        )
+    finally:
+        close_job(catalog, locks, lease, JobState.DONE)
+    assert client.get(f"/v1/jobs/{job.id}").json()["state"] == "done"
     assert error_code(client.get("/v1/jobs/987654")) == "job_not_found"
-    assert client.get("/v1/jobs/0").status_code == 400
-    assert client.get("/v1/jobs/abc").status_code in (400, 404)
+    below_one = client.get("/v1/jobs/0")
+    assert below_one.status_code == 400 and error_code(below_one) == "invalid_request"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="VISION_API_REFERENCE.md documents 400 invalid_request for a job_id that is not a "
+    "number; the router answers 404 not_found (a web/ fix, outside this change)",
+)
+def test_a_job_id_that_is_not_a_number_is_400(client: Client) -> None:
+    out = client.get("/v1/jobs/abc")
+    assert out.status_code == 400 and error_code(out) == "invalid_request", out.text
 
 
 def test_json_body_is_capped_per_route(
@@ -501,19 +535,19 @@ def test_image_byte_cap_is_413(
 
 
 def test_files_of_images_without_stored_bytes_are_404(
-    client: Client, seeded: dict[str, Any]
+    client: Client, seeded: tuple[int, ...]
 ) -> None:
     # Seeded straight into the catalog: no original was kept, so neither file nor thumbnail.
-    image_id = seeded["ids"][0]
+    image_id = seeded[0]
     for what in ("file", "thumbnail"):
         out = client.get(f"/v1/collections/photos/images/{image_id}/{what}")
         assert out.status_code == 404 and error_code(out) == "file_missing"
 
 
-def test_absurd_nesting_is_a_client_error(client: Client, seeded: dict[str, Any]) -> None:
+def test_absurd_nesting_is_a_client_error(client: Client, seeded: tuple[int, ...]) -> None:
     deep = b'{"metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     json_headers = {"content-type": "application/json"}
-    image = f"/v1/collections/photos/images/{seeded['ids'][0]}"
+    image = f"/v1/collections/photos/images/{seeded[0]}"
     for method, path in [
         ("PATCH", image),
         ("POST", "/v1/collections/photos/search"),

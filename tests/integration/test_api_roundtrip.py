@@ -136,8 +136,13 @@ def test_upload_to_missing_collection_and_bad_forms(client: httpx.Client) -> Non
     files = [("images", ("a.jpg", photo_jpeg(1), "image/jpeg"))]
     assert client.post("/v1/collections/none/images", files=files).status_code == 404
     client.post("/v1/collections", json={"name": "forms"})
-    no_files = client.post("/v1/collections/forms/images", data={"metadata": "{}"})
-    assert no_files.status_code in (400, 415)
+    # A form that is not multipart is the wrong media type; a multipart one without images, 400.
+    urlencoded = client.post("/v1/collections/forms/images", data={"metadata": "{}"})
+    assert urlencoded.status_code == 415, urlencoded.text
+    assert urlencoded.json()["code"] == "unsupported_media_type"
+    no_files = client.post("/v1/collections/forms/images", files=[("metadata", (None, "{}"))])
+    assert no_files.status_code == 400, no_files.text
+    assert no_files.json()["code"] == "invalid_request"
     bad_meta = client.post("/v1/collections/forms/images", files=files, data={"metadata": "[1"})
     assert bad_meta.status_code == 400
 
