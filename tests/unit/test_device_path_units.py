@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -23,6 +22,7 @@ import vizdex.encoders.streaming as streaming_module
 import vizdex.indexer.thumbnail_sink as thumbnail_sink_module
 from tests.support.image_corpus import jpeg_with_orientation, truncated
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.core import stage_clock
 from vizdex.core.errors import ImageRejectedError
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
@@ -646,20 +646,46 @@ def test_thumbnail_sink_with_nothing_fresh_writes_nothing(tmp_path: Path) -> Non
 # -- StageClock --------------------------------------------------------------------------------
 
 
-def test_stage_clock_sums_per_stage_across_threads() -> None:
-    clock = StageClock()
+class ThreadClocks:
+    """``perf_counter`` for stage_clock: a timeline per thread that moves only when told to.
 
-    def work(_: int) -> None:
+    Each thread's stage then lasts exactly what it advanced, so the sums are exact whatever the
+    machine's load or the threads' interleaving.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def perf_counter(self) -> float:
+        now: float = getattr(self._local, "now", 1000.0)
+        return now
+
+    def advance(self, seconds: float) -> None:
+        self._local.now = self.perf_counter() + seconds
+
+
+def test_stage_clock_sums_per_stage_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = ThreadClocks()
+    monkeypatch.setattr(stage_clock, "time", clocks)
+    clock = StageClock()
+    started = threading.Barrier(4)
+
+    def work(index: int) -> None:
+        if index < 4:
+            started.wait(timeout=30)  # four threads inside the pool at once: real contention
         with clock.stage("slow"):
-            time.sleep(0.02)
+            clocks.advance(0.25 * (index + 1))
         with clock.stage("fast"):
-            pass
+            clocks.advance(0.001)
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(8)))
     with pytest.raises(RuntimeError), clock.stage("failed"):
+        clocks.advance(0.5)
         raise RuntimeError("still counted")
     seconds = clock.seconds()
     assert set(seconds) == {"slow", "fast", "failed"}
-    assert 8 * 0.02 <= seconds["slow"] < 8 * 0.02 + 2.0
-    assert clock.summary().startswith("slow ")  # largest first
+    assert seconds["slow"] == pytest.approx(0.25 * sum(range(1, 9)))  # every thread's share
+    assert seconds["fast"] == pytest.approx(8 * 0.001)
+    assert seconds["failed"] == pytest.approx(0.5)
+    assert clock.summary() == "slow 9.00 s, failed 0.50 s, fast 0.01 s"  # largest first
