@@ -46,6 +46,24 @@ class BatchObserver(Protocol):
     def skipped(self, count: int) -> None: ...
 
 
+class Clock(Protocol):
+    """Where a batcher reads the time and waits: the system's, or one a test steps by hand."""
+
+    def now(self) -> float: ...
+
+    def sleep_on(self, cond: threading.Condition, timeout: float) -> None:
+        """Wait on ``cond`` (held by the caller) until notified or ``timeout`` seconds pass."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep_on(self, cond: threading.Condition, timeout: float) -> None:
+        cond.wait(timeout)
+
+
 class _NoObserver:
     def batch_done(self, size: int, seconds: float) -> None:
         pass
@@ -80,6 +98,7 @@ class MicroBatcher(Generic[T, R]):
         max_wait_s: float,
         capacity: int,
         observer: BatchObserver | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if max_batch < 1 or capacity < max_batch:
             raise ValueError("need 1 <= max_batch <= capacity")
@@ -89,6 +108,7 @@ class MicroBatcher(Generic[T, R]):
         self._run = run
         self._max_wait_s = max(0.0, max_wait_s)
         self._observer: BatchObserver = observer or _NoObserver()
+        self._clock: Clock = clock or SystemClock()
         self._queue: deque[_Entry[T, R]] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -106,7 +126,7 @@ class MicroBatcher(Generic[T, R]):
         count = len(values)
         if count > self.capacity:
             raise ValueError(f"{count} items can never fit a queue of {self.capacity}")
-        deadline = time.monotonic() + wait_s
+        deadline = self._clock.now() + wait_s
         with self._cond:
             while True:
                 if self._closed:
@@ -115,7 +135,7 @@ class MicroBatcher(Generic[T, R]):
                     self._drop_cancelled()
                 if len(self._queue) + count <= self.capacity:
                     break
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock.now()
                 if remaining <= 0:
                     self._observer.rejected(count)
                     retry = self._retry_after()
@@ -124,8 +144,8 @@ class MicroBatcher(Generic[T, R]):
                         f"{self.name}); retry in {retry} s",
                         retry_after=retry,
                     )
-                self._cond.wait(remaining)
-            now = time.monotonic()
+                self._clock.sleep_on(self._cond, remaining)
+            now = self._clock.now()
             futures: list[Future[R]] = []
             for value in values:
                 future: Future[R] = Future()
@@ -164,10 +184,10 @@ class MicroBatcher(Generic[T, R]):
                 # Give others until the oldest item's deadline to join, unless the batch is full.
                 deadline = self._queue[0].enqueued + self._max_wait_s
                 while len(self._queue) < self.max_batch and not self._closed:
-                    remaining = deadline - time.monotonic()
+                    remaining = deadline - self._clock.now()
                     if remaining <= 0:
                         break
-                    self._cond.wait(remaining)
+                    self._clock.sleep_on(self._cond, remaining)
                 taken: list[_Entry[T, R]] = []
                 skipped = 0
                 while self._queue and len(taken) < self.max_batch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
@@ -48,6 +47,45 @@ class Observer:
         self.skipped_count += count
 
 
+class ManualClock:
+    """A batcher's clock that moves only when the test says: deadlines without a stopwatch.
+
+    ``sleeps`` lists each timeout the batcher asked to wait, in order; a sleeper wakes when
+    notified (a submit, a close) or when ``advance`` moves the time.
+    """
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._changed = threading.Condition()
+        self._conditions: set[threading.Condition] = set()
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep_on(self, cond: threading.Condition, timeout: float) -> None:
+        with self._changed:
+            self.sleeps.append(timeout)
+            self._conditions.add(cond)
+            self._changed.notify_all()
+        # The caller holds ``cond``: advance() cannot notify before this wait releases it.
+        cond.wait()
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+        with self._changed:
+            conditions = list(self._conditions)
+        for cond in conditions:
+            with cond:
+                cond.notify_all()
+
+    def wait_for_sleeps(self, count: int) -> list[float]:
+        """The first ``count`` sleeps, once that many were asked for."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.sleeps) >= count, timeout=30)
+            return self.sleeps[:count]
+
+
 def make(run: Recorder, **kwargs: object) -> MicroBatcher[int, int]:
     options: dict[str, object] = {"max_batch": 4, "max_wait_s": 0.05, "capacity": 8}
     options.update(kwargs)
@@ -56,30 +94,40 @@ def make(run: Recorder, **kwargs: object) -> MicroBatcher[int, int]:
 
 def test_concurrent_items_share_one_call() -> None:
     run = Recorder()
-    batcher = make(run, max_wait_s=0.5)
+    clock = ManualClock()
+    batcher = make(run, max_wait_s=0.5, clock=clock)
     futures = batcher.submit([1, 2, 3, 4])
-    assert [f.result(5) for f in futures] == [10, 20, 30, 40]
-    assert run.batches == [[1, 2, 3, 4]]  # full batch: no waiting for the deadline
+    assert [f.result(5) for f in futures] == [10, 20, 30, 40]  # the clock never moved
+    assert run.batches == [[1, 2, 3, 4]]
+    assert clock.sleeps == []  # a full batch goes at once: no waiting for the deadline
     batcher.close()
 
 
 def test_max_wait_bounds_the_wait_for_company() -> None:
     run = Recorder()
-    batcher = make(run, max_wait_s=0.05)
-    started = time.perf_counter()
-    assert batcher.submit([7])[0].result(5) == 70
-    assert time.perf_counter() - started < 2.0
-    assert run.batches == [[7]]
+    clock = ManualClock()
+    batcher = make(run, max_wait_s=0.25, clock=clock)
+    first = batcher.submit([7])[0]
+    assert clock.wait_for_sleeps(1) == [0.25]  # waits max_wait_s for company, no more
+    clock.advance(0.125)
+    assert clock.wait_for_sleeps(2)[1] == 0.125  # woke, the deadline not reached: waits again
+    second = batcher.submit([8])[0]  # joins the oldest item's batch, under its deadline
+    assert clock.wait_for_sleeps(3)[2] == 0.125
+    assert run.batches == [] and not first.done()
+    clock.advance(0.125)  # the oldest item's deadline: the batch goes, not full
+    assert (first.result(5), second.result(5)) == (70, 80)
+    assert run.batches == [[7, 8]]
     batcher.close()
 
 
 def test_items_from_many_threads_are_batched() -> None:
     run = Recorder()
-    batcher = make(run, max_batch=8, capacity=64, max_wait_s=0.2)
+    clock = ManualClock()  # frozen: the deadline never passes, only a full batch can go
+    batcher = make(run, max_batch=8, capacity=64, max_wait_s=0.2, clock=clock)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: batcher.submit([i])[0].result(5), range(8)))
     assert results == [i * 10 for i in range(8)]
-    assert len(run.batches) < 8
+    assert len(run.batches) == 1 and sorted(run.batches[0]) == list(range(8))
     batcher.close()
 
 
@@ -136,19 +184,47 @@ def test_a_failing_call_fails_every_item_of_its_batch() -> None:
 def test_bulk_submit_waits_for_room() -> None:
     gate = threading.Event()
     run = Recorder(gate)
-    batcher = make(run, max_batch=1, capacity=1, max_wait_s=0.0)
+    clock = ManualClock()
+    batcher = make(run, max_batch=1, capacity=1, max_wait_s=0.0, clock=clock)
     batcher.submit([1])
     assert run.entered.wait(5)
     batcher.submit([2])
-    threading.Timer(0.2, gate.set).start()
-    assert batcher.submit([3], wait_s=5)[0].result(5) == 30
+    with ThreadPoolExecutor(1) as pool:
+        third = pool.submit(lambda: batcher.submit([3], wait_s=5)[0].result(5))
+        assert clock.wait_for_sleeps(1) == [5]  # full: it waits up to wait_s for room
+        gate.set()  # the worker takes item 2: room, and the waiting submit gets in
+        assert third.result(10) == 30
+    batcher.close()
+
+
+def test_bulk_submit_gives_up_after_wait_s() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    observer = Observer()
+    clock = ManualClock()
+    batcher = make(run, max_batch=1, capacity=1, max_wait_s=0.0, clock=clock, observer=observer)
+    batcher.submit([1])
+    assert run.entered.wait(5)
+    batcher.submit([2])
+    with ThreadPoolExecutor(1) as pool:
+        third = pool.submit(batcher.submit, [3], wait_s=5)
+        assert clock.wait_for_sleeps(1) == [5]
+        clock.advance(4)
+        assert clock.wait_for_sleeps(2)[1] == 1  # still no room, one second left
+        clock.advance(1)
+        with pytest.raises(QueueFullError):
+            third.result(10)
+    assert observer.rejected_count == 1
+    gate.set()
     batcher.close()
 
 
 def test_close_drains_then_refuses() -> None:
     run = Recorder()
-    batcher = make(run, max_wait_s=1.0)
+    clock = ManualClock()  # frozen: only close() can end the wait for company
+    batcher = make(run, max_wait_s=1.0, clock=clock)
     futures = batcher.submit([1, 2])
+    assert clock.wait_for_sleeps(1) == [1.0]
     batcher.close()
     assert [f.result(1) for f in futures] == [10, 20]
     with pytest.raises(Exception, match="shutting down"):
