@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -14,11 +16,13 @@ from tests.support.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.core.errors import ImageRejectedError
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import read_jpeg_header
-from vizdex.encoders.streaming import JpegBytes, draft_side, encode_stream
+from vizdex.encoders.streaming import EncodedBatch, JpegBytes, draft_side, encode_stream
 from vizdex.imaging import DecodedImage, decode_file, decode_image_bytes
 from vizdex.imaging.settings import ImageInputSettings
 
 DOOR = ImageInputSettings()
+T = TypeVar("T")
+P = TypeVar("P")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +34,19 @@ def photo_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         path.write_bytes(jpeg_bytes(make_photo(1000 + 13 * i, 750, seed=i)))
         files.append(path)
     return files
+
+
+def merged(batches: Iterable[EncodedBatch[T, P]], name: str) -> EncodedBatch[T, P]:
+    """What a stream promises, whatever its batching: items, one model's vectors, failures."""
+    whole: EncodedBatch[T, P] = EncodedBatch()
+    rows = []
+    for batch in batches:
+        assert len(batch.vectors[name]) == len(batch.items)  # one vector per item, per batch
+        whole.items += batch.items
+        whole.failures += batch.failures
+        rows.append(batch.vectors[name])
+    whole.vectors[name] = np.concatenate(rows)
+    return whole
 
 
 def _load(path: Path, min_side: int | None) -> tuple[Image.Image, DecodedImage]:
@@ -57,23 +74,28 @@ def test_stream_matches_direct_encoding(
     assert (payload.width, payload.height, payload.format) == (1000, 750, "JPEG")
 
 
+@pytest.mark.parametrize("min_batch", [1, None, 8])  # eager to hold-out-for-full batching
 def test_failures_are_isolated_and_reported(
-    photo_files: list[Path], tmp_path: Path, clip_encoder: Encoder
+    photo_files: list[Path], tmp_path: Path, clip_encoder: Encoder, min_batch: int | None
 ) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     missing = tmp_path / "missing.jpg"
     items = [photo_files[0], broken, photo_files[1], missing]
-    batches = list(encode_stream(items, [clip_encoder], _load, batch_size=8, workers=2))
-    assert len(batches) == 1
-    batch = batches[0]
-    assert batch.items == [photo_files[0], photo_files[1]]
-    assert batch.vectors[clip_encoder.name].shape == (2, clip_encoder.dim)
-    assert [(item, type(error)) for item, error in batch.failures] == [
+    # How many batches carry them is the stream's business (it sends what is ready early).
+    stream = encode_stream(
+        items, [clip_encoder], _load, batch_size=8, workers=2, min_batch=min_batch
+    )
+    whole = merged(stream, clip_encoder.name)
+    assert whole.items == [photo_files[0], photo_files[1]]  # each good item once, in order
+    images = [decode_file(p, DOOR, min_side=draft_side([clip_encoder])).image for p in whole.items]
+    expected = clip_encoder.encode_images(images)
+    np.testing.assert_allclose(whole.vectors[clip_encoder.name], expected, atol=1e-5)
+    assert [(item, type(error)) for item, error in whole.failures] == [
         (broken, ImageRejectedError),
         (missing, ImageRejectedError),
     ]
-    assert [error.code for _, error in batch.failures] == ["corrupt", "not_found"]
+    assert [error.code for _, error in whole.failures] == ["corrupt", "not_found"]
 
 
 def test_only_failures_still_yield_a_batch(tmp_path: Path, clip_encoder: Encoder) -> None:
@@ -135,7 +157,9 @@ def test_device_decode_falls_back_and_isolates_failures(
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(photo_files[0].read_bytes()[:2000])  # valid header, truncated body
     items = [photo_files[0], cmyk, broken, photo_files[1]]
-    (batch,) = encode_stream(items, [clip_encoder], _jpeg_loader, batch_size=8)
+    batch = merged(
+        encode_stream(items, [clip_encoder], _jpeg_loader, batch_size=8), clip_encoder.name
+    )
     assert [error.code for _, error in batch.failures] == ["corrupt"]
     assert [item for item, _ in batch.failures] == [broken]
     assert batch.items == [photo_files[0], cmyk, photo_files[1]]
