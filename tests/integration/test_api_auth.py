@@ -10,7 +10,13 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
-from tests.support.api_helpers import api_client, api_settings, photo_b64
+from tests.support.api_helpers import (
+    api_client,
+    api_settings,
+    database_unreachable,
+    photo_b64,
+    state_of,
+)
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.web.settings import AuthSettings
@@ -97,6 +103,11 @@ def test_probes_and_schema_need_no_key(client: TestClient[Litestar]) -> None:
     assert client.get("/health/live").status_code == 200
     assert client.get("/health/ready").json() == {"status": "ready"}
     assert client.get("/schema/openapi.json").status_code == 200
+    # Not ready is said without a key too (503, not 401): the probe really asks the database.
+    with database_unreachable(state_of(client.app)):
+        not_ready = client.get("/health/ready")
+        assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
+    assert client.get("/health/ready").json() == {"status": "ready"}
 
 
 def test_matrix(client: TestClient[Litestar]) -> None:

@@ -13,7 +13,14 @@ import torch
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.support.api_helpers import api_client, api_settings, photo_b64, photo_jpeg, state_of
+from tests.support.api_helpers import (
+    api_client,
+    api_settings,
+    database_unreachable,
+    photo_b64,
+    photo_jpeg,
+    state_of,
+)
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.encoders.settings import EncoderSettings
@@ -86,6 +93,11 @@ def test_probes(client: Client) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    with database_unreachable(state_of(client.app)):
+        not_ready = client.get("/health/ready")
+        assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
+        assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").status_code == 200
 
 
 def test_models(client: Client, models: dict[str, Encoder]) -> None:

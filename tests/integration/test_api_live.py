@@ -16,8 +16,10 @@ from tests.support.api_helpers import (
     GatedEncoder,
     api_client,
     api_settings,
+    database_unreachable,
     live_server,
     photo_b64,
+    state_of,
     wait_until,
 )
 from vizdex.cli import serve
@@ -131,8 +133,19 @@ def test_readiness_is_false_without_a_database(
     settings = api_settings(tmp_path / "data", cpu_settings)
     with api_client(settings, {clip_encoder.name: clip_encoder}) as client:
         assert client.get("/health/ready").status_code == 200
-        from tests.support.api_helpers import state_of
+        with database_unreachable(state_of(client.app)):
+            not_ready = client.get("/health/ready")
+            assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
+            assert client.get("/health/live").json() == {"status": "ok"}  # alive, not ready
+        ready = client.get("/health/ready")  # the database is back: ready again
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
+
+def test_readiness_is_false_while_starting(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    settings = api_settings(tmp_path / "data", cpu_settings)
+    with api_client(settings, {clip_encoder.name: clip_encoder}) as client:
         state = state_of(client.app)
         service, state.search_service = state.search_service, None
         try:

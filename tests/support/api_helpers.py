@@ -26,6 +26,7 @@ from PIL import Image
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
+from vizdex.search.db import sqlite_file
 from vizdex.web.app import create_app
 from vizdex.web.settings import ServiceSettings
 from vizdex.web.state import ServiceState
@@ -94,6 +95,35 @@ def live_server(settings: ServiceSettings, models: Mapping[str, Encoder]) -> Ite
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextmanager
+def database_unreachable(state: ServiceState) -> Iterator[None]:
+    """The catalog's SQLite file cannot be opened: a directory stands where it was.
+
+    As when its volume is gone. The pool is emptied first: SQLite answers ``SELECT 1`` on an open
+    connection without reading the file, so only a new connection meets the missing database.
+    Everything is put back afterwards.
+    """
+    engine = state.search.catalog.engine
+    path = sqlite_file(engine.url)
+    assert path is not None, "this helper needs a SQLite catalog"
+    engine.dispose()
+    moved: list[tuple[Path, Path]] = []
+    for suffix in ("", "-wal", "-shm"):
+        current = path.with_name(path.name + suffix)
+        if current.exists():
+            aside = current.with_name(current.name + ".aside")
+            current.rename(aside)
+            moved.append((aside, current))
+    path.mkdir()
+    try:
+        yield
+    finally:
+        engine.dispose()
+        path.rmdir()
+        for aside, current in moved:
+            aside.rename(current)
 
 
 def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
