@@ -10,6 +10,8 @@ import pytest
 
 from tests.support.ingest_helpers import photo_folder
 from vizdex.cli.main import main
+from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging import ImageInputSettings, decode_file
 from vizdex.search import Catalog, JobState, SearchSettings
 
 
@@ -43,9 +45,13 @@ def test_ingest_creates_the_collection_and_prints_a_summary(
     lines = out.splitlines()
     assert lines[0] == (f"created collection 'trip' with models: {tiny_clip_dir}, {tiny_dino_dir}")
     assert lines[1].startswith("job 1 done: indexed 6, failed 1 in ")
+    # The reason is the image door's own refusal of that file, read here from the door itself.
+    with pytest.raises(ImageRejectedError) as refusal:
+        decode_file(photos / "broken.jpg", ImageInputSettings())
+    assert refusal.value.code == "corrupt"
     assert lines[2:4] == [
         "  corrupt (1):",
-        f"    {photos / 'broken.jpg'}: " + lines[3].split(": ", 1)[1],
+        f"    {photos / 'broken.jpg'}: {refusal.value.message}",
     ]
     assert "[" in err and "img/s" in err and "ETA" in err  # the progress bar, on stderr
 

@@ -318,8 +318,11 @@ def test_decode_file_checks_size_before_reading(
 
 @pytest.fixture(autouse=True)
 def _no_leftover_threads() -> Iterator[None]:
+    """No test leaves a thread behind (e.g. one stuck reading a FIFO): it would fail here."""
     before = set(threading.enumerate())
     yield
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     for thread in leftover:
-        thread.join(1)
+        thread.join(5)  # one that is merely finishing gets the chance to
+    stuck = [t.name for t in leftover if t.is_alive()]
+    assert not stuck, f"threads still running after the test: {stuck}"
