@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -174,3 +175,34 @@ def test_file_and_thumbnail_errors(client: httpx.Client) -> None:
     assert client.get("/v1/collections/none/images/1/thumbnail").status_code == 404
     client.post("/v1/collections", json={"name": "files"})
     assert client.get("/v1/collections/files/images/424242/thumbnail").status_code == 404
+
+
+def test_a_thumbnail_whose_file_is_gone_is_remade(client: httpx.Client, server: LiveServer) -> None:
+    """The reference: made at ingestion, or on the first request for images that have none."""
+    client.post("/v1/collections", json={"name": "thumbs"})
+    photo = photo_jpeg(40, 640, 480)
+    files = [("images", ("wide.jpg", photo, "image/jpeg"))]
+    uploaded = client.post("/v1/collections/thumbs/images", files=files)
+    assert uploaded.status_code == 201, uploaded.text
+    image_id = uploaded.json()["results"][0]["id"]
+    url = f"/v1/collections/thumbs/images/{image_id}/thumbnail"
+    made = client.get(url)
+    assert made.status_code == 200 and made.headers["content-type"] == "image/webp"
+
+    catalog = server.state.search.catalog
+    record = catalog.get_image(catalog.get_collection("thumbs").id, image_id)
+    assert record.thumbnail_path is not None
+    stored = server.state.store.resolve(record.thumbnail_path)
+    assert stored.read_bytes() == made.content  # the route serves the recorded file
+    stored.unlink()  # e.g. lost with a volume, or cleaned up by hand
+
+    remade = client.get(url)
+    assert remade.status_code == 200, remade.text
+    assert remade.headers["content-type"] == "image/webp"
+    assert stored.is_file() and stored.read_bytes() == remade.content  # made again, kept
+    with Image.open(io.BytesIO(made.content)) as before, Image.open(stored) as after:
+        assert after.format == "WEBP" and after.size == before.size == (256, 192)
+        difference = np.abs(
+            np.asarray(after.convert("RGB"), np.int16) - np.asarray(before.convert("RGB"), np.int16)
+        )
+        assert difference.max() <= 2  # the same picture (same original, same settings)
