@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.support.api_helpers import (
@@ -19,6 +21,7 @@ from tests.support.api_helpers import (
     database_unreachable,
     live_server,
     photo_b64,
+    photo_jpeg,
     state_of,
     wait_until,
 )
@@ -27,7 +30,7 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.settings import BatchSettings, EncoderSettings
 from vizdex.search import SchemaMismatchError, SchemaOutOfDateError
-from vizdex.web.settings import ServiceSettings
+from vizdex.web.settings import LimitSettings, ServiceSettings
 
 ENCODE = "/v1/vision/encode"
 
@@ -105,6 +108,132 @@ def test_disconnected_client_leaves_no_work_behind(
         skipped = 'vizdex_queue_skipped_items_total{input="image"'
         line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(skipped))
         assert line.endswith(" 1.0")
+
+
+def batch_sizes(metrics: str, model: str) -> tuple[float, float]:
+    """(model calls, items) of the image queue, from /metrics' batch-size histogram."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.labels.get("model") == model and sample.labels.get("input") == "image":
+                found[sample.name] = sample.value
+    return found.get("vizdex_batch_size_count", 0.0), found.get("vizdex_batch_size_sum", 0.0)
+
+
+def test_concurrent_http_requests_share_one_model_call(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    """Micro-batching over real HTTP: requests that wait together go through one forward."""
+    gated = GatedEncoder(clip_encoder)
+    settings = api_settings(
+        tmp_path / "data",
+        cpu_settings,
+        batching=BatchSettings(max_batch=8, max_wait_ms=0, queue_size=16),
+    )
+    seeds = [3, 4, 5, 6]
+    with (
+        live_server(settings, {gated.name: gated}) as server,
+        ThreadPoolExecutor(len(seeds) + 1) as pool,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        queue = server.state.encoders[gated.name]
+        assert isinstance(queue, BatchedEncoder)
+        try:
+            first = pool.submit(client.post, ENCODE, json={"images": [photo_b64(2)]})
+            assert gated.entered.wait(30)  # the model is busy with the first request...
+            together = [
+                pool.submit(client.post, ENCODE, json={"images": [photo_b64(seed)]})
+                for seed in seeds
+            ]  # ...while four more arrive, over four connections
+            wait_until(lambda: queue.image_queue.depth == len(seeds), what="four queued images")
+        finally:
+            gated.gate.set()
+        answers = [future.result(60) for future in [first, *together]]
+        assert [answer.status_code for answer in answers] == [200] * 5
+        # One forward for the first, one for the four that waited together.
+        assert gated.calls == [1, len(seeds)]
+        assert batch_sizes(client.get("/metrics").text, gated.name) == (2.0, 5.0)
+        # Batched, each request still gets its own image's vector.
+        for seed, answer in zip(seeds, answers[1:], strict=True):
+            alone = client.post(ENCODE, json={"images": [photo_b64(seed)]}).json()
+            np.testing.assert_allclose(
+                answer.json()["embeddings"][0], alone["embeddings"][0], atol=1e-5
+            )
+
+
+def test_too_many_waiting_upload_jobs_answer_429(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    """VIZDEX_MAX_PENDING_JOBS: with that many upload jobs waiting, the next is refused."""
+    gated = GatedEncoder(clip_encoder)  # the first job holds the model: the next ones wait
+    settings = api_settings(
+        tmp_path / "data", cpu_settings, limits=LimitSettings(upload_sync_images=1, pending_jobs=1)
+    )
+
+    def upload(client: httpx.Client, first_seed: int) -> httpx.Response:
+        files = [
+            ("images", (f"{seed}.jpg", photo_jpeg(seed), "image/jpeg"))
+            for seed in (first_seed, first_seed + 1)  # two images: more than 1, so a job
+        ]
+        return client.post("/v1/collections/jobs/images", files=files)
+
+    with (
+        live_server(settings, {gated.name: gated}) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        assert client.post("/v1/collections", json={"name": "jobs"}).status_code == 201
+        try:
+            running = upload(client, 10)
+            assert running.status_code == 202, running.text
+            assert gated.entered.wait(30)  # job 1 is in the model
+            waiting = upload(client, 20)
+            assert waiting.status_code == 202, waiting.text  # job 2 waits: one is allowed
+            refused = upload(client, 30)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["code"] == "overloaded"
+            assert refused.headers["retry-after"] == "30"
+        finally:
+            gated.gate.set()
+        for accepted in (running, waiting):
+            url = accepted.json()["job_url"]
+            wait_until(lambda u=url: client.get(u).json()["state"] == "done", 60, "the jobs")
+        assert upload(client, 30).status_code == 202  # nothing waits now: accepted again
+
+
+def test_connections_beyond_the_limit_get_503_before_the_body(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    """VIZDEX_MAX_CONNECTIONS: uvicorn itself answers 503, without reading the request body."""
+    settings = api_settings(tmp_path / "data", cpu_settings, limits=LimitSettings(connections=2))
+    with live_server(settings, {clip_encoder.name: clip_encoder}) as server:
+        connections = server.server.server_state.connections
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+        try:
+            for sock in held:  # open, mid-request: headers never finished
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n")
+            wait_until(lambda: len(connections) == 2, what="two open connections")
+            with socket.create_connection(("127.0.0.1", server.port)) as extra:
+                extra.settimeout(30)
+                # Headers of a 10 MB upload, and no body at all: the answer cannot wait for it.
+                extra.sendall(
+                    b"POST /v1/vision/encode HTTP/1.1\r\nHost: test\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.endswith(b"Unavailable"):
+                    chunk = extra.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 "), answer
+            assert b"content-type: text/plain" in head.lower() and body == b"Service Unavailable"
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(lambda: len(connections) == 0, what="the held connections to close")
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.get("/health/ready").status_code == 200  # room again
 
 
 def test_cors_only_when_configured(

@@ -80,7 +80,14 @@ def live_server(settings: ServiceSettings, models: Mapping[str, Encoder]) -> Ite
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    # limit_concurrency as `vizdex serve` (vizdex/cli/serve.py) sets it: VIZDEX_MAX_CONNECTIONS.
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        limit_concurrency=settings.limits.connections,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -148,6 +155,7 @@ class GatedEncoder(Encoder):
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.rows_encoded = 0
+        self.calls: list[int] = []  # rows per model call, in order
 
     @property
     def decode_min_side(self) -> int | None:
@@ -160,6 +168,7 @@ class GatedEncoder(Encoder):
         self.entered.set()
         self.gate.wait(30)
         self.rows_encoded += len(pixels)
+        self.calls.append(len(pixels))
         return self.inner.encode_pixels(pixels, normalize=normalize)
 
     def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
