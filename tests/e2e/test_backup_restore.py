@@ -4,7 +4,8 @@ The shell commands are read out of README.md ("### Backing up" / "### Restoring"
 bash, so the documentation and this test cannot drift apart. The backup is taken while the
 service is up (its commits still in the WAL) and while another connection holds SQLite's write
 lock with uncommitted changes; the original data directory is then deleted, restored into a new
-one, and the service started on it must answer every query exactly as before.
+one, and the service started on it must answer every query exactly as before. A second backup is
+taken while an ingestion job commits batch after batch: it must restore a consistent prefix.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -26,15 +28,20 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.support.api_helpers import api_client, api_settings, photo_jpeg
+from tests.support.api_helpers import api_client, api_settings, photo_jpeg, state_of
 from tests.support.ingest_helpers import photo_folder
 from vizdex.cli.main import main
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
+from vizdex.indexer import IndexerSettings, IngestRequest, ProgressSnapshot, Upload
+from vizdex.search import JobState
 
 ROOT = Path(__file__).parents[2]
 COLLECTION = "photos"
 PROBE_TABLE = "backup_probe"
+# The backup during an ingestion starts once this many images are committed, and the job is held
+# at this many until the backup has finished.
+BACKUP_STARTS_AT, JOB_HELD_AT = 4, 16
 
 
 def readme_block(heading: str) -> str:
@@ -193,3 +200,75 @@ def test_documented_online_backup_restores_identical_search_results(
     capsys.readouterr()
     assert main(["reindex", "-c", COLLECTION, "--data-dir", str(data), "--json"]) == 0
     assert cli_results(capsys, data, photos[2]) == before_cli
+
+
+def test_a_backup_taken_while_an_ingestion_writes_restores_a_consistent_prefix(
+    tmp_path: Path,
+    cpu_settings: EncoderSettings,
+    clip_encoder: Encoder,
+    dino_encoder: Encoder,
+) -> None:
+    """The README: "Safe while vizdex serves and ingests". Batches are committed while it runs."""
+    backup_block = readme_block("Backing up")
+    restore_block = readme_block("Restoring")
+    data = tmp_path / "vizdex-data"
+    models = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
+    indexer = IndexerSettings(data_dir=data, batch_size=2, workers=1)
+    settings = api_settings(data, cpu_settings, indexer=indexer)
+    names = [f"upload-{i:02d}.jpg" for i in range(24)]
+    uploads = tuple(
+        Upload(photo_jpeg(200 + i, 160, 120), name=name) for i, name in enumerate(names)
+    )
+    backups: list[subprocess.CompletedProcess[str]] = []
+    started, backup_done = threading.Event(), threading.Event()
+    processed: list[int] = []
+
+    def take_backup() -> None:
+        try:
+            backups.append(run_documented(backup_block, cwd=tmp_path))
+        finally:
+            backup_done.set()
+
+    def progress(snapshot: ProgressSnapshot) -> None:
+        # Called by the job's writer after each committed batch; the writer waits for it.
+        processed.append(snapshot.processed)
+        if snapshot.processed >= BACKUP_STARTS_AT and not started.is_set():
+            started.set()  # a few batches in: start the backup, and let the writer go on
+            threading.Thread(target=take_backup, daemon=True).start()
+        if snapshot.processed >= JOB_HELD_AT:
+            # The job does not get past this point before the backup is over: it was writing,
+            # and far from done, for the backup's whole run.
+            assert backup_done.wait(240), "the backup did not finish"
+
+    with api_client(settings, models) as client:
+        assert client.post("/v1/collections", json={"name": COLLECTION}).status_code == 201
+        state = state_of(client.app)
+        job = state.indexer.submit(COLLECTION, IngestRequest(uploads=uploads), progress=progress)
+        report = state.indexer.wait(job.id, timeout=300)
+        # The writers were never refused or blocked for good by the backup.
+        assert report.state is JobState.DONE and report.indexed == len(names)
+    (backed_up,) = backups
+    assert backed_up.returncode == 0, backed_up.stderr
+    committed_before = next(p for p in processed if p >= BACKUP_STARTS_AT)  # when the backup began
+
+    shutil.rmtree(data)
+    restored = run_documented(restore_block, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    with api_client(api_settings(data, cpu_settings), models) as client:
+        assert client.get("/health/ready").status_code == 200
+        listed = client.get(f"/v1/collections/{COLLECTION}/images", params={"limit": 100}).json()
+        images = listed["images"]
+        # One consistent snapshot: the batches committed up to some moment, nothing after, no
+        # half batch and no hole: the first n uploads, n between what was committed when the
+        # backup began and where the job was held until it ended.
+        count = len(images)
+        assert committed_before <= count <= JOB_HELD_AT + indexer.batch_size
+        assert [image["original_name"] for image in images] == names[:count]
+        for image in images:  # every restored row has its files and a vector per model
+            base = f"/v1/collections/{COLLECTION}/images/{image['id']}"
+            assert client.get(f"{base}/file").status_code == 200
+            assert client.get(f"{base}/thumbnail").status_code == 200
+            for model in models:
+                body = {"image_id": image["id"], "model": model, "k": 1}
+                search = client.post(f"/v1/collections/{COLLECTION}/search", json=body)
+                assert search.status_code == 200, search.text
