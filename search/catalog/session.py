@@ -18,8 +18,8 @@ from sqlalchemy import Engine, make_url, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from vizdex.core.errors import UnavailableError, VizdexError
-from vizdex.search.db import create_catalog_engine, writer
+from vizdex.core.errors import UnavailableError, VizdexError, storage_full
+from vizdex.search.db import create_catalog_engine, sqlite_file, writer
 from vizdex.search.errors import CollectionNotFoundError, SchemaMismatchError
 from vizdex.search.models import Collection
 from vizdex.search.schema import ensure_schema
@@ -104,6 +104,10 @@ class CatalogSession:
 
 def _unopenable(url: str, error: DBAPIError) -> VizdexError:
     """Why the catalog database cannot be opened, for the person who pointed vizdex at it."""
+    database = sqlite_file(url)
+    full = storage_full(error, database.parent if database is not None else None)
+    if full is not None:
+        return full
     shown = make_url(url).render_as_string(hide_password=True)
     reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
     if "file is not a database" in reason:
