@@ -50,6 +50,11 @@ def fsync_directory(directory: Path) -> None:
 
 def write_snapshot(path: Path, header: dict[str, Any], payload: np.ndarray) -> int:
     """Atomically replaces ``path`` with a new snapshot; returns its size in bytes."""
+    # The index folders are ours: a file or a link in their place is moved aside, like a
+    # damaged snapshot, rather than failing every snapshot until someone looks.
+    for folder in (path.parent.parent, path.parent):
+        if os.path.lexists(folder) and not folder.is_dir():
+            move_aside(folder, "not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     body = np.ascontiguousarray(payload, dtype=np.uint8)
     header_bytes = json.dumps(

@@ -509,3 +509,36 @@ def test_a_process_killed_mid_write_recovers_exactly(tmp_path: Path) -> None:
     finally:
         store.close(snapshot=False)
         catalog.close()
+
+
+@pytest.mark.parametrize("where", ["collection folder", "indexes folder"])
+@pytest.mark.parametrize("what", ["file", "looping link"])
+def test_something_else_where_an_index_folder_belongs_is_moved_aside(
+    where: str,
+    what: str,
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    """Found by an adversarial run: every snapshot failed with a traceback, for ever."""
+    store = IndexStore(catalog, index_settings)
+    writer.add(20)
+    store.sync(collection)
+    path = store.path_for(collection.id, "m")
+    store.close(snapshot=False)
+    folder = path.parent if where == "collection folder" else path.parent.parent
+    shutil.rmtree(folder, ignore_errors=True)
+    if what == "file":
+        folder.write_text("in the way")
+    else:
+        folder.symlink_to(folder.name)
+    store = IndexStore(catalog, index_settings)
+    try:
+        assert_matches_catalog(store, catalog, collection)
+        store.snapshot(collection)
+        header, _ = read_snapshot(path)
+        assert header["count"] == 20
+        assert list(folder.parent.glob(folder.name + ".corrupt*"))
+    finally:
+        store.close(snapshot=False)
