@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -149,6 +150,18 @@ def test_options_lists_every_method_of_a_path(server: tuple[str, LiveServer]) ->
     for path, allow in expected.items():
         answer = requests.options(f"{live.url}{path}", headers=headers, timeout=30)
         assert (answer.status_code, answer.headers.get("Allow")) == (204, allow), path
+
+
+def test_names_and_keys_end_where_the_schema_says(server: tuple[str, LiveServer]) -> None:
+    """The schema's patterns end at the string's end; `$` in Python also before a final "\\n"."""
+    kind, live = server
+    headers = {"X-API-Key": ADMIN_KEY} if kind == "keys" else {}
+    url = f"{live.url}/v1/collections"
+    refused = requests.post(url, json={"name": "trailing\n"}, headers=headers, timeout=30)
+    assert (refused.status_code, refused.json()["code"]) == (422, "invalid_input")
+    query: dict[str, Any] = {"text": "a bike", "filter": {"metadata": {"key\n": 1}}}
+    refused = requests.post(f"{url}/photos/search", json=query, headers=headers, timeout=30)
+    assert (refused.status_code, refused.json()["code"]) == (422, "invalid_query")
 
 
 def test_server_and_schema_agree(server: tuple[str, LiveServer], tmp_path: Path) -> None:
