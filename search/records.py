@@ -173,7 +173,7 @@ class ImageFilter:
 
     def __post_init__(self) -> None:
         for key, value in self.metadata.items():
-            if not isinstance(key, str) or not METADATA_KEY.match(key):
+            if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):  # no final "\n"
                 raise InvalidQueryError(
                     f"metadata filter key {key!r} must be 1-64 letters, digits, '_', '-', '.' "
                     "or spaces"

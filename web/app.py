@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from copy import copy
 from functools import partial
+from typing import Any
 
 import anyio.to_thread
 from litestar import Litestar, Router
@@ -24,7 +25,7 @@ from vizdex.search import CollectionsService, SearchService
 from vizdex.web.auth import api_key_guard
 from vizdex.web.cancellation import disconnect_middleware
 from vizdex.web.errors import EXCEPTION_HANDLERS
-from vizdex.web.openapi import SECURITY, SECURITY_COMPONENTS
+from vizdex.web.openapi import schema_router, security
 from vizdex.web.routes import (
     collections,
     health,
@@ -37,7 +38,7 @@ from vizdex.web.routes import (
     vision,
 )
 from vizdex.web.routing import area
-from vizdex.web.settings import ServiceSettings
+from vizdex.web.settings import LimitSettings, ServiceSettings
 from vizdex.web.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -88,24 +89,31 @@ def _stop(state: ServiceState) -> None:
         service.close()
 
 
-def _with_body_limit(handler: HTTPRouteHandler, limit: int) -> HTTPRouteHandler:
-    """A copy of ``handler`` with its own body limit (module-level handlers stay untouched)."""
-    limited = copy(handler)
-    limited.request_max_body_size = limit
-    return limited
+def _copy_with(handler: HTTPRouteHandler, **attributes: Any) -> HTTPRouteHandler:
+    """A copy of ``handler`` with this app's ``attributes`` (module-level handlers stay
+    untouched, so each app's settings shape its own routes and schema)."""
+    changed = copy(handler)
+    for name, value in attributes.items():
+        setattr(changed, name, value)
+    return changed
 
 
-def _api_areas(upload_bytes: int) -> list[Router]:
+def _api_areas(limits: LimitSettings) -> list[Router]:
     """Every /v1 route, one Router per area (it carries the area's tag); the routes that take
     image files get the upload body limit, the others keep the JSON one."""
-    upload = partial(_with_body_limit, limit=upload_bytes)
+    upload = partial(_copy_with, request_max_body_size=limits.upload_bytes)
+    # Litestar refuses a form of over `multipart_form_part_limit` parts: one per file, a few more.
+    files = min(limits.batch_items, limits.upload_files)
+    batch = _copy_with(
+        vision.vision_batch, operation_class=vision.batch_operation(limits.batch_items, files)
+    )
     return [
         area("models", vision.list_models),
         area(
             "vision",
             upload(vision.vision_encode),
             vision.vision_similarity,
-            upload(vision.vision_batch),
+            upload(batch),
         ),
         area("multimodal", multimodal.multimodal_encode, multimodal.multimodal_match),
         area("search", search.multimodal_search, search.search_collection),
@@ -153,17 +161,23 @@ def create_app(
             await anyio.to_thread.run_sync(partial(_stop, state))
 
     limits = settings.limits
+    components, required_keys = security(settings.auth.enabled)
     api = Router(
         "/v1",
-        route_handlers=_api_areas(limits.upload_bytes),
+        route_handlers=_api_areas(limits),
         guards=[api_key_guard],  # every /v1 route needs a key once keys are configured
-        security=SECURITY,
+        security=required_keys,
         request_max_body_size=limits.json_bytes,
     )
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     return Litestar(
         route_handlers=[
-            area("health", health.live, health.ready, health.metrics),
+            area(
+                "health",
+                health.live,
+                health.ready,
+                _copy_with(health.metrics, security=required_keys),
+            ),
             api,
             *ui.UI_ROUTES,
         ],
@@ -182,7 +196,8 @@ def create_app(
             title="vizdex",
             version=VERSION,
             path="/schema",
+            openapi_router=schema_router("/schema"),
             description="Self-hosted image search: encode images and texts, search collections.",
-            components=[SECURITY_COMPONENTS],
+            components=components,
         ),
     )

@@ -8,7 +8,7 @@ from typing import Any
 from litestar.datastructures import UploadFile
 from PIL import Image
 
-from vizdex.core.errors import ImageRejectedError
+from vizdex.core.errors import ImageRejectedError, InvalidInputError
 from vizdex.imaging import DecodedImage, load_image
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.web.schemas import ImageItem, door_item
@@ -24,7 +24,18 @@ def read_upload(upload: UploadFile, settings: ImageInputSettings) -> bytes:
 
 
 def json_items(items: Sequence[ImageItem]) -> list[DoorItem]:
-    return [door_item(item) for item in items]
+    """The door's items; an object without exactly one of its keys is a malformed request,
+    refused whole, on the bulk route too (the schema says so; only image *content* fails alone)."""
+    found: list[DoorItem] = []
+    for index, item in enumerate(items):
+        given = door_item(item)
+        if isinstance(given, dict) and len(given) != 1:
+            raise InvalidInputError(
+                f"image {index}: give exactly one of 'data', 'url' or 'path' for an image",
+                index=index,
+            )
+        found.append(given)
+    return found
 
 
 def decode_one(

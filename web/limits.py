@@ -17,9 +17,22 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from vizdex.imaging.settings import format_bytes
+from vizdex.web.schemas import END, SPACES
 
 T = TypeVar("T")
 BodyKind = Literal["json", "multipart"]
+
+# A form's true/false field: these words in any case, white space around them ignored (as
+# `Form.flag` reads it: no other letter lower-cases to one of theirs); empty means the default.
+FLAG_WORDS = ("true", "1", "yes", "on", "false", "0", "no", "off")
+_ANY_CASE = "|".join(
+    "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word) for word in FLAG_WORDS
+)
+FORM_FLAG = {
+    "type": "string",
+    "pattern": f"^(?:[{SPACES}]*(?:{_ANY_CASE})[{SPACES}]*)?{END}",
+    "description": "true or false (also 1/0, yes/no, on/off); empty: the default",
+}
 
 
 def body_kind(request: Request[Any, Any, Any]) -> BodyKind:
@@ -73,9 +86,9 @@ class Form:
         if value is None or value == "":
             return default
         lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
+        if lowered in FLAG_WORDS[:4]:
             return True
-        if lowered in ("false", "0", "no", "off"):
+        if lowered in FLAG_WORDS[4:]:
             return False
         raise ValidationException(f"form field {name!r} must be true or false, got {value!r}")
 

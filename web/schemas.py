@@ -2,11 +2,17 @@
 
 Route modules import what they share from here, never from each other; a type used by one
 area only stays in that area's module.
+
+The OpenAPI schema of a JSON body is msgspec's own schema of its Struct (what msgspec validates),
+plus what the server checks in code, written as JSON Schema so that a request the schema calls
+valid is one the server takes: a Struct's ``schema_rules`` (exactly one of some fields, ...) and
+``documented(...)`` on a field (its pattern or bounds, refused by the code that checks them, with
+that code's status and reason). Patterns read the same in Python's ``re`` and in ECMA-262.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar.params import Parameter
@@ -15,17 +21,93 @@ from vizdex.core.errors import InvalidInputError
 
 INT64_MAX = 2**63 - 1
 MAX_IMAGES = 256  # per encode / similarity / match request; bulk work goes to /v1/vision/batch
+MAX_METADATA_DEPTH = 8
+
+Rules = tuple[dict[str, Any], ...]
+JsonSchema = dict[str, Any]
+
+# `$` also matches before a final newline in Python; this lookahead is the end in both dialects.
+END = "(?![\\s\\S])"
+# What `str.strip()` removes (every character `str.isspace()` calls white space).
+SPACES = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
+NOT_BLANK = f"[^{SPACES}]"  # somewhere in the string: a character `strip()` keeps
+COLLECTION_NAME = f"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,99}}{END}"  # as the catalog's, less its `$`
+# What vizdex fetches: http(s), no spaces or control characters (vizdex.imaging.fetch).
+HTTP_URL = f"^[Hh][Tt][Tt][Pp][Ss]?:[^\\x00-\\x20\\x7f]*{END}"
+
+
+def documented(**rules: Any) -> msgspec.Meta:
+    """JSON Schema ``rules`` for a field that the code behind it enforces (with its own status
+    and reason code), not msgspec."""
+    return msgspec.Meta(extra_json_schema=rules)
+
+
 ImageId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX, description="an image id")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 Text = Annotated[str, msgspec.Meta(max_length=10_000)]
+QueryText = Annotated[
+    Text, documented(minLength=1, pattern=NOT_BLANK, description="not only white space")
+]
+CollectionRef = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=100),
+    documented(
+        pattern=COLLECTION_NAME,
+        description="letters, digits, '_', '-' or '.', starting with a letter or digit",
+    ),
+]
 
-# Path parameters of several areas (``{name}`` and ``{image_id}`` in the routes' paths).
-CollectionName = Annotated[str, Parameter(max_length=200, description="collection name")]
-ImageIdParam = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="image id")]
+
+def _id_parameter(what: str) -> Any:
+    # Litestar writes `ge`/`le` as floats (2**63 - 1 becomes 2**63): the schema says the ints.
+    return Parameter(
+        ge=1,
+        le=INT64_MAX,
+        description=what,
+        schema_extra={"minimum": 1, "maximum": INT64_MAX},
+    )
 
 
-MAX_METADATA_DEPTH = 8
+# Path parameters of several areas (``{name}``, ``{image_id}`` and ``{job_id}`` in the paths).
+CollectionName = Annotated[
+    str,
+    Parameter(
+        max_length=200,
+        description="collection name",
+        # A name no collection can have finds none (404).
+        schema_extra={"min_length": 1, "max_length": 100, "pattern": COLLECTION_NAME},
+    ),
+]
+ImageIdParam = Annotated[int, _id_parameter("image id")]
+JobIdParam = Annotated[int, _id_parameter("job id")]
+
+
+def exactly_one_of(*names: str) -> JsonSchema:
+    """Exactly one of ``names`` is given and not null; the others are left out or null."""
+    return {
+        "oneOf": [
+            {
+                "required": [name],
+                "properties": {
+                    other: ({"not": {"type": "null"}} if other == name else {"type": "null"})
+                    for other in names
+                },
+            }
+            for name in names
+        ]
+    }
+
+
+# The nesting limit is said in words only: as JSON Schema it takes a definition per level, and
+# schema-driven tools then enumerate every path through them (minutes per operation).
+METADATA_SCHEMA: JsonSchema = {
+    "type": "object",
+    "description": f"a JSON object, nested at most {MAX_METADATA_DEPTH} levels deep",
+}
+EMPTY_METADATA: JsonSchema = {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]}
+# User metadata: what `check_metadata` takes, said in the schema.
+Metadata = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=METADATA_SCHEMA)]
 
 
 def check_metadata(value: dict[str, Any], what: str = "metadata") -> dict[str, Any]:
@@ -51,6 +133,14 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     errors: list[dict[str, Any]] | None = None  # validation problems, field by field
 
 
+# An image as a string: base64, a data: URL or (where enabled) an http(s) URL or a path; the
+# image door refuses an empty one (422 `empty`).
+ImageString = Annotated[str, documented(minLength=1)]
+ImageUrl = Annotated[
+    str, documented(minLength=1, maxLength=8192, pattern=HTTP_URL, description="an http(s) URL")
+]
+
+
 class ImageInput(msgspec.Struct, forbid_unknown_fields=True):
     """One image: exactly one of base64 ``data`` (or a ``data:`` URL), ``url`` or ``path``.
 
@@ -58,9 +148,11 @@ class ImageInput(msgspec.Struct, forbid_unknown_fields=True):
     ``VIZDEX_ALLOWED_ROOTS``).
     """
 
-    data: str | None = None
-    url: str | None = None
-    path: str | None = None
+    schema_rules: ClassVar[Rules] = (exactly_one_of("data", "url", "path"),)
+
+    data: ImageString | None = None
+    url: ImageUrl | None = None
+    path: ImageString | None = None
 
     def door_item(self) -> dict[str, str]:
         """The mapping ``encoders.images.load_image`` takes: only the keys that were given."""
@@ -69,7 +161,7 @@ class ImageInput(msgspec.Struct, forbid_unknown_fields=True):
 
 
 # A bare string is base64, a data: URL or (where enabled) an http(s) URL.
-ImageItem = str | ImageInput
+ImageItem = ImageString | ImageInput
 
 
 def door_item(item: ImageItem) -> str | dict[str, str]:

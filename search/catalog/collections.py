@@ -27,7 +27,7 @@ class CollectionsPart(CatalogSession):
         index_factory: str | None = None,
         exact_max: int | None = None,
     ) -> CollectionRecord:
-        if not COLLECTION_NAME.match(name):
+        if not COLLECTION_NAME.fullmatch(name):  # `$` alone lets a final "\n" through
             raise InvalidInputError(
                 f"collection name {name!r} must be 1-100 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit"

@@ -9,7 +9,7 @@ from litestar import delete, get, post
 from litestar.params import JSONBody
 
 from vizdex.web.routing import READS, WRITES, route
-from vizdex.web.schemas import CollectionName, ModelName
+from vizdex.web.schemas import CollectionName, CollectionRef, ModelName
 from vizdex.web.state import Vizdex
 from vizdex.web.views import CollectionList, CollectionOut, collection_out, summary_out
 
@@ -21,8 +21,14 @@ class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
     ``exact_max`` overrides how many vectors stay in an exact index.
     """
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-    models: Annotated[list[ModelName], msgspec.Meta(min_length=1, max_length=8)] | None = None
+    name: CollectionRef
+    models: (
+        Annotated[
+            list[ModelName],
+            msgspec.Meta(min_length=1, max_length=8, extra_json_schema={"uniqueItems": True}),
+        ]
+        | None
+    ) = None
     index_factory: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     exact_max: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
 

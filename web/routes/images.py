@@ -2,34 +2,72 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import delete, get, patch
+from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
 
 from vizdex.imaging import media_type
 from vizdex.search import ImageNotFoundError
 from vizdex.web.routing import READS, WRITES, route
-from vizdex.web.schemas import INT64_MAX, CollectionName, ImageIdParam, check_metadata
+from vizdex.web.schemas import (
+    INT64_MAX,
+    CollectionName,
+    ImageIdParam,
+    Metadata,
+    check_metadata,
+)
 from vizdex.web.state import Vizdex
 from vizdex.web.views import ImageOut, ImagePage, image_out
 
 MAX_PAGE = 1000
+# Stored files are user data: never sniffed into another type, never run as a page.
+FILE_HEADERS = [
+    ResponseHeader(
+        name="X-Content-Type-Options",
+        value="nosniff",
+        description="the browser keeps to the media type",
+        required=True,
+    ),
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value="default-src 'none'; sandbox",
+        description="the file is never a live page",
+        required=True,
+    ),
+    # Litestar documents a file's Last-Modified as an RFC 3339 date-time; it is an HTTP date
+    # (the value, documentation only, just makes the schema a string).
+    ResponseHeader(
+        name="last-modified",
+        documentation_only=True,
+        value="Mon, 01 Jan 2024 00:00:00 GMT",
+        description="when the file last changed, as an HTTP date (RFC 9110)",
+    ),
+]
 
 
 class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
     """``metadata`` replaces the image's user metadata (a JSON object)."""
 
-    metadata: dict[str, Any]
+    metadata: Metadata
 
 
 @route(get, "/collections/{name:str}/images", READS, summary="List a collection's images")
 def list_images(
     name: CollectionName,
     vizdex: Vizdex,
-    after: Annotated[int, Parameter(ge=0, le=INT64_MAX, description="last id seen")] = 0,
+    after: Annotated[
+        int,
+        Parameter(
+            ge=0,
+            le=INT64_MAX,
+            description="last id seen",
+            schema_extra={"minimum": 0, "maximum": INT64_MAX},  # as ints, not floats
+        ),
+    ] = 0,
     limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> ImagePage:
     images = vizdex.collections.list_images(name, after_id=after, limit=limit)
@@ -76,6 +114,7 @@ def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -
     READS,
     summary="The image's original file",
     media_type="image/*",
+    response_headers=FILE_HEADERS,
 )
 def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
     stored = vizdex.files.original(name, image_id)
@@ -93,6 +132,7 @@ def image_file(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> 
     READS,
     summary="A small WebP preview of the image",
     media_type="image/webp",
+    response_headers=FILE_HEADERS,
 )
 def image_thumbnail(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> File:
     return File(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 import numpy as np
@@ -13,7 +13,7 @@ from litestar.params import JSONBody
 from vizdex.core.errors import CapabilityError, InvalidInputError
 from vizdex.web.inputs import decode_all, json_items
 from vizdex.web.routing import QUERIES, route
-from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, Text
+from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, QueryText, Rules, Text
 from vizdex.web.state import Vizdex
 
 MAX_TEXTS = 1024
@@ -21,6 +21,15 @@ MAX_TEXTS = 1024
 
 class MultimodalEncodeRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Images, texts or both, embedded by one multimodal model (default: the first loaded)."""
+
+    schema_rules: ClassVar[Rules] = (
+        {
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "array", "minItems": 1}}}
+                for name in ("images", "texts")
+            ]
+        },
+    )
 
     images: Annotated[list[ImageItem], msgspec.Meta(max_length=MAX_IMAGES)] | None = None
     texts: Annotated[list[Text], msgspec.Meta(max_length=MAX_TEXTS)] | None = None
@@ -38,7 +47,7 @@ class MultimodalEncodeResponse(msgspec.Struct):
 
 class MatchRequest(msgspec.Struct, forbid_unknown_fields=True):
     images: Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
-    texts: Annotated[list[Text], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
+    texts: Annotated[list[QueryText], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
     model: ModelName | None = None
 
 

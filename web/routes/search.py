@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar import post
@@ -14,20 +14,48 @@ from vizdex.core.errors import InvalidInputError
 from vizdex.search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
 from vizdex.web.inputs import decode_one
 from vizdex.web.routing import QUERIES, route
-from vizdex.web.schemas import CollectionName, ImageId, ImageItem, ModelName, Text, door_item
+from vizdex.web.schemas import (
+    END,
+    CollectionName,
+    CollectionRef,
+    ImageId,
+    ImageItem,
+    JsonSchema,
+    ModelName,
+    QueryText,
+    Rules,
+    documented,
+    door_item,
+    exactly_one_of,
+)
 from vizdex.web.state import ServiceState, Vizdex
 from vizdex.web.views import image_url
 
 MetadataScalar = str | int | float | bool
+# As the catalog's filter keys (search.records.METADATA_KEY), less its `$`.
+FilterKey = Annotated[str, documented(pattern=f"^[A-Za-z0-9_][A-Za-z0-9_. -]{{0,63}}{END}")]
 Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+# msgspec's own schema of a datetime says only "string"; it parses RFC 3339 (no offset: UTC).
+Timestamp = Annotated[
+    datetime, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339")
+]
+FLOAT32_MAX = 3.4028234663852886e38  # a larger number is not finite as a float32 query vector
+QUERY_KINDS = ("text", "image", "image_id", "vector")
+# `fuse` combines image models: it goes with `image` or `image_id` only.
+FUSE_RULE: JsonSchema = {
+    "anyOf": [
+        {"properties": {"fuse": {"const": False}}},
+        {"properties": {"text": {"type": "null"}, "vector": {"type": "null"}}},
+    ]
+}
 
 
 class SearchFilter(msgspec.Struct, forbid_unknown_fields=True):
     """Only images whose metadata has these exact values, created in ``[after, before)``."""
 
-    metadata: dict[str, MetadataScalar] = msgspec.field(default_factory=dict)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    metadata: dict[FilterKey, MetadataScalar] = msgspec.field(default_factory=dict)
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -37,20 +65,28 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     image_id queries). ``min_score`` is a cosine cut-off.
     """
 
-    text: Text | None = None
+    schema_rules: ClassVar[Rules] = (exactly_one_of(*QUERY_KINDS), FUSE_RULE)
+
+    text: QueryText | None = None
     image: ImageItem | None = None
     image_id: ImageId | None = None
-    vector: Annotated[list[float], msgspec.Meta(min_length=1, max_length=65_536)] | None = None
+    vector: (
+        Annotated[
+            list[Annotated[float, documented(minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)]],
+            msgspec.Meta(min_length=1, max_length=65_536),
+        ]
+        | None
+    ) = None
     model: ModelName | None = None
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     offset: Int32 = 0
-    min_score: float | None = None
+    min_score: Annotated[float, documented(minimum=-1.0, maximum=1.0)] | None = None
     filter: SearchFilter | None = None
     fuse: bool = False
 
 
 class MultimodalSearchRequest(SearchRequest, kw_only=True):
-    collection: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    collection: CollectionRef
 
 
 class SearchHitOut(msgspec.Struct):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import anyio.to_thread
 import msgspec
@@ -23,24 +23,50 @@ from vizdex.web.inputs import read_upload
 from vizdex.web.limits import body_kind, read_form, read_json
 from vizdex.web.openapi import WRITE, body_operation, error_responses, multipart_schema
 from vizdex.web.routing import route
-from vizdex.web.schemas import CollectionName, check_metadata
+from vizdex.web.schemas import (
+    EMPTY_METADATA,
+    METADATA_SCHEMA,
+    CollectionName,
+    ImageString,
+    ImageUrl,
+    JsonSchema,
+    Metadata,
+    Rules,
+    check_metadata,
+    exactly_one_of,
+)
 from vizdex.web.state import ServiceState, Vizdex
 
 MAX_ITEMS = 1000
-Metadata = dict[str, Any]
+# The indexer takes URLs without names or metadata (set them with PATCH later): a URL item
+# has no (or an empty) `name` and `metadata`, and no URL item goes with request-wide metadata.
+NO_NAME: JsonSchema = {"enum": [None, ""]}
+URL_ITEM: JsonSchema = {"properties": {"name": NO_NAME, "metadata": EMPTY_METADATA}}
+NO_URL_ITEMS: JsonSchema = {
+    "properties": {"images": {"items": {"properties": {"url": {"type": "null"}}}}}
+}
 
 
 class UploadItemIn(msgspec.Struct, forbid_unknown_fields=True):
     """One image: base64 ``data`` (or a ``data:`` URL), or an http(s) ``url`` where the server
     allows URLs. ``metadata`` is merged over the request's; URL items carry no metadata."""
 
-    data: str | None = None
-    url: str | None = None
+    schema_rules: ClassVar[Rules] = (
+        exactly_one_of("data", "url"),
+        {"if": {"required": ["url"], "properties": {"url": {"type": "string"}}}, "then": URL_ITEM},
+    )
+
+    data: ImageString | None = None
+    url: ImageUrl | None = None
     name: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     metadata: Metadata | None = None
 
 
 class UploadRequest(msgspec.Struct, forbid_unknown_fields=True):
+    schema_rules: ClassVar[Rules] = (
+        {"anyOf": [{"properties": {"metadata": EMPTY_METADATA}}, NO_URL_ITEMS]},
+    )
+
     images: Annotated[list[UploadItemIn], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
     metadata: Metadata | None = None  # applied to every image
 
@@ -180,7 +206,9 @@ def _check_room(vizdex: ServiceState) -> None:
 
 
 _UPLOAD_FORM = multipart_schema(
-    "images", {"metadata": {"type": "string", "description": "a JSON object for every image"}}
+    "images",
+    MAX_ITEMS,
+    {"metadata": {**METADATA_SCHEMA, "description": "JSON metadata for every image"}},
 )
 
 
@@ -190,7 +218,9 @@ _UPLOAD_FORM = multipart_schema(
     summary="Add images to a collection",
     description="Multipart image files (with an optional `metadata` JSON field), or JSON with "
     "base64 / URL items. Duplicates (same bytes) answer with the existing id.",
-    operation_class=body_operation(UploadRequest, _UPLOAD_FORM),
+    operation_class=body_operation(
+        UploadRequest, _UPLOAD_FORM, json_fields={"metadata": "application/json"}
+    ),
     responses={
         200: ResponseSpec(
             UploadResponse, description="Indexed; nothing new", generate_examples=False
@@ -210,7 +240,7 @@ async def upload_images(
         form = await read_form(request, min(MAX_ITEMS, vizdex.settings.limits.upload_files))
         if not form.files:
             raise ValidationException("send one or more image files as multipart parts")
-        metadata = form.json("metadata", Metadata)
+        metadata = form.json("metadata", dict[str, Any])
         build = partial(_from_files, vizdex, form.files, metadata)
 
     def work() -> Response[UploadResponse]:

@@ -13,19 +13,20 @@ import numpy as np
 from litestar import Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ValidationException
+from litestar.openapi.spec import Operation
 from litestar.params import JSONBody
 
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.streaming import encode_stream
 from vizdex.web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
-from vizdex.web.limits import Form, body_kind, read_form, read_json
-from vizdex.web.openapi import body_operation, multipart_schema
+from vizdex.web.limits import FORM_FLAG, Form, body_kind, read_form, read_json
+from vizdex.web.openapi import FORM_MODEL, body_operation, json_schema, multipart_schema
 from vizdex.web.routing import QUERIES, READS, route
 from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, Tensor
 from vizdex.web.state import ServiceState, Vizdex
 
-MAX_BATCH_IMAGES = 100_000  # the schema's bound; VIZDEX_MAX_BATCH_ITEMS is the real one
+MAX_BATCH_IMAGES = 100_000  # msgspec's bound; each app's schema says VIZDEX_MAX_BATCH_ITEMS
 
 Images = Annotated[list[ImageItem], msgspec.Meta(min_length=1, max_length=MAX_IMAGES)]
 Item = DoorItem | UploadFile
@@ -112,11 +113,8 @@ def _door(item: Item, vizdex: ServiceState) -> DoorItem:
 
 _ENCODE_FORM = multipart_schema(
     "images",
-    {
-        "model": {"type": "string"},
-        "normalize": {"type": "string", "enum": ["true", "false"]},
-        "return_tensors": {"type": "string", "enum": ["true", "false"]},
-    },
+    MAX_IMAGES,
+    {"model": FORM_MODEL, "normalize": FORM_FLAG, "return_tensors": FORM_FLAG},
 )
 
 
@@ -191,6 +189,15 @@ def vision_similarity(data: JSONBody[SimilarityRequest], vizdex: Vizdex) -> Simi
     )
 
 
+def batch_operation(items: int, files: int) -> type[Operation]:
+    """The batch route's body: at most ``items`` images (``VIZDEX_MAX_BATCH_ITEMS``), at most
+    ``files`` of them as file parts (the app's multipart part limit)."""
+    body = json_schema(BatchRequest)
+    body["properties"]["images"]["maxItems"] = min(items, MAX_BATCH_IMAGES)
+    form = multipart_schema("images", files, {"model": FORM_MODEL, "normalize": FORM_FLAG})
+    return body_operation(body, form)
+
+
 def _bulk_encoder(vizdex: ServiceState, model: str | None) -> Encoder:
     encoder = vizdex.encoder(model)
     if isinstance(encoder, BatchedEncoder):
@@ -242,16 +249,7 @@ def _batch(
     summary="Encode many images at once",
     description="Images are decoded in parallel and streamed to the model in batches; each "
     "image fails alone (its embedding is null and `errors` says why).",
-    operation_class=body_operation(
-        BatchRequest,
-        multipart_schema(
-            "images",
-            {
-                "model": {"type": "string"},
-                "normalize": {"type": "string", "enum": ["true", "false"]},
-            },
-        ),
-    ),
+    operation_class=batch_operation(MAX_BATCH_IMAGES, MAX_BATCH_IMAGES),
 )
 async def vision_batch(request: Request[Any, Any, Any], vizdex: Vizdex) -> BatchResponse:
     started = time.perf_counter()
@@ -261,7 +259,8 @@ async def vision_batch(request: Request[Any, Any, Any], vizdex: Vizdex) -> Batch
         body = await read_json(request, BatchRequest, vizdex.settings.limits.json_bytes)
         items, model, normalize = list(json_items(body.images)), body.model, body.normalize
     else:
-        form = await read_form(request, limit)
+        # Every file part is a part of the form, and forms hold at most `upload_files` of them.
+        form = await read_form(request, min(limit, vizdex.settings.limits.upload_files))
         if not form.files:
             raise ValidationException("send one or more image files as multipart parts")
         items, model, normalize = list(form.files), form.text("model"), form.flag("normalize", True)
