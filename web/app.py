@@ -17,6 +17,7 @@ from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 
+from vizdex import __version__
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder, batched
 from vizdex.encoders.loading import load_encoders
@@ -43,7 +44,7 @@ from vizdex.web.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = __version__  # the OpenAPI document's info.version
 # Sync handlers wait on their queued items in worker threads: enough of them for many clients.
 WORKER_THREADS = 128
 
