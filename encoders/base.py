@@ -74,3 +74,36 @@ class Encoder(ABC):
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
         }
+
+
+class WrappedEncoder(Encoder):
+    """An encoder in front of another (queues, instrumentation): the same model, its name and
+    shape; every call goes to ``inner`` unless a subclass changes it."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kind = inner.kind
+        self.dim = inner.dim
+        self.device = inner.device
+        self.dtype = inner.dtype
+        self.preprocess_spec = inner.preprocess_spec
+
+    @property
+    def decode_min_side(self) -> int | None:
+        return self.inner.decode_min_side
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.inner.preprocess(images)
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
+        return self.inner.encode_pixels(pixels, normalize=normalize)
+
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        return self.inner.encode_texts(texts, normalize=normalize)
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()

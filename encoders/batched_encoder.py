@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vizdex.encoders.base import Encoder
+from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.batching import BatchObserver, MicroBatcher, RequestCancelledError
 from vizdex.encoders.cancellation import track
 from vizdex.encoders.settings import BatchSettings
@@ -33,20 +33,14 @@ def _normalized(vectors: np.ndarray) -> np.ndarray:
     return F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
 
 
-class BatchedEncoder(Encoder):
+class BatchedEncoder(WrappedEncoder):
     def __init__(
         self,
         inner: Encoder,
         settings: BatchSettings,
         observers: ObserverFactory | None = None,
     ) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.kind = inner.kind
-        self.dim = inner.dim
-        self.device = inner.device
-        self.dtype = inner.dtype
-        self.preprocess_spec = inner.preprocess_spec
+        super().__init__(inner)
         self.settings = settings
         self._wait_s = 0.0
 
@@ -97,13 +91,6 @@ class BatchedEncoder(Encoder):
 
     # -- the Encoder interface -----------------------------------------------------------------
 
-    @property
-    def decode_min_side(self) -> int | None:
-        return self.inner.decode_min_side
-
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.inner.preprocess(images)
-
     def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
         return self._finish(self._through(self.image_queue, list(pixels.unbind(0))), normalize)
 
@@ -126,12 +113,6 @@ class BatchedEncoder(Encoder):
         if self.text_queue is None:
             return self.inner.encode_texts(texts, normalize=normalize)  # raises CapabilityError
         return self._finish(self._through(self.text_queue, list(texts)), normalize)
-
-    def warmup(self) -> None:
-        self.inner.warmup()
-
-    def describe(self) -> dict[str, object]:
-        return self.inner.describe()
 
     # -- queueing ------------------------------------------------------------------------------
 

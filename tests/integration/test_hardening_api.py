@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -22,7 +21,7 @@ from tests.support.image_corpus import png_of_size
 from tests.support.ingest_helpers import photo_folder
 from vizdex.cli.main import main
 from vizdex.core.errors import VizdexError
-from vizdex.encoders.base import Encoder
+from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import encode_stream
 from vizdex.imaging import ImageInputSettings
@@ -133,12 +132,12 @@ def test_cli_search_with_the_needle_is_one_line(
     assert err.count("\n") == 1 and err.startswith("vizdex: error: image is 1×50,000,000")
 
 
-class FailsOnWideImages(Encoder):
+class FailsOnWideImages(WrappedEncoder):
     """A real encoder whose preprocessing breaks (as a bug would) on images wider than 200 px."""
 
     def __init__(self, inner: Encoder) -> None:
-        self.inner, self.name, self.kind, self.dim = inner, inner.name, inner.kind, inner.dim
-        self.device, self.dtype, self.preprocess_spec = inner.device, inner.dtype, None
+        super().__init__(inner)
+        self.preprocess_spec = None  # decode threads call preprocess() itself
 
     @property
     def decode_min_side(self) -> int | None:
@@ -148,9 +147,6 @@ class FailsOnWideImages(Encoder):
         if any(image.width > 200 for image in images):
             raise RuntimeError("allocation failed")
         return self.inner.preprocess(images)
-
-    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
-        return self.inner.encode_pixels(pixels, normalize=normalize)
 
 
 def test_an_unexpected_preprocessing_error_fails_only_its_image(clip_encoder: Encoder) -> None:

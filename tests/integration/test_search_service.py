@@ -24,7 +24,7 @@ from tests.conftest import ImageFactory
 from tests.support.synthetic_photos import make_photo
 from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
-from vizdex.encoders.base import Encoder
+from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.hf_encoder import HFEncoder
 from vizdex.search.errors import (
     CollectionNotFoundError,
@@ -603,26 +603,12 @@ def test_similarity_matrix_and_zero_shot_text_match(
         service.image_similarity(images, model="nope")
 
 
-class WithoutTemperature(Encoder):
+class WithoutTemperature(WrappedEncoder):
     """The real tiny CLIP behind an encoder that exposes no ``logit_scale``."""
 
     def __init__(self, inner: Encoder) -> None:
-        self.inner = inner
-        self.name, self.kind, self.dim = "plain-clip", inner.kind, inner.dim
-        self.device, self.dtype = inner.device, inner.dtype
-
-    @property
-    def decode_min_side(self) -> int | None:
-        return self.inner.decode_min_side
-
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.inner.preprocess(images)
-
-    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
-        return self.inner.encode_pixels(pixels, normalize=normalize)
-
-    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
-        return self.inner.encode_texts(texts, normalize=normalize)
+        super().__init__(inner)
+        self.name = "plain-clip"
 
 
 def test_match_without_a_learned_temperature_uses_100(

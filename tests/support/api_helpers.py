@@ -10,7 +10,7 @@ import base64
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +21,9 @@ import torch
 import uvicorn
 from litestar import Litestar
 from litestar.testing import TestClient
-from PIL import Image
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
-from vizdex.encoders.base import Encoder
+from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.search.db import sqlite_file
 from vizdex.web.app import create_app
@@ -143,28 +142,15 @@ def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -
         time.sleep(0.01)
 
 
-class GatedEncoder(Encoder):
+class GatedEncoder(WrappedEncoder):
     """Wraps an encoder; every model call waits for ``gate`` (to hold a queue full on purpose)."""
 
     def __init__(self, inner: Encoder) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.kind = inner.kind
-        self.dim = inner.dim
-        self.device = inner.device
-        self.dtype = inner.dtype
-        self.preprocess_spec = inner.preprocess_spec
+        super().__init__(inner)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.rows_encoded = 0
         self.calls: list[int] = []  # rows per model call, in order
-
-    @property
-    def decode_min_side(self) -> int | None:
-        return self.inner.decode_min_side
-
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.inner.preprocess(images)
 
     def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> np.ndarray:
         self.entered.set()
@@ -172,9 +158,6 @@ class GatedEncoder(Encoder):
         self.rows_encoded += len(pixels)
         self.calls.append(len(pixels))
         return self.inner.encode_pixels(pixels, normalize=normalize)
-
-    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
-        return self.inner.encode_texts(texts, normalize=normalize)
 
     def warmup(self) -> None:
         pass  # the gate would hold start-up
