@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -35,6 +35,21 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from vizdex.encoders.base import Encoder
+
+
+class ImageInputs(Protocol):
+    """Images a query decodes lazily, for whichever encoder answers it (``web.inputs``)."""
+
+    def __len__(self) -> int: ...
+
+    def vectors(self, encoder: Encoder, *, normalize: bool = True) -> np.ndarray: ...
+
+
+def _image_vectors(encoder: Encoder, images: Sequence[PILImage] | ImageInputs) -> np.ndarray:
+    if isinstance(images, Sequence):
+        return encoder.encode_images(list(images))
+    return images.vectors(encoder)
+
 
 __all__ = [
     "SearchHit",
@@ -329,16 +344,20 @@ class SearchService:
             )
 
     def image_similarity(
-        self, images: Sequence[PILImage], *, model: str | None = None
+        self, images: Sequence[PILImage] | ImageInputs, *, model: str | None = None
     ) -> SimilarityMatrix:
         """Cosine similarity of every pair of the given images (default: a vision model)."""
         self._check_inputs(len(images), "images")
         name = self._loaded_model(model, ModelUse.IMAGE)
-        vectors = self._encoders[name].encode_images(list(images))
+        vectors = _image_vectors(self._encoders[name], images)
         return SimilarityMatrix(model=name, scores=cosine_matrix(vectors))
 
     def match_texts(
-        self, images: Sequence[PILImage], texts: Sequence[str], *, model: str | None = None
+        self,
+        images: Sequence[PILImage] | ImageInputs,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
     ) -> TextMatch:
         """Image × text cosine scores, and per image a softmax over the texts.
 
@@ -351,7 +370,7 @@ class SearchService:
             raise InvalidQueryError("texts must not be empty")
         name = self._loaded_model(model, ModelUse.TEXT)
         encoder = self._encoders[name]
-        scores = cosine_matrix(encoder.encode_images(list(images)), encoder.encode_texts(texts))
+        scores = cosine_matrix(_image_vectors(encoder, images), encoder.encode_texts(texts))
         scale = float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
         return TextMatch(
             model=name,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from litestar.datastructures import UploadFile
-from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError, InvalidInputError
 from vizdex.imaging import DecodedImage, load_image
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.web.schemas import ImageItem, door_item
+
+if TYPE_CHECKING:
+    from vizdex.encoders.base import Encoder
 
 DoorItem = str | bytes | Mapping[str, Any]
 
@@ -52,9 +56,29 @@ def decode_one(
         ) from None
 
 
-def decode_all(
-    items: Sequence[DoorItem], settings: ImageInputSettings, min_side: int | None
-) -> list[Image.Image]:
-    return [
-        decode_one(item, settings, min_side, index=index).image for index, item in enumerate(items)
-    ]
+class RequestImages:
+    """A request's images, decoded and preprocessed one at a time for the encoder that reads them.
+
+    Only one decoded image is alive at once: twenty-eight large images cost one image's memory
+    plus twenty-eight small pixel tensors, not twenty-eight decoded bitmaps.
+    """
+
+    def __init__(self, items: Sequence[DoorItem], settings: ImageInputSettings) -> None:
+        self._items = list(items)
+        self._settings = settings
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def pixels(self, encoder: Encoder) -> torch.Tensor:
+        rows: list[torch.Tensor] = []
+        for index, item in enumerate(self._items):
+            decoded = decode_one(item, self._settings, encoder.decode_min_side, index=index)
+            with decoded.image as image:
+                rows.append(encoder.preprocess([image]))
+        return torch.cat(rows)
+
+    def vectors(self, encoder: Encoder, *, normalize: bool = True) -> np.ndarray:
+        if not self._items:
+            return np.zeros((0, encoder.dim), dtype=np.float32)
+        return encoder.encode_pixels(self.pixels(encoder), normalize=normalize)

@@ -11,7 +11,7 @@ from litestar import post
 from litestar.params import JSONBody
 
 from vizdex.core.errors import CapabilityError, InvalidInputError
-from vizdex.web.inputs import decode_all, json_items
+from vizdex.web.inputs import RequestImages, json_items
 from vizdex.web.routing import QUERIES, route
 from vizdex.web.schemas import MAX_IMAGES, ImageItem, ModelName, QueryText, Rules, Text
 from vizdex.web.state import Vizdex
@@ -80,12 +80,8 @@ def multimodal_encode(
                 model=encoder.name,
             )
     empty = np.zeros((0, encoder.dim), dtype=np.float32)
-    image_vectors = empty
-    if data.images:
-        images = decode_all(
-            json_items(data.images), vizdex.settings.images, encoder.decode_min_side
-        )
-        image_vectors = encoder.encode_images(images, normalize=data.normalize)
+    images = RequestImages(json_items(data.images or []), vizdex.settings.images)
+    image_vectors = images.vectors(encoder, normalize=data.normalize)
     text_vectors = (
         encoder.encode_texts(data.texts, normalize=data.normalize) if data.texts else empty
     )
@@ -101,7 +97,7 @@ def multimodal_encode(
 @route(post, "/multimodal/match", QUERIES, summary="Zero-shot: score images against texts")
 def multimodal_match(data: JSONBody[MatchRequest], vizdex: Vizdex) -> MatchResponse:
     started = time.perf_counter()
-    images = decode_all(json_items(data.images), vizdex.settings.images, vizdex.min_side)
+    images = RequestImages(json_items(data.images), vizdex.settings.images)
     match = vizdex.search.match_texts(images, data.texts, model=data.model)
     return MatchResponse(
         model=match.model,

@@ -19,7 +19,7 @@ from litestar.params import JSONBody
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.streaming import encode_stream
-from vizdex.web.inputs import DoorItem, decode_all, decode_one, json_items, read_upload
+from vizdex.web.inputs import DoorItem, RequestImages, decode_one, json_items, read_upload
 from vizdex.web.limits import FORM_FLAG, Form, body_kind, read_form, read_json
 from vizdex.web.openapi import FORM_MODEL, body_operation, json_schema, multipart_schema
 from vizdex.web.routing import QUERIES, READS, route
@@ -140,10 +140,8 @@ def _encode(
     vizdex: ServiceState, items: list[Item], options: VisionEncodeRequest, started: float
 ) -> VisionEncodeResponse:
     encoder = vizdex.encoder(options.model)
-    images = decode_all(
-        [_door(item, vizdex) for item in items], vizdex.settings.images, encoder.decode_min_side
-    )
-    vectors = encoder.encode_images(images, normalize=options.normalize)
+    images = RequestImages([_door(item, vizdex) for item in items], vizdex.settings.images)
+    vectors = images.vectors(encoder, normalize=options.normalize)
     response = VisionEncodeResponse(model=encoder.name, dimensions=encoder.dim, processing_time=0.0)
     if options.return_tensors:
         response.tensor = tensor_of(vectors)
@@ -178,7 +176,7 @@ async def vision_encode(request: Request[Any, Any, Any], vizdex: Vizdex) -> Visi
 def vision_similarity(data: JSONBody[SimilarityRequest], vizdex: Vizdex) -> SimilarityResponse:
     started = time.perf_counter()
     everything = [*data.images, *(data.others or [])]
-    images = decode_all(json_items(everything), vizdex.settings.images, vizdex.min_side)
+    images = RequestImages(json_items(everything), vizdex.settings.images)
     matrix = vizdex.search.image_similarity(images, model=data.model)
     rows = len(data.images)
     block = matrix.scores[:rows, rows:] if data.others is not None else matrix.scores
