@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from vizdex.search.db import sqlite_file
 from vizdex.search.index_store import IndexInfo
 from vizdex.search.records import CollectionRecord, ImageRecord
 from vizdex.search.service import SearchService
@@ -67,8 +68,15 @@ class CollectionsService:
 
     def database_reachable(self) -> bool:
         """Whether the catalog's database answers a trivial query (for the readiness probe)."""
+        engine = self._search.catalog.engine
+        path = sqlite_file(engine.url)
+        # A pooled SQLite connection answers SELECT 1 from its open file even after the file is
+        # deleted or moved, and writes would then go to a file no one will read again.
+        if path is not None and not path.is_file():
+            log.warning("readiness: the catalog database %s is gone", path)
+            return False
         try:
-            with self._search.catalog.engine.connect() as connection:
+            with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception:
             log.warning("readiness: the catalog database is unreachable", exc_info=True)

@@ -30,6 +30,7 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.settings import BatchSettings, EncoderSettings
 from vizdex.search import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.search.db import sqlite_file
 from vizdex.web.settings import LimitSettings, ServiceSettings
 
 ENCODE = "/v1/vision/encode"
@@ -268,6 +269,25 @@ def test_readiness_is_false_without_a_database(
             assert client.get("/health/live").json() == {"status": "ok"}  # alive, not ready
         ready = client.get("/health/ready")  # the database is back: ready again
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+
+
+def test_readiness_is_false_when_the_database_file_vanishes_under_an_open_pool(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    """The pool keeps its connections: SQLite would answer ``SELECT 1`` from the open file."""
+    settings = api_settings(tmp_path / "data", cpu_settings)
+    with api_client(settings, {clip_encoder.name: clip_encoder}) as client:
+        assert client.get("/health/ready").status_code == 200
+        path = sqlite_file(state_of(client.app).search.catalog.engine.url)
+        assert path is not None
+        aside = path.with_name("moved-away.db")
+        path.rename(aside)
+        try:
+            not_ready = client.get("/health/ready")
+            assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
+        finally:
+            aside.rename(path)
+        assert client.get("/health/ready").status_code == 200
 
 
 def test_readiness_is_false_while_starting(

@@ -23,6 +23,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.cli.serve import server_options
 from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.search.db import sqlite_file
@@ -81,14 +82,10 @@ def live_server(settings: ServiceSettings, models: Mapping[str, Encoder]) -> Ite
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # limit_concurrency as `vizdex serve` (vizdex/cli/serve.py) sets it: VIZDEX_MAX_CONNECTIONS.
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        limit_concurrency=settings.limits.connections,
-    )
+    # `vizdex serve`'s own options (limit_concurrency: VIZDEX_MAX_CONNECTIONS), quieter and
+    # quicker to stop; host and port come from the socket bound above.
+    options = {**server_options(settings), "log_level": "warning", "timeout_graceful_shutdown": 5}
+    config = uvicorn.Config(app, lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -7,7 +7,7 @@ import errno
 import logging
 import socket
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vizdex.cli.options import (
     add_encoder_options,
@@ -78,6 +78,19 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
+def server_options(settings: ServiceSettings) -> dict[str, Any]:
+    """uvicorn's options for ``vizdex serve``; the tests' live server starts from them too, so a
+    limit set here is the limit the tests exercise."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        # Beyond this many open connections uvicorn answers 503 before reading any body.
+        "limit_concurrency": settings.limits.connections,
+        "timeout_graceful_shutdown": 30,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -95,13 +108,5 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     quiet_model_loading(args)
     encoders = load_encoders(settings.encoders)
-    uvicorn.run(
-        create_app(settings, encoders=encoders),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        # Beyond this many open connections uvicorn answers 503 before reading any body.
-        limit_concurrency=settings.limits.connections,
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(create_app(settings, encoders=encoders), **server_options(settings))
     return 0
