@@ -189,6 +189,24 @@ def test_vision_encode_refusals(client: Client, images: list[Any], status: int, 
     assert error_code(out) == code
 
 
+def test_url_items_while_urls_are_off_are_403_forbidden_url_on_every_route(client: Client) -> None:
+    """As the reference's Basics and error table say; the upload table once said 422."""
+    client.post("/v1/collections", json={"name": "no-urls"})
+    item = {"url": "https://images.example/x.jpg"}
+    for path, body in (
+        ("/v1/collections/no-urls/images", {"images": [item]}),
+        ("/v1/vision/encode", {"images": [item]}),
+        ("/v1/collections/no-urls/search", {"image": item}),
+    ):
+        out = client.post(path, json=body)
+        assert (out.status_code, error_code(out)) == (403, "forbidden_url"), (path, out.text)
+        # Syntax before policy: a URL that does not parse is 422 whether URLs are on or off.
+        malformed = {"url": "http://a..b/x.jpg"}
+        body = {"image": malformed} if "image" in body else {"images": [malformed]}
+        out = client.post(path, json=body)
+        assert (out.status_code, error_code(out)) == (422, "invalid_url"), (path, out.text)
+
+
 @pytest.mark.parametrize(
     "body",
     [
