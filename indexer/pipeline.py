@@ -48,7 +48,7 @@ from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
-from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
+from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
 from vizdex.indexer.storage import DataStore
 from vizdex.indexer.thumbnail_sink import ThumbnailSink
 from vizdex.indexer.writer import BatchWriter
@@ -56,7 +56,6 @@ from vizdex.search import (
     Catalog,
     CollectionRecord,
     IndexStore,
-    JobFailure,
     JobNotFoundError,
     JobRecord,
     JobState,
@@ -415,18 +414,12 @@ class Indexer:
                 log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
                 self._stream(iter(again), encoders, loader, writer, cancel, clock)
         if writer.retry and not cancel.is_set():
-            failures = [
-                JobFailure(
-                    display_name(item),
-                    "conflict",
-                    "the image was changed in the catalog by someone else while it was being "
-                    "ingested; run the ingestion again",
-                )
-                for item in writer.retry
-            ]
-            for failure in failures:
-                report.add_failure(failure)
-            tracker.add(failures=failures)
+            writer.fail(
+                writer.retry,
+                "conflict",
+                "the image was changed in the catalog by someone else while it was being "
+                "ingested; run the ingestion again",
+            )
         if request.prune and inputs.folders and not cancel.is_set():
             report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
         with clock.stage("index snapshot"):
@@ -442,13 +435,14 @@ class Indexer:
     def _items(
         self, collection: CollectionRecord, request: IngestRequest, inputs: Inputs
     ) -> Iterator[Item]:
-        for index, upload in enumerate(request.uploads):
+        uploads, urls = request.numbered()
+        for index, upload in uploads:
             yield UploadItem(index, upload)
-        if request.urls:
+        if urls:
             known = images_at_sources(self._catalog, collection.id, request.urls)
-            for url in request.urls:
+            for index, url in urls:
                 rows = known.get(url)
-                yield UrlItem(url, known_id=rows[-1].image_id if rows else None)
+                yield UrlItem(url, known_id=rows[-1].image_id if rows else None, index=index)
         settings = self._settings
         files = discover(inputs, settings.extensions, include_hidden=settings.include_hidden)
         yield from plan_paths(self._catalog, collection.id, files)
