@@ -516,6 +516,32 @@ def test_jobs(client: Client, seeded: tuple[int, ...]) -> None:
     assert below_one.status_code == 400 and error_code(below_one) == "invalid_request"
 
 
+def test_a_failed_job_shows_how_far_it_got(client: Client, seeded: tuple[int, ...]) -> None:
+    """A failed (or cancelled) job's progress is the share it handled, never a full bar."""
+    state = state_of(client.app)
+    catalog = state.search.catalog
+    collection = catalog.get_collection("photos")
+    locks = JobLocks(state.store.locks_dir)
+    seen: dict[tuple[str, int], float] = {}
+    for end, (total, done) in (
+        (JobState.FAILED, (4, 1)),
+        (JobState.CANCELLED, (8, 6)),
+        (JobState.FAILED, (0, 0)),  # failed before it counted anything
+        (JobState.DONE, (0, 0)),  # nothing to do is all done
+    ):
+        job, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="x")
+        catalog.record_job_progress(job.id, total=total, done=done)
+        close_job(catalog, locks, lease, end, error="stopped" if end is JobState.FAILED else None)
+        out = client.get(f"/v1/jobs/{job.id}").json()
+        seen[(out["state"], total)] = out["progress"]
+    assert seen == {
+        ("failed", 4): 0.25,
+        ("cancelled", 8): 0.75,
+        ("failed", 0): 0.0,
+        ("done", 0): 1.0,
+    }
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="VISION_API_REFERENCE.md documents 400 invalid_request for a job_id that is not a "
