@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, VizdexError, storage_full
+from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_full
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -271,6 +271,7 @@ class Indexer:
                 "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)",
                 code="forbidden_url",
             )
+        self.store.keep_reserve()  # room to record the job's end should it fill the disk
         job, lease, reaped = open_job(
             self._catalog,
             self._locks,
@@ -303,10 +304,9 @@ class Indexer:
     ) -> IngestReport:
         with self._state_lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
-        collection = self._catalog.get_collection_by_id(job.collection_id)
-        report = IngestReport(job_id=job.id, collection=collection.name)
+        report = IngestReport(job_id=job.id, collection="")
         tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
-        state, error = JobState.FAILED, None
+        state, error, disk_full = JobState.FAILED, None, False
         started = time.monotonic()
 
         def on_batch() -> None:
@@ -314,7 +314,9 @@ class Indexer:
             if progress is not None:
                 progress(report.snapshot())
 
-        try:
+        try:  # from here on, whatever happens, the job is finished before this returns
+            collection = self._catalog.get_collection_by_id(job.collection_id)
+            report.collection = collection.name
             if not cancel.is_set():
                 self._catalog.set_job_state(job.id, JobState.RUNNING)
                 if reaped:
@@ -325,13 +327,13 @@ class Indexer:
             state, error = JobState.CANCELLED, "interrupted by the user"
             raise
         except VizdexError as failure:
-            error = failure.message
+            error, disk_full = failure.message, isinstance(failure, StorageFullError)
             raise
         except Exception as failure:
             full = storage_full(failure, self._settings.data_dir)
             if full is not None:  # said once, as the reason: a traceback would add nothing
                 log.error("job %d stopped: %s", job.id, full.message)
-                error = full.message
+                error, disk_full = full.message, True
                 raise full from failure
             log.exception("job %d failed", job.id)
             error = f"{type(failure).__name__}: {failure}"
@@ -340,6 +342,8 @@ class Indexer:
             report.elapsed_s = time.monotonic() - started
             report.state, report.error = state, error
             report.uploads.sort(key=lambda outcome: outcome.index)
+            # The disk is full: the reserve makes room to record that, then is taken back.
+            released = disk_full and self.store.release_reserve()
             try:
                 tracker.flush()
                 close_job(self._catalog, self._locks, lease, state, error=error)
@@ -349,6 +353,8 @@ class Indexer:
                 lease.release()
                 with self._state_lock:
                     self._cancels.pop(job.id, None)
+                if released:
+                    self.store.keep_reserve()
         return report
 
     # -- the work ------------------------------------------------------------------------------
