@@ -542,14 +542,39 @@ def test_a_failed_job_shows_how_far_it_got(client: Client, seeded: tuple[int, ..
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VISION_API_REFERENCE.md documents 400 invalid_request for a job_id that is not a "
-    "number; the router answers 404 not_found (a web/ fix, outside this change)",
-)
 def test_a_job_id_that_is_not_a_number_is_400(client: Client) -> None:
     out = client.get("/v1/jobs/abc")
     assert out.status_code == 400 and error_code(out) == "invalid_request", out.text
+    assert out.json()["detail"] == "'abc' in the path is not a whole number (an id is 1 or more)"
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "0x1", "1e3", "%20", "nan"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/{}"),
+        ("GET", "/v1/collections/photos/images/{}"),
+        ("PATCH", "/v1/collections/photos/images/{}"),
+        ("DELETE", "/v1/collections/photos/images/{}"),
+        ("GET", "/v1/collections/photos/images/{}/file"),
+        ("GET", "/v1/collections/photos/images/{}/thumbnail"),
+    ],
+)
+def test_every_id_in_a_path_that_is_not_a_number_is_400(
+    client: Client, method: str, path: str, value: str
+) -> None:
+    """As the reference says for each of them: a route that exists, with a bad id."""
+    body = {"metadata": {}} if method == "PATCH" else None
+    out = client.request(method, path.format(value), json=body)
+    assert (out.status_code, error_code(out)) == (400, "invalid_request"), out.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/jobz/1", "/v1/collections/photos/images/1/original", "/v1/jobs/1/x"]
+)
+def test_a_path_no_route_has_is_still_404(client: Client, path: str) -> None:
+    out = client.get(path)
+    assert (out.status_code, error_code(out)) == (404, "not_found"), out.text
 
 
 def test_json_body_is_capped_per_route(
