@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from vizdex.search import JobRecord
+from vizdex.search import JobRecord, JobState
 
 
 class JobFailureOut(msgspec.Struct):
@@ -32,7 +32,7 @@ class JobOut(msgspec.Struct):
     done: int
     skipped: int
     failed: int
-    progress: float  # (done + skipped + failed) / total, 1.0 when finished
+    progress: float  # (done + skipped + failed) / total: 1.0 once done, the share reached else
     failures: list[JobFailureOut]
     error: str | None
     created_at: datetime
@@ -42,9 +42,9 @@ class JobOut(msgspec.Struct):
 
 def job_out(record: JobRecord, collection: str | None) -> JobOut:
     handled = record.done + record.skipped + record.failed
-    if record.state.finished:
-        progress = 1.0
-    else:
+    if record.state is JobState.DONE:
+        progress = 1.0  # also when nothing was found to do (total 0)
+    else:  # a failed or cancelled job shows how far it got, not a full bar
         progress = min(1.0, handled / record.total) if record.total else 0.0
     return JobOut(
         id=record.id,

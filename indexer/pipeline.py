@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, VizdexError, storage_full
+from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_full
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -48,7 +48,7 @@ from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
-from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem, display_name
+from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
 from vizdex.indexer.storage import DataStore
 from vizdex.indexer.thumbnail_sink import ThumbnailSink
 from vizdex.indexer.writer import BatchWriter
@@ -56,7 +56,6 @@ from vizdex.search import (
     Catalog,
     CollectionRecord,
     IndexStore,
-    JobFailure,
     JobNotFoundError,
     JobRecord,
     JobState,
@@ -272,6 +271,7 @@ class Indexer:
                 "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)",
                 code="forbidden_url",
             )
+        self.store.keep_reserve()  # room to record the job's end should it fill the disk
         job, lease, reaped = open_job(
             self._catalog,
             self._locks,
@@ -304,10 +304,9 @@ class Indexer:
     ) -> IngestReport:
         with self._state_lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
-        collection = self._catalog.get_collection_by_id(job.collection_id)
-        report = IngestReport(job_id=job.id, collection=collection.name)
+        report = IngestReport(job_id=job.id, collection="")
         tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
-        state, error = JobState.FAILED, None
+        state, error, disk_full = JobState.FAILED, None, False
         started = time.monotonic()
 
         def on_batch() -> None:
@@ -315,7 +314,9 @@ class Indexer:
             if progress is not None:
                 progress(report.snapshot())
 
-        try:
+        try:  # from here on, whatever happens, the job is finished before this returns
+            collection = self._catalog.get_collection_by_id(job.collection_id)
+            report.collection = collection.name
             if not cancel.is_set():
                 self._catalog.set_job_state(job.id, JobState.RUNNING)
                 if reaped:
@@ -326,13 +327,13 @@ class Indexer:
             state, error = JobState.CANCELLED, "interrupted by the user"
             raise
         except VizdexError as failure:
-            error = failure.message
+            error, disk_full = failure.message, isinstance(failure, StorageFullError)
             raise
         except Exception as failure:
             full = storage_full(failure, self._settings.data_dir)
             if full is not None:  # said once, as the reason: a traceback would add nothing
                 log.error("job %d stopped: %s", job.id, full.message)
-                error = full.message
+                error, disk_full = full.message, True
                 raise full from failure
             log.exception("job %d failed", job.id)
             error = f"{type(failure).__name__}: {failure}"
@@ -341,6 +342,8 @@ class Indexer:
             report.elapsed_s = time.monotonic() - started
             report.state, report.error = state, error
             report.uploads.sort(key=lambda outcome: outcome.index)
+            # The disk is full: the reserve makes room to record that, then is taken back.
+            released = disk_full and self.store.release_reserve()
             try:
                 tracker.flush()
                 close_job(self._catalog, self._locks, lease, state, error=error)
@@ -350,6 +353,8 @@ class Indexer:
                 lease.release()
                 with self._state_lock:
                     self._cancels.pop(job.id, None)
+                if released:
+                    self.store.keep_reserve()
         return report
 
     # -- the work ------------------------------------------------------------------------------
@@ -415,18 +420,12 @@ class Indexer:
                 log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
                 self._stream(iter(again), encoders, loader, writer, cancel, clock)
         if writer.retry and not cancel.is_set():
-            failures = [
-                JobFailure(
-                    display_name(item),
-                    "conflict",
-                    "the image was changed in the catalog by someone else while it was being "
-                    "ingested; run the ingestion again",
-                )
-                for item in writer.retry
-            ]
-            for failure in failures:
-                report.add_failure(failure)
-            tracker.add(failures=failures)
+            writer.fail(
+                writer.retry,
+                "conflict",
+                "the image was changed in the catalog by someone else while it was being "
+                "ingested; run the ingestion again",
+            )
         if request.prune and inputs.folders and not cancel.is_set():
             report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
         with clock.stage("index snapshot"):
@@ -442,13 +441,14 @@ class Indexer:
     def _items(
         self, collection: CollectionRecord, request: IngestRequest, inputs: Inputs
     ) -> Iterator[Item]:
-        for index, upload in enumerate(request.uploads):
+        uploads, urls = request.numbered()
+        for index, upload in uploads:
             yield UploadItem(index, upload)
-        if request.urls:
+        if urls:
             known = images_at_sources(self._catalog, collection.id, request.urls)
-            for url in request.urls:
+            for index, url in urls:
                 rows = known.get(url)
-                yield UrlItem(url, known_id=rows[-1].image_id if rows else None)
+                yield UrlItem(url, known_id=rows[-1].image_id if rows else None, index=index)
         settings = self._settings
         files = discover(inputs, settings.extensions, include_hidden=settings.include_hidden)
         yield from plan_paths(self._catalog, collection.id, files)

@@ -15,7 +15,8 @@ MAX_REPORTED_FAILURES = 1000
 
 @dataclass(frozen=True)
 class UploadOutcome:
-    """The result for one uploaded image, in request order (the API answers with these)."""
+    """The result for one image a request sent (an upload or a URL), numbered by its position
+    in the request (the API answers with these); ``name``: the file name, or the URL."""
 
     index: int
     name: str | None
@@ -40,7 +41,7 @@ class IngestReport:
     pruned: int = 0
     elapsed_s: float = 0.0
     failures: list[JobFailure] = field(default_factory=list)
-    uploads: list[UploadOutcome] = field(default_factory=list)
+    uploads: list[UploadOutcome] = field(default_factory=list)  # uploads and URLs, in order
     error: str | None = None
 
     @property

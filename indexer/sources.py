@@ -26,6 +26,8 @@ class IngestRequest:
 
     ``files_from`` names a text file with one path per line (read as a stream, so the list can be
     longer than memory). ``prune`` removes images whose files under the given folders are gone.
+    ``positions``: where each upload, then each URL, stood in the request that sent them (an API
+    request mixes them); outcomes and failures are numbered so. By default uploads come first.
     """
 
     paths: tuple[str, ...] = ()
@@ -33,6 +35,7 @@ class IngestRequest:
     uploads: tuple[Upload, ...] = ()
     urls: tuple[str, ...] = ()
     prune: bool = False
+    positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.paths or self.files_from or self.uploads or self.urls):
@@ -40,6 +43,18 @@ class IngestRequest:
         for url in self.urls:
             if split_url(url).scheme.lower() not in ("http", "https"):
                 raise InvalidInputError(f"{url!r} is not an http(s) URL")
+        sent = len(self.uploads) + len(self.urls)
+        if self.positions and sorted(self.positions) != list(range(sent)):
+            raise InvalidInputError(f"positions must number the {sent} uploads and URLs once each")
+
+    def numbered(self) -> tuple[list[tuple[int, Upload]], list[tuple[int, str]]]:
+        """The uploads and the URLs, each with its position in the request."""
+        count = len(self.uploads)
+        positions = self.positions or range(count + len(self.urls))
+        return (
+            list(zip(positions[:count], self.uploads, strict=True)),
+            list(zip(positions[count:], self.urls, strict=True)),
+        )
 
     @property
     def kind(self) -> str:
@@ -88,6 +103,7 @@ class UploadItem:
 class UrlItem:
     url: str
     known_id: int | None = None  # already ingested from this URL: not fetched again
+    index: int = 0  # position in the request, as an upload's
 
 
 Item = PathItem | UploadItem | UrlItem

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 TEMP_SUFFIX = ".tmp"
+# Set aside on the data disk so that a job that fills it can still record how it ended.
+RESERVE_BYTES = 1 << 20
+_RESERVE_STEP = 64 << 10
 
 
 class DataStore:
@@ -148,6 +151,47 @@ class DataStore:
             temporary.unlink(missing_ok=True)
             raise
         return temporary
+
+    # -- room for the end of a job ---------------------------------------------------------------
+
+    @property
+    def reserve_file(self) -> Path:
+        return self.root / "reserve"
+
+    def keep_reserve(self) -> int:
+        """Grow ``reserve`` towards ``RESERVE_BYTES`` as far as the disk allows; its size.
+
+        A job that meets a full disk gives it back (``release_reserve``) to write its final
+        state, then takes back what is left. Best effort: a reserve it cannot make stops nothing.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.reserve_file, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return 0
+        try:
+            size = os.fstat(descriptor).st_size
+            while size < RESERVE_BYTES:
+                step = min(_RESERVE_STEP, RESERVE_BYTES - size)
+                try:
+                    os.posix_fallocate(descriptor, size, step)  # blocks really taken, not sparse
+                except OSError:  # the disk is full (or cannot allocate): keep what was taken
+                    os.ftruncate(descriptor, size)
+                    break
+                size += step
+            return size
+        except OSError:
+            return 0
+        finally:
+            os.close(descriptor)
+
+    def release_reserve(self) -> bool:
+        """Free the reserve for the writes that record a job's end; False if there was none."""
+        try:
+            self.reserve_file.unlink()
+        except OSError:
+            return False
+        return True
 
     def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Remove temporaries a killed process left behind (young ones may still be in use)."""

@@ -123,18 +123,27 @@ class BatchWriter:
 
     # -- outcomes ------------------------------------------------------------------------------
 
+    def fail(self, items: Sequence[Item], code: str, message: str) -> None:
+        """Fail ``items`` outside a batch (e.g. what could not be retried), all for one reason."""
+        self._tracker.add(failures=[self._failed(item, code, message) for item in items])
+
     def _failed(self, item: Item, code: str, message: str) -> JobFailure:
         failure = JobFailure(item=display_name(item), code=code, message=message)
         self._report.add_failure(failure)
-        if isinstance(item, UploadItem):
-            self._upload(item, "failed", code=code, message=message)
+        self._upload(item, "failed", code=code, message=message)
         return failure
 
     def _upload(self, item: Item, status: str, **fields: Any) -> None:
+        """The outcome of an item the request sent (an upload or a URL), for its answer."""
         if isinstance(item, UploadItem):
-            self._report.uploads.append(
-                UploadOutcome(index=item.index, name=item.upload.name, status=status, **fields)
-            )
+            name = item.upload.name
+        elif isinstance(item, UrlItem):
+            name = item.url
+        else:
+            return
+        self._report.uploads.append(
+            UploadOutcome(index=item.index, name=name, status=status, **fields)
+        )
 
     def _duplicate(self, item: Item, image_id: int) -> None:
         self._report.duplicates += 1
@@ -264,6 +273,7 @@ class BatchWriter:
                 self._report.unchanged += 1
                 if isinstance(item, PathItem) and item.other_rows:
                     holders[item.path] = payload.image_id
+                self._upload(item, "duplicate", image_id=payload.image_id)  # a URL sent again
                 continue
             if isinstance(payload, Fresh):
                 raise TypeError("a Fresh payload must have been encoded")

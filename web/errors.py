@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
@@ -153,6 +155,8 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     assert isinstance(exc, HTTPException)
     if exc.status_code >= 500 and _client_gone():
         return _respond(request, CLIENT_CLOSED, "client_disconnected", "the client disconnected")
+    if _bad_path_parameter(exc):
+        return _respond(request, HTTP_400_BAD_REQUEST, "invalid_request", _bad_path_value(exc))
     code = "invalid_request" if isinstance(exc, ValidationException) else "http_error"
     code = HTTP_CODES.get(exc.status_code, code)
     errors = exc.extra if isinstance(exc.extra, list) else None
@@ -166,6 +170,26 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         errors=errors,
         headers=dict(exc.headers) if exc.headers else None,
     )
+
+
+def _bad_path_parameter(exc: HTTPException) -> bool:
+    """Litestar's router answers 404 when a typed path parameter ({image_id:int}) does not
+    parse, as when no route matches: the route exists and the value is wrong, as a number below
+    1 would be (400). Its NotFoundException is raised from the parser's ValueError then; from
+    another NotFoundException (a ValueError too) when no route matches."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, NotFoundException)
+        and isinstance(cause, ValueError)
+        and not isinstance(cause, HTTPException)
+    )
+
+
+def _bad_path_value(exc: HTTPException) -> str:
+    # Every typed path parameter is an id (int): int() names the text it could not read.
+    found = re.search(r": (?P<value>'.*')$", str(exc.__cause__))
+    value = found["value"] if found else "a path parameter"
+    return f"{value} in the path is not a whole number (an id is 1 or more)"
 
 
 def recursion_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:

@@ -7,6 +7,7 @@ answered 500 `internal_error` (ENOSPC, SQLite "database or disk is full"), and t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.support.small_disk import fill, small_disk
 from vizdex.cli.main import main
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
+from vizdex.search import JobState
 
 
 @pytest.fixture
@@ -76,6 +78,31 @@ def test_writes_answer_507_reads_go_on_and_space_brings_writes_back(
     database = disk / "data" / "catalog.db"
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_sync_upload_on_a_full_disk_finishes_its_job(disk: Path, server: LiveServer) -> None:
+    """Found: a 507 upload could leave its job `pending` or `running` (its end could not be
+    written either) until a reaper failed it as "interrupted". How much room is left decides
+    which write fails first, so each upload here meets the disk full at another point."""
+    catalog = server.state.search.catalog
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.post("/v1/collections", json={"name": "c"}).status_code == 201
+        assert _upload(client, 1).status_code == 201
+        answers = []
+        for seed, room in enumerate(range(0, 96 * 1024, 4096), start=100):
+            filler = fill(disk)
+            os.truncate(filler, filler.stat().st_size - room)
+            answer = _upload(client, seed)
+            answers.append(answer.status_code)
+            # Finished by the request itself: no reaper has had a turn yet.
+            unfinished = [job.id for job in catalog.list_jobs(limit=1000) if not job.state.finished]
+            filler.unlink()
+            assert unfinished == [], (room, answer.text)
+    assert 507 in answers and set(answers) <= {201, 507}
+    failed = [job for job in catalog.list_jobs(limit=1000) if job.state is JobState.FAILED]
+    assert failed, "no upload met the full disk after its job began"
+    for job in failed:  # the reason is the disk, not an interruption found later
+        assert job.error is not None and job.error.startswith("the disk"), job.error
 
 
 def test_the_cli_says_the_disk_is_full_in_one_line(

@@ -189,6 +189,24 @@ def test_vision_encode_refusals(client: Client, images: list[Any], status: int, 
     assert error_code(out) == code
 
 
+def test_url_items_while_urls_are_off_are_403_forbidden_url_on_every_route(client: Client) -> None:
+    """As the reference's Basics and error table say; the upload table once said 422."""
+    client.post("/v1/collections", json={"name": "no-urls"})
+    item = {"url": "https://images.example/x.jpg"}
+    for path, body in (
+        ("/v1/collections/no-urls/images", {"images": [item]}),
+        ("/v1/vision/encode", {"images": [item]}),
+        ("/v1/collections/no-urls/search", {"image": item}),
+    ):
+        out = client.post(path, json=body)
+        assert (out.status_code, error_code(out)) == (403, "forbidden_url"), (path, out.text)
+        # Syntax before policy: a URL that does not parse is 422 whether URLs are on or off.
+        malformed = {"url": "http://a..b/x.jpg"}
+        body = {"image": malformed} if "image" in body else {"images": [malformed]}
+        out = client.post(path, json=body)
+        assert (out.status_code, error_code(out)) == (422, "invalid_url"), (path, out.text)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -498,14 +516,65 @@ def test_jobs(client: Client, seeded: tuple[int, ...]) -> None:
     assert below_one.status_code == 400 and error_code(below_one) == "invalid_request"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VISION_API_REFERENCE.md documents 400 invalid_request for a job_id that is not a "
-    "number; the router answers 404 not_found (a web/ fix, outside this change)",
-)
+def test_a_failed_job_shows_how_far_it_got(client: Client, seeded: tuple[int, ...]) -> None:
+    """A failed (or cancelled) job's progress is the share it handled, never a full bar."""
+    state = state_of(client.app)
+    catalog = state.search.catalog
+    collection = catalog.get_collection("photos")
+    locks = JobLocks(state.store.locks_dir)
+    seen: dict[tuple[str, int], float] = {}
+    for end, (total, done) in (
+        (JobState.FAILED, (4, 1)),
+        (JobState.CANCELLED, (8, 6)),
+        (JobState.FAILED, (0, 0)),  # failed before it counted anything
+        (JobState.DONE, (0, 0)),  # nothing to do is all done
+    ):
+        job, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="x")
+        catalog.record_job_progress(job.id, total=total, done=done)
+        close_job(catalog, locks, lease, end, error="stopped" if end is JobState.FAILED else None)
+        out = client.get(f"/v1/jobs/{job.id}").json()
+        seen[(out["state"], total)] = out["progress"]
+    assert seen == {
+        ("failed", 4): 0.25,
+        ("cancelled", 8): 0.75,
+        ("failed", 0): 0.0,
+        ("done", 0): 1.0,
+    }
+
+
 def test_a_job_id_that_is_not_a_number_is_400(client: Client) -> None:
     out = client.get("/v1/jobs/abc")
     assert out.status_code == 400 and error_code(out) == "invalid_request", out.text
+    assert out.json()["detail"] == "'abc' in the path is not a whole number (an id is 1 or more)"
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "0x1", "1e3", "%20", "nan"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/{}"),
+        ("GET", "/v1/collections/photos/images/{}"),
+        ("PATCH", "/v1/collections/photos/images/{}"),
+        ("DELETE", "/v1/collections/photos/images/{}"),
+        ("GET", "/v1/collections/photos/images/{}/file"),
+        ("GET", "/v1/collections/photos/images/{}/thumbnail"),
+    ],
+)
+def test_every_id_in_a_path_that_is_not_a_number_is_400(
+    client: Client, method: str, path: str, value: str
+) -> None:
+    """As the reference says for each of them: a route that exists, with a bad id."""
+    body = {"metadata": {}} if method == "PATCH" else None
+    out = client.request(method, path.format(value), json=body)
+    assert (out.status_code, error_code(out)) == (400, "invalid_request"), out.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/jobz/1", "/v1/collections/photos/images/1/original", "/v1/jobs/1/x"]
+)
+def test_a_path_no_route_has_is_still_404(client: Client, path: str) -> None:
+    out = client.get(path)
+    assert (out.status_code, error_code(out)) == (404, "not_found"), out.text
 
 
 def test_json_body_is_capped_per_route(

@@ -177,7 +177,20 @@ def test_pixels_of_a_whole_jpeg_upload_match_pillow(client: httpx.Client) -> Non
     assert Image.open(io.BytesIO(stored)).size == (200, 150)
 
 
-@pytest.mark.parametrize("url", ["http://[::1/", "http://127.0.0.1:99999/x.jpg", "http://a/b c"])
+MALFORMED_URLS = [
+    "http://[::1/",
+    "http://127.0.0.1:99999/x.jpg",
+    "http://a/b c",
+    # hosts that are no host: refused for their syntax (422), not by the URL policy (403)
+    "http://a..b/",
+    "http://%zz/",
+    "http://" + "a" * 64 + ".test/",
+    "http://[::1]x/",
+    "http://256.1.1.1/",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
 def test_a_malformed_url_is_invalid_url_everywhere(
     client: httpx.Client, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

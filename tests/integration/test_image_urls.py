@@ -395,17 +395,19 @@ def test_metadata_endpoint_message(guard: NetworkGuard) -> None:
         "javascript:alert(1)",
         "dict://127.0.0.1:11211/stat",
         "//127.0.0.1/image.png",
-        "http:///image.png",
         "http://user:pw@127.0.0.1/image.png",
+        "http://@127.0.0.1/image.png",
         "http://127.0.0.1:0/",
         "http://%31%32%37.0.0.1/",
         "http://%6c%6f%63%61%6c%68%6f%73%74/",
-        "http://a..b/",
-        "http://" + "a" * 64 + ".test/",
+        "http://a%2etest/",
         "http://[fe80::1%25eth0]/",
+        "http://[fe80::1%eth0]/",
+        "http://0x/",
     ],
 )
 def test_other_schemes_and_forbidden_urls(url: str, guard: NetworkGuard) -> None:
+    """Well-formed URLs that are not fetched by policy: 403, not the sender's syntax error."""
     refused(url, allowing(*LOOPBACK_ONLY), "forbidden_url")
     assert guard.connects == []
 
@@ -421,6 +423,49 @@ def test_other_schemes_and_forbidden_urls(url: str, guard: NetworkGuard) -> None
         "http://127.0.0.1/a b",
         "http://127.0.0.1/\x00",
         "http://a.test/" + "a" * 9000,
+        # hosts: empty labels, too long, bad escapes, characters no host name has
+        "http://a..b/",
+        "http://.a.test/",
+        "http://./",
+        "http://" + "a" * 64 + ".test/",
+        "http://" + ".".join(["a" * 63] * 4) + "/",
+        "http://%zz/",
+        "http://a%2/",
+        "http://%c3.test/",
+        "http://a!b.test/",
+        "http://a\\b/",
+        "http://a\u00a0b.test/",
+        "http://\u00ad.test/",
+        "http://xn--zz.test/",
+        "http://xn--/",
+        "http:///image.png",
+        "http:/a.test/",
+        "http://:80/",
+        # numeric hosts that are no IPv4 address (WHATWG: a failure, not another spelling)
+        "http://1.2.3.4.5/",
+        "http://256.1.1.1/",
+        "http://4294967296/",
+        "http://1.2.3.08/",
+        "http://a.1/",
+        # brackets: junk after them, not IPv6 inside them, an empty zone
+        "http://[::1]x/",
+        "http://[::1]]/",
+        "http://[::1]x:80/",
+        "http://[v1.x]/",
+        "http://[127.0.0.1]/",
+        "http://[::1%25]/",
+        "http://a]b/",
+        # ports and user info
+        "http://127.0.0.1:80x/",
+        "http://127.0.0.1:80:90/",
+        "http://127.0.0.1:+80/",
+        "http://127.0.0.1:-1/",
+        "http://127.0.0.1:65536/",
+        "http://127.0.0.1:\u0668\u0660/",
+        "http://a:b@c@127.0.0.1/",
+        "http://a[b@127.0.0.1/",
+        "http://127.0.0.1\t/",
+        "http://127.0.0.1\u0085/",
     ],
 )
 def test_malformed_urls_are_invalid_url(url: str, guard: NetworkGuard) -> None:
@@ -428,7 +473,17 @@ def test_malformed_urls_are_invalid_url(url: str, guard: NetworkGuard) -> None:
     with pytest.raises(ImageRejectedError) as caught:
         split_url(url)
     assert caught.value.code == "invalid_url"
-    assert guard.connects == []
+    # Syntax before policy: with URLs off, a malformed one is still the sender's mistake.
+    refused(url, ImageInputSettings(), "invalid_url")
+    assert guard.connects == [] and guard.lookups == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://a.test./x.png", "http://a.b:/x.png", "http://A.Test:0080/", "http://\u00e4.test/"],
+)
+def test_unusual_but_valid_urls_parse(url: str) -> None:
+    assert split_url(url).hostname
 
 
 @pytest.mark.parametrize(
@@ -506,10 +561,15 @@ def test_every_redirect_hop_is_checked(target: str, server: Server, guard: Netwo
     assert guard.connects == [("127.0.0.1", server.server_address[1])]
 
 
-def test_a_malformed_redirect_is_refused(server: Server, guard: NetworkGuard) -> None:
+@pytest.mark.parametrize(
+    "location", ["http://[::1/", "http://a..b/", "http://[::1]x/", "http://%zz/"]
+)
+def test_a_malformed_redirect_is_refused(
+    location: str, server: Server, guard: NetworkGuard
+) -> None:
     """The URL given was valid: the server's answer is what is refused."""
     error = refused(
-        f"{server.base}/redirect?to=http://[::1/", allowing(*LOOPBACK_ONLY), "forbidden_url"
+        f"{server.base}/redirect?to={location}", allowing(*LOOPBACK_ONLY), "forbidden_url"
     )
     assert error.message == "the server redirected to a malformed URL"
     assert guard.connects == [("127.0.0.1", server.server_address[1])]
@@ -671,6 +731,10 @@ def test_slow_dns_hits_the_deadline(fake_dns: dict[str, Any], guard: NetworkGuar
         (
             "http://127.0.0.1/a.png",
             "127.0.0.1 is a loopback address; fetching from it is not allowed",
+        ),
+        (
+            "http://0.0.0.0/a.png",
+            "0.0.0.0 is an unspecified address; fetching from it is not allowed",
         ),
         (
             "http://localhost/a.png",

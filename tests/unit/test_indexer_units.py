@@ -37,6 +37,7 @@ from vizdex.indexer.discovery import count, discover
 from vizdex.indexer.jobs import INTERRUPTED, JobTracker, close_job, open_job
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.sources import Fresh, PathItem
+from vizdex.indexer.storage import RESERVE_BYTES
 from vizdex.indexer.thumbnail_sink import ThumbnailSink
 from vizdex.search import Catalog, JobState
 
@@ -169,6 +170,19 @@ def test_sweep_removes_only_old_temporaries(tmp_path: Path) -> None:
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert store.sweep_temporaries() == 1
     assert not old.exists() and young.exists()
+
+
+def test_the_reserve_is_real_space_given_back_and_taken_again(tmp_path: Path) -> None:
+    store = DataStore(tmp_path)
+    assert store.keep_reserve() == RESERVE_BYTES
+    stat = store.reserve_file.stat()
+    assert stat.st_size == RESERVE_BYTES and stat.st_blocks * 512 >= RESERVE_BYTES  # not sparse
+    assert store.keep_reserve() == RESERVE_BYTES  # kept as it is
+    assert store.release_reserve() and not store.reserve_file.exists()
+    assert not store.release_reserve()  # nothing left to give
+    _touch(store.reserve_file, bytes(RESERVE_BYTES // 3))  # what a full disk left of it
+    assert store.keep_reserve() == RESERVE_BYTES
+    assert store.reserve_file.stat().st_blocks * 512 >= RESERVE_BYTES
 
 
 # -- progress ----------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class ImageRejectedError(InvalidInputError):
     """An image input was refused by the image door; ``code`` says why.
 
     Codes: ``too_large``, ``too_many_pixels``, ``unsupported_format``, ``corrupt``, ``empty``,
-    ``invalid_base64``, ``forbidden_path``, ``not_found``, ``forbidden_url``, ``fetch_failed``,
+    ``invalid_base64``, ``forbidden_path``, ``not_found``, ``invalid_url`` (does not parse),
+    ``forbidden_url`` (parses, but is not fetched by policy), ``fetch_failed``,
     ``invalid_input`` (the input item itself has the wrong shape, e.g. both ``url`` and ``path``).
     """
 

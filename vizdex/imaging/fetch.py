@@ -1,5 +1,7 @@
 """Fetch an image by http(s) URL without becoming a server-side request forgery tool.
 
+A URL is parsed first, strictly (``split_url``): one that does not parse is ``invalid_url``, the
+sender's mistake, whatever the policy; one that parses but is not fetched is ``forbidden_url``.
 Every hop (the first request and each redirect) is checked the same way: http/https only, no user
 info, no numeric host in a non-canonical form, the host resolved ONCE and every address it resolves
 to checked against the private/loopback/link-local/multicast/reserved ban (``allowed_networks``
@@ -22,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import SplitResult, quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging.settings import ImageInputSettings, IPNetwork, format_bytes
@@ -51,8 +53,6 @@ _BLOCKED = tuple(
         "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
     )
 )  # fmt: skip
-# WHATWG: a host whose last label is a number is parsed as IPv4 (decimal, octal or hex parts).
-_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,14 @@ class _Redirect:
 
 def fetch_url(url: str, settings: ImageInputSettings) -> bytes:
     """Download ``url`` (http/https) within the limits of ``settings``; at most the byte cap."""
+    split_url(url)  # a malformed URL is the sender's mistake (invalid_url) whatever the policy
     if not settings.allow_urls:
         raise _forbidden("image URLs are not accepted by this server; send the image data instead")
     deadline = time.monotonic() + settings.url_timeout_s
     networks = settings.networks()
     current = url
-    for _hop in range(settings.max_redirects + 1):
-        target = _parse_url(current)
+    for hop in range(settings.max_redirects + 1):
+        target = _parse_url(current) if hop == 0 else _redirect_target(current)
         addresses = _resolve_checked(target, networks, deadline, settings)
         result = _request(target, addresses, deadline, settings)
         if isinstance(result, bytes):
@@ -85,25 +86,55 @@ def fetch_url(url: str, settings: ImageInputSettings) -> bytes:
         try:
             current = urljoin(current, result.location)
         except ValueError:
-            raise _forbidden("the server redirected to a malformed URL") from None
+            raise _malformed_redirect() from None
     raise ImageRejectedError(
         f"the URL redirected more than {settings.max_redirects} times", code="fetch_failed"
     )
 
 
-# --- URL and address checks -------------------------------------------------------------------
+def _redirect_target(url: str) -> _Target:
+    try:
+        return _parse_url(url)
+    except ImageRejectedError as error:
+        if error.code == "invalid_url":  # the URL given was valid; the server's answer is not
+            raise _malformed_redirect() from None
+        raise
 
 
-def _forbidden(message: str) -> ImageRejectedError:
-    return ImageRejectedError(message, code="forbidden_url")
+def _malformed_redirect() -> ImageRejectedError:
+    return _forbidden("the server redirected to a malformed URL")
 
 
-def _failed(message: str) -> ImageRejectedError:
-    return ImageRejectedError(message, code="fetch_failed")
+# --- URL syntax: invalid_url ------------------------------------------------------------------
+# A URL that does not parse is the sender's syntax error (422 invalid_url); one that parses but
+# is not fetched by policy (scheme, user info, spelling of the host, its address) is forbidden_url.
+
+# RFC 3986 userinfo: unreserved, sub-delims, ":" and %-escapes; non-ASCII as in IRIs.
+_USERINFO = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2}|[^\x00-\x7f])*")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_MAX_NAME_LENGTH = 253  # DNS, without the final dot
+# WHATWG: a host whose last label is a number is IPv4, in 1-4 decimal, octal or hex parts.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_IPV4_PART = re.compile(r"0x(?P<hex>[0-9a-f]*)|(?P<octal>0[0-7]+)|(?P<decimal>0|[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class _Host:
+    written: str  # as in the URL, without brackets
+    name: str  # what is looked up or connected to: ASCII (IDNA) name, or the address
+    escaped: bool = False  # the name was written with %-escapes
+    ipv6: ipaddress.IPv6Address | None = None
+    zone: bool = False  # an IPv6 zone id ("%25eth0") followed the address
+    ipv4: ipaddress.IPv4Address | None = None  # a numeric host, however it was spelled
 
 
 def split_url(url: str) -> SplitResult:
     """``url`` in parts, or ``invalid_url``: every URL vizdex is given is parsed here first."""
+    return _split(url)[0]
+
+
+def _split(url: str) -> tuple[SplitResult, _Host | None]:
     if len(url) > _MAX_URL_LENGTH:
         raise _invalid_url(f"the URL is longer than {_MAX_URL_LENGTH:,} characters")
     if any(ch <= " " or ch == "\x7f" for ch in url):
@@ -111,9 +142,117 @@ def split_url(url: str) -> SplitResult:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (parsed on access: raises for "a:99999" or "a:x")
-    except ValueError as error:  # e.g. an unclosed "[" or a port that is not a number
+        return parts, _authority(parts)
+    except ValueError as error:  # urlsplit's (an unclosed "[", a bad port) or _authority's
         raise _invalid_url(f"{_shown(url)} is not a valid URL ({error})") from None
-    return parts
+
+
+def _authority(parts: SplitResult) -> _Host | None:
+    """The host of ``user@host:port``, checked where urlsplit is lenient; ValueError says why."""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at and not _USERINFO.fullmatch(userinfo):
+        raise ValueError("characters a user name or password cannot have")
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        written, rest = hostport[: end + 1], hostport[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):  # urlsplit drops what follows "]"
+            raise ValueError("text after the IPv6 address")
+        port = rest[1:]
+    else:
+        written, _, port = hostport.partition(":")
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"the port {port!r}")
+    if written.startswith("["):
+        return _ipv6_host(written[1:-1])
+    if written:
+        return _name_host(written)
+    if parts.scheme.lower() in ("http", "https"):
+        raise ValueError("no host name")
+    return None  # refused for its scheme
+
+
+def _ipv6_host(text: str) -> _Host:
+    address, percent, zone = text.partition("%")
+    try:
+        ipv6 = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise ValueError(f"[{text}] is not an IPv6 address") from None
+    if percent and zone in ("", "25"):
+        raise ValueError(f"[{text}] has an empty zone id")
+    return _Host(text, address.lower(), ipv6=ipv6, zone=bool(percent))
+
+
+def _name_host(written: str) -> _Host:
+    name = _ascii_host(_unescaped(written))
+    return _Host(written, name, escaped="%" in written, ipv4=_ipv4(name))
+
+
+def _unescaped(host: str) -> str:
+    if "%" not in host:
+        return host
+    if _BAD_ESCAPE.search(host):
+        raise ValueError(f"the host {host!r} has a '%' that starts no escape")
+    try:
+        return unquote(host, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"the host {host!r} has escapes that are not UTF-8") from None
+
+
+def _ascii_host(host: str) -> str:
+    """``host`` in ASCII (IDNA); ValueError when no DNS name or IPv4 address is written so."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"the host {host!r} {_label_problem(host)}") from None
+    name = ascii_host.removesuffix(".")
+    if len(name) > _MAX_NAME_LENGTH:
+        raise ValueError(f"the host name is longer than {_MAX_NAME_LENGTH} characters")
+    for label in name.split("."):
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"the host {host!r} {_label_problem(label)}")
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                raise ValueError(f"the host label {label!r} is not valid punycode") from None
+    return ascii_host
+
+
+def _label_problem(text: str) -> str:
+    labels = re.split("[.\u3002\uff0e\uff61]", text.removesuffix("."))  # IDNA's dots
+    if "" in labels:
+        return "has an empty label"
+    if any(len(label) > 63 for label in labels):
+        return "has a label longer than 63 characters"
+    if not text.isascii():
+        return "is not a valid international name"
+    return "has characters other than letters, digits, '-' and '_'"
+
+
+def _ipv4(name: str) -> ipaddress.IPv4Address | None:
+    """The address when the host is numeric (WHATWG's "ends in a number"), else None."""
+    parts = name.removesuffix(".").split(".")
+    if not _NUMERIC_LABEL.fullmatch(parts[-1]):
+        return None
+    numbers = [_ipv4_part(part) for part in parts]
+    if None in numbers or len(numbers) > 4:
+        raise ValueError(f"the host {name!r} ends in a number but is no IPv4 address")
+    *high, low = [number for number in numbers if number is not None]
+    if any(number > 255 for number in high) or low >= 256 ** (4 - len(high)):
+        raise ValueError(f"the IPv4 address {name!r} has a part that is too large")
+    value = low + sum(number << (8 * (3 - position)) for position, number in enumerate(high))
+    return ipaddress.IPv4Address(value)
+
+
+def _ipv4_part(part: str) -> int | None:
+    match = _IPV4_PART.fullmatch(part)
+    if match is None:
+        return None
+    if match["hex"] is not None:
+        return int(match["hex"] or "0", 16)
+    if match["octal"] is not None:
+        return int(match["octal"], 8)
+    return int(part)
 
 
 def _shown(url: str) -> str:
@@ -124,59 +263,51 @@ def _invalid_url(message: str) -> ImageRejectedError:
     return ImageRejectedError(message, code="invalid_url")
 
 
+# --- URL policy: forbidden_url ----------------------------------------------------------------
+
+
+def _forbidden(message: str) -> ImageRejectedError:
+    return ImageRejectedError(message, code="forbidden_url")
+
+
+def _failed(message: str) -> ImageRejectedError:
+    return ImageRejectedError(message, code="fetch_failed")
+
+
 def _parse_url(url: str) -> _Target:
-    parts = split_url(url)
-    port = parts.port
+    parts, host = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = f"{scheme}:" if scheme else "a URL without a scheme"
         raise _forbidden(f"only http and https image URLs are accepted, not {shown}")
+    assert host is not None  # an http(s) URL without one is invalid_url
     if "@" in parts.netloc:
         raise _forbidden("URLs with a user name or password are not accepted")
-    host = parts.hostname
-    if not host:
-        raise _forbidden("the URL has no host name")
+    port = parts.port
     if port == 0:
         raise _forbidden("the URL has port 0")
     if port is None:
         port = 443 if scheme == "https" else 80
-    ip = _ip_literal(host)
-    if ip is None:
-        host = _dns_name(host)
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if parts.query:
         path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-    return _Target(scheme=scheme, host=host, port=port, path=path, ip=ip)
+    return _Target(scheme=scheme, host=host.name, port=port, path=path, ip=_address(host))
 
 
-def _ip_literal(host: str) -> IPAddress | None:
-    """The address if ``host`` is a canonical IP literal; refuse other numeric spellings."""
-    if ":" in host:
-        if "%" in host:
-            raise _forbidden("IPv6 addresses with a zone id are not accepted")
-        try:
-            return ipaddress.IPv6Address(host)
-        except ValueError:
-            raise _forbidden(f"{host!r} is not a valid IPv6 address") from None
-    try:
-        return ipaddress.IPv4Address(host)  # dotted decimal only: no octal, hex or short forms
-    except ValueError:
-        pass
-    if _NUMERIC_LABEL.match(host.rstrip(".").rsplit(".", 1)[-1]):
+def _address(host: _Host) -> IPAddress | None:
+    """The address of an IP host written canonically; other spellings of a host are refused."""
+    if host.zone:
+        raise _forbidden("IPv6 addresses with a zone id are not accepted")
+    if host.ipv6 is not None:
+        return host.ipv6
+    if host.escaped:
+        raise _forbidden(f"{host.written!r} is written with %-escapes; write the host name plainly")
+    if host.ipv4 is not None and host.name != str(host.ipv4):
         raise _forbidden(
-            f"{host!r} is a numeric host in a non-standard form; write IPv4 addresses as a.b.c.d"
+            f"{host.written!r} is a numeric host in a non-standard form (here {host.ipv4}); "
+            "write IPv4 addresses as a.b.c.d"
         )
-    return None
-
-
-def _dns_name(host: str) -> str:
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise _forbidden(f"{host!r} is not a valid host name") from None
-    if not re.fullmatch(r"[a-z0-9_.-]+", ascii_host.lower()):
-        raise _forbidden(f"{host!r} is not a valid host name")
-    return ascii_host
+    return host.ipv4
 
 
 def _address_problem(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> str | None:
@@ -218,7 +349,8 @@ def _resolve_checked(
     for ip in addresses:
         problem = _address_problem(ip, networks)
         if problem is not None:
-            what = f"a {problem} address; fetching from it is not allowed"
+            article = "an" if problem[0] in "aeiou" else "a"  # an unspecified, a loopback
+            what = f"{article} {problem} address; fetching from it is not allowed"
             if target.ip is None:
                 raise _forbidden(f"{target.host} resolves to {ip}, {what}")
             raise _forbidden(f"{ip} is {what}")

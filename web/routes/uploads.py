@@ -72,7 +72,9 @@ class UploadRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class UploadResult(msgspec.Struct):
-    """``status``: ``indexed`` (new ``id``), ``duplicate`` (the existing ``id``) or ``failed``."""
+    """One per image sent, in request order: ``index`` is its position in the request, ``name``
+    its file name (a URL item's: the URL). ``status``: ``indexed`` (new ``id``), ``duplicate``
+    (the existing ``id``) or ``failed`` (with ``code`` and ``detail``)."""
 
     index: int
     name: str | None
@@ -107,6 +109,8 @@ def _merge(base: Metadata | None, own: Metadata | None) -> Metadata:
 def _from_json(vizdex: ServiceState, body: UploadRequest) -> tuple[IngestRequest, int]:
     uploads: list[Upload] = []
     urls: list[str] = []
+    upload_positions: list[int] = []
+    url_positions: list[int] = []
     size = 0
     for index, item in enumerate(body.images):
         if (item.data is None) == (item.url is None):
@@ -119,12 +123,17 @@ def _from_json(vizdex: ServiceState, body: UploadRequest) -> tuple[IngestRequest
                     "URLs in a request without metadata"
                 )
             urls.append(item.url)
+            url_positions.append(index)
             continue
         assert item.data is not None
         data = read_input({"data": item.data}, vizdex.settings.images)
         size += len(data)
         uploads.append(Upload(data, item.name, _merge(body.metadata, item.metadata)))
-    request = IngestRequest(uploads=tuple(uploads), urls=tuple(urls))
+        upload_positions.append(index)
+    # Each item's outcome is numbered by its place in the request, uploads and URLs alike.
+    request = IngestRequest(
+        uploads=tuple(uploads), urls=tuple(urls), positions=(*upload_positions, *url_positions)
+    )
     return request, size
 
 
@@ -171,7 +180,7 @@ def _ingest(
                 job_url=_job_url(report.job_id),
                 state=report.state.value,
                 indexed=report.indexed,
-                duplicates=report.duplicates,
+                duplicates=report.skipped,  # and URLs this collection already has
                 failed=report.failed,
                 results=_results(report),
                 failures=[JobFailureOut(f.item, f.code, f.message) for f in report.failures],
