@@ -564,7 +564,7 @@ def test_every_id_in_a_path_that_is_not_a_number_is_400(
     client: Client, method: str, path: str, value: str
 ) -> None:
     """As the reference says for each of them: a route that exists, with a bad id."""
-    body = {"metadata": {}} if method == "PATCH" else None
+    body: dict[str, object] | None = {"metadata": {}} if method == "PATCH" else None
     out = client.request(method, path.format(value), json=body)
     assert (out.status_code, error_code(out)) == (400, "invalid_request"), out.text
 
