@@ -138,6 +138,19 @@ class DuplicatePage:
     groups: list[GroupView]
 
 
+@dataclass(frozen=True)
+class SimilarPairs:
+    """A scan's pairs before grouping: ``low[i]``–``high[i]``, the smaller image id first."""
+
+    collection: CollectionRecord
+    model: str
+    low: np.ndarray
+    high: np.ndarray
+    scanned: int
+    approximate: bool
+    nprobe: int
+
+
 class DuplicateFinder:
     """Scans a collection for near-duplicate groups and shows pages of them."""
 
@@ -162,6 +175,27 @@ class DuplicateFinder:
     ) -> DuplicateScan:
         """Every group of the collection (``cancelled`` is asked between batches; when it says
         yes the scan stops and returns the groups found so far)."""
+        found = self.pairs(collection, options, progress=progress, cancelled=cancelled)
+        return DuplicateScan(
+            collection=found.collection.name,
+            model=found.model,
+            threshold=options.threshold,
+            approximate=found.approximate,
+            nprobe=found.nprobe,
+            scanned=found.scanned,
+            pairs=len(found.low),
+            groups=self._groups(found),
+        )
+
+    def pairs(
+        self,
+        collection: str,
+        options: DuplicateOptions,
+        *,
+        progress: Progress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> SimilarPairs:
+        """Every distinct pair of images at or above the threshold (what ``scan`` groups)."""
         record = self._catalog.get_collection(collection)
         model = self._model_for(record, options.model)
         allowed = self._allowed(record, options.filters)
@@ -201,21 +235,12 @@ class DuplicateFinder:
                     progress(scanned, total)
             if stopped:
                 break
+        empty = np.zeros(0, np.int64)
         low, high = unique_pairs(
-            np.concatenate([pair[0] for pair in found]) if found else np.zeros(0, np.int64),
-            np.concatenate([pair[1] for pair in found]) if found else np.zeros(0, np.int64),
+            np.concatenate([pair[0] for pair in found]) if found else empty,
+            np.concatenate([pair[1] for pair in found]) if found else empty,
         )
-        groups = self._groups(record, model, low, high)
-        return DuplicateScan(
-            collection=record.name,
-            model=model,
-            threshold=options.threshold,
-            approximate=approximate,
-            nprobe=nprobe,
-            scanned=scanned,
-            pairs=len(low),
-            groups=groups,
-        )
+        return SimilarPairs(record, model, low, high, scanned, approximate, nprobe)
 
     def page(
         self,
@@ -270,9 +295,8 @@ class DuplicateFinder:
         ids = self._catalog.filter_image_ids(record.id, filters)
         return np.asarray(sorted(ids), dtype=np.int64)
 
-    def _groups(
-        self, record: CollectionRecord, model: str, low: np.ndarray, high: np.ndarray
-    ) -> list[DuplicateGroup]:
+    def _groups(self, found: SimilarPairs) -> list[DuplicateGroup]:
+        record, model, low, high = found.collection, found.model, found.low, found.high
         if not len(low):
             return []
         nodes = np.unique(np.concatenate([low, high]))
@@ -316,4 +340,5 @@ __all__ = [
     "DuplicateScan",
     "GroupMember",
     "GroupView",
+    "SimilarPairs",
 ]
