@@ -7,6 +7,7 @@ shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``, ``indexer
 """
 
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
+from vizdex.indexer.duplicate_jobs import DuplicateJobs, JobFailedError, JobNotFinishedError
 from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
 from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
 from vizdex.indexer.pipeline import Indexer
@@ -22,14 +23,17 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "INTERRUPTED",
     "DataStore",
+    "DuplicateJobs",
     "ImageFiles",
     "Indexer",
     "IndexerSettings",
     "IngestReport",
     "IngestRequest",
     "Inputs",
+    "JobFailedError",
     "JobFailureOut",
     "JobLocks",
+    "JobNotFinishedError",
     "JobOut",
     "JobsService",
     "ProgressCallback",
