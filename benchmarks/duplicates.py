@@ -56,9 +56,7 @@ class Measurement:
     groups_as_exact: float  # share of the exact scan's groups found with the same members
 
 
-def make_vectors(
-    size: int, dim: int, copy_share: float, seed: int
-) -> tuple[np.ndarray, int]:
+def make_vectors(size: int, dim: int, copy_share: float, seed: int) -> tuple[np.ndarray, int]:
     """``size`` vectors: pictures in topics and clusters, some with near-copies (shuffled)."""
     rng = np.random.default_rng(seed)
     copies_per = rng.integers(1, 5, size=size)  # for pictures that have copies
@@ -202,7 +200,8 @@ def print_table(results: Sequence[Measurement]) -> None:
     for r in results:
         print(
             f"{r.index:>5} {r.nlist:>6} {r.nprobe:>6} {r.build_s:>8.1f} {r.scan_s:>7.1f} "
-            f"{r.scan_cpu_s:>7.1f} {r.pairs:>8,} {r.missed_pairs:>7,} {r.groups:>7,} {r.groups_as_exact:>11.4f}"
+            f"{r.scan_cpu_s:>7.1f} {r.pairs:>8,} {r.missed_pairs:>7,} {r.groups:>7,} "
+            f"{r.groups_as_exact:>11.4f}"
         )
 
 
