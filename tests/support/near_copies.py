@@ -28,24 +28,25 @@ class NearCopy:
     group: str | None  # the base it is a copy of; None for a palette look-alike (a singleton)
 
 
-def _edit(photo: Image.Image, edit: str) -> bytes:
+def edit(photo: Image.Image, name: str) -> bytes:
+    """``photo`` with one of ``EDITS`` applied, as JPEG bytes."""
     width, height = photo.size
-    if edit == "original":
+    if name == "original":
         return jpeg_bytes(photo, 95)
-    if edit == "q60":
+    if name == "q60":
         return jpeg_bytes(photo, 60)
-    if edit == "q35":
+    if name == "q35":
         return jpeg_bytes(photo, 35)
-    if edit == "half":
+    if name == "half":
         return jpeg_bytes(photo.resize((width // 2, height // 2), Image.Resampling.LANCZOS), 90)
-    if edit == "crop10":
+    if name == "crop10":
         dx, dy = width // 20, height // 20
         return jpeg_bytes(photo.crop((dx, dy, width - dx, height - dy)), 90)
-    if edit == "bright":
+    if name == "bright":
         return jpeg_bytes(ImageEnhance.Brightness(photo).enhance(1.15), 90)
-    if edit == "mirror":
+    if name == "mirror":
         return jpeg_bytes(ImageOps.mirror(photo), 90)
-    raise ValueError(f"unknown edit {edit!r}")
+    raise ValueError(f"unknown edit {name!r}")
 
 
 def palette_twin(photo: Image.Image, seed: int) -> Image.Image:
@@ -61,7 +62,7 @@ def near_copy_set(bases: int = 4, *, seed: int = 500) -> list[NearCopy]:
     for index in range(bases):
         name = f"base{index}"
         photo = make_photo(*SIZE, seed=seed + index)
-        items.extend(NearCopy(f"{name}-{edit}.jpg", _edit(photo, edit), name) for edit in EDITS)
+        items.extend(NearCopy(f"{name}-{kind}.jpg", edit(photo, kind), name) for kind in EDITS)
         twin = palette_twin(photo, seed=seed + 1000 + index)
         items.append(NearCopy(f"{name}-palette.jpg", jpeg_bytes(twin, 90), None))
     return items
