@@ -27,7 +27,9 @@ from tests.support.api_helpers import api_client, api_settings, photo_b64, state
 from tests.support.near_copies import NearCopy, near_copy_set
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.search import DUPLICATE_THRESHOLD, JobState
+from vizdex.indexer import JobLocks
+from vizdex.indexer.jobs import DUPLICATES_INTERRUPTED
+from vizdex.search import DUPLICATE_THRESHOLD
 from vizdex.web.settings import AuthSettings, LimitSettings
 
 Client = TestClient[Litestar]
@@ -271,15 +273,18 @@ def test_job_results_belong_to_their_collection_and_kind(job_client: Client) -> 
     assert (answer.status_code, answer.json()["code"]) == (404, "job_not_found")
 
 
-def test_a_scan_still_running_or_failed_has_no_result(job_client: Client) -> None:
+def test_a_scan_still_running_or_interrupted_has_no_result(job_client: Client) -> None:
     state = state_of(job_client.app)
     catalog = state.search.catalog
     record = catalog.get_collection("near")
     pending = catalog.create_job(record.id, kind="duplicates", source="duplicates, by hand")
+    lease = JobLocks(state.store.locks_dir).hold(pending.id)  # "running" in a live process
     answer = job_client.get(f"/v1/collections/near/duplicates/{pending.id}")
     assert (answer.status_code, answer.json()["code"]) == (409, "job_not_finished")
     assert f"/v1/jobs/{pending.id}" in answer.json()["detail"]
-    catalog.set_job_state(pending.id, JobState.FAILED, error="the disk is full")
+    lease.release()  # as when that process dies: the job is failed the next time it is read
+    job = job_client.get(f"/v1/jobs/{pending.id}").json()
+    assert (job["state"], job["error"]) == ("failed", DUPLICATES_INTERRUPTED)
     answer = job_client.get(f"/v1/collections/near/duplicates/{pending.id}")
     assert (answer.status_code, answer.json()["code"]) == (409, "job_failed")
-    assert "the disk is full" in answer.json()["detail"]
+    assert "ask for the duplicates again" in answer.json()["detail"]
