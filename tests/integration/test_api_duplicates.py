@@ -96,7 +96,7 @@ def test_groups_are_what_the_stored_vectors_say_and_dinov3_answers(
     body = answer.json()
     assert body["model"] == dino_encoder.name  # the vision-only model by default
     assert body["threshold"] == DUPLICATE_THRESHOLD and body["prefer"] == "pixels"
-    assert body["scanned"] == len(photos) and body["job_id"] is None
+    assert body["scanned"] == len(photos) and body["from_job"] is None
     assert body["approximate"] is False and body["next_offset"] is None
     names = by_name(client)
     ids, vectors = vectors_of(client, dino_encoder.name)
@@ -248,7 +248,7 @@ def test_a_large_collection_is_scanned_as_a_job(job_client: Client) -> None:
     result_url = accepted["result_url"]
     assert result_url == f"/v1/collections/near/duplicates/{accepted['job_id']}"
     body = job_client.get(result_url, headers=reader).json()
-    assert body["job_id"] == accepted["job_id"] and body["threshold"] == 0.5
+    assert body["from_job"] == accepted["job_id"] and body["threshold"] == 0.5
     assert body["total_groups"] >= 1 and body["scanned"] == 16
     page = job_client.get(result_url, params={"limit": 1, "prefer": "oldest"}).json()
     assert [g["key"] for g in page["groups"]] == [body["groups"][0]["key"]]
