@@ -153,7 +153,7 @@ def _baseline(
 
     for stage in ("cold", "warm"):
         runs = [Run(f"{stage}-{index}", {}, tests, 1800.0) for index, tests in enumerate(test_sets)]
-        run_all(runs, slots[:jobs], ROOT, FOLDER / "logs", record, collect_modules=stage == "cold")
+        run_all(runs, slots[:jobs], FOLDER / "logs", record, collect_modules=stage == "cold")
         if failed:
             raise SystemExit("the unmutated tests fail, fix them first: " + "; ".join(failed))
         if stage == "cold":
@@ -297,7 +297,7 @@ def main() -> None:
             flush=True,
         )
 
-    run_all(runs, slots, ROOT, FOLDER / "logs", record)
+    run_all(runs, slots, FOLDER / "logs", record)
 
     if args.survivors:
         results = _merged_into_latest(results)

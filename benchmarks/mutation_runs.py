@@ -140,23 +140,24 @@ def preload(module_lists: Sequence[Path]) -> int:
 def run_all(
     runs: Sequence[Run],
     slots: Sequence[Path],
-    pristine: Path,
     logs: Path,
     on_outcome: Callable[[Run, Outcome], None],
     collect_modules: bool = False,
 ) -> None:
     """Run each ``Run`` in a free slot, as many at once as there are slots.
 
-    After each run its files are put back from ``pristine`` (the unmutated tree).
+    After each run its files are put back as they were (the tree may change meanwhile).
     """
     pending = deque(runs)
     free = list(slots)
     running: dict[int, tuple[Run, Path, float]] = {}
+    originals: dict[tuple[Path, str], bytes] = {}  # what each swapped file held before
     logs.mkdir(parents=True, exist_ok=True)
     while pending or running:
         while pending and free:
             run, slot = pending.popleft(), free.pop()
             for module, source in run.files.items():
+                originals[slot, module] = (slot / module).read_bytes()
                 (slot / module).write_text(source, encoding="utf-8")
             log = logs / f"{run.key}.log"
             listed = logs / f"{run.key}.modules.json" if collect_modules else None
@@ -181,7 +182,7 @@ def run_all(
         for done, code, timed_out in finished:
             run, slot, started = running.pop(done)
             for module in run.files:
-                shutil.copy2(pristine / module, slot / module)
+                (slot / module).write_bytes(originals.pop((slot, module)))
             free.append(slot)
             seconds = time.monotonic() - started
             on_outcome(run, Outcome(run.key, code, timed_out, seconds, logs / f"{run.key}.log"))
