@@ -20,9 +20,11 @@ module and overall, each survivor with file:line and its change) goes to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +55,11 @@ CATALOG_TESTS = ("tests/unit/test_catalog.py", "tests/integration/test_catalog_c
 INDEX_STORE_TESTS = ("tests/integration/test_index_store.py",)
 SERVICE_TESTS = ("tests/integration/test_search_service.py",)
 BATCHING_TESTS = ("tests/unit/test_batching.py",)
+# Left out of mutant runs: each case starts a fresh interpreter that imports torch (~30 s, far
+# more than the rest of the door's tests), to measure peak memory. The refusals it relies on are
+# asserted in-process too (test_either_orientation_beyond_the_limit_is_refused,
+# test_bombs_stay_within_memory_bounds).
+DESELECT = ("--deselect", "tests/unit/test_image_damage.py::test_peak_memory_per_image_is_bounded")
 
 # Each core module and the tests that are its own: the area, then the test files.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -146,13 +153,17 @@ def _baseline(
     failed: list[str] = []
 
     def record(run: Run, outcome: Outcome) -> None:
-        seconds[run.tests] = outcome.seconds
-        print(f"{run.key} {' '.join(run.tests)}: {outcome.seconds:.1f} s", flush=True)
+        tests = test_sets[int(run.key.split("-")[1])]
+        seconds[tests] = outcome.seconds
+        print(f"{run.key} {' '.join(tests)}: {outcome.seconds:.1f} s", flush=True)
         if not outcome.passed:
-            failed.append(f"{' '.join(run.tests)} (see {outcome.log})")
+            failed.append(f"{' '.join(tests)} (see {outcome.log})")
 
     for stage in ("cold", "warm"):
-        runs = [Run(f"{stage}-{index}", {}, tests, 1800.0) for index, tests in enumerate(test_sets)]
+        runs = [
+            Run(f"{stage}-{index}", {}, (*tests, *DESELECT), 1800.0)
+            for index, tests in enumerate(test_sets)
+        ]
         run_all(runs, slots[:jobs], FOLDER / "logs", record, collect_modules=stage == "cold")
         if failed:
             raise SystemExit("the unmutated tests fail, fix them first: " + "; ".join(failed))
@@ -204,6 +215,128 @@ def _report(results: list[Result], header: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plan(args: argparse.Namespace) -> tuple[list[tuple[Mutant, Change]], int]:
+    """The sampled mutants that make valid Python (only earlier survivors with --survivors),
+    and how many mutants the chosen modules have in all."""
+    keep = _previous_survivors() if args.survivors else None
+    total, invalid = 0, 0
+    planned: list[tuple[Mutant, Change]] = []
+    for module in _pick_modules(args.modules):
+        every = enumerate_mutants(ROOT, module)
+        total += len(every)
+        for mutant in every_nth(every, args.every, args.offset):
+            change = make(ROOT, mutant)
+            if change is None:
+                invalid += 1
+            elif keep is None or _key(mutant.module, mutant.short_operator, change) in keep:
+                planned.append((mutant, change))
+    print(
+        f"{len(planned)} mutants to test ({total} in these modules, every {args.every}th;"
+        f" {invalid} sampled ones are not valid Python and are left out)",
+        flush=True,
+    )
+    return planned, total
+
+
+def _key(module: str, operator: str, change: Change) -> tuple[str, str, str, str]:
+    return module, operator, change.before, change.after
+
+
+def _fingerprint(change: Change, tests: tuple[str, ...]) -> str:
+    """Same mutated code, same tests: a result worth reusing (--resume)."""
+    digest = hashlib.sha256(change.source.encode())
+    for test in tests:
+        digest.update((ROOT / test).read_bytes() if (ROOT / test).exists() else test.encode())
+    return digest.hexdigest()
+
+
+def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list[Result]:
+    """Each planned mutant's outcome; equivalents are not run, nor (--resume) mutants whose
+    code and tests are the same as in the interrupted run's progress file."""
+    equivalents = load_equivalents(EQUIVALENTS)
+    progress = FOLDER / "progress.jsonl"
+    earlier: dict[str, Result] = {}
+    if resume and progress.exists():
+        for line in progress.read_text().splitlines():
+            row = json.loads(line)
+            earlier[row.pop("fingerprint")] = Result(**row)
+    elif progress.exists():
+        progress.unlink()
+    results: list[Result] = []
+    todo: list[tuple[Mutant, Change, str]] = []
+    for mutant, change in planned:
+        tests = MODULES[mutant.module][1]
+        fingerprint = _fingerprint(change, tests)
+        reason = equivalent_reason(equivalents, mutant.module, change)
+        if reason is not None:
+            results.append(_result(mutant, change, "equivalent", 0.0, reason=reason))
+        elif fingerprint in earlier:
+            results.append(earlier[fingerprint])
+        else:
+            todo.append((mutant, change, fingerprint))
+    if not todo:
+        return results
+    print(f"{len(results)} known already, {len(todo)} to run", flush=True)
+    slots = make_slots(ROOT, FOLDER / "slots", jobs)
+    test_sets = sorted({MODULES[mutant.module][1] for mutant, _change, _ in todo})
+    # A mutant that makes a test wait forever is stopped at 4x the warm baseline (and counts
+    # as killed: the change was noticed, as a hang).
+    limits = {
+        tests: 4 * seconds + 20 for tests, seconds in _baseline(test_sets, slots, jobs).items()
+    }
+    runs = [
+        Run(f"mutant-{index:04d}", {mutant.module: change.source},
+            (*MODULES[mutant.module][1], *DESELECT), limits[MODULES[mutant.module][1]])
+        for index, (mutant, change, _fingerprint) in enumerate(todo)
+    ]  # fmt: skip
+    by_key = {run.key: planned_item for run, planned_item in zip(runs, todo, strict=True)}
+
+    def record(run: Run, outcome: Outcome) -> None:
+        mutant, change, fingerprint = by_key[run.key]
+        verdict = "timeout" if outcome.timed_out else "survived" if outcome.passed else "killed"
+        killed_by = _killed_by(outcome.log) if verdict == "killed" else ""
+        result = _result(mutant, change, verdict, round(outcome.seconds, 1), killed_by=killed_by)
+        results.append(result)
+        with progress.open("a") as handle:
+            handle.write(json.dumps({**asdict(result), "fingerprint": fingerprint}) + "\n")
+        done.append(run.key)
+        print(
+            f"[{len(done)}/{len(runs)}] {verdict:8} {mutant.module}:{change.line} "
+            f"{mutant.short_operator} ({outcome.seconds:.1f} s)",
+            flush=True,
+        )
+
+    done: list[str] = []
+    run_all(runs, slots, FOLDER / "logs", record)
+    return results
+
+
+def _result(mutant: Mutant, change: Change, outcome: str, seconds: float, **more: str) -> Result:
+    area = MODULES[mutant.module][0]
+    return Result(
+        mutant.module, area, change.line, mutant.short_operator, mutant.occurrence,
+        change.before, change.after, outcome, seconds, **more,
+    )  # fmt: skip
+
+
+def _write_report(results: list[Result], header: dict[str, object]) -> Path:
+    order = {module: index for index, module in enumerate(MODULES)}
+    results = sorted(
+        results, key=lambda result: (order[result.module], result.line, result.operator)
+    )
+    report = _report(results, header)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    markdown, data = FOLDER / f"report-{stamp}.md", FOLDER / f"report-{stamp}.json"
+    markdown.write_text(report)
+    data.write_text(
+        json.dumps({"header": header, "results": [asdict(result) for result in results]}, indent=1)
+    )
+    shutil.copyfile(data, FOLDER / "latest.json")
+    shutil.copyfile(markdown, FOLDER / "latest.md")
+    print(report)
+    return markdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--every", type=int, default=16, help="take every Nth mutant per module")
@@ -211,98 +344,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--modules", nargs="*", help="module paths (or areas) to mutate")
     parser.add_argument("--survivors", action="store_true", help="only the last run's survivors")
+    parser.add_argument("--resume", action="store_true", help="reuse an interrupted run's results")
     parser.add_argument("--list", action="store_true", help="print the sample and stop")
     args = parser.parse_args()
     started = time.monotonic()
     FOLDER.mkdir(parents=True, exist_ok=True)
-    equivalents = load_equivalents(EQUIVALENTS)
-    keep = _previous_survivors() if args.survivors else None
-
-    total = 0
-    planned: list[tuple[Mutant, Change]] = []
-    skipped_invalid = 0
-    for module in _pick_modules(args.modules):
-        every = enumerate_mutants(ROOT, module)
-        total += len(every)
-        for mutant in every_nth(every, args.every, args.offset):
-            change = make(ROOT, mutant)
-            if change is None:
-                skipped_invalid += 1
-                continue
-            if keep is None or (module, mutant.short_operator, change.before, change.after) in keep:
-                planned.append((mutant, change))
-    print(
-        f"{len(planned)} mutants to test ({total} in these modules, every {args.every}th;"
-        f" {skipped_invalid} sampled ones are not valid Python and are left out)",
-        flush=True,
-    )
+    # SIGTERM ends the run like Ctrl-C: the running children's process groups go with it.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    planned, total = _plan(args)
     if args.list:
         for mutant, change in planned:
             print(f"{mutant.module}:{change.line} {mutant.short_operator}: {change.after}")
         return
-
-    slots = make_slots(ROOT, FOLDER / "slots", args.jobs)
-    test_sets = sorted({MODULES[mutant.module][1] for mutant, _change in planned})
-    # A mutant that makes a test wait forever is stopped at 4x the warm baseline (and counts
-    # as killed: the change was noticed, as a hang).
-    baseline = _baseline(test_sets, slots, args.jobs)
-    limits = {tests: 4 * seconds + 20 for tests, seconds in baseline.items()}
-
-    results: list[Result] = []
-    runs: list[Run] = []
-    by_key: dict[str, tuple[Mutant, Change]] = {}
-    for index, (mutant, change) in enumerate(planned):
-        area, tests = MODULES[mutant.module]
-        reason = equivalent_reason(equivalents, mutant.module, change)
-        if reason is not None:
-            results.append(
-                Result(
-                    mutant.module,
-                    area,
-                    change.line,
-                    mutant.short_operator,
-                    mutant.occurrence,
-                    change.before,
-                    change.after,
-                    "equivalent",
-                    0.0,
-                    reason=reason,
-                )
-            )
-            continue
-        key = f"mutant-{index:04d}"
-        by_key[key] = (mutant, change)
-        runs.append(Run(key, {mutant.module: change.source}, tests, limits[tests]))
-
-    def record(run: Run, outcome: Outcome) -> None:
-        mutant, change = by_key[run.key]
-        verdict = "timeout" if outcome.timed_out else "survived" if outcome.passed else "killed"
-        result = Result(
-            mutant.module,
-            MODULES[mutant.module][0],
-            change.line,
-            mutant.short_operator,
-            mutant.occurrence,
-            change.before,
-            change.after,
-            verdict,
-            round(outcome.seconds, 1),
-            killed_by=_killed_by(outcome.log) if verdict == "killed" else "",
-        )
-        results.append(result)
-        done = sum(1 for row in results if row.outcome != "equivalent")
-        print(
-            f"[{done}/{len(runs)}] {verdict:8} {mutant.module}:{change.line} "
-            f"{mutant.short_operator} ({outcome.seconds:.1f} s)",
-            flush=True,
-        )
-
-    run_all(runs, slots, FOLDER / "logs", record)
-
+    results = _test(planned, args.jobs, args.resume)
     if args.survivors:
         results = _merged_into_latest(results)
-    order = {module: index for index, module in enumerate(MODULES)}
-    results.sort(key=lambda result: (order[result.module], result.line, result.operator))
     wall = time.monotonic() - started
     header: dict[str, object] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -313,15 +369,7 @@ def main() -> None:
         "wall": f"{wall / 60:.1f} min with --jobs {args.jobs}",
         "survivors": args.survivors,
     }
-    report = _report(results, header)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    (FOLDER / f"report-{stamp}.md").write_text(report)
-    data = {"header": header, "results": [asdict(result) for result in results]}
-    (FOLDER / f"report-{stamp}.json").write_text(json.dumps(data, indent=1))
-    shutil.copyfile(FOLDER / f"report-{stamp}.json", FOLDER / "latest.json")
-    shutil.copyfile(FOLDER / f"report-{stamp}.md", FOLDER / "latest.md")
-    print(report)
-    print(f"report: {FOLDER / f'report-{stamp}.md'}")
+    print(f"report: {_write_report(results, header)}")
 
 
 def _commit() -> str:

@@ -153,41 +153,51 @@ def run_all(
     running: dict[int, tuple[Run, Path, float]] = {}
     originals: dict[tuple[Path, str], bytes] = {}  # what each swapped file held before
     logs.mkdir(parents=True, exist_ok=True)
-    while pending or running:
-        while pending and free:
-            run, slot = pending.popleft(), free.pop()
-            for module, source in run.files.items():
-                originals[slot, module] = (slot / module).read_bytes()
-                (slot / module).write_text(source, encoding="utf-8")
-            log = logs / f"{run.key}.log"
-            listed = logs / f"{run.key}.modules.json" if collect_modules else None
-            pid = os.fork()
-            if pid == 0:
-                _child(slot, run.tests, log, listed)
-            running[pid] = (run, slot, time.monotonic())
-        # Peek first (WNOWAIT): the group is ended while its leader's id is still ours.
-        peeked = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        pid = peeked.si_pid if peeked is not None else 0
-        now = time.monotonic()
-        finished: list[tuple[int, int | None, bool]] = []
-        if pid:
-            _kill_group(pid)  # processes the tests left behind
-            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            finished.append((pid, status if status >= 0 else None, False))
-        for other, (run, _slot, started) in running.items():
-            if other != pid and now - started > run.timeout:
-                _kill_group(other)
-                os.waitpid(other, 0)
-                finished.append((other, None, True))
-        for done, code, timed_out in finished:
-            run, slot, started = running.pop(done)
-            for module in run.files:
-                (slot / module).write_bytes(originals.pop((slot, module)))
-            free.append(slot)
-            seconds = time.monotonic() - started
-            on_outcome(run, Outcome(run.key, code, timed_out, seconds, logs / f"{run.key}.log"))
-        if not pid:
-            time.sleep(0.05)
+    try:
+        while pending or running:
+            while pending and free:
+                run, slot = pending.popleft(), free.pop()
+                for module, source in run.files.items():
+                    originals[slot, module] = (slot / module).read_bytes()
+                    (slot / module).write_text(source, encoding="utf-8")
+                listed = logs / f"{run.key}.modules.json" if collect_modules else None
+                pid = os.fork()
+                if pid == 0:
+                    _child(slot, run.tests, logs / f"{run.key}.log", listed)
+                running[pid] = (run, slot, time.monotonic())
+            finished = _finished(running)
+            for done, code, timed_out in finished:
+                run, slot, started = running.pop(done)
+                for module in run.files:
+                    (slot / module).write_bytes(originals.pop((slot, module)))
+                free.append(slot)
+                seconds = time.monotonic() - started
+                log = logs / f"{run.key}.log"
+                on_outcome(run, Outcome(run.key, code, timed_out, seconds, log))
+            if not finished:
+                time.sleep(0.05)
+    finally:  # stopped early (Ctrl-C, SIGTERM): end the children's groups too
+        for pid in running:
+            _kill_group(pid)
+            os.waitpid(pid, 0)
+
+
+def _finished(running: dict[int, tuple[Run, Path, float]]) -> list[tuple[int, int | None, bool]]:
+    """(pid, pytest's exit code or None, timed out) of each child that ended or ran too long."""
+    finished: list[tuple[int, int | None, bool]] = []
+    # Peek first (WNOWAIT): the group is ended while its leader's id is still ours.
+    peeked = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if peeked is not None and peeked.si_pid in running:
+        _kill_group(peeked.si_pid)  # processes the tests left behind
+        status = os.waitstatus_to_exitcode(os.waitpid(peeked.si_pid, 0)[1])
+        finished.append((peeked.si_pid, status if status >= 0 else None, False))
+    now = time.monotonic()
+    for pid, (run, _slot, started) in running.items():
+        if now - started > run.timeout and all(pid != done for done, _, _ in finished):
+            _kill_group(pid)
+            os.waitpid(pid, 0)
+            finished.append((pid, None, True))
+    return finished
 
 
 def _kill_group(pid: int) -> None:
