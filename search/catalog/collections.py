@@ -75,7 +75,11 @@ class CollectionsPart(CatalogSession):
     def delete_collection(self, name: str) -> CollectionRecord:
         """Deletes the collection with its images, vectors, tombstones and jobs."""
         with self._write() as session:
-            row = session.scalars(select(Collection).where(Collection.name == name)).one_or_none()
+            # Locked first, like every writer of the collection: deleting children before the
+            # collection row could wait on a writer that in turn waits on this delete.
+            row = session.scalars(
+                select(Collection).where(Collection.name == name).with_for_update()
+            ).one_or_none()
             if row is None:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             record = collection_record(row)

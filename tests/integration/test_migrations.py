@@ -1,4 +1,5 @@
-"""Alembic migrations of the catalog: up, down, up again; no drift from the models; refusals."""
+"""Alembic migrations of the catalog, on SQLite and PostgreSQL: up, down, up again; no drift
+from the models; refusals."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from tests.conftest import ImageFactory
+from tests.support.postgres import DATABASES, PostgresServer, database_url_for
 from vizdex import migrations
 from vizdex.cli import db as db_command
+from vizdex.core.errors import UnavailableError
 from vizdex.search.catalog import Catalog
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
@@ -61,9 +65,10 @@ def downgrade() -> None:
 '''
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'catalog.db'}"
+@pytest.fixture(params=DATABASES)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that takes ``url`` runs on SQLite and on PostgreSQL: one history for both."""
+    return database_url_for(request, tmp_path)
 
 
 @pytest.fixture
@@ -209,3 +214,23 @@ def test_db_upgrade_reads_the_data_dir_from_the_environment(
     assert _run(["db", "upgrade"]) == 0
     assert (tmp_path / "data" / "catalog.db").is_file()
     assert "upgraded" in capsys.readouterr().out
+
+
+def _refusal(url: str) -> str:
+    with pytest.raises(UnavailableError) as refused:
+        Catalog.open(CatalogSettings(database_url=url))
+    return refused.value.message
+
+
+def test_a_postgresql_catalog_that_cannot_be_opened_says_why_in_one_line(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    unreachable = f"postgresql://vizdex:secret@/vizdex?host={tmp_path / 'no-server-here'}"
+    message = _refusal(unreachable)
+    assert "\n" not in message and "no-server-here" in message
+    assert "secret" not in message  # the password is never echoed
+    assert "is the server running" in message
+    no_such_user = make_url(postgres.url).set(username="nobody").render_as_string(False)
+    assert 'role "nobody" does not exist' in _refusal(no_such_user)
+    no_such_database = postgres.url_for("no_such_catalog")
+    assert 'database "no_such_catalog" does not exist' in _refusal(no_such_database)
