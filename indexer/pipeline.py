@@ -22,7 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_full
+from vizdex.core.errors import (
+    ImageRejectedError,
+    InvalidInputError,
+    StorageFullError,
+    VizdexError,
+    storage_full,
+)
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -46,6 +52,7 @@ from vizdex.indexer.jobs import (
 )
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
+from vizdex.indexer.queue import CHUNK_SIZE, ChunkTracker, enqueue_request, request_for
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -54,6 +61,7 @@ from vizdex.indexer.thumbnail_sink import ThumbnailSink
 from vizdex.indexer.writer import BatchWriter
 from vizdex.search import (
     Catalog,
+    ClaimedItem,
     CollectionRecord,
     IndexStore,
     JobNotFoundError,
@@ -129,7 +137,7 @@ class Indexer:
     def __init__(
         self,
         catalog: Catalog,
-        indexes: IndexStore,
+        indexes: IndexStore | None,
         encoders: Mapping[str, Encoder],
         settings: IndexerSettings,
         images: ImageInputSettings | None = None,
@@ -195,6 +203,55 @@ class Indexer:
             close_job(self._catalog, self._locks, lease, JobState.CANCELLED)
             raise
         return job
+
+    def enqueue(
+        self, collection: str, request: IngestRequest, *, chunk_size: int = CHUNK_SIZE
+    ) -> JobRecord:
+        """Put the job in the catalog's work queue, in chunks, for any worker to run.
+
+        Uploaded bytes are written to the data directory first (every worker must see it: a
+        shared filesystem in the distributed profile); folders are listed now, so each chunk is
+        a fixed list of files. Returns the pending job at once.
+        """
+        record = self._catalog.get_collection(collection)
+        if request.prune:
+            raise InvalidInputError(
+                "--prune needs one process to see the whole folder: run it without --enqueue"
+            )
+        inputs = resolve_inputs(request.paths, request.files_from)
+        if request.urls and not self._images.allow_urls:
+            raise ImageRejectedError(
+                "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)",
+                code="forbidden_url",
+            )
+        settings = self._settings
+        files = list(discover(inputs, settings.extensions, include_hidden=settings.include_hidden))
+        return enqueue_request(
+            self._catalog, self.store, record, request, files, chunk_size=chunk_size
+        )
+
+    def run_chunk(
+        self,
+        claimed: ClaimedItem,
+        owner: str,
+        cancel: threading.Event,
+    ) -> IngestReport:
+        """Run one claimed chunk of a queued job in this thread (a queue worker's work).
+
+        The chunk's counts go to the chunk and its job together; if another worker has taken the
+        chunk over meanwhile, ``cancel`` is set and the chunk stops at its next batch.
+        """
+        collection = self._catalog.get_collection_by_id(claimed.collection_id)
+        request = request_for(claimed, self.store)
+        report = IngestReport(job_id=claimed.job_id, collection=collection.name)
+        tracker = ChunkTracker(self._catalog, claimed, owner, cancel, interval_s=self._job_flush_s)
+        if request is None:
+            return report
+        try:
+            self._execute(collection, request, report, tracker, cancel, lambda: None)
+        finally:
+            tracker.flush()
+        return report
 
     def _forget_old_futures(self) -> None:
         """A long-running server submits jobs forever: keep only the latest finished reports."""
@@ -376,7 +433,7 @@ class Indexer:
             + len(request.urls)
             + count(inputs, settings.extensions, include_hidden=settings.include_hidden)
         )
-        tracker.set_total(report.total)
+        tracker.set_total(report.total)  # a chunk's tracker leaves the job's total alone
         on_batch()
         self.store.sweep_temporaries()
         known = ShaFilter.of(
@@ -428,8 +485,9 @@ class Indexer:
             )
         if request.prune and inputs.folders and not cancel.is_set():
             report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
-        with clock.stage("index snapshot"):
-            self._indexes.snapshot(collection)
+        if self._indexes is not None:  # a queue worker keeps no index: replicas follow the feed
+            with clock.stage("index snapshot"):
+                self._indexes.snapshot(collection)
         # Main thread: waiting, device decode, model forward; writer thread: the others.
         log.info(
             "job %d stage seconds: %s",

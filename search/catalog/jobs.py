@@ -24,6 +24,28 @@ def _locked_job(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id, with_for_update=True, populate_existing=True)
 
 
+def add_progress(
+    row: Job,
+    *,
+    total: int | None = None,
+    done: int = 0,
+    skipped: int = 0,
+    failures: Sequence[JobFailure] = (),
+) -> None:
+    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure)."""
+    if total is not None:
+        row.total = max(0, total)
+    row.done += max(0, done)
+    row.skipped += max(0, skipped)
+    row.failed += len(failures)
+    room = MAX_JOB_FAILURES - len(row.failures)
+    if failures and room > 0:
+        row.failures = [
+            *row.failures,
+            *({"item": f.item, "code": f.code, "message": f.message} for f in failures[:room]),
+        ]
+
+
 class JobsPart(CatalogSession):
     def create_job(
         self, collection_id: int, *, kind: str, source: str | None = None, total: int = 0
@@ -81,20 +103,7 @@ class JobsPart(CatalogSession):
             row = _locked_job(session, job_id)
             if row is None:
                 raise JobNotFoundError(f"job {job_id} does not exist")
-            if total is not None:
-                row.total = max(0, total)
-            row.done += max(0, done)
-            row.skipped += max(0, skipped)
-            row.failed += len(failures)
-            room = MAX_JOB_FAILURES - len(row.failures)
-            if failures and room > 0:
-                row.failures = [
-                    *row.failures,
-                    *(
-                        {"item": f.item, "code": f.code, "message": f.message}
-                        for f in failures[:room]
-                    ),
-                ]
+            add_progress(row, total=total, done=done, skipped=skipped, failures=failures)
             row.updated_at = utcnow()
             session.flush()
             return job_record(row)
