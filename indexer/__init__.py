@@ -4,7 +4,8 @@
 ``IngestRequest`` says what to ingest; ``IngestReport`` says what happened. ``enqueue`` puts a job
 in the catalog's work queue instead, in chunks that ``QueueWorker``s (``vizdex worker``) claim.
 ``DataStore`` knows where thumbnails and uploaded originals live; a server serves them through
-``ImageFiles`` and shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``, ``indexer.job_view``).
+``ImageFiles`` and shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``,
+``indexer.job_view``).
 """
 
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
