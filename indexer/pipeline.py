@@ -52,7 +52,14 @@ from vizdex.indexer.jobs import (
 )
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
-from vizdex.indexer.queue import CHUNK_SIZE, ChunkTracker, enqueue_request, request_for
+from vizdex.indexer.queue import (
+    CHUNK_SIZE,
+    ChunkTracker,
+    QueueWorker,
+    WorkerOptions,
+    enqueue_request,
+    request_for,
+)
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -143,8 +150,13 @@ class Indexer:
         images: ImageInputSettings | None = None,
         *,
         job_flush_s: float = 0.5,
+        queue: bool = False,
     ) -> None:
         self._catalog = catalog
+        # Queue mode (the distributed profile): ``submit`` puts jobs in the catalog's work queue,
+        # where any worker (this server's included) runs them: they outlive this process.
+        self._queue = queue
+        self._queue_thread: threading.Thread | None = None
         self._indexes = indexes
         self._encoders = dict(encoders)
         self._settings = settings
@@ -188,7 +200,13 @@ class Indexer:
         *,
         progress: ProgressCallback | None = None,
     ) -> JobRecord:
-        """Create the job (``pending``) and run it on the background thread; returns at once."""
+        """Create the job (``pending``) and run it on the background thread; returns at once.
+
+        In queue mode the job goes to the work queue instead (``progress`` is not reported).
+        """
+        if self._queue:
+            self._encoders_for(self._catalog.get_collection(collection))  # refuse before a job
+            return self.enqueue(collection, request)
         job, lease, reaped = self._open(collection, request)
         try:
             with self._state_lock:
@@ -300,12 +318,25 @@ class Indexer:
         self._reaper = threading.Thread(target=loop, name="vizdex-job-reaper", daemon=True)
         self._reaper.start()
 
+    def start_queue_worker(self, options: WorkerOptions | None = None) -> QueueWorker:
+        """Work the catalog's queue on a thread of this process until ``close``."""
+        worker = QueueWorker(self._catalog, self.run_chunk, self.store, options)
+        thread = threading.Thread(
+            target=worker.run, args=(self._closing,), name="vizdex-queue-worker", daemon=True
+        )
+        self._queue_thread = thread
+        thread.start()
+        return worker
+
     def close(self) -> None:
         """Cancel queued and running jobs and wait for them to stop."""
         self._closing.set()
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
             reaper.join()
+        queue_thread, self._queue_thread = self._queue_thread, None
+        if queue_thread is not None:  # its chunk is handed back for another worker
+            queue_thread.join()
         with self._state_lock:
             events = list(self._cancels.values())
             executor, self._executor = self._executor, None

@@ -45,10 +45,10 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument(
         "--lease",
         type=float,
-        default=30.0,
         metavar="SECONDS",
-        help="how long a chunk stays this worker's without a heartbeat (default 30): after a "
-        "crash, another worker takes the chunk over once this has run out",
+        help="how long a chunk stays this worker's without a heartbeat (default "
+        "VIZDEX_WORKER_LEASE_S, else 30): after a crash, another worker takes the chunk over "
+        "once this has run out",
     )
     parser.add_argument(
         "--poll", type=float, default=1.0, metavar="SECONDS", help="idle wait (default 1)"
@@ -66,12 +66,14 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.lease <= 0 or args.poll <= 0:
-        raise InvalidInputError("--lease and --poll must be positive")
     env = command_env(args)
+    settings = IndexerSettings.from_env(env)
+    lease = settings.worker_lease_s if args.lease is None else args.lease
+    if lease <= 0 or args.poll <= 0:
+        raise InvalidInputError("--lease and --poll must be positive")
     models = encoder_settings(args)
     check_models(models.models)
-    settings = replace(IndexerSettings.from_env(env), batch_size=models.batch_size)
+    settings = replace(settings, batch_size=models.batch_size)
     if args.workers is not None:
         settings = replace(settings, workers=args.workers)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             catalog,
             indexer.run_chunk,
             indexer.store,
-            WorkerOptions(lease_s=args.lease, poll_s=args.poll),
+            WorkerOptions(lease_s=lease, poll_s=args.poll),
             name=args.name,
         )
         log.info("worker %s ready with models %s", worker.name, ", ".join(encoders))
