@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 
+from vizdex.core.errors import UnavailableError
+
 # Execution option read by the SQLite "begin" hook: "IMMEDIATE" takes the write lock up front.
 SQLITE_BEGIN = "vizdex_sqlite_begin"
 # Rows per multi-row INSERT on PostgreSQL (its bound-parameter limit is 65535 per statement).
@@ -76,6 +78,12 @@ def create_catalog_engine(
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     if is_postgresql(url):
+        try:
+            import psycopg  # noqa: F401 - only to say what is missing, in words
+        except ImportError:
+            raise UnavailableError(
+                "a PostgreSQL catalog needs the psycopg driver: pip install 'vizdex[postgres]'"
+            ) from None
         engine = create_engine(
             catalog_url(url),
             pool_pre_ping=True,

@@ -71,7 +71,7 @@ class CatalogSession:
             )
         except DBAPIError as error:
             engine.dispose()
-            raise _unopenable(settings.database_url, error) from error
+            raise unopenable(settings.database_url, error) from error
         except BaseException:
             engine.dispose()
             raise
@@ -113,7 +113,7 @@ class CatalogSession:
         ).one_or_none()
 
 
-def _unopenable(url: str, error: DBAPIError) -> VizdexError:
+def unopenable(url: str, error: DBAPIError) -> VizdexError:
     """Why the catalog database cannot be opened, for the person who pointed vizdex at it."""
     database = sqlite_file(url)
     full = storage_full(error, database.parent if database is not None else None)

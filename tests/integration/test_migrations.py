@@ -235,3 +235,7 @@ def test_a_postgresql_catalog_that_cannot_be_opened_says_why_in_one_line(
     assert 'role "nobody" does not exist' in _refusal(no_such_user)
     no_such_database = postgres.url_for("no_such_catalog")
     assert 'database "no_such_catalog" does not exist' in _refusal(no_such_database)
+    # `vizdex db upgrade` / `db current` say the same, not "internal error".
+    for action in ("upgrade", "current"):
+        with pytest.raises(UnavailableError, match="is the server running"):
+            _run(["db", action, "--database-url", unreachable])
