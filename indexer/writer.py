@@ -81,7 +81,7 @@ class BatchWriter:
         self,
         *,
         catalog: Catalog,
-        indexes: IndexStore,
+        indexes: IndexStore | None,
         collection: CollectionRecord,
         model_keys: Sequence[str],
         report: IngestReport,
@@ -110,7 +110,7 @@ class BatchWriter:
         added = self._add_fresh(batch, holders, failures)
         self._settle_passed(batch.passed, holders)
         removed = self._remove_stale(holders)
-        if added or removed:
+        if (added or removed) and self._indexes is not None:
             with self._clock.stage("index update"):
                 self._indexes.sync(self._collection)
         self._tracker.add(

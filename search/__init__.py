@@ -1,6 +1,6 @@
 """Search: the catalog (source of truth), FAISS vector indexes kept in step with it, and queries."""
 
-from vizdex.search.catalog import Catalog
+from vizdex.search.catalog import Catalog, ClaimedItem
 from vizdex.search.collections_service import CollectionsService, CollectionSummary
 from vizdex.search.errors import (
     CollectionExistsError,
@@ -55,6 +55,7 @@ __all__ = [
     "AddedImage",
     "Catalog",
     "CatalogSettings",
+    "ClaimedItem",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CollectionRecord",

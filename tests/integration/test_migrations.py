@@ -1,4 +1,5 @@
-"""Alembic migrations of the catalog: up, down, up again; no drift from the models; refusals."""
+"""Alembic migrations of the catalog, on SQLite and PostgreSQL: up, down, up again; no drift
+from the models; refusals."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from tests.conftest import ImageFactory
+from tests.support.postgres import DATABASES, PostgresServer, database_url_for
 from vizdex import migrations
 from vizdex.cli import db as db_command
+from vizdex.core.errors import UnavailableError
 from vizdex.search.catalog import Catalog
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
@@ -30,12 +34,12 @@ from vizdex.search.schema import (
 )
 from vizdex.search.settings import CatalogSettings
 
-TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs"}
+TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs", "work_items"}
 
 NEXT_REVISION = '''"""A later vizdex adds a column.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0099
+Revises: {head}
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0099"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -61,9 +65,10 @@ def downgrade() -> None:
 '''
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'catalog.db'}"
+@pytest.fixture(params=DATABASES)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that takes ``url`` runs on SQLite and on PostgreSQL: one history for both."""
+    return database_url_for(request, tmp_path)
 
 
 @pytest.fixture
@@ -71,7 +76,8 @@ def next_scripts(tmp_path: Path) -> Path:
     """The real migrations plus one newer revision: what a vizdex upgrade would ship."""
     scripts = tmp_path / "next-migrations"
     shutil.copytree(migrations_directory(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_add_description.py").write_text(NEXT_REVISION)
+    text = NEXT_REVISION.replace("{head}", head_revision())
+    (scripts / "versions" / "v0099_add_description.py").write_text(text)
     return scripts
 
 
@@ -128,7 +134,7 @@ def test_an_out_of_date_catalog_is_refused_with_what_to_run(url: str, next_scrip
     with pytest.raises(SchemaOutOfDateError) as refused:  # ...opened by tomorrow's
         Catalog.open(settings, script_location=next_scripts)
     assert "run `vizdex db upgrade`" in refused.value.message
-    assert "0001" in refused.value.message and "0002" in refused.value.message
+    assert head_revision() in refused.value.message and "0099" in refused.value.message
     assert refused.value.code == "schema_out_of_date"
 
 
@@ -152,7 +158,7 @@ def test_auto_upgrade_migrates_and_keeps_the_data(
 
     # Going back recreates the collections table (SQLite batch mode); with foreign keys on,
     # dropping the old table would have cascaded into images and embeddings.
-    downgrade(url, "0001", script_location=next_scripts)
+    downgrade(url, head_revision(), script_location=next_scripts)
     catalog = Catalog.open(CatalogSettings(database_url=url))
     assert catalog.count_images(collection.id) == 3
     assert catalog.embedding_summary(collection.id, "clip")[1] == 3
@@ -209,3 +215,27 @@ def test_db_upgrade_reads_the_data_dir_from_the_environment(
     assert _run(["db", "upgrade"]) == 0
     assert (tmp_path / "data" / "catalog.db").is_file()
     assert "upgraded" in capsys.readouterr().out
+
+
+def _refusal(url: str) -> str:
+    with pytest.raises(UnavailableError) as refused:
+        Catalog.open(CatalogSettings(database_url=url))
+    return refused.value.message
+
+
+def test_a_postgresql_catalog_that_cannot_be_opened_says_why_in_one_line(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    unreachable = f"postgresql://vizdex:secret@/vizdex?host={tmp_path / 'no-server-here'}"
+    message = _refusal(unreachable)
+    assert "\n" not in message and "no-server-here" in message
+    assert "secret" not in message  # the password is never echoed
+    assert "is the server running" in message
+    no_such_user = make_url(postgres.url).set(username="nobody").render_as_string(False)
+    assert 'role "nobody" does not exist' in _refusal(no_such_user)
+    no_such_database = postgres.url_for("no_such_catalog")
+    assert 'database "no_such_catalog" does not exist' in _refusal(no_such_database)
+    # `vizdex db upgrade` / `db current` say the same, not "internal error".
+    for action in ("upgrade", "current"):
+        with pytest.raises(UnavailableError, match="is the server running"):
+            _run(["db", action, "--database-url", unreachable])
