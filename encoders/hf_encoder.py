@@ -16,6 +16,7 @@ from vizdex.core.errors import ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import ModelSpec
+from vizdex.encoders.precision import ResolvedPrecision, apply_precision
 from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
 from vizdex.encoders.runtime import BatchRunner
 
@@ -46,7 +47,7 @@ class HFEncoder(Encoder):
         processor: Any,
         *,
         device: torch.device,
-        dtype: torch.dtype,
+        precision: ResolvedPrecision,
         batch_size: int,
         dim: int,
         kind: ModelKind,
@@ -56,8 +57,9 @@ class HFEncoder(Encoder):
         self.kind = kind
         self.dim = dim
         self.device = device
-        self.dtype = dtype
-        self.model = model.to(device=device, dtype=dtype).eval()
+        self.dtype = precision.dtype
+        self.precision = precision.precision
+        self.model = apply_precision(model.to(device=device, dtype=self.dtype).eval(), precision)
         self.processor = processor
         self.preprocess_spec = PreprocessSpec.from_processor(processor)
         self.runner = BatchRunner(batch_size, device, self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ from vizdex.search.settings import SearchSettings
 
 # Encoder fixtures (tiny checkpoints, loaded encoders) live in their own module.
 pytest_plugins = ("tests.support.model_fixtures",)
+
+# The suite's exact-parity checks are written for float32, and `auto` means bfloat16 on CPUs
+# with AMX or AVX512-BF16: pin float32 for commands and servers the tests start, so that results
+# do not depend on the CPU. tests/unit/test_precision*.py choose their precisions explicitly.
+os.environ.setdefault("VIZDEX_DTYPE", "float32")
 
 UnitVectors = Callable[[int, int], np.ndarray]
 ImageFactory = Callable[..., NewImage]
