@@ -34,8 +34,8 @@ TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs"}
 
 NEXT_REVISION = '''"""A later vizdex adds a column.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 9999
+Revises: {head}
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -71,7 +71,8 @@ def next_scripts(tmp_path: Path) -> Path:
     """The real migrations plus one newer revision: what a vizdex upgrade would ship."""
     scripts = tmp_path / "next-migrations"
     shutil.copytree(migrations_directory(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_add_description.py").write_text(NEXT_REVISION)
+    later = NEXT_REVISION.replace("{head}", head_revision())
+    (scripts / "versions" / "v9999_add_description.py").write_text(later)
     return scripts
 
 
@@ -128,7 +129,7 @@ def test_an_out_of_date_catalog_is_refused_with_what_to_run(url: str, next_scrip
     with pytest.raises(SchemaOutOfDateError) as refused:  # ...opened by tomorrow's
         Catalog.open(settings, script_location=next_scripts)
     assert "run `vizdex db upgrade`" in refused.value.message
-    assert "0001" in refused.value.message and "0002" in refused.value.message
+    assert head_revision() in refused.value.message and "9999" in refused.value.message
     assert refused.value.code == "schema_out_of_date"
 
 
@@ -152,7 +153,7 @@ def test_auto_upgrade_migrates_and_keeps_the_data(
 
     # Going back recreates the collections table (SQLite batch mode); with foreign keys on,
     # dropping the old table would have cascaded into images and embeddings.
-    downgrade(url, "0001", script_location=next_scripts)
+    downgrade(url, head_revision(), script_location=next_scripts)
     catalog = Catalog.open(CatalogSettings(database_url=url))
     assert catalog.count_images(collection.id) == 3
     assert catalog.embedding_summary(collection.id, "clip")[1] == 3
