@@ -40,6 +40,9 @@ def load_pretrained(loader: Any, spec: ModelSpec, what: str, **kwargs: Any) -> A
 class HFEncoder(Encoder):
     """A transformers model behind the Encoder interface."""
 
+    # Submodules whose linear layers VIZDEX_DTYPE=int8 quantizes (empty: the whole model).
+    int8_parts: tuple[str, ...] = ()
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -59,7 +62,9 @@ class HFEncoder(Encoder):
         self.device = device
         self.dtype = precision.dtype
         self.precision = precision.precision
-        self.model = apply_precision(model.to(device=device, dtype=self.dtype).eval(), precision)
+        self.model = apply_precision(
+            model.to(device=device, dtype=self.dtype).eval(), precision, self.int8_parts
+        )
         self.processor = processor
         self.preprocess_spec = PreprocessSpec.from_processor(processor)
         self.runner = BatchRunner(batch_size, device, self.name)

@@ -9,7 +9,7 @@ float32), float32 elsewhere (emulated bfloat16 is slower than float32, so it is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +107,13 @@ def _resolve_cuda(setting: str) -> ResolvedPrecision:
     return ResolvedPrecision(Precision(setting), f"VIZDEX_DTYPE={setting}")
 
 
-def apply_precision(model: torch.nn.Module, resolved: ResolvedPrecision) -> torch.nn.Module:
-    """The model, already in ``resolved.dtype``, with int8 linear layers when asked for."""
+def apply_precision(
+    model: torch.nn.Module, resolved: ResolvedPrecision, int8_parts: Sequence[str] = ()
+) -> torch.nn.Module:
+    """The model, already in ``resolved.dtype``, with int8 linear layers under ``int8_parts``
+    (submodule names; empty: all of them) when int8 is asked for."""
     if resolved.precision is not Precision.INT8:
         return model
     from vizdex.encoders.quantize import quantize_linears
 
-    return quantize_linears(model)
+    return quantize_linears(model, int8_parts)

@@ -17,6 +17,8 @@ running something else.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,19 +26,32 @@ from torch import nn
 from vizdex.core.errors import InvalidInputError
 
 
-def quantize_linears(model: nn.Module) -> nn.Module:
-    """``model`` (float32, in eval mode) with its linear layers in int8, changed in place."""
+def quantize_linears(model: nn.Module, parts: Sequence[str] = ()) -> nn.Module:
+    """``model`` (float32, in eval mode) with the linear layers under ``parts`` (submodule
+    names; empty: the whole model) in int8, changed in place.
+
+    Weights get one scale per output channel; activations one scale per call (PyTorch's dynamic
+    linear has no per-token scales).
+    """
     try:
-        from torch.ao.quantization import quantize_dynamic
+        import torch.ao.nn.quantized.dynamic as dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError as error:  # a torch that dropped the eager int8 path
         raise InvalidInputError(
             f"VIZDEX_DTYPE=int8 needs torch.ao.quantization.quantize_dynamic, which torch "
             f"{torch.__version__} lacks; use VIZDEX_DTYPE=bfloat16 or float32"
         ) from error
+    where: dict[Any, Any] = (
+        {name: per_channel_dynamic_qconfig for name in parts}
+        if parts
+        else {nn.Linear: per_channel_dynamic_qconfig}
+    )
     with warnings.catch_warnings():
-        # The deprecation notice of torch.quantize_per_tensor: said once in our docs instead.
+        # torch.ao.quantization's deprecation notices, on every load: the README says it once.
+        warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        # Linear only: by name, the default mapping would also take embeddings (and refuse them).
         quantized: nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, {nn.Linear}, dtype=torch.qint8, inplace=True
+            model, where, mapping={nn.Linear: dynamic.Linear}, inplace=True
         )
     return quantized
