@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 from tests.conftest import ImageFactory
 from vizdex import migrations
 from vizdex.cli import db as db_command
+from vizdex.core.precision import Precision
 from vizdex.search.catalog import Catalog
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
@@ -210,3 +211,43 @@ def test_db_upgrade_reads_the_data_dir_from_the_environment(
     assert _run(["db", "upgrade"]) == 0
     assert (tmp_path / "data" / "catalog.db").is_file()
     assert "upgraded" in capsys.readouterr().out
+
+
+def test_0002_gives_existing_collections_no_recorded_precision_and_goes_back(
+    url: str, new_image: ImageFactory
+) -> None:
+    upgrade(url, "0001")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO collections (name, models, last_seq, created_at) "
+                    "VALUES ('old', '[\"clip\"]', 0, '2026-11-26 07:46:26')"
+                )
+            )
+        upgrade(url, "0002")
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT precisions FROM collections")).scalar_one()
+        assert stored == "{}"
+    finally:
+        engine.dispose()
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    old = catalog.get_collection("old")
+    assert old.precisions == {}
+    vector = np.ones(4, dtype=np.float32) / 2
+    catalog.add_images(
+        old.id, [new_image(1, {"clip": vector})], precisions={"clip": Precision.BFLOAT16}
+    )
+    assert catalog.get_collection("old").precisions == {"clip": ("bfloat16",)}
+    catalog.close()
+
+    downgrade(url, "0001")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("collections")}
+            images = connection.execute(text("SELECT count(*) FROM embeddings")).scalar_one()
+        assert "precisions" not in columns and images == 1
+    finally:
+        engine.dispose()
