@@ -29,6 +29,7 @@ from vizdex.core.errors import (
     VizdexError,
     storage_full,
 )
+from vizdex.core.precision import Precision
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -130,6 +131,13 @@ class _WriterThread:
         self._thread.join()
         if exc_type is None and self._error is not None:
             raise self._error
+
+
+def _precisions(collection: CollectionRecord, encoders: Sequence[Encoder]) -> dict[str, Precision]:
+    """The collection's model names -> the precision each one's encoder computes in."""
+    return {
+        model: encoder.precision for model, encoder in zip(collection.models, encoders, strict=True)
+    }
 
 
 class Indexer:
@@ -351,7 +359,8 @@ class Indexer:
         self, collection: str, request: IngestRequest
     ) -> tuple[JobRecord, JobLease, list[int]]:
         record = self._catalog.get_collection(collection)
-        self._encoders_for(record)  # refuse before a job exists
+        # Refuse before a job exists: a model not loaded, or vectors the collection cannot mix.
+        self._catalog.check_precisions(record.id, _precisions(record, self._encoders_for(record)))
         resolve_inputs(request.paths, request.files_from)
         if request.urls and not self._images.allow_urls:
             # The same refusal (403 forbidden_url) as the encode and search routes give.
@@ -497,6 +506,7 @@ class Indexer:
             on_batch=on_batch,
             thumbnails=thumbnails,
             clock=clock,
+            precisions=_precisions(collection, encoders),
         )
         with closing(thumbnails):
             items = self._items(collection, request, inputs)

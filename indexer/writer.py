@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vizdex.core.precision import Precision
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.streaming import EncodedBatch
 from vizdex.indexer.jobs import JobTracker
@@ -89,6 +90,7 @@ class BatchWriter:
         on_batch: Callable[[], None] | None = None,
         thumbnails: ThumbnailSink | None = None,
         clock: StageClock | None = None,
+        precisions: Mapping[str, Precision] | None = None,
     ) -> None:
         self._catalog = catalog
         self._indexes = indexes
@@ -100,6 +102,8 @@ class BatchWriter:
         self._on_batch = on_batch
         self._thumbnails = thumbnails  # None: the caller stores thumbnails itself (tests)
         self._clock = clock or StageClock()
+        # collection model -> precision of the encoder making its vectors, recorded with them.
+        self._precisions = dict(precisions or {})
         self.retry: list[Item] = []  # content that vanished from the catalog while in flight
 
     def write(self, batch: EncodedBatch[Item, Payload]) -> None:
@@ -190,7 +194,9 @@ class BatchWriter:
                 image = replace(image, thumbnail_path=None)
             images.append(image)
         with self._clock.stage("catalog write"):
-            outcomes = self._catalog.add_images(self._collection.id, images)
+            outcomes = self._catalog.add_images(
+                self._collection.id, images, precisions=self._precisions
+            )
         created = 0
         for item, outcome in zip(kept, outcomes, strict=True):
             if outcome.created:

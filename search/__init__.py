@@ -10,6 +10,7 @@ from vizdex.search.errors import (
     InvalidQueryError,
     JobNotFoundError,
     ModelNotLoadedError,
+    PrecisionMismatchError,
     SchemaMismatchError,
     SchemaOutOfDateError,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "ModelNotLoadedError",
     "ModelUse",
     "NewImage",
+    "PrecisionMismatchError",
     "QuerySettings",
     "SchemaMismatchError",
     "SchemaOutOfDateError",

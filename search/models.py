@@ -85,6 +85,9 @@ class Collection(Base):
     # Index settings; None means "use the service-wide default".
     index_factory: Mapped[str | None] = mapped_column(String(200))
     exact_max: Mapped[int | None] = mapped_column(Integer)
+    # model -> the precisions (vizdex.core.precision) its vectors here were computed in; a model
+    # without an entry has none recorded (vectors from before 0003, or given by a caller).
+    precisions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.core.precision import Precision
+from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.rows import collection_record
 from vizdex.search.catalog.session import CatalogSession
 from vizdex.search.errors import CollectionExistsError, CollectionNotFoundError
@@ -95,6 +97,15 @@ class CollectionsPart(CatalogSession):
                 session.execute(delete(table).where(table.collection_id == row.id))
             session.delete(row)
         return record
+
+    def check_precisions(self, collection_id: int, precisions: Mapping[str, Precision]) -> None:
+        """Refuse (``PrecisionMismatchError``) vectors of ``precisions`` that ``add_images`` would
+        refuse, without writing: lets ingestion say no before it opens a job."""
+        with self._read() as session:
+            row = session.get(Collection, collection_id)
+            if row is None:
+                raise CollectionNotFoundError(f"collection {collection_id} does not exist")
+            settle_precisions(session, row, precisions, record=False)
 
     def collection_seq(self, collection_id: int) -> int:
         """The last sequence number handed out in this collection (0 when nothing was written)."""

@@ -4,6 +4,7 @@ from the models; refusals."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.support.postgres import DATABASES, PostgresServer, database_url_for
 from vizdex import migrations
 from vizdex.cli import db as db_command
 from vizdex.core.errors import UnavailableError
+from vizdex.core.precision import Precision
 from vizdex.search.catalog import Catalog
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
@@ -239,3 +241,44 @@ def test_a_postgresql_catalog_that_cannot_be_opened_says_why_in_one_line(
     for action in ("upgrade", "current"):
         with pytest.raises(UnavailableError, match="is the server running"):
             _run(["db", action, "--database-url", unreachable])
+
+
+def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
+    url: str, new_image: ImageFactory
+) -> None:
+    upgrade(url, "0002")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO collections (name, models, last_seq, created_at) "
+                    "VALUES ('old', '[\"clip\"]', 0, '2026-11-26 07:46:26')"
+                )
+            )
+        upgrade(url, "0003")
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT precisions FROM collections")).scalar_one()
+        # SQLite hands JSON back as text, PostgreSQL's driver as the parsed value.
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
+    finally:
+        engine.dispose()
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    old = catalog.get_collection("old")
+    assert old.precisions == {}
+    vector = np.ones(4, dtype=np.float32) / 2
+    catalog.add_images(
+        old.id, [new_image(1, {"clip": vector})], precisions={"clip": Precision.BFLOAT16}
+    )
+    assert catalog.get_collection("old").precisions == {"clip": ("bfloat16",)}
+    catalog.close()
+
+    downgrade(url, "0002")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("collections")}
+            images = connection.execute(text("SELECT count(*) FROM embeddings")).scalar_one()
+        assert "precisions" not in columns and images == 1
+    finally:
+        engine.dispose()
