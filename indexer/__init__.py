@@ -9,6 +9,7 @@ in the catalog's work queue instead, in chunks that ``QueueWorker``s (``vizdex w
 """
 
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
+from vizdex.indexer.duplicate_jobs import DuplicateJobs, JobFailedError, JobNotFinishedError
 from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
 from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
 from vizdex.indexer.pipeline import Indexer
@@ -25,14 +26,17 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "INTERRUPTED",
     "DataStore",
+    "DuplicateJobs",
     "ImageFiles",
     "Indexer",
     "IndexerSettings",
     "IngestReport",
     "IngestRequest",
     "Inputs",
+    "JobFailedError",
     "JobFailureOut",
     "JobLocks",
+    "JobNotFinishedError",
     "JobOut",
     "JobsService",
     "ProgressCallback",

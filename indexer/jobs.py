@@ -33,8 +33,16 @@ UPLOAD_INTERRUPTED = (
 )
 
 
+DUPLICATES_INTERRUPTED = (
+    "interrupted: the process running this duplicate scan stopped before it finished; "
+    "ask for the duplicates again"
+)
+
+
 def interrupted_reason(kind: str) -> str:
-    """Why a job whose process died was failed, and what brings its images in."""
+    """Why a job whose process died was failed, and what brings its images (or result) in."""
+    if kind == "duplicates":
+        return DUPLICATES_INTERRUPTED
     return UPLOAD_INTERRUPTED if kind == "upload" else INTERRUPTED
 
 

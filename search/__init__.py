@@ -2,6 +2,16 @@
 
 from vizdex.search.catalog import Catalog, ClaimedItem
 from vizdex.search.collections_service import CollectionsService, CollectionSummary
+from vizdex.search.duplicates import (
+    DUPLICATE_THRESHOLD,
+    DuplicateFinder,
+    DuplicateGroup,
+    DuplicateOptions,
+    DuplicatePage,
+    DuplicateScan,
+    GroupMember,
+    GroupView,
+)
 from vizdex.search.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -18,6 +28,7 @@ from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
 from vizdex.search.index_file import fsync_directory
 from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.keepers import KEEPER_RULES, KeeperRule
 from vizdex.search.model_choice import ModelUse, choose_model
 from vizdex.search.queries import (
     SearchHit,
@@ -52,6 +63,8 @@ from vizdex.search.settings import (
 from vizdex.search.source_paths import images_at_sources, iter_sha256, update_sources
 
 __all__ = [
+    "DUPLICATE_THRESHOLD",
+    "KEEPER_RULES",
     "MAX_K",
     "AddedImage",
     "Catalog",
@@ -62,6 +75,13 @@ __all__ = [
     "CollectionRecord",
     "CollectionSummary",
     "CollectionsService",
+    "DuplicateFinder",
+    "DuplicateGroup",
+    "DuplicateOptions",
+    "DuplicatePage",
+    "DuplicateScan",
+    "GroupMember",
+    "GroupView",
     "ImageFilter",
     "ImageNotFoundError",
     "ImageRecord",
@@ -77,6 +97,7 @@ __all__ = [
     "JobNotFoundError",
     "JobRecord",
     "JobState",
+    "KeeperRule",
     "ModelNotLoadedError",
     "ModelUse",
     "NewImage",

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 RECALL_AT = 10
 TUNING_MARGIN = 0.01
 GPU_MAX_K = 2048  # FAISS GPU indexes answer at most this many neighbours per query
+# A range search keeps scores within this of the threshold: a bit-identical copy of a vector
+# scores 0.99999994 against it in float32, and must still count at threshold 1.
+RANGE_SLACK = 1e-6
 KIND_FLAT = "flat"
 KIND_IVF = "ivf"
 KIND_FACTORY = "factory"
@@ -494,3 +497,33 @@ class VectorIndex:
             scores = np.pad(scores, pad, constant_values=-np.inf)
             ids = np.pad(ids, pad, constant_values=-1)
         return scores, ids
+
+    def range_search(
+        self, queries: np.ndarray, threshold: float, *, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every indexed vector scoring at least ``threshold`` with each query.
+
+        Returns FAISS's layout ``(lims, scores, ids)``: query ``i``'s hits are
+        ``scores[lims[i]:lims[i + 1]]``, in no order. Runs on the CPU master (FAISS GPU indexes
+        have no range search). ``nprobe``: IVF lists probed (default: the index's tuned value).
+        """
+        matrix = _as_matrix(queries, self.dim)
+        with self._lock.read():
+            if int(self._cpu.ntotal) == 0 or len(matrix) == 0:
+                empty = np.zeros(0, dtype=np.int64)
+                return np.zeros(len(matrix) + 1, np.int64), np.zeros(0, np.float32), empty
+            params = _search_parameters(self._cpu, nprobe=nprobe, selector=None)
+            try:
+                lims, scores, ids = self._cpu.range_search(
+                    matrix, float(threshold) - RANGE_SLACK, params=params
+                )
+            except RuntimeError as error:  # an index type without range search (HNSW, ...)
+                raise InvalidInputError(
+                    f"this index ({self._spec.factory or self._spec.kind}) cannot answer a "
+                    f"range search: {_faiss_reason(error)}"
+                ) from None
+        return (
+            np.asarray(lims, dtype=np.int64),
+            np.asarray(scores, dtype=np.float32),
+            np.asarray(ids, dtype=np.int64),
+        )

@@ -32,7 +32,14 @@ from vizdex.search.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILE_SUFFIX", "IndexInfo", "IndexStore", "SearchOutput", "index_file_name"]
+__all__ = [
+    "FILE_SUFFIX",
+    "IndexInfo",
+    "IndexStore",
+    "RangeOutput",
+    "SearchOutput",
+    "index_file_name",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,17 @@ class SearchOutput:
     ids: np.ndarray  # int64 [queries, k], -1 where there is no hit
     count: int  # vectors in the index when it answered
     approximate: bool
+
+
+@dataclass(frozen=True)
+class RangeOutput:
+    """A range search's hits in FAISS's layout: query ``i``'s are ``[lims[i], lims[i + 1])``."""
+
+    lims: np.ndarray  # int64 [queries + 1]
+    scores: np.ndarray  # float32 [hits]
+    ids: np.ndarray  # int64 [hits]
+    approximate: bool
+    nprobe: int  # IVF lists probed per query; 0 for an exact index
 
 
 class IndexStore:
@@ -278,6 +296,28 @@ class IndexStore:
             )
         scores, ids = index.search(queries, k, allowed_ids=allowed_ids, exhaustive=exhaustive)
         return SearchOutput(scores, ids, index.ntotal, index.approximate)
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        """Every vector scoring at least ``threshold`` with each query (as the index is now: the
+        caller syncs first). ``nprobe``: IVF lists probed, default the index's tuned value."""
+        index = self._slot(collection, model).index
+        if index is None:
+            empty = np.zeros(0, dtype=np.int64)
+            lims = np.zeros(len(queries) + 1, dtype=np.int64)
+            return RangeOutput(lims, np.zeros(0, np.float32), empty, False, 0)
+        probe = (nprobe or index.spec.nprobe or 1) if index.approximate else 0
+        if index.approximate:
+            probe = min(probe, index.spec.nlist) if index.spec.nlist else probe
+        lims, scores, ids = index.range_search(queries, threshold, nprobe=probe or None)
+        return RangeOutput(lims, scores, ids, index.approximate, probe)
 
     def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:
         """Every image id in the index, as it is now (O(N): for checks and tests)."""

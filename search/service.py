@@ -15,6 +15,7 @@ import numpy as np
 from vizdex.core.errors import InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.search.catalog import Catalog
+from vizdex.search.duplicates import DuplicateFinder
 from vizdex.search.errors import ImageNotFoundError, InvalidQueryError, ModelNotLoadedError
 from vizdex.search.index import validate_factory
 from vizdex.search.index_store import IndexStore
@@ -108,6 +109,15 @@ class SearchService:
     @property
     def indexes(self) -> IndexStore:
         return self._indexes
+
+    @property
+    def duplicates(self) -> DuplicateFinder:
+        """Near-duplicate groups; the model rule is an image query's (DINOv3 when there is one)."""
+        return DuplicateFinder(
+            self._catalog,
+            self._indexes,
+            lambda record, model: self._collection_model(record, model, ModelUse.IMAGE),
+        )
 
     # -- collections ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from vizdex import __version__
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder, batched
 from vizdex.encoders.loading import load_encoders
-from vizdex.indexer import open_indexer
+from vizdex.indexer import DuplicateJobs, open_indexer
 from vizdex.search import CollectionsService, SearchService
 from vizdex.web.auth import api_key_guard
 from vizdex.web.cancellation import disconnect_middleware
@@ -29,6 +29,7 @@ from vizdex.web.errors import EXCEPTION_HANDLERS
 from vizdex.web.openapi import schema_router, security
 from vizdex.web.routes import (
     collections,
+    duplicates,
     health,
     images,
     jobs,
@@ -68,6 +69,7 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
     service.follow_other_writers(FOLLOW_INTERVAL_S)  # a replica: others write too
     # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.
     state.indexer_service = open_indexer(service, models, settings.indexer, settings.images)
+    state.duplicate_jobs_service = DuplicateJobs(service, state.indexer_service.store)
     state.metrics.queue_depths = lambda: {
         (name, kind): depth
         for name, encoder in state.encoders.items()
@@ -84,6 +86,9 @@ def _close_queues(state: ServiceState) -> None:
 
 
 def _stop(state: ServiceState) -> None:
+    duplicate_jobs, state.duplicate_jobs_service = state.duplicate_jobs_service, None
+    if duplicate_jobs is not None:
+        duplicate_jobs.close()  # a running scan stops at its next batch, its job cancelled
     indexer, state.indexer_service = state.indexer_service, None
     if indexer is not None:
         indexer.close()  # running jobs stop after their batch; re-running resumes them
@@ -138,6 +143,7 @@ def _api_areas(limits: LimitSettings) -> list[Router]:
             images.image_thumbnail,
             upload(uploads.upload_images),
         ),
+        area("duplicates", duplicates.find_duplicates, duplicates.duplicates_result),
         area("jobs", jobs.get_job),
     ]
 

@@ -12,12 +12,14 @@ that code's status and reason). Patterns read the same in Python's ``re`` and in
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.search import ImageFilter
 
 INT64_MAX = 2**63 - 1
 MAX_IMAGES = 256  # per encode / similarity / match request; bulk work goes to /v1/vision/batch
@@ -44,6 +46,7 @@ def documented(**rules: Any) -> msgspec.Meta:
 
 ImageId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX, description="an image id")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 Text = Annotated[str, msgspec.Meta(max_length=10_000)]
 QueryText = Annotated[
@@ -174,3 +177,31 @@ class Tensor(msgspec.Struct):
     dtype: str
     shape: list[int]
     data: str
+
+
+MetadataScalar = str | int | float | bool
+# As the catalog's filter keys (search.records.METADATA_KEY), less its `$`.
+FilterKey = Annotated[str, documented(pattern=f"^[A-Za-z0-9_][A-Za-z0-9_. -]{{0,63}}{END}")]
+# msgspec's own schema of a datetime says only "string"; it parses RFC 3339 (no offset: UTC).
+Timestamp = Annotated[
+    datetime, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339")
+]
+
+
+class SearchFilter(msgspec.Struct, forbid_unknown_fields=True):
+    """Only images whose metadata has these exact values, created in ``[after, before)``."""
+
+    metadata: dict[FilterKey, MetadataScalar] = msgspec.field(default_factory=dict)
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+
+
+def image_filter(given: SearchFilter | None) -> ImageFilter | None:
+    """The catalog's filter for a request's ``filter`` (which checks keys and the date order)."""
+    if given is None:
+        return None
+    return ImageFilter(
+        metadata=dict(given.metadata),
+        created_after=given.created_after,
+        created_before=given.created_before,
+    )

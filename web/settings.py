@@ -25,7 +25,9 @@ class LimitSettings:
     answering 503 (``VIZDEX_MAX_CONNECTIONS``), which bounds the request bodies held at once.
     Uploads of at most ``upload_sync_images`` images and ``upload_sync_bytes`` bytes are indexed
     before the answer (``VIZDEX_UPLOAD_SYNC_IMAGES``); larger ones become a background job, and at
-    most ``pending_jobs`` may wait (``VIZDEX_MAX_PENDING_JOBS``; beyond that, 429).
+    most ``pending_jobs`` may wait (``VIZDEX_MAX_PENDING_JOBS``; beyond that, 429). A duplicate
+    scan of a collection with at most ``duplicates_sync_images`` vectors answers at once
+    (``VIZDEX_DUPLICATES_SYNC_IMAGES``); a larger collection's becomes a background job.
     """
 
     json_bytes: int = setting("MAX_JSON_BYTES", 10_000_000)
@@ -36,6 +38,7 @@ class LimitSettings:
     upload_sync_images: int = setting("UPLOAD_SYNC_IMAGES", 16)
     upload_sync_bytes: int = 16_000_000
     pending_jobs: int = setting("MAX_PENDING_JOBS", 4)
+    duplicates_sync_images: int = setting("DUPLICATES_SYNC_IMAGES", 20_000, minimum=0)
 
     def __post_init__(self) -> None:
         for name in (

@@ -10,7 +10,7 @@ from vizdex.core.errors import ModelNotFoundError, UnavailableError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import draft_side
-from vizdex.indexer import DataStore, ImageFiles, Indexer, JobsService
+from vizdex.indexer import DataStore, DuplicateJobs, ImageFiles, Indexer, JobsService
 from vizdex.search import CollectionsService, ModelUse, SearchService, choose_model
 from vizdex.web.auth import KeyRing
 from vizdex.web.metrics import Metrics
@@ -27,6 +27,7 @@ class ServiceState:
     models: dict[str, Encoder] = field(default_factory=dict)
     search_service: SearchService | None = None
     indexer_service: Indexer | None = None
+    duplicate_jobs_service: DuplicateJobs | None = None
     ready: bool = False
     keys: KeyRing = field(init=False)
 
@@ -44,6 +45,12 @@ class ServiceState:
         if self.indexer_service is None:
             raise UnavailableError("the service is starting; retry shortly", code="starting")
         return self.indexer_service
+
+    @property
+    def duplicate_jobs(self) -> DuplicateJobs:
+        if self.duplicate_jobs_service is None:
+            raise UnavailableError("the service is starting; retry shortly", code="starting")
+        return self.duplicate_jobs_service
 
     @property
     def store(self) -> DataStore:

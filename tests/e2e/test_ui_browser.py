@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.api_helpers import LiveServer, api_settings, live_server, photo_jpeg
+from tests.support.near_copies import near_copy_set
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.web.settings import AuthSettings, LimitSettings
@@ -301,4 +302,105 @@ def test_key_prompt_and_errors(browser: Browser, keyed_server: LiveServer, tmp_p
     _thumbnails_loaded(page, 1)  # an <img> cannot send the key: fetched, then shown as blob:
     assert (page.locator("#grid .hit img").get_attribute("src") or "").startswith("blob:")
     _shot(page, "10-keyed-search")
+    assert errors == []
+
+
+def _upload_near_copies(server: LiveServer, collection: str) -> dict[str, int]:
+    """The near-copy set of two bases, uploaded through the API; file name -> image id."""
+    photos = near_copy_set(2)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.post("/v1/collections", json={"name": collection}).status_code == 201
+        items = [{"data": base64.b64encode(p.data).decode(), "name": p.name} for p in photos]
+        answer = client.post(f"/v1/collections/{collection}/images", json={"images": items})
+        assert answer.status_code == 202, answer.text  # more than two images: a job
+        job_url = answer.json()["job_url"]
+        deadline = time.monotonic() + TIMEOUT_MS / 1000 * 3
+        while client.get(job_url).json()["state"] != "done":
+            assert time.monotonic() < deadline, "the upload job did not finish"
+            time.sleep(0.1)
+        images = client.get(f"/v1/collections/{collection}/images").json()["images"]
+    return {image["original_name"]: image["id"] for image in images}
+
+
+def _group_rows(page: Page) -> list[list[str]]:
+    rows: list[list[str]] = page.eval_on_selector_all(
+        "#dups-groups .dup-group",
+        "groups => groups.map(g => [...g.querySelectorAll('.dup-image img')].map(i => i.alt))",
+    )
+    return rows
+
+
+def test_duplicates_view_shows_groups_and_deletes_copies_after_confirming(
+    browser: Browser, open_server: LiveServer
+) -> None:
+    ids = _upload_near_copies(open_server, "near")
+    with httpx.Client(base_url=open_server.url, timeout=60) as client:
+        expected = client.post("/v1/collections/near/duplicates", json={}).json()
+    assert expected["total_groups"] >= 2  # the tiny DINOv3 sees at least the two bases
+    expected_rows = [[image["original_name"] for image in g["images"]] for g in expected["groups"]]
+
+    errors: list[str] = []
+    page = _new_page(browser, errors, viewport={"width": 1200, "height": 900})
+    page.goto(open_server.url + "/")
+    _wait_for(
+        page,
+        "() => [...document.querySelectorAll('#collection-select option')].length > 0"
+        " && document.getElementById('collection-select').value !== ''",
+    )
+    page.select_option("#collection-select", "near")
+    page.get_by_text("near: 16 images").wait_for()
+    page.get_by_role("button", name="Find duplicates").click()
+    page.get_by_text(f"{expected['total_groups']} groups of near-copies").wait_for()
+    assert _group_rows(page) == expected_rows  # as the API groups them, the keeper first
+    first = page.locator("#dups-groups .dup-group").first
+    keeper = expected["groups"][0]["images"][0]
+    assert first.locator(".dup-image.keeper img").get_attribute("alt") == keeper["original_name"]
+    assert first.locator(".dup-image.keeper .badge").inner_text() == "Keeper"
+    assert first.locator(".dup-image .badge").count() == 1
+    _wait_for(
+        page,
+        """() => [...document.querySelectorAll('#dups-groups img')]
+                 .every(i => i.complete && i.naturalWidth > 0)""",
+    )
+    _shot(page, "11-duplicates")
+
+    # Reviewed marks stay in this browser across reloads.
+    first.get_by_role("button", name="Mark reviewed").click()
+    assert first.get_attribute("class") == "dup-group reviewed"
+    page.reload()
+    page.get_by_role("button", name="Find duplicates").click()
+    page.get_by_text(f"{expected['total_groups']} groups of near-copies").wait_for()
+    first = page.locator("#dups-groups .dup-group").first
+    assert first.get_by_role("button", name="Reviewed").get_attribute("aria-pressed") == "true"
+
+    # "Open" shows the image; "More like this" searches with it.
+    name = keeper["original_name"]
+    first.get_by_role("button", name=f"Open {name}").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("heading", name=name).wait_for()
+    dialog.get_by_role("button", name="Close").click()
+    first.get_by_role("button", name=f"More like {name}").click()
+    page.get_by_text(f"results like {name}").wait_for()
+    assert keeper["id"] not in _result_ids(page)
+
+    # Deleting the copies asks first; cancelling deletes nothing.
+    copies = [image for image in expected["groups"][0]["images"] if not image["keeper"]]
+    first.get_by_role("button", name=f"Delete {len(copies)} copies…").click()
+    confirm = page.get_by_role("dialog", name="Delete copies?")
+    confirm.get_by_text("The keeper stays.").wait_for()
+    _shot(page, "12-delete-copies", full_page=False)
+    confirm.get_by_role("button", name="Cancel").click()
+    with httpx.Client(base_url=open_server.url, timeout=60) as client:
+        assert client.get(f"/v1/collections/near/images/{copies[0]['id']}").status_code == 200
+        first.get_by_role("button", name=f"Delete {len(copies)} copies…").click()
+        confirm.get_by_role("button", name="Delete").click()
+        page.get_by_text(f"{name}: copies deleted").wait_for()
+        for copy in copies:
+            gone = client.get(f"/v1/collections/near/images/{copy['id']}")
+            assert gone.status_code == 404
+        assert client.get(f"/v1/collections/near/images/{keeper['id']}").status_code == 200
+    assert first.locator(".dup-image").count() == 1
+    page.get_by_text(f"near: {16 - len(copies)} images").wait_for()
+    _shot(page, "13-copies-deleted")
+    assert set(ids) >= {image["original_name"] for image in expected["groups"][0]["images"]}
     assert errors == []

@@ -45,6 +45,7 @@ INEXPRESSIBLE: dict[str, frozenset[str]] = {
     "POST /v1/collections/{name}/search": IMAGE_CONTENT | QUERY,
     "POST /v1/multimodal/search": IMAGE_CONTENT | QUERY,
     "POST /v1/collections/{name}/images": IMAGE_CONTENT,
+    "POST /v1/collections/{name}/duplicates": QUERY,  # the collection's models, date order
     "POST /v1/collections": frozenset({"invalid_input"}),  # an index factory FAISS refuses
 }
 

@@ -8,6 +8,7 @@ from types import ModuleType
 
 from vizdex.cli import collections as collections
 from vizdex.cli import db as db
+from vizdex.cli import duplicates as duplicates
 from vizdex.cli import ingest as ingest
 from vizdex.cli import models as models
 from vizdex.cli import reindex as reindex
@@ -18,6 +19,7 @@ from vizdex.cli import worker as worker
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     ingest,
     search_cmd,
+    duplicates,
     collections,
     reindex,
     models,

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 
+from vizdex.core.kinds import ModelKind
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
 from vizdex.search import Catalog, SearchSettings
@@ -99,3 +100,8 @@ def check_models(models: tuple[str, ...]) -> None:
     """Refuse unknown or unsupported models from their config alone (no weights are loaded)."""
     for model in models:
         discover_model(model)
+
+
+def discovered_kind(model: str) -> ModelKind:
+    """A model's kind from its config alone: commands load only the model that answers, or none."""
+    return discover_model(model).kind

@@ -10,14 +10,13 @@ from vizdex.cli.options import (
     add_data_option,
     add_runtime_options,
     command_env,
+    discovered_kind,
     encoder_settings,
     json_option,
     open_catalog,
     quiet_model_loading,
 )
-from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
-from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.loading import load_encoder
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
@@ -55,11 +54,6 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=run)
 
 
-def _discovered_kind(model: str) -> ModelKind:
-    """A model's kind from its config alone: the CLI loads only the model that answers."""
-    return discover_model(model).kind
-
-
 def _hit_rows(result: SearchResult) -> list[dict[str, Any]]:
     return [
         {
@@ -91,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             )
         model = choose_model(
             record.models,
-            _discovered_kind,
+            discovered_kind,
             ModelUse.TEXT if args.text is not None else ModelUse.IMAGE,
             requested=requested,
             owner=f"collection {record.name!r}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -11,34 +10,28 @@ from litestar import post
 from litestar.params import JSONBody
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import MAX_K, ImageFilter, InvalidQueryError, SearchOptions, SearchResult
+from vizdex.search import MAX_K, InvalidQueryError, SearchOptions, SearchResult
 from vizdex.web.inputs import decode_one
 from vizdex.web.routing import QUERIES, route
 from vizdex.web.schemas import (
-    END,
     CollectionName,
     CollectionRef,
     ImageId,
     ImageItem,
+    Int32,
     JsonSchema,
     ModelName,
     QueryText,
     Rules,
+    SearchFilter,
     documented,
     door_item,
     exactly_one_of,
+    image_filter,
 )
 from vizdex.web.state import ServiceState, Vizdex
 from vizdex.web.views import image_url
 
-MetadataScalar = str | int | float | bool
-# As the catalog's filter keys (search.records.METADATA_KEY), less its `$`.
-FilterKey = Annotated[str, documented(pattern=f"^[A-Za-z0-9_][A-Za-z0-9_. -]{{0,63}}{END}")]
-Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-# msgspec's own schema of a datetime says only "string"; it parses RFC 3339 (no offset: UTC).
-Timestamp = Annotated[
-    datetime, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339")
-]
 FLOAT32_MAX = 3.4028234663852886e38  # a larger number is not finite as a float32 query vector
 QUERY_KINDS = ("text", "image", "image_id", "vector")
 # `fuse` combines image models: it goes with `image` or `image_id` only.
@@ -48,14 +41,6 @@ FUSE_RULE: JsonSchema = {
         {"properties": {"text": {"type": "null"}, "vector": {"type": "null"}}},
     ]
 }
-
-
-class SearchFilter(msgspec.Struct, forbid_unknown_fields=True):
-    """Only images whose metadata has these exact values, created in ``[after, before)``."""
-
-    metadata: dict[FilterKey, MetadataScalar] = msgspec.field(default_factory=dict)
-    created_after: Timestamp | None = None
-    created_before: Timestamp | None = None
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,13 +99,7 @@ class SearchResponse(msgspec.Struct):
 
 
 def _options(query: SearchRequest) -> SearchOptions:
-    filters = None
-    if query.filter is not None:
-        filters = ImageFilter(
-            metadata=dict(query.filter.metadata),
-            created_after=query.filter.created_after,
-            created_before=query.filter.created_before,
-        )
+    filters = image_filter(query.filter)
     return SearchOptions(k=query.k, offset=query.offset, min_score=query.min_score, filters=filters)
 
 

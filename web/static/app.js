@@ -4,6 +4,7 @@
 (() => {
   const KEY_STORE = "vizdex.apiKey"; // sessionStorage only: gone when the tab closes
   const PAGE_SIZE = 24;
+  const GROUP_PAGE = 20;
   const POLL_MS = 300;
   const $ = (id) => document.getElementById(id);
 
@@ -15,8 +16,11 @@
     exhausted: true,
     loading: false,
     blobUrls: [], // object URLs for images fetched with a key; revoked on the next search
+    dupBlobUrls: [], // the same for the duplicate groups' thumbnails; revoked on the next scan
     detailHit: null,
     pending: null, // an action to retry once a key has been given
+    dups: null, // the duplicate scan being shown: {collection, threshold, page, offset, done}
+    confirmAction: null, // what "Delete" in the confirmation dialog does
   };
 
   // ---- messages -------------------------------------------------------------------------
@@ -110,7 +114,7 @@
   }
 
   // Images behind a key cannot be <img src>'d (no header), so they are fetched as blobs.
-  async function showImage(img, url) {
+  async function showImage(img, url, kept = state.blobUrls) {
     if (!sessionStorage.getItem(KEY_STORE)) {
       img.src = url;
       return url;
@@ -119,7 +123,7 @@
       const response = await fetch(url, { headers: authHeaders() });
       if (!response.ok) throw new Error(String(response.status));
       const objectUrl = URL.createObjectURL(await response.blob());
-      state.blobUrls.push(objectUrl);
+      kept.push(objectUrl);
       img.src = objectUrl;
       return objectUrl;
     } catch {
@@ -427,6 +431,212 @@
     $("more-like-this").focus();
   }
 
+
+  // ---- duplicates -----------------------------------------------------------------------
+
+  // Reviewed groups are remembered per collection in this browser (a group's key changes when
+  // its images do, so a changed group shows up as new).
+  function reviewedKeys(collection) {
+    try {
+      return new Set(JSON.parse(localStorage.getItem(`vizdex.reviewed.${collection}`) || "[]"));
+    } catch { return new Set(); }
+  }
+
+  function setReviewed(collection, key, reviewed) {
+    const keys = reviewedKeys(collection);
+    if (reviewed) keys.add(key); else keys.delete(key);
+    localStorage.setItem(`vizdex.reviewed.${collection}`, JSON.stringify([...keys]));
+  }
+
+  function dupsProgress(percent, text) {
+    const bar = $("dups-progress");
+    bar.hidden = percent === null;
+    if (percent !== null) bar.value = percent;
+    $("dups-status").textContent = text;
+  }
+
+  async function findDuplicates(threshold) {
+    if (!state.collection) {
+      showMessage("Create or choose a collection first, then look for duplicates.");
+      return;
+    }
+    const collection = state.collection;
+    for (const url of state.dupBlobUrls) URL.revokeObjectURL(url);
+    state.dupBlobUrls = [];
+    $("dups-groups").replaceChildren();
+    $("dups-more").hidden = true;
+    dupsProgress(0, "Looking for near-copies…");
+    const path = `/v1/collections/${encodeURIComponent(collection)}/duplicates`;
+    const init = { method: "POST", headers: { ...authHeaders(), "Content-Type": "application/json" },
+      body: JSON.stringify({ threshold, limit: GROUP_PAGE }) };
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, null, "look for duplicates");
+    }
+    const body = await readBody(response);
+    if (!response.ok) {
+      dupsProgress(null, "The search for duplicates did not finish.");
+      throw new ApiError(response.status, body, "look for duplicates");
+    }
+    let page = body;
+    let resultUrl = null;
+    if (response.status === 202) { // a large collection: a job, then its result in pages
+      resultUrl = body.result_url;
+      for (;;) {
+        const job = await api("GET", body.job_url, undefined, "follow the duplicate scan");
+        dupsProgress(100 * job.progress, `Scanning: ${job.done} of ${job.total || "?"} images`);
+        if (job.state === "done") break;
+        if (["failed", "cancelled"].includes(job.state)) {
+          dupsProgress(null, "The search for duplicates did not finish.");
+          throw new Error(`The duplicate scan stopped: ${job.error || job.state}.`);
+        }
+        await sleep(POLL_MS);
+      }
+      page = await api("GET", `${resultUrl}?limit=${GROUP_PAGE}`, undefined, "read the duplicates");
+    }
+    state.dups = { collection, threshold, resultUrl, offset: 0, total: page.total_groups };
+    showGroups(page);
+  }
+
+  async function moreGroups() {
+    const dups = state.dups;
+    if (!dups) return;
+    const offset = dups.offset;
+    const page = dups.resultUrl
+      ? await api("GET", `${dups.resultUrl}?offset=${offset}&limit=${GROUP_PAGE}`, undefined,
+        "read more duplicates")
+      : await api("POST", `/v1/collections/${encodeURIComponent(dups.collection)}/duplicates`,
+        { threshold: dups.threshold, offset, limit: GROUP_PAGE }, "read more duplicates");
+    showGroups(page);
+  }
+
+  function showGroups(page) {
+    const dups = state.dups;
+    const reviewed = reviewedKeys(dups.collection);
+    for (const group of page.groups) $("dups-groups").append(groupRow(group, reviewed));
+    dups.offset = page.next_offset ?? (page.offset + page.groups.length);
+    $("dups-more").hidden = page.next_offset === null;
+    const groups = page.total_groups;
+    dupsProgress(null, groups
+      ? `${groups} group${groups === 1 ? "" : "s"} of near-copies (${page.total_images} images) `
+        + `at similarity ${page.threshold} with ${page.model}.`
+      : `No near-copies at similarity ${page.threshold}: every image is its own.`);
+  }
+
+  function sizeText(bytes) {
+    return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+  }
+
+  function groupRow(group, reviewed) {
+    const li = document.createElement("li");
+    li.className = "dup-group";
+    li.dataset.key = group.key;
+    const keeper = group.images.find((image) => image.keeper);
+    const head = document.createElement("div");
+    head.className = "dup-head";
+    const title = document.createElement("h3");
+    title.textContent = `${group.size} copies of ${imageName(keeper)}`;
+    const review = document.createElement("button");
+    review.type = "button";
+    review.className = "secondary review";
+    const mark = (on) => {
+      li.classList.toggle("reviewed", on);
+      review.setAttribute("aria-pressed", String(on));
+      review.textContent = on ? "Reviewed" : "Mark reviewed";
+    };
+    mark(reviewed.has(group.key));
+    review.addEventListener("click", () => {
+      const on = review.getAttribute("aria-pressed") !== "true";
+      setReviewed(state.dups.collection, group.key, on);
+      mark(on);
+    });
+    const copies = group.images.filter((image) => !image.keeper);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "danger";
+    remove.textContent = `Delete ${copies.length} ${copies.length === 1 ? "copy" : "copies"}…`;
+    remove.addEventListener("click", () => confirmDelete(li, keeper, copies));
+    head.append(title, review, remove);
+    const list = document.createElement("ul");
+    list.className = "dup-images";
+    for (const image of group.images) list.append(imageTile(image));
+    li.append(head, list);
+    return li;
+  }
+
+  function imageTile(image) {
+    const li = document.createElement("li");
+    li.className = image.keeper ? "dup-image keeper" : "dup-image";
+    li.dataset.id = String(image.id);
+    if (image.keeper) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "Keeper";
+      li.append(badge);
+    }
+    const img = document.createElement("img");
+    img.alt = imageName(image);
+    img.loading = "lazy";
+    img.width = 160;
+    img.height = 160;
+    showImage(img, image.thumbnail_url, state.dupBlobUrls);
+    const caption = document.createElement("span");
+    caption.className = "caption";
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = imageName(image);
+    const facts = document.createElement("span");
+    facts.className = "score";
+    facts.textContent = `${image.width} × ${image.height} ${image.format}, ${sizeText(image.byte_size)}, `
+      + `similarity ${image.similarity.toFixed(3)}`;
+    caption.append(name, facts);
+    const actions = document.createElement("div");
+    actions.className = "row";
+    const asHit = { ...image, score: image.similarity };
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "secondary";
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open ${imageName(image)}`);
+    open.addEventListener("click", () => openDetail(asHit));
+    const like = document.createElement("button");
+    like.type = "button";
+    like.className = "secondary";
+    like.textContent = "More like this";
+    like.setAttribute("aria-label", `More like ${imageName(image)}`);
+    like.addEventListener("click", () => guarded(async () => {
+      $("results").scrollIntoView();
+      await search({ image_id: image.id }, `like ${imageName(image)}`);
+    }));
+    actions.append(open, like);
+    li.append(img, caption, actions);
+    return li;
+  }
+
+  function confirmDelete(row, keeper, copies) {
+    const names = copies.map(imageName).join(", ");
+    $("dups-confirm-text").textContent = `Delete ${copies.length} `
+      + `${copies.length === 1 ? "copy" : "copies"} of “${imageName(keeper)}” (${names})? `
+      + `The keeper stays. Deleted images cannot be brought back.`;
+    state.confirmAction = async () => {
+      const collection = encodeURIComponent(state.dups.collection);
+      for (const image of copies) {
+        await api("DELETE", `/v1/collections/${collection}/images/${image.id}`, undefined,
+          `delete “${imageName(image)}”`);
+        row.querySelector(`.dup-image[data-id="${image.id}"]`)?.remove();
+      }
+      row.querySelector(".danger").remove();
+      row.querySelector("h3").textContent = `${imageName(keeper)}: copies deleted`;
+      showMessage(`Deleted ${copies.length} ${copies.length === 1 ? "copy" : "copies"}; `
+        + `kept “${imageName(keeper)}”.`, "info");
+      await refreshCurrent();
+    };
+    $("dups-confirm").showModal();
+    $("dups-confirm-cancel").focus();
+  }
+
   // ---- wiring ---------------------------------------------------------------------------
 
   function dropZone(zone, onFiles) {
@@ -465,6 +675,9 @@
 
     $("collection-select").addEventListener("change", (event) => {
       state.collection = event.target.value;
+      state.dups = null; // groups belong to the collection they were found in
+      $("dups-groups").replaceChildren();
+      $("dups-more").hidden = true;
       localStorage.setItem("vizdex.collection", state.collection);
       guarded(refreshCurrent);
     });
@@ -515,6 +728,23 @@
         if (ready && entries.some((entry) => entry.isIntersecting)) guarded(loadMore);
       }).observe($("more-sentinel"));
     }
+
+    $("dups-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const threshold = Number($("dups-threshold").value);
+      guarded(() => findDuplicates(threshold));
+    });
+    $("dups-more").addEventListener("click", () => guarded(moreGroups));
+    $("dups-confirm-cancel").addEventListener("click", () => {
+      state.confirmAction = null;
+      $("dups-confirm").close();
+    });
+    $("dups-confirm-delete").addEventListener("click", () => {
+      const action = state.confirmAction;
+      state.confirmAction = null;
+      $("dups-confirm").close();
+      if (action) guarded(action);
+    });
 
     $("detail-close").addEventListener("click", () => $("detail").close());
     $("more-like-this").addEventListener("click", () => {
