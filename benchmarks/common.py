@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
@@ -10,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.encoders.settings import DTYPES
 
 CACHE = Path(__file__).parent / ".cache"
 
@@ -53,3 +55,21 @@ def rate(count: int, work: Callable[[], object]) -> float:
     start = time.perf_counter()
     work()
     return count / (time.perf_counter() - start)
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """``--dtype a,b,...``: our side in each of these VIZDEX_DTYPE values, against one baseline."""
+
+    def dtypes(value: str) -> list[str]:
+        chosen = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [part for part in chosen if part not in DTYPES]
+        if not chosen or unknown:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(DTYPES)}, comma-separated")
+        return chosen
+
+    parser.add_argument(
+        "--dtype",
+        type=dtypes,
+        default=["auto"],
+        help=f"VIZDEX_DTYPE of our side, comma-separated ({', '.join(DTYPES)}; default auto)",
+    )

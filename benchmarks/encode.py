@@ -6,6 +6,9 @@ Model: ViT-B/32-shaped CLIP with random weights, loaded through vizdex's own loa
 
     python -m benchmarks.encode                 # CPU: 12 MP and 640x480 photos
     python -m benchmarks.encode --device cuda   # adds the nvJPEG on-device decode path
+    python -m benchmarks.encode --dtype float32,bfloat16,int8   # our side in each precision
+
+The naive side always runs the stock model in float32 on the CPU (float16 on CUDA): the baseline.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from benchmarks.common import photo_set, rate, ratio_summary
+from benchmarks.common import add_dtype_option, photo_set, rate, ratio_summary
 from tests.support.tiny_models import make_vit_b32_clip
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import decode_jpegs
@@ -123,16 +126,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0 = cores)")
     parser.add_argument("--repeat", type=int, default=1, help="alternate naive/ours N times")
+    add_dtype_option(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_vit_b32_clip(Path(tmp) / "clip-vit-b32")
-        settings = EncoderSettings(
-            models=(str(model_dir),), device=args.device, batch_size=args.batch
+        encoders: dict[str, Encoder] = {}
+        for dtype in args.dtype:
+            settings = EncoderSettings(
+                models=(str(model_dir),), device=args.device, dtype=dtype, batch_size=args.batch
+            )
+            encoders[dtype] = load_encoder(str(model_dir), settings)
+            encoders[dtype].warmup()
+        print(
+            f"device={device} threads={torch.get_num_threads()} model=ViT-B/32 CLIP (random) "
+            f"ours: {', '.join(f'{d}={e.precision}' for d, e in encoders.items())}"
         )
-        encoder = load_encoder(str(model_dir), settings)
-        encoder.warmup()
-        print(f"device={device} threads={torch.get_num_threads()} model=ViT-B/32 CLIP (random)")
         sets = {
             "12MP 4000x3000": photo_set(4000, 3000, args.large),
             "640x480": photo_set(640, 480, args.small),
@@ -141,28 +150,31 @@ def main() -> None:
         reference.runner(sets["640x480"][:8], args.batch)()  # warm-up
         count = args.batch * 2
         stock = rate(count, stock_model_only(reference, count, args.batch))
-        ceiling = rate(count, model_only(encoder, count, args.batch))
-        print(
-            f"model alone (preprocessed tensors): transformers {stock:8.1f} img/s | "
-            f"ours {ceiling:8.1f} img/s | x{ceiling / stock:5.2f}"
-        )
+        line = f"model alone (preprocessed tensors): transformers {stock:8.1f} img/s"
+        for encoder in encoders.values():
+            ceiling = rate(count, model_only(encoder, count, args.batch))
+            line += f" | ours {encoder.precision} {ceiling:8.1f} img/s x{ceiling / stock:5.2f}"
+        print(line, flush=True)
         for label, files in sets.items():
-            ratios = []
+            ratios: dict[str, list[float]] = {dtype: [] for dtype in encoders}
             for _ in range(args.repeat):
                 baseline = rate(len(files), reference.runner(files, args.batch))
-                ours_rate = rate(len(files), ours(files, encoder, args.batch, args.workers))
-                ratios.append(ours_rate / baseline)
-                line = (
-                    f"{label:>15}: naive {baseline:8.1f} img/s | ours {ours_rate:8.1f} img/s "
-                    f"| x{ours_rate / baseline:5.2f}"
-                )
-                if device.type == "cuda":
-                    assert isinstance(encoder, HFEncoder)
-                    gpu_rate = rate(len(files), ours_device_decode(files, encoder, args.batch))
-                    line += f" | ours nvJPEG {gpu_rate:8.1f} img/s (x{gpu_rate / baseline:5.2f})"
+                line = f"{label:>15}: naive {baseline:8.1f} img/s"
+                for dtype, encoder in encoders.items():
+                    ours_rate = rate(len(files), ours(files, encoder, args.batch, args.workers))
+                    ratios[dtype].append(ours_rate / baseline)
+                    line += (
+                        f" | ours {encoder.precision} {ours_rate:8.1f} img/s "
+                        f"x{ours_rate / baseline:5.2f}"
+                    )
+                    if device.type == "cuda":
+                        assert isinstance(encoder, HFEncoder)
+                        gpu_rate = rate(len(files), ours_device_decode(files, encoder, args.batch))
+                        line += f" | nvJPEG {gpu_rate:8.1f} img/s (x{gpu_rate / baseline:5.2f})"
                 print(line, flush=True)
             if args.repeat > 1:
-                print(ratio_summary(label, ratios), flush=True)
+                for dtype, values in ratios.items():
+                    print(ratio_summary(f"{label} {dtype}", values), flush=True)
 
 
 if __name__ == "__main__":

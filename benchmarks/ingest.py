@@ -13,6 +13,9 @@ warmed up) belongs to that phase alone, and the two phases run on the same files
     python -m benchmarks.ingest                              # CPU: 32 photos of 12 MP
     python -m benchmarks.ingest --large 64 --small 256 --repeat 2
     python -m benchmarks.ingest --device cuda --large 512 --small 4096 --batch 256
+    python -m benchmarks.ingest --dtype float32,bfloat16,int8    # ours in each precision
+
+The naive side always runs the stock model in float32 on the CPU (float16 on CUDA): the baseline.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import photo_set, ratio_summary
+from benchmarks.common import add_dtype_option, photo_set, ratio_summary
 
 REPO = Path(__file__).parents[1]
 
@@ -117,15 +120,18 @@ def _naive(files: list[Path], model_dir: Path, device: str, batch: int, data_dir
 
 
 def _ours(
-    files: list[Path], model_dir: Path, device: str, batch: int, workers: int, data_dir: Path
+    files: list[Path],
+    model_dir: Path,
+    device: str,
+    dtype: str,
+    batch: int,
+    workers: int,
+    data_dir: Path,
 ) -> None:
-    from vizdex.encoders.loading import load_encoder
-    from vizdex.encoders.settings import EncoderSettings
     from vizdex.indexer import Indexer, IndexerSettings, IngestRequest
 
+    encoder = _encoder(model_dir, device, dtype, batch)
     name = str(model_dir)
-    encoder = load_encoder(name, EncoderSettings(models=(name,), device=device, batch_size=batch))
-    encoder.warmup()
     catalog, indexes, collection = _open_catalog(data_dir, name)
     settings = IndexerSettings(data_dir=data_dir, batch_size=batch, workers=workers)
     indexer = Indexer(catalog, indexes, {name: encoder}, settings)
@@ -150,16 +156,22 @@ def _ours(
     indexes.close()
 
 
-def _model_alone(count: int, model_dir: Path, device: str, batch: int) -> None:
-    """The model on ready-made pixel tensors: the ceiling for any pipeline on this machine."""
-    import torch
-
+def _encoder(model_dir: Path, device: str, dtype: str, batch: int) -> Any:
     from vizdex.encoders.loading import load_encoder
     from vizdex.encoders.settings import EncoderSettings
 
     name = str(model_dir)
-    encoder = load_encoder(name, EncoderSettings(models=(name,), device=device, batch_size=batch))
+    settings = EncoderSettings(models=(name,), device=device, dtype=dtype, batch_size=batch)
+    encoder = load_encoder(name, settings)
     encoder.warmup()
+    return encoder
+
+
+def _model_alone(count: int, model_dir: Path, device: str, dtype: str, batch: int) -> None:
+    """The model on ready-made pixel tensors: the ceiling for any pipeline on this machine."""
+    import torch
+
+    encoder = _encoder(model_dir, device, dtype, batch)
     pixels = torch.randn(batch, 3, 224, 224)
     started = time.perf_counter()
     for _ in range(max(1, count // batch)):
@@ -194,18 +206,31 @@ def _phase(args: argparse.Namespace) -> None:
     files = [Path(line) for line in Path(args.files).read_text().splitlines() if line]
     data_dir = Path(args.data_dir)
     if args.phase == "model":
-        _model_alone(len(files), Path(args.model_dir), args.device, args.batch)
+        _model_alone(len(files), Path(args.model_dir), args.device, args.phase_dtype, args.batch)
     elif args.phase == "naive":
         _naive(files, Path(args.model_dir), args.device, args.batch, data_dir)
     else:
-        _ours(files, Path(args.model_dir), args.device, args.batch, args.workers, data_dir)
+        _ours(
+            files,
+            Path(args.model_dir),
+            args.device,
+            args.phase_dtype,
+            args.batch,
+            args.workers,
+            data_dir,
+        )
 
 
 # -- the driver --------------------------------------------------------------------------------
 
 
 def _run_phase(
-    phase: str, files: list[Path], model_dir: Path, args: argparse.Namespace, scratch: Path
+    phase: str,
+    files: list[Path],
+    model_dir: Path,
+    args: argparse.Namespace,
+    scratch: Path,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"{phase}-", dir=scratch))
     listing = work / "input.txt"
@@ -228,6 +253,8 @@ def _run_phase(
         str(args.batch),
         "--workers",
         str(args.workers),
+        "--phase-dtype",
+        dtype,
     ]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -267,6 +294,8 @@ def main() -> None:
     parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--phase-dtype", default="auto", help=argparse.SUPPRESS)
+    add_dtype_option(parser)
     args = parser.parse_args()
     if args.phase:
         _phase(args)
@@ -291,22 +320,33 @@ def main() -> None:
         )
         for label, files in sets.items():
             _warm_page_cache(files)
-            ceiling = _run_phase("model", files, model_dir, args, scratch)
-            print(f"{label:>15}: model alone on ready pixels {ceiling['rate']:7.1f} img/s")
-            ratios = []
-            for _ in range(args.repeat):
-                naive = _run_phase("naive", files, model_dir, args, scratch)
-                ours = _run_phase("ours", files, model_dir, args, scratch)
-                ratios.append(ours["rate"] / naive["rate"])
+            for dtype in args.dtype:
+                ceiling = _run_phase("model", files, model_dir, args, scratch, dtype)
                 print(
-                    f"{label:>15} x{len(files)}: naive {naive['rate']:7.1f} img/s "
-                    f"({_memory(naive)}) | ours {ours['rate']:7.1f} img/s ({_memory(ours)}) "
-                    f"| x{ours['rate'] / naive['rate']:.2f}",
+                    f"{label:>15}: model alone on ready pixels, {dtype} "
+                    f"{ceiling['rate']:7.1f} img/s",
                     flush=True,
                 )
-                print(f"{'':>15}  ours, seconds per stage: {_stages(ours)}", flush=True)
+            ratios: dict[str, list[float]] = {dtype: [] for dtype in args.dtype}
+            for _ in range(args.repeat):
+                naive = _run_phase("naive", files, model_dir, args, scratch)
+                print(
+                    f"{label:>15} x{len(files)}: naive {naive['rate']:7.1f} img/s "
+                    f"({_memory(naive)})",
+                    flush=True,
+                )
+                for dtype in args.dtype:
+                    ours = _run_phase("ours", files, model_dir, args, scratch, dtype)
+                    ratios[dtype].append(ours["rate"] / naive["rate"])
+                    print(
+                        f"{'':>15}  ours {dtype:>8} {ours['rate']:7.1f} img/s ({_memory(ours)}) "
+                        f"| x{ours['rate'] / naive['rate']:.2f}",
+                        flush=True,
+                    )
+                    print(f"{'':>15}  ours, seconds per stage: {_stages(ours)}", flush=True)
             if args.repeat > 1:
-                print(ratio_summary(label, ratios), flush=True)
+                for dtype, values in ratios.items():
+                    print(ratio_summary(f"{label} {dtype}", values), flush=True)
 
 
 if __name__ == "__main__":

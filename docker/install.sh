@@ -34,4 +34,5 @@ fi
 # vizdex 0.2 holds the old top-level packages (web, search, ...): build from a clean slate.
 rm -rf build
 # Not editable: the environment must work once the source tree is gone (the image drops it).
-"$prefix/bin/pip" install ".[$variant]"
+# psycopg (the postgres extra) is small and lets the same image join the distributed profile.
+"$prefix/bin/pip" install ".[$variant,postgres]"

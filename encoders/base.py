@@ -11,6 +11,7 @@ from PIL import Image
 
 from vizdex.core.errors import CapabilityError
 from vizdex.core.kinds import ModelKind
+from vizdex.core.precision import Precision
 from vizdex.encoders.preprocess import PreprocessSpec
 
 
@@ -26,7 +27,8 @@ class Encoder(ABC):
     kind: ModelKind
     dim: int
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of weights and activations (float32 around int8 linears)
+    precision: Precision  # what the catalog records with the vectors
     # None when the model's processor does something we do not reproduce (it then runs itself).
     preprocess_spec: PreprocessSpec | None = None
 
@@ -73,6 +75,7 @@ class Encoder(ABC):
             "dimensions": self.dim,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "precision": self.precision.value,
         }
 
 
@@ -87,6 +90,7 @@ class WrappedEncoder(Encoder):
         self.dim = inner.dim
         self.device = inner.device
         self.dtype = inner.dtype
+        self.precision = inner.precision
         self.preprocess_spec = inner.preprocess_spec
 
     @property

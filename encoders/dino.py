@@ -9,15 +9,21 @@ import torch
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.discovery import ModelSpec
 from vizdex.encoders.hf_encoder import HFEncoder, load_pretrained
+from vizdex.encoders.precision import ResolvedPrecision
 
 
 class DinoEncoder(HFEncoder):
     def __init__(
-        self, spec: ModelSpec, *, device: torch.device, dtype: torch.dtype, batch_size: int
+        self,
+        spec: ModelSpec,
+        *,
+        device: torch.device,
+        precision: ResolvedPrecision,
+        batch_size: int,
     ) -> None:
         from transformers import AutoImageProcessor, AutoModel
 
-        model = load_pretrained(AutoModel, spec, "weights", dtype=dtype)
+        model = load_pretrained(AutoModel, spec, "weights", dtype=precision.dtype)
         processor = load_pretrained(AutoImageProcessor, spec, "image processor")
         config = model.config
         dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
@@ -26,7 +32,7 @@ class DinoEncoder(HFEncoder):
             model,
             processor,
             device=device,
-            dtype=dtype,
+            precision=precision,
             batch_size=batch_size,
             dim=dim,
             kind=ModelKind.VISION,

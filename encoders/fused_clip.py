@@ -76,25 +76,45 @@ class FusedQKVAttention(nn.Module):
         batch, tokens = hidden_states.shape[:2]
         qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return self._attend(q, k, v), None
+        return attend(q, k, v, self.scale, self.out_proj), None
 
-    def first_token(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Attention output for token 0 only, attending over every token: ``[batch, 1, width]``."""
-        batch, tokens, width = hidden_states.shape
-        weight, bias = self.qkv.weight, self.qkv.bias
-        kv = F.linear(hidden_states, weight[width:], bias[width:])
-        k, v = kv.view(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = F.linear(hidden_states[:, :1], weight[:width], bias[:width])
-        q = q.view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)
-        return self._attend(q, k, v)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        batch, _, queries, _ = q.shape
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        projected: torch.Tensor = self.out_proj(
-            out.transpose(1, 2).reshape(batch, queries, self.num_heads * self.head_dim)
-        )
-        return projected
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, out_proj: nn.Module
+) -> torch.Tensor:
+    """SDPA over ``[batch, heads, tokens, head_dim]`` heads, merged and projected."""
+    batch, heads, queries, head_dim = q.shape
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    projected: torch.Tensor = out_proj(
+        out.transpose(1, 2).reshape(batch, queries, heads * head_dim)
+    )
+    return projected
+
+
+class FirstTokenAttention(nn.Module):
+    """Attention output for token 0 only, attending over every token: ``[batch, 1, width]``.
+
+    The query and the key/value projections are two plain linears cut from the fused QKV one,
+    so int8 quantization (which swaps ``nn.Linear`` modules) reaches them like any other.
+    """
+
+    def __init__(self, attention: FusedQKVAttention) -> None:
+        super().__init__()
+        self.num_heads = attention.num_heads
+        self.head_dim = attention.head_dim
+        self.scale = attention.scale
+        weight, bias = attention.qkv.weight, attention.qkv.bias
+        width = weight.shape[1]
+        self.q = _linear(weight[:width], bias[:width])
+        self.kv = _linear(weight[width:], bias[width:])
+        self.out_proj = attention.out_proj
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = hidden_states.shape
+        kv = self.kv(hidden_states).view(batch, tokens, 2, self.num_heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4)
+        q = self.q(hidden_states[:, :1]).view(batch, 1, self.num_heads, self.head_dim)
+        return attend(q.transpose(1, 2), k, v, self.scale, self.out_proj)
 
 
 class FirstTokenEncoderLayer(nn.Module):
@@ -103,7 +123,7 @@ class FirstTokenEncoderLayer(nn.Module):
     def __init__(self, layer: Any) -> None:
         super().__init__()
         self.layer_norm1 = layer.layer_norm1
-        self.self_attn: FusedQKVAttention = layer.self_attn
+        self.self_attn = FirstTokenAttention(layer.self_attn)
         self.layer_norm2 = layer.layer_norm2
         self.mlp = layer.mlp
 
@@ -112,7 +132,7 @@ class FirstTokenEncoderLayer(nn.Module):
     ) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError("the first-token layer is for the unmasked vision tower only")
-        first = hidden_states[:, :1] + self.self_attn.first_token(self.layer_norm1(hidden_states))
+        first = hidden_states[:, :1] + self.self_attn(self.layer_norm1(hidden_states))
         out: torch.Tensor = first + self.mlp(self.layer_norm2(first))
         return out
 
@@ -170,6 +190,14 @@ def _is_plain_attention(attention: nn.Module) -> bool:
 def _scale_(parameter: torch.Tensor, factor: float) -> None:
     # Scale in float32 so half-precision weights pick up a single rounding, not two.
     parameter.copy_(parameter.float().mul(factor))  # copy_ casts back to the parameter's dtype
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """A linear holding copies of ``weight`` and ``bias`` (made on meta: no wasted init)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
+    layer.weight = nn.Parameter(weight.detach().clone())
+    layer.bias = nn.Parameter(bias.detach().clone())
+    return layer
 
 
 def _bias_or_zeros(layer: nn.Linear) -> torch.Tensor:

@@ -16,6 +16,7 @@ from vizdex.core.errors import ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import ModelSpec
+from vizdex.encoders.precision import ResolvedPrecision, apply_precision
 from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
 from vizdex.encoders.runtime import BatchRunner
 
@@ -39,6 +40,9 @@ def load_pretrained(loader: Any, spec: ModelSpec, what: str, **kwargs: Any) -> A
 class HFEncoder(Encoder):
     """A transformers model behind the Encoder interface."""
 
+    # Submodules whose linear layers VIZDEX_DTYPE=int8 quantizes (empty: the whole model).
+    int8_parts: tuple[str, ...] = ()
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -46,7 +50,7 @@ class HFEncoder(Encoder):
         processor: Any,
         *,
         device: torch.device,
-        dtype: torch.dtype,
+        precision: ResolvedPrecision,
         batch_size: int,
         dim: int,
         kind: ModelKind,
@@ -56,8 +60,11 @@ class HFEncoder(Encoder):
         self.kind = kind
         self.dim = dim
         self.device = device
-        self.dtype = dtype
-        self.model = model.to(device=device, dtype=dtype).eval()
+        self.dtype = precision.dtype
+        self.precision = precision.precision
+        self.model = apply_precision(
+            model.to(device=device, dtype=self.dtype).eval(), precision, self.int8_parts
+        )
         self.processor = processor
         self.preprocess_spec = PreprocessSpec.from_processor(processor)
         self.runner = BatchRunner(batch_size, device, self.name)

@@ -8,7 +8,8 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.clip import ClipEncoder
 from vizdex.encoders.dino import DinoEncoder
 from vizdex.encoders.discovery import ModelFamily, discover_model
-from vizdex.encoders.runtime import resolve_device, resolve_dtype
+from vizdex.encoders.precision import resolve_precision
+from vizdex.encoders.runtime import resolve_device
 from vizdex.encoders.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -17,17 +18,24 @@ log = logging.getLogger(__name__)
 def load_encoder(model_id: str, settings: EncoderSettings) -> Encoder:
     spec = discover_model(model_id)
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
-    log.info("loading %s (%s) on %s as %s", model_id, spec.model_type, device, dtype)
+    precision = resolve_precision(settings.dtype, device)
+    log.info(
+        "loading %s (%s) on %s in %s (%s)",
+        model_id,
+        spec.model_type,
+        device,
+        precision.precision,
+        precision.reason,
+    )
     if spec.family is ModelFamily.CLIP:
         return ClipEncoder(
             spec,
             device=device,
-            dtype=dtype,
+            precision=precision,
             batch_size=settings.batch_size,
             text_batch_size=settings.text_batch_size,
         )
-    return DinoEncoder(spec, device=device, dtype=dtype, batch_size=settings.batch_size)
+    return DinoEncoder(spec, device=device, precision=precision, batch_size=settings.batch_size)
 
 
 def load_encoders(settings: EncoderSettings) -> dict[str, Encoder]:

@@ -16,20 +16,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
-# PIL resample codes as stored in preprocessor_config.json -> torchvision modes. LANCZOS has no
-# tensor kernel; transformers' torchvision backend uses BICUBIC for it as well.
+# PIL resample codes as stored in preprocessor_config.json -> torchvision modes, as transformers'
+# torchvision backend maps them. Its LANCZOS kernel runs on the CPU only, from torchvision 0.27;
+# elsewhere transformers (and preprocess_tensor) use BICUBIC instead.
 _INTERPOLATION = {
     0: InterpolationMode.NEAREST_EXACT,
-    1: InterpolationMode.BICUBIC,
+    1: InterpolationMode.LANCZOS,
     2: InterpolationMode.BILINEAR,
     3: InterpolationMode.BICUBIC,
     4: InterpolationMode.BOX,
     5: InterpolationMode.HAMMING,
 }
+
+_LANCZOS_KERNEL = tuple(int(part) for part in torchvision.__version__.split(".")[:2]) >= (0, 27)
 
 # Processors whose pipeline we reproduce exactly, and whether they rescale to float *before*
 # resizing (DINOv3 does; the generic torchvision backend resizes uint8). Others use the fallback.
@@ -104,7 +108,9 @@ class PreprocessSpec:
         if getattr(processor, "do_center_crop", False):
             crop_size = processor.crop_size
             crop = (int(crop_size.height), int(crop_size.width))
-        resample = int(getattr(processor, "resample", 2) or 2)
+        # None means the backend's default, BILINEAR; 0 is NEAREST, not "unset".
+        resample = getattr(processor, "resample", None)
+        resample = 2 if resample is None else int(resample)
         normalize = bool(getattr(processor, "do_normalize", False))
         rescale = bool(getattr(processor, "do_rescale", False))
         return cls(
@@ -173,11 +179,13 @@ def preprocess_tensor(image: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor
     rescaled = spec.resize_in_float and spec.rescale_factor is not None
     if rescaled and spec.rescale_factor is not None:
         image = image.to(torch.float32) * spec.rescale_factor
+    interpolation = spec.interpolation
+    if interpolation == InterpolationMode.LANCZOS and not (
+        _LANCZOS_KERNEL and image.device.type == "cpu"
+    ):
+        interpolation = InterpolationMode.BICUBIC
     image = tvF.resize(
-        image,
-        list(resized_hw(height, width, spec)),
-        interpolation=spec.interpolation,
-        antialias=True,
+        image, list(resized_hw(height, width, spec)), interpolation=interpolation, antialias=True
     )
     if spec.crop_hw is not None:
         image = center_crop(image, spec.crop_hw)

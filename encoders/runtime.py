@@ -1,4 +1,4 @@
-"""Device and precision choice, and batched execution that survives running out of memory."""
+"""Device choice, and batched execution that survives running out of memory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from vizdex.core.errors import EncoderOutOfMemoryError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
@@ -23,19 +21,6 @@ def resolve_device(setting: str) -> torch.device:
             "CUDA build of torch"
         )
     return torch.device(setting)
-
-
-def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """CUDA: float16 by default (bfloat16 on request); the CPU always runs float32."""
-    if device.type != "cuda":
-        if setting not in ("auto", "float32"):
-            log.warning("dtype %s is not used on the CPU; running float32", setting)
-        return torch.float32
-    if setting == "auto":
-        return torch.float16
-    if setting == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise InvalidInputError("this GPU does not support bfloat16; use float16 or auto")
-    return _DTYPES[setting]
 
 
 def is_out_of_memory(error: BaseException) -> bool:

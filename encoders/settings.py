@@ -10,7 +10,7 @@ from vizdex.core.errors import InvalidInputError
 
 DEFAULT_MODELS: tuple[str, ...] = ("openai/clip-vit-base-patch32",)
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class EncoderSettings:
 
     ``models``: hub ids or local checkpoint directories (``VIZDEX_MODELS``, comma-separated).
     ``device``: ``auto`` picks CUDA when available (``VIZDEX_DEVICE``).
-    ``dtype``: ``auto`` is float16 on CUDA and float32 on the CPU (``VIZDEX_DTYPE``).
+    ``dtype``: the compute precision (``VIZDEX_DTYPE``): ``auto`` is float16 on CUDA, and on the
+    CPU bfloat16 where it is native (AMX / AVX512-BF16), else float32; ``int8`` (CPU, opt-in)
+    quantizes the linear layers. Vectors are float32 whatever it is (``encoders/precision.py``).
     ``batch_size``: images per forward pass before OOM back-off (``VIZDEX_BATCH_SIZE``).
     ``decode_workers``: threads decoding and preprocessing ahead of the model
     (``VIZDEX_DECODE_WORKERS``, 0 = one per CPU core).

@@ -1,9 +1,11 @@
 """Ingestion: folders, files, uploads and URLs into the catalog and indexes, resumably.
 
 ``Indexer`` runs jobs (``ingest`` in the calling thread, ``submit`` in the background);
-``IngestRequest`` says what to ingest; ``IngestReport`` says what happened. ``DataStore`` knows
-where thumbnails and uploaded originals live; a server serves them through ``ImageFiles`` and
-shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``, ``indexer.job_view``).
+``IngestRequest`` says what to ingest; ``IngestReport`` says what happened. ``enqueue`` puts a job
+in the catalog's work queue instead, in chunks that ``QueueWorker``s (``vizdex worker``) claim.
+``DataStore`` knows where thumbnails and uploaded originals live; a server serves them through
+``ImageFiles`` and shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``,
+``indexer.job_view``).
 """
 
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
@@ -12,6 +14,7 @@ from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
 from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
 from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
+from vizdex.indexer.queue import QueueWorker, WorkerOptions
 from vizdex.indexer.report import IngestReport, UploadOutcome
 from vizdex.indexer.serving import ImageFiles, JobsService, StoredFile, open_indexer
 from vizdex.indexer.settings import DEFAULT_EXTENSIONS, IndexerSettings
@@ -38,10 +41,12 @@ __all__ = [
     "JobsService",
     "ProgressCallback",
     "ProgressSnapshot",
+    "QueueWorker",
     "StoredFile",
     "TextProgress",
     "Upload",
     "UploadOutcome",
+    "WorkerOptions",
     "discover",
     "job_json",
     "job_out",

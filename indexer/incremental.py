@@ -62,7 +62,10 @@ def _gone(path: str) -> bool:
 
 
 def prune(
-    catalog: Catalog, indexes: IndexStore, collection: CollectionRecord, roots: Sequence[str]
+    catalog: Catalog,
+    indexes: IndexStore | None,
+    collection: CollectionRecord,
+    roots: Sequence[str],
 ) -> int:
     """Delete the collection's images whose files under ``roots`` no longer exist.
 
@@ -84,7 +87,8 @@ def prune(
         ]
         if gone:
             removed += len(catalog.delete_images(collection.id, gone))
-            indexes.sync(collection)
+            if indexes is not None:
+                indexes.sync(collection)
     if removed:
         log.info("pruned %d images whose files are gone", removed)
     return removed

@@ -137,8 +137,10 @@ def reap_interrupted(
             candidates = _unfinished(catalog, collection_id)
         else:
             candidates = [catalog.get_job(job_id) for job_id in job_ids]
+        # Queued jobs live by their chunks' leases (indexer.queue), not by a process's lock.
+        queued = catalog.queued_job_ids([job.id for job in candidates])
         for job in candidates:
-            if job.state not in (JobState.PENDING, JobState.RUNNING):
+            if job.state not in (JobState.PENDING, JobState.RUNNING) or job.id in queued:
                 continue
             if not locks.is_held(job.id):
                 catalog.set_job_state(job.id, JobState.FAILED, error=interrupted_reason(job.kind))
@@ -228,13 +230,14 @@ class JobTracker:
         self._last = self._clock()
         if not (self._done or self._skipped or self._failures or self._total is not None):
             return
-        self._catalog.record_job_progress(
-            self._job_id,
-            total=self._total,
-            done=self._done,
-            skipped=self._skipped,
-            failures=self._failures,
-        )
+        self._record(self._total, self._done, self._skipped, self._failures)
         self._done = self._skipped = 0
         self._failures = []
         self._total = None
+
+    def _record(
+        self, total: int | None, done: int, skipped: int, failures: Sequence[JobFailure]
+    ) -> None:
+        self._catalog.record_job_progress(
+            self._job_id, total=total, done=done, skipped=skipped, failures=failures
+        )

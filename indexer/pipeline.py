@@ -22,7 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_full
+from vizdex.core.errors import (
+    ImageRejectedError,
+    InvalidInputError,
+    StorageFullError,
+    VizdexError,
+    storage_full,
+)
+from vizdex.core.precision import Precision
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -46,6 +53,14 @@ from vizdex.indexer.jobs import (
 )
 from vizdex.indexer.loading import ItemLoader
 from vizdex.indexer.progress import ProgressCallback
+from vizdex.indexer.queue import (
+    CHUNK_SIZE,
+    ChunkTracker,
+    QueueWorker,
+    WorkerOptions,
+    enqueue_request,
+    request_for,
+)
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -54,6 +69,7 @@ from vizdex.indexer.thumbnail_sink import ThumbnailSink
 from vizdex.indexer.writer import BatchWriter
 from vizdex.search import (
     Catalog,
+    ClaimedItem,
     CollectionRecord,
     IndexStore,
     JobNotFoundError,
@@ -117,6 +133,13 @@ class _WriterThread:
             raise self._error
 
 
+def _precisions(collection: CollectionRecord, encoders: Sequence[Encoder]) -> dict[str, Precision]:
+    """The collection's model names -> the precision each one's encoder computes in."""
+    return {
+        model: encoder.precision for model, encoder in zip(collection.models, encoders, strict=True)
+    }
+
+
 class Indexer:
     """Runs ingestion jobs against one catalog and its indexes.
 
@@ -129,14 +152,19 @@ class Indexer:
     def __init__(
         self,
         catalog: Catalog,
-        indexes: IndexStore,
+        indexes: IndexStore | None,
         encoders: Mapping[str, Encoder],
         settings: IndexerSettings,
         images: ImageInputSettings | None = None,
         *,
         job_flush_s: float = 0.5,
+        queue: bool = False,
     ) -> None:
         self._catalog = catalog
+        # Queue mode (the distributed profile): ``submit`` puts jobs in the catalog's work queue,
+        # where any worker (this server's included) runs them: they outlive this process.
+        self._queue = queue
+        self._queue_thread: threading.Thread | None = None
         self._indexes = indexes
         self._encoders = dict(encoders)
         self._settings = settings
@@ -180,7 +208,13 @@ class Indexer:
         *,
         progress: ProgressCallback | None = None,
     ) -> JobRecord:
-        """Create the job (``pending``) and run it on the background thread; returns at once."""
+        """Create the job (``pending``) and run it on the background thread; returns at once.
+
+        In queue mode the job goes to the work queue instead (``progress`` is not reported).
+        """
+        if self._queue:
+            self._encoders_for(self._catalog.get_collection(collection))  # refuse before a job
+            return self.enqueue(collection, request)
         job, lease, reaped = self._open(collection, request)
         try:
             with self._state_lock:
@@ -195,6 +229,55 @@ class Indexer:
             close_job(self._catalog, self._locks, lease, JobState.CANCELLED)
             raise
         return job
+
+    def enqueue(
+        self, collection: str, request: IngestRequest, *, chunk_size: int = CHUNK_SIZE
+    ) -> JobRecord:
+        """Put the job in the catalog's work queue, in chunks, for any worker to run.
+
+        Uploaded bytes are written to the data directory first (every worker must see it: a
+        shared filesystem in the distributed profile); folders are listed now, so each chunk is
+        a fixed list of files. Returns the pending job at once.
+        """
+        record = self._catalog.get_collection(collection)
+        if request.prune:
+            raise InvalidInputError(
+                "--prune needs one process to see the whole folder: run it without --enqueue"
+            )
+        inputs = resolve_inputs(request.paths, request.files_from)
+        if request.urls and not self._images.allow_urls:
+            raise ImageRejectedError(
+                "ingesting from URLs is not enabled on this server (VIZDEX_ALLOW_URLS)",
+                code="forbidden_url",
+            )
+        settings = self._settings
+        files = list(discover(inputs, settings.extensions, include_hidden=settings.include_hidden))
+        return enqueue_request(
+            self._catalog, self.store, record, request, files, chunk_size=chunk_size
+        )
+
+    def run_chunk(
+        self,
+        claimed: ClaimedItem,
+        owner: str,
+        cancel: threading.Event,
+    ) -> IngestReport:
+        """Run one claimed chunk of a queued job in this thread (a queue worker's work).
+
+        The chunk's counts go to the chunk and its job together; if another worker has taken the
+        chunk over meanwhile, ``cancel`` is set and the chunk stops at its next batch.
+        """
+        collection = self._catalog.get_collection_by_id(claimed.collection_id)
+        request = request_for(claimed, self.store)
+        report = IngestReport(job_id=claimed.job_id, collection=collection.name)
+        tracker = ChunkTracker(self._catalog, claimed, owner, cancel, interval_s=self._job_flush_s)
+        if request is None:
+            return report
+        try:
+            self._execute(collection, request, report, tracker, cancel, lambda: None)
+        finally:
+            tracker.flush()
+        return report
 
     def _forget_old_futures(self) -> None:
         """A long-running server submits jobs forever: keep only the latest finished reports."""
@@ -243,12 +326,25 @@ class Indexer:
         self._reaper = threading.Thread(target=loop, name="vizdex-job-reaper", daemon=True)
         self._reaper.start()
 
+    def start_queue_worker(self, options: WorkerOptions | None = None) -> QueueWorker:
+        """Work the catalog's queue on a thread of this process until ``close``."""
+        worker = QueueWorker(self._catalog, self.run_chunk, self.store, options)
+        thread = threading.Thread(
+            target=worker.run, args=(self._closing,), name="vizdex-queue-worker", daemon=True
+        )
+        self._queue_thread = thread
+        thread.start()
+        return worker
+
     def close(self) -> None:
         """Cancel queued and running jobs and wait for them to stop."""
         self._closing.set()
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
             reaper.join()
+        queue_thread, self._queue_thread = self._queue_thread, None
+        if queue_thread is not None:  # its chunk is handed back for another worker
+            queue_thread.join()
         with self._state_lock:
             events = list(self._cancels.values())
             executor, self._executor = self._executor, None
@@ -263,7 +359,8 @@ class Indexer:
         self, collection: str, request: IngestRequest
     ) -> tuple[JobRecord, JobLease, list[int]]:
         record = self._catalog.get_collection(collection)
-        self._encoders_for(record)  # refuse before a job exists
+        # Refuse before a job exists: a model not loaded, or vectors the collection cannot mix.
+        self._catalog.check_precisions(record.id, _precisions(record, self._encoders_for(record)))
         resolve_inputs(request.paths, request.files_from)
         if request.urls and not self._images.allow_urls:
             # The same refusal (403 forbidden_url) as the encode and search routes give.
@@ -376,7 +473,7 @@ class Indexer:
             + len(request.urls)
             + count(inputs, settings.extensions, include_hidden=settings.include_hidden)
         )
-        tracker.set_total(report.total)
+        tracker.set_total(report.total)  # a chunk's tracker leaves the job's total alone
         on_batch()
         self.store.sweep_temporaries()
         known = ShaFilter.of(
@@ -409,6 +506,7 @@ class Indexer:
             on_batch=on_batch,
             thumbnails=thumbnails,
             clock=clock,
+            precisions=_precisions(collection, encoders),
         )
         with closing(thumbnails):
             items = self._items(collection, request, inputs)
@@ -428,8 +526,9 @@ class Indexer:
             )
         if request.prune and inputs.folders and not cancel.is_set():
             report.pruned = prune(self._catalog, self._indexes, collection, inputs.folders)
-        with clock.stage("index snapshot"):
-            self._indexes.snapshot(collection)
+        if self._indexes is not None:  # a queue worker keeps no index: replicas follow the feed
+            with clock.stage("index snapshot"):
+                self._indexes.snapshot(collection)
         # Main thread: waiting, device decode, model forward; writer thread: the others.
         log.info(
             "job %d stage seconds: %s",

@@ -23,6 +23,7 @@ from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.indexer.job_view import JobOut, job_out
 from vizdex.indexer.pipeline import Indexer
+from vizdex.indexer.queue import WorkerOptions
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.storage import DataStore
 from vizdex.search import (
@@ -43,9 +44,16 @@ def open_indexer(
     images: ImageInputSettings,
 ) -> Indexer:
     """An indexer writing to ``search``'s catalog and indexes (so searches see what it adds),
-    failing the jobs of processes that died, now and every ``REAP_INTERVAL_S``."""
-    indexer = Indexer(search.catalog, search.indexes, models, settings, images)
+    failing the jobs of processes that died, now and every ``REAP_INTERVAL_S``.
+
+    On PostgreSQL (the distributed profile) background jobs go to the catalog's work queue, and
+    this server works the queue too unless ``settings.serve_worker`` is off.
+    """
+    queue = search.catalog.engine.dialect.name == "postgresql"
+    indexer = Indexer(search.catalog, search.indexes, models, settings, images, queue=queue)
     indexer.start_reaper(REAP_INTERVAL_S)
+    if queue and settings.serve_worker:
+        indexer.start_queue_worker(WorkerOptions(lease_s=settings.worker_lease_s))
     return indexer
 
 

@@ -27,6 +27,10 @@ class IndexerSettings:
     ``thumbnail_size`` / ``thumbnail_quality``: longest side and WebP quality of the thumbnails
     (``VIZDEX_THUMBNAIL_SIZE`` / ``VIZDEX_THUMBNAIL_QUALITY``).
     ``device_decode``: decode JPEGs on the GPU when every model runs there.
+    ``serve_worker``: a server whose catalog is PostgreSQL queues its background jobs in the
+    catalog (``vizdex worker``s run them) and, with this on, works the queue too
+    (``VIZDEX_SERVE_WORKER``). ``worker_lease_s``: how long a queued chunk stays a worker's
+    without a heartbeat; a dead worker's chunk is taken over after that (``VIZDEX_WORKER_LEASE_S``).
     """
 
     data_dir: Path
@@ -38,6 +42,8 @@ class IndexerSettings:
     thumbnail_quality: int = setting("THUMBNAIL_QUALITY", 80)
     # An escape hatch should nvJPEG mishandle some files on a given driver.
     device_decode: bool = setting("DEVICE_DECODE", True)
+    serve_worker: bool = setting("SERVE_WORKER", True)
+    worker_lease_s: float = setting("WORKER_LEASE_S", 30.0)
 
     def __post_init__(self) -> None:
         cleaned = tuple(sorted({e.strip().lower().lstrip(".") for e in self.extensions} - {""}))
@@ -53,6 +59,8 @@ class IndexerSettings:
             raise InvalidInputError(
                 f"thumbnail size must be between 16 and 2048 pixels, got {self.thumbnail_size}"
             )
+        if self.worker_lease_s <= 0:
+            raise InvalidInputError(f"worker lease must be positive, got {self.worker_lease_s}")
         if not 1 <= self.thumbnail_quality <= 100:
             raise InvalidInputError(
                 f"thumbnail quality must be between 1 and 100, got {self.thumbnail_quality}"

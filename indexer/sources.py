@@ -28,6 +28,7 @@ class IngestRequest:
     longer than memory). ``prune`` removes images whose files under the given folders are gone.
     ``positions``: where each upload, then each URL, stood in the request that sent them (an API
     request mixes them); outcomes and failures are numbered so. By default uploads come first.
+    A chunk of a queued job keeps the positions its items had in the whole request.
     """
 
     paths: tuple[str, ...] = ()
@@ -44,7 +45,11 @@ class IngestRequest:
             if split_url(url).scheme.lower() not in ("http", "https"):
                 raise InvalidInputError(f"{url!r} is not an http(s) URL")
         sent = len(self.uploads) + len(self.urls)
-        if self.positions and sorted(self.positions) != list(range(sent)):
+        if self.positions and (
+            len(self.positions) != sent
+            or len(set(self.positions)) != sent
+            or min(self.positions) < 0
+        ):
             raise InvalidInputError(f"positions must number the {sent} uploads and URLs once each")
 
     def numbered(self) -> tuple[list[tuple[int, Upload]], list[tuple[int, str]]]:

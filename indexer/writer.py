@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vizdex.core.precision import Precision
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.streaming import EncodedBatch
 from vizdex.indexer.jobs import JobTracker
@@ -81,7 +82,7 @@ class BatchWriter:
         self,
         *,
         catalog: Catalog,
-        indexes: IndexStore,
+        indexes: IndexStore | None,
         collection: CollectionRecord,
         model_keys: Sequence[str],
         report: IngestReport,
@@ -89,6 +90,7 @@ class BatchWriter:
         on_batch: Callable[[], None] | None = None,
         thumbnails: ThumbnailSink | None = None,
         clock: StageClock | None = None,
+        precisions: Mapping[str, Precision] | None = None,
     ) -> None:
         self._catalog = catalog
         self._indexes = indexes
@@ -100,6 +102,8 @@ class BatchWriter:
         self._on_batch = on_batch
         self._thumbnails = thumbnails  # None: the caller stores thumbnails itself (tests)
         self._clock = clock or StageClock()
+        # collection model -> precision of the encoder making its vectors, recorded with them.
+        self._precisions = dict(precisions or {})
         self.retry: list[Item] = []  # content that vanished from the catalog while in flight
 
     def write(self, batch: EncodedBatch[Item, Payload]) -> None:
@@ -110,7 +114,7 @@ class BatchWriter:
         added = self._add_fresh(batch, holders, failures)
         self._settle_passed(batch.passed, holders)
         removed = self._remove_stale(holders)
-        if added or removed:
+        if (added or removed) and self._indexes is not None:
             with self._clock.stage("index update"):
                 self._indexes.sync(self._collection)
         self._tracker.add(
@@ -190,7 +194,9 @@ class BatchWriter:
                 image = replace(image, thumbnail_path=None)
             images.append(image)
         with self._clock.stage("catalog write"):
-            outcomes = self._catalog.add_images(self._collection.id, images)
+            outcomes = self._catalog.add_images(
+                self._collection.id, images, precisions=self._precisions
+            )
         created = 0
         for item, outcome in zip(kept, outcomes, strict=True):
             if outcome.created:

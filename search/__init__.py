@@ -1,6 +1,6 @@
 """Search: the catalog (source of truth), FAISS vector indexes kept in step with it, and queries."""
 
-from vizdex.search.catalog import Catalog
+from vizdex.search.catalog import Catalog, ClaimedItem
 from vizdex.search.collections_service import CollectionsService, CollectionSummary
 from vizdex.search.duplicates import (
     DUPLICATE_THRESHOLD,
@@ -20,6 +20,7 @@ from vizdex.search.errors import (
     InvalidQueryError,
     JobNotFoundError,
     ModelNotLoadedError,
+    PrecisionMismatchError,
     SchemaMismatchError,
     SchemaOutOfDateError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "AddedImage",
     "Catalog",
     "CatalogSettings",
+    "ClaimedItem",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CollectionRecord",
@@ -99,6 +101,7 @@ __all__ = [
     "ModelNotLoadedError",
     "ModelUse",
     "NewImage",
+    "PrecisionMismatchError",
     "QuerySettings",
     "SchemaMismatchError",
     "SchemaOutOfDateError",

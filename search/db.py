@@ -1,4 +1,14 @@
-"""Engines for the catalog: any SQLAlchemy URL, with SQLite made safe for a long-running service."""
+"""Engines for the catalog: SQLite (embedded profile) or PostgreSQL (distributed profile).
+
+Both get the same guarantees from different mechanisms:
+
+- a write waits for other writers instead of failing: SQLite ``BEGIN IMMEDIATE`` and
+  ``busy_timeout``; PostgreSQL row locks (the collection row, ``FOR NO KEY UPDATE``) and
+  ``lock_timeout`` set from the same setting;
+- a read sees one committed state: SQLite snapshots per transaction; PostgreSQL runs reads as
+  ``REPEATABLE READ READ ONLY`` (one snapshot, never a serialization failure);
+- a commit survives a power cut: SQLite WAL with ``synchronous=FULL``; PostgreSQL its own WAL.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +18,35 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 
+from vizdex.core.errors import UnavailableError
+
 # Execution option read by the SQLite "begin" hook: "IMMEDIATE" takes the write lock up front.
 SQLITE_BEGIN = "vizdex_sqlite_begin"
+# Rows per multi-row INSERT on PostgreSQL (its bound-parameter limit is 65535 per statement).
+INSERT_PAGE = 1000
 
 
 def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_postgresql(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def catalog_url(url: str | URL) -> URL:
+    """The URL as given, with PostgreSQL pinned to psycopg 3 (``vizdex[postgres]``).
+
+    A bare ``postgresql://`` (or ``postgres://``, as many hosting services print it) would make
+    SQLAlchemy look for psycopg2, which vizdex does not install.
+    """
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://") :]
+    parsed = make_url(text)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -36,10 +69,38 @@ def create_catalog_engine(
     power cut, which is what "acknowledged only after commit" promises), foreign keys, and a busy
     timeout. Migrations pass ``foreign_keys=False``: SQLite batch migrations copy and drop tables,
     and a DROP with foreign keys on would cascade-delete the children.
+
+    PostgreSQL gets the same wait bound as ``lock_timeout`` (a writer that cannot get a row lock
+    in time fails instead of hanging), pre-pinged pooled connections (a server restart costs one
+    retry, not an error), and multi-row INSERTs for bulk writes.
     """
     database = sqlite_file(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
+    if is_postgresql(url):
+        try:
+            import psycopg  # noqa: F401 - only to say what is missing, in words
+        except ImportError:
+            raise UnavailableError(
+                "a PostgreSQL catalog needs the psycopg driver: pip install 'vizdex[postgres]'"
+            ) from None
+        engine = create_engine(
+            catalog_url(url),
+            pool_pre_ping=True,
+            pool_size=8,
+            max_overflow=24,
+            pool_timeout=60,
+            insertmanyvalues_page_size=INSERT_PAGE,
+            connect_args={
+                "options": f"-c lock_timeout={int(busy_timeout_ms)}",
+                "connect_timeout": 10,
+                "application_name": "vizdex",
+            },
+        )
+        # Every executemany INSERT (vectors, tombstones) goes as multi-row INSERT ... VALUES
+        # pages, as INSERT ... RETURNING (images) already does: one round trip per page.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
+        return engine
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, pool_size=8, max_overflow=24, pool_timeout=60)
@@ -69,5 +130,24 @@ def _install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int, foreign_keys:
 
 
 def writer(engine: Engine) -> Engine:
-    """The same engine, but its transactions take SQLite's write lock when they begin."""
+    """The same engine, set up for transactions that write.
+
+    SQLite: they take the write lock when they begin. PostgreSQL: READ COMMITTED, so a statement
+    after a row lock sees everything committed before the lock was granted (the lock is what
+    orders writers; a REPEATABLE READ snapshot would predate it).
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="READ COMMITTED")
     return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine, set up for transactions that only read: one snapshot for all statements.
+
+    SQLite's transactions already read one snapshot. PostgreSQL's default READ COMMITTED would
+    give each statement its own; a read-only REPEATABLE READ transaction sees one and can never
+    fail with a serialization error.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return engine

@@ -49,3 +49,9 @@ class IndexCorruptError(UnavailableError):
     """An index file failed verification; the index is rebuilt from the catalog."""
 
     code = "index_corrupt"
+
+
+class PrecisionMismatchError(ConflictError):
+    """Vectors of this precision may not join those the collection holds (too far apart)."""
+
+    code = "precision_mismatch"

@@ -101,6 +101,8 @@ class IndexStore:
         self._pending: set[Future[None]] = set()
         self._pending_lock = threading.Lock()
         self._closed = False
+        self._stop_following = threading.Event()
+        self._follower: threading.Thread | None = None
 
     @property
     def backend(self) -> IndexBackend:
@@ -344,6 +346,37 @@ class IndexStore:
             path=slot.path,
         )
 
+    # -- following the catalog (replicas) -----------------------------------------------------
+
+    def follow(self) -> None:
+        """Catches every loaded index up with the catalog's change feed; forgets collections
+        deleted elsewhere (by another replica)."""
+        with self._slots_lock:
+            collection_ids = {key[0] for key, slot in self._slots.items() if slot.loaded}
+        for collection_id in sorted(collection_ids):
+            try:
+                collection = self._catalog.get_collection_by_id(collection_id)
+            except CollectionNotFoundError:
+                self.drop_collection(collection_id)
+                continue
+            self.sync(collection, wait=False)
+
+    def start_following(self, interval_s: float = 1.0) -> None:
+        """``follow`` every ``interval_s`` until ``close``: what other replicas and workers
+        write reaches this replica's indexes (and its snapshots) without waiting for a query."""
+        if self._follower is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_following.wait(interval_s):
+                try:
+                    self.follow()
+                except Exception:  # e.g. the database briefly unreachable: next round
+                    log.exception("following the catalog failed")
+
+        self._follower = threading.Thread(target=loop, name="vizdex-index-follower", daemon=True)
+        self._follower.start()
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def drop_collection(self, collection_id: int) -> None:
@@ -358,6 +391,10 @@ class IndexStore:
 
     def close(self, *, snapshot: bool = True) -> None:
         """Stops background work and (by default) saves every index that changed."""
+        self._stop_following.set()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.join()
         with self._pending_lock:
             self._closed = True
         self._worker.shutdown(wait=True, cancel_futures=True)

@@ -85,6 +85,9 @@ class Collection(Base):
     # Index settings; None means "use the service-wide default".
     index_factory: Mapped[str | None] = mapped_column(String(200))
     exact_max: Mapped[int | None] = mapped_column(Integer)
+    # model -> the precisions (vizdex.core.precision) its vectors here were computed in; a model
+    # without an entry has none recorded (vectors from before 0003, or given by a caller).
+    precisions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -173,3 +176,37 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class WorkItem(Base):
+    """One chunk of a queued ingestion job, claimed by one worker at a time under a lease.
+
+    ``state``: queued → running (``owner``, ``lease_until``) → done / failed / cancelled. A running
+    chunk whose lease ran out (its worker died) is claimed again by another worker, which resumes
+    it: what the dead worker committed is found in the catalog and skipped. ``done``, ``skipped``
+    and ``failed`` are this chunk's share of the job's counters, taken back from the job when the
+    chunk starts over, so the job's counters stay exact.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        Index("ix_work_items_claim", "state", "lease_until"),
+        Index("ix_work_items_job", "job_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"))
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

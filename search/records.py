@@ -51,6 +51,9 @@ class CollectionRecord:
     exact_max: int | None
     last_seq: int
     created_at: datetime
+    # model -> precisions its vectors were computed in (``vizdex.core.precision``); a model
+    # missing here has none recorded.
+    precisions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "alembic_version"
+# PostgreSQL advisory lock key held while migrating (any constant, the same in every vizdex).
+MIGRATION_LOCK = 0x76697A646578  # "vizdex"
 
 
 class SchemaState(StrEnum):
@@ -108,6 +110,12 @@ def _migrate(url: str | URL, revision: str, *, upgrade: bool, script_location: P
     engine = create_catalog_engine(url, foreign_keys=False)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together on an empty database would each create the schema:
+                # one at a time, and the next finds it done (PostgreSQL's DDL is transactional;
+                # SQLite's write lock already serialises this).
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                connection.execute(lock, {"key": MIGRATION_LOCK})
             config = alembic_config(url, script_location=script_location, connection=connection)
             if upgrade:
                 command.upgrade(config, revision)

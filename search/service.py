@@ -93,6 +93,15 @@ class SearchService:
         self._indexes.close()
         self._catalog.close()
 
+    def follow_other_writers(self, interval_s: float) -> bool:
+        """On a shared catalog (PostgreSQL: replicas and workers write too), keep the indexes
+        caught up with the change feed every ``interval_s``, not only when a query comes.
+        Returns whether it does (an embedded SQLite catalog has this process as its writer)."""
+        if self._catalog.engine.dialect.name != "postgresql":
+            return False
+        self._indexes.start_following(interval_s)
+        return True
+
     @property
     def catalog(self) -> Catalog:
         return self._catalog

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,13 @@ MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the sa
 
 def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'catalog.db'}"
+
+
+def replica_index_dir(data_dir: Path, replica: str) -> Path:
+    """A replica's own index folder: replicas sharing a data directory never write one
+    another's index files (each follows the catalog on its own, at its own pace)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", replica).strip("-.") or "replica"
+    return data_dir / "indexes" / f"replica-{cleaned}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,12 @@ class IndexSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:
-        directory = env_str("INDEX_DIR", str(data_dir_from_env(env) / "indexes"), env)
+        """``VIZDEX_INDEX_DIR``, else ``indexes/replica-<VIZDEX_REPLICA_ID>`` in the data
+        directory when a replica id is set, else ``indexes``."""
+        data_dir = data_dir_from_env(env)
+        replica = env_str("REPLICA_ID", "", env)
+        default = replica_index_dir(data_dir, replica) if replica else data_dir / "indexes"
+        directory = env_str("INDEX_DIR", str(default), env)
         return read_settings(cls, env, directory=Path(directory))
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,16 @@ import pytest
 
 from vizdex.search.catalog import Catalog
 from vizdex.search.records import NewImage
-from vizdex.search.settings import SearchSettings
+from vizdex.search.settings import CatalogSettings, SearchSettings, default_database_url
 
-# Encoder fixtures (tiny checkpoints, loaded encoders) live in their own module.
-pytest_plugins = ("tests.support.model_fixtures",)
+# Encoder fixtures (tiny checkpoints, loaded encoders) and the PostgreSQL server the suite starts
+# itself live in their own modules.
+pytest_plugins = ("tests.support.model_fixtures", "tests.support.postgres")
+
+# The suite's exact-parity checks are written for float32, and `auto` means bfloat16 on CPUs
+# with AMX or AVX512-BF16: pin float32 for commands and servers the tests start, so that results
+# do not depend on the CPU. tests/unit/test_precision*.py choose their precisions explicitly.
+os.environ.setdefault("VIZDEX_DTYPE", "float32")
 
 UnitVectors = Callable[[int, int], np.ndarray]
 ImageFactory = Callable[..., NewImage]
@@ -27,8 +35,17 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def search_settings(data_dir: Path) -> SearchSettings:
-    return SearchSettings.for_data_dir(data_dir)
+def database_url(data_dir: Path) -> str:
+    """The catalog's URL: SQLite in the data directory. A module whose tests must hold on both
+    databases overrides this fixture with one parametrised over ``tests.support.postgres``'s
+    ``DATABASES`` (see ``database_url_for`` there)."""
+    return default_database_url(data_dir)
+
+
+@pytest.fixture
+def search_settings(data_dir: Path, database_url: str) -> SearchSettings:
+    settings = SearchSettings.for_data_dir(data_dir)
+    return replace(settings, catalog=CatalogSettings(database_url))
 
 
 @pytest.fixture

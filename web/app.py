@@ -46,6 +46,8 @@ from vizdex.web.state import ServiceState
 log = logging.getLogger(__name__)
 
 VERSION = __version__  # the OpenAPI document's info.version
+# How often a replica (PostgreSQL catalog) catches its indexes up with the change feed.
+FOLLOW_INTERVAL_S = 1.0
 # Sync handlers wait on their queued items in worker threads: enough of them for many clients.
 WORKER_THREADS = 128
 
@@ -64,6 +66,7 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
         _close_queues(state)
         raise
     state.search_service = service
+    service.follow_other_writers(FOLLOW_INTERVAL_S)  # a replica: others write too
     # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.
     state.indexer_service = open_indexer(service, models, settings.indexer, settings.images)
     state.duplicate_jobs_service = DuplicateJobs(service, state.indexer_service.store)

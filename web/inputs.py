@@ -71,12 +71,17 @@ class RequestImages:
         return len(self._items)
 
     def pixels(self, encoder: Encoder) -> torch.Tensor:
-        rows: list[torch.Tensor] = []
+        # Rows go straight into one batch tensor: a list then torch.cat would hold every row twice.
+        batch: torch.Tensor | None = None
         for index, item in enumerate(self._items):
             decoded = decode_one(item, self._settings, encoder.decode_min_side, index=index)
             with decoded.image as image:
-                rows.append(encoder.preprocess([image]))
-        return torch.cat(rows)
+                row = encoder.preprocess([image])
+            if batch is None:
+                batch = row.new_empty((len(self._items), *row.shape[1:]))
+            batch[index] = row[0]
+        assert batch is not None, "pixels() of an empty request"
+        return batch
 
     def vectors(self, encoder: Encoder, *, normalize: bool = True) -> np.ndarray:
         if not self._items:

@@ -76,6 +76,8 @@ class CollectionOut(msgspec.Struct):
     index_factory: str | None = None
     exact_max: int | None = None
     indexes: list[IndexOut] | None = None  # only when asking for one collection
+    # model -> the precisions its vectors were computed in ({} : none recorded yet)
+    precisions: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
 class CollectionList(msgspec.Struct):
@@ -114,6 +116,7 @@ def collection_out(
         index_factory=record.index_factory,
         exact_max=record.exact_max,
         indexes=indexes,
+        precisions={model: list(names) for model, names in record.precisions.items()},
     )
 
 

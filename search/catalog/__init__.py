@@ -11,6 +11,7 @@ One room per concern, each a part of ``Catalog``:
 - ``images``: add (with vectors), delete, retag, find, and source paths (moves, touched files);
 - ``vectors``: vectors and tombstones by sequence number, what indexes replay;
 - ``jobs``: ingestion jobs;
+- ``queue``: the work queue: jobs in chunks that workers claim under a lease;
 - ``rows``: rows to records and back, built from the records' fields.
 
 The parts are mixins over ``CatalogSession`` rather than objects a facade delegates to: every
@@ -23,11 +24,12 @@ from __future__ import annotations
 from vizdex.search.catalog.collections import COLLECTION_NAME, CollectionsPart
 from vizdex.search.catalog.images import ImagesPart
 from vizdex.search.catalog.jobs import MAX_JOB_FAILURES, JobsPart
+from vizdex.search.catalog.queue import ClaimedItem, QueuePart
 from vizdex.search.catalog.session import CHUNK, CatalogSession
 from vizdex.search.catalog.vectors import VectorsPart
 
 
-class Catalog(CollectionsPart, ImagesPart, VectorsPart, JobsPart):
+class Catalog(CollectionsPart, ImagesPart, VectorsPart, JobsPart, QueuePart):
     """Typed access to the catalog database; safe to share between threads."""
 
 
@@ -37,4 +39,5 @@ __all__ = [
     "MAX_JOB_FAILURES",
     "Catalog",
     "CatalogSession",
+    "ClaimedItem",
 ]

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.core.precision import Precision
+from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.rows import collection_record
 from vizdex.search.catalog.session import CatalogSession
 from vizdex.search.errors import CollectionExistsError, CollectionNotFoundError
-from vizdex.search.models import Collection, Embedding, EmbeddingTombstone, Image, Job
+from vizdex.search.models import (
+    Collection,
+    Embedding,
+    EmbeddingTombstone,
+    Image,
+    Job,
+    WorkItem,
+)
 from vizdex.search.records import CollectionRecord
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -75,15 +84,28 @@ class CollectionsPart(CatalogSession):
     def delete_collection(self, name: str) -> CollectionRecord:
         """Deletes the collection with its images, vectors, tombstones and jobs."""
         with self._write() as session:
-            row = session.scalars(select(Collection).where(Collection.name == name)).one_or_none()
+            # Locked first, like every writer of the collection: deleting children before the
+            # collection row could wait on a writer that in turn waits on this delete.
+            row = session.scalars(
+                select(Collection).where(Collection.name == name).with_for_update()
+            ).one_or_none()
             if row is None:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             record = collection_record(row)
             # Explicit child deletes: correct even where the backend does not enforce cascades.
-            for table in (Embedding, EmbeddingTombstone, Job, Image):
+            for table in (Embedding, EmbeddingTombstone, WorkItem, Job, Image):
                 session.execute(delete(table).where(table.collection_id == row.id))
             session.delete(row)
         return record
+
+    def check_precisions(self, collection_id: int, precisions: Mapping[str, Precision]) -> None:
+        """Refuse (``PrecisionMismatchError``) vectors of ``precisions`` that ``add_images`` would
+        refuse, without writing: lets ingestion say no before it opens a job."""
+        with self._read() as session:
+            row = session.get(Collection, collection_id)
+            if row is None:
+                raise CollectionNotFoundError(f"collection {collection_id} does not exist")
+            settle_precisions(session, row, precisions, record=False)
 
     def collection_seq(self, collection_id: int) -> int:
         """The last sequence number handed out in this collection (0 when nothing was written)."""

@@ -14,6 +14,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, Select, delete, insert, select, update
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.core.precision import Precision
+from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.rows import image_record, image_values, json_object
 from vizdex.search.catalog.session import CatalogSession, allocate, chunks
 from vizdex.search.catalog.vectors import check_dims, tombstone, vector
@@ -65,11 +67,19 @@ def _prepare(item: NewImage, models: Sequence[str]) -> tuple[dict[str, Any], dic
 class ImagesPart(CatalogSession):
     # -- writes --------------------------------------------------------------------------------
 
-    def add_images(self, collection_id: int, items: Sequence[NewImage]) -> list[AddedImage]:
+    def add_images(
+        self,
+        collection_id: int,
+        items: Sequence[NewImage],
+        *,
+        precisions: Mapping[str, Precision] | None = None,
+    ) -> list[AddedImage]:
         """Adds images with one vector per collection model, in one transaction.
 
         An image whose sha256 is already in the collection (or earlier in ``items``) is not added
-        again: its outcome carries the existing id and ``created=False``.
+        again: its outcome carries the existing id and ``created=False``. ``precisions`` (model ->
+        the precision that computed its vectors) are checked against and recorded with the
+        collection's (``catalog.precisions``); None records nothing (vectors from elsewhere).
         """
         if not items:
             return []
@@ -79,6 +89,8 @@ class ImagesPart(CatalogSession):
             prepared = [_prepare(item, models) for item in items]
             for model in models:
                 check_dims(session, collection_id, model, (v[model] for _, v in prepared))
+            if precisions:
+                settle_precisions(session, collection, precisions, record=True)
             shas = list({row["sha256"] for row, _ in prepared})
             existing: dict[str, int] = {}
             for chunk in chunks(shas):

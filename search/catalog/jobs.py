@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from vizdex.search.catalog.rows import job_record
 from vizdex.search.catalog.session import CatalogSession
@@ -14,6 +15,35 @@ from vizdex.search.records import JobFailure, JobRecord, JobState
 
 # A job keeps its first failures with reasons; the counters stay exact beyond that.
 MAX_JOB_FAILURES = 1000
+
+
+def _locked_job(session: Session, job_id: int) -> Job | None:
+    """The job's row, locked until commit: counters are read, added to and written back, and two
+    processes doing that at once must not lose one another's counts (PostgreSQL runs writers side
+    by side; SQLite's write lock already serialised them)."""
+    return session.get(Job, job_id, with_for_update=True, populate_existing=True)
+
+
+def add_progress(
+    row: Job,
+    *,
+    total: int | None = None,
+    done: int = 0,
+    skipped: int = 0,
+    failures: Sequence[JobFailure] = (),
+) -> None:
+    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure)."""
+    if total is not None:
+        row.total = max(0, total)
+    row.done += max(0, done)
+    row.skipped += max(0, skipped)
+    row.failed += len(failures)
+    room = MAX_JOB_FAILURES - len(row.failures)
+    if failures and room > 0:
+        row.failures = [
+            *row.failures,
+            *({"item": f.item, "code": f.code, "message": f.message} for f in failures[:room]),
+        ]
 
 
 class JobsPart(CatalogSession):
@@ -70,23 +100,10 @@ class JobsPart(CatalogSession):
     ) -> JobRecord:
         """Adds to a job's counters (``done``, ``skipped``, one ``failed`` per failure)."""
         with self._write() as session:
-            row = session.get(Job, job_id)
+            row = _locked_job(session, job_id)
             if row is None:
                 raise JobNotFoundError(f"job {job_id} does not exist")
-            if total is not None:
-                row.total = max(0, total)
-            row.done += max(0, done)
-            row.skipped += max(0, skipped)
-            row.failed += len(failures)
-            room = MAX_JOB_FAILURES - len(row.failures)
-            if failures and room > 0:
-                row.failures = [
-                    *row.failures,
-                    *(
-                        {"item": f.item, "code": f.code, "message": f.message}
-                        for f in failures[:room]
-                    ),
-                ]
+            add_progress(row, total=total, done=done, skipped=skipped, failures=failures)
             row.updated_at = utcnow()
             session.flush()
             return job_record(row)
@@ -94,7 +111,7 @@ class JobsPart(CatalogSession):
     def set_job_state(self, job_id: int, state: JobState, *, error: str | None = None) -> JobRecord:
         state = JobState(state)
         with self._write() as session:
-            row = session.get(Job, job_id)
+            row = _locked_job(session, job_id)
             if row is None:
                 raise JobNotFoundError(f"job {job_id} does not exist")
             row.state = state.value

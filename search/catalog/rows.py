@@ -119,6 +119,7 @@ def collection_record(row: Collection) -> CollectionRecord:
         exact_max=row.exact_max,
         last_seq=row.last_seq,
         created_at=row.created_at,
+        precisions={model: tuple(names) for model, names in (row.precisions or {}).items()},
     )
 
 

@@ -2,9 +2,17 @@
 
 Every write of every part of the catalog goes through ``CatalogSession._write``: a transaction on
 the writer engine, which on SQLite begins with ``BEGIN IMMEDIATE`` (it waits for the write lock up
-front instead of failing when a read upgrades to a write). Writes that touch a collection's images,
-vectors or jobs then lock that collection's row (``_lock``), so writers of one collection run one at
-a time on any backend, and the sequence numbers they hand out become visible in order.
+front instead of failing when a read upgrades to a write) and on PostgreSQL runs at READ COMMITTED.
+Writes that touch a collection's images, vectors or jobs then lock that collection's row
+(``_lock``: ``FOR NO KEY UPDATE`` on PostgreSQL, the database-wide write lock on SQLite), so
+writers of one collection run one at a time on any backend, whatever process or machine they are
+on. A writer allocates its sequence numbers while it holds the lock and commits before releasing
+it, so commits of one collection happen in sequence-number order: a reader that sees
+``last_seq = N`` sees every change up to N, and a change it has not seen yet has a number above N.
+That is what lets a follower replay ``(after, upto]`` and never skip a commit.
+
+Every read goes through ``_read``: one snapshot for all its statements (SQLite's transaction;
+PostgreSQL's ``REPEATABLE READ READ ONLY``).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vizdex.core.errors import UnavailableError, VizdexError, storage_full
-from vizdex.search.db import create_catalog_engine, sqlite_file, writer
+from vizdex.search.db import create_catalog_engine, reader, sqlite_file, writer
 from vizdex.search.errors import CollectionNotFoundError, SchemaMismatchError
 from vizdex.search.models import Collection
 from vizdex.search.schema import ensure_schema
@@ -48,6 +56,7 @@ class CatalogSession:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._writer = writer(engine)
 
     @classmethod
@@ -62,7 +71,7 @@ class CatalogSession:
             )
         except DBAPIError as error:
             engine.dispose()
-            raise _unopenable(settings.database_url, error) from error
+            raise unopenable(settings.database_url, error) from error
         except BaseException:
             engine.dispose()
             raise
@@ -78,7 +87,7 @@ class CatalogSession:
     @contextmanager
     def _read(self) -> Iterator[Session]:
         """One read transaction: every statement in it sees the same committed state."""
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
@@ -97,12 +106,14 @@ class CatalogSession:
 
     @staticmethod
     def _lock_if_present(session: Session, collection_id: int) -> Collection | None:
+        # NO KEY UPDATE (``key_share``): the counter changes, never the key, so inserts of child
+        # rows elsewhere (their foreign-key checks take KEY SHARE) are not held up by it.
         return session.scalars(
-            select(Collection).where(Collection.id == collection_id).with_for_update()
+            select(Collection).where(Collection.id == collection_id).with_for_update(key_share=True)
         ).one_or_none()
 
 
-def _unopenable(url: str, error: DBAPIError) -> VizdexError:
+def unopenable(url: str, error: DBAPIError) -> VizdexError:
     """Why the catalog database cannot be opened, for the person who pointed vizdex at it."""
     database = sqlite_file(url)
     full = storage_full(error, database.parent if database is not None else None)
@@ -115,7 +126,10 @@ def _unopenable(url: str, error: DBAPIError) -> VizdexError:
             f"{shown} is not a vizdex catalog (not even an SQLite database): point "
             "VIZDEX_DATA_DIR or VIZDEX_DATABASE_URL at a catalog, or move the file away"
         )
-    return UnavailableError(
-        f"cannot open the catalog database {shown}: {reason} (is its folder writable, "
-        "and is it a regular file?)"
+    hint = (
+        "is its folder writable, and is it a regular file?"
+        if database is not None
+        else "is the server running and reachable from here, do the user, password and "
+        "database name in VIZDEX_DATABASE_URL exist, and is vizdex[postgres] installed?"
     )
+    return UnavailableError(f"cannot open the catalog database {shown}: {reason} ({hint})")

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.source_tree import copy_source
+
 ROOT = Path(__file__).resolve().parents[2]
 ROOMS = ("core", "imaging", "cli", "encoders", "search", "indexer", "web", "migrations")
-
-
-def _source_copy(destination: Path) -> Path:
-    """The tracked files as git has them (links stay links), so the build sees no local debris."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source, target = ROOT / name, destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        elif source.is_file():
-            shutil.copy2(source, target)
-    return destination
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +20,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]
     """A fresh venv with only the vizdex wheel (no dependencies); its site-packages and what the
     wheel added there."""
     work = tmp_path_factory.mktemp("packaging")
-    source = _source_copy(work / "src")
+    source = copy_source(ROOT, work / "src")
     wheels = work / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",

@@ -1,9 +1,11 @@
-"""Source-path updates racing an ingest, on a real SQLite file, from threads and from processes.
+"""Source-path updates racing an ingest, on a real SQLite file and a real PostgreSQL, from threads
+and from processes.
 
 The incremental indexer moves and touches images (``update_sources``) while other writers add,
 re-embed, retag and delete images of the same collection. Whatever the interleaving: no writer may
-fail with "database is locked", no reader may see one update half applied, no update may undo
-another's columns, and no recorded path may point at an image that is gone.
+fail with "database is locked" (nor with a deadlock on PostgreSQL), no reader may see one update
+half applied, no update may undo another's columns, and no recorded path may point at an image
+that is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from tests.support.postgres import DATABASES, database_url_for
 from vizdex.search import (
     Catalog,
     CatalogSettings,
@@ -28,6 +32,12 @@ from vizdex.search import (
     images_at_sources,
     update_sources,
 )
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    return database_url_for(request, data_dir)
+
 
 SEEDED = 40
 ROUNDS = 30

@@ -37,7 +37,34 @@ def test_load_reports_dimension_device_dtype(
         "dimensions": 24,
         "device": "cpu",
         "dtype": "float32",
+        "precision": "float32",
     }
+
+
+def _native_bf16_cpu() -> bool:
+    """Read here, not through vizdex: AMX-BF16 or AVX512-BF16 among /proc/cpuinfo's flags."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        ("auto", ("bfloat16", "bfloat16") if _native_bf16_cpu() else ("float32", "float32")),
+        ("int8", ("float32", "int8")),  # float32 around the int8 linear layers
+        ("bfloat16", ("bfloat16", "bfloat16")),
+    ],
+)
+def test_load_reports_the_precision_in_use(
+    tiny_clip_dir: Path, dtype: str, expected: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["models", "--model", str(tiny_clip_dir), "--device", "cpu", "--dtype", dtype]
+    assert main([*argv, "--load", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["dtype"], row["precision"]) == expected
 
 
 def test_models_from_environment(tiny_dino_dir: Path, tmp_path: Path) -> None:

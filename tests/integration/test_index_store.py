@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ImageFactory, UnitVectors
+from tests.support.postgres import DATABASES, database_url_for
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
@@ -26,6 +27,12 @@ from vizdex.search.settings import IndexSettings, SearchSettings
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    """Every test here runs on a SQLite catalog and on a PostgreSQL one."""
+    return database_url_for(request, data_dir)
 
 
 @pytest.fixture

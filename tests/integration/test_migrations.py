@@ -1,8 +1,10 @@
-"""Alembic migrations of the catalog: up, down, up again; no drift from the models; refusals."""
+"""Alembic migrations of the catalog, on SQLite and PostgreSQL: up, down, up again; no drift
+from the models; refusals."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -11,10 +13,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from tests.conftest import ImageFactory
+from tests.support.postgres import DATABASES, PostgresServer, database_url_for
 from vizdex import migrations
 from vizdex.cli import db as db_command
+from vizdex.core.errors import UnavailableError
+from vizdex.core.precision import Precision
 from vizdex.search.catalog import Catalog
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError, SchemaOutOfDateError
@@ -30,12 +36,12 @@ from vizdex.search.schema import (
 )
 from vizdex.search.settings import CatalogSettings
 
-TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs"}
+TABLES = {"collections", "images", "embeddings", "embedding_tombstones", "jobs", "work_items"}
 
 NEXT_REVISION = '''"""A later vizdex adds a column.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0099
+Revises: {head}
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0099"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -61,9 +67,10 @@ def downgrade() -> None:
 '''
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'catalog.db'}"
+@pytest.fixture(params=DATABASES)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that takes ``url`` runs on SQLite and on PostgreSQL: one history for both."""
+    return database_url_for(request, tmp_path)
 
 
 @pytest.fixture
@@ -71,7 +78,8 @@ def next_scripts(tmp_path: Path) -> Path:
     """The real migrations plus one newer revision: what a vizdex upgrade would ship."""
     scripts = tmp_path / "next-migrations"
     shutil.copytree(migrations_directory(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_add_description.py").write_text(NEXT_REVISION)
+    text = NEXT_REVISION.replace("{head}", head_revision())
+    (scripts / "versions" / "v0099_add_description.py").write_text(text)
     return scripts
 
 
@@ -128,7 +136,7 @@ def test_an_out_of_date_catalog_is_refused_with_what_to_run(url: str, next_scrip
     with pytest.raises(SchemaOutOfDateError) as refused:  # ...opened by tomorrow's
         Catalog.open(settings, script_location=next_scripts)
     assert "run `vizdex db upgrade`" in refused.value.message
-    assert "0001" in refused.value.message and "0002" in refused.value.message
+    assert head_revision() in refused.value.message and "0099" in refused.value.message
     assert refused.value.code == "schema_out_of_date"
 
 
@@ -152,7 +160,7 @@ def test_auto_upgrade_migrates_and_keeps_the_data(
 
     # Going back recreates the collections table (SQLite batch mode); with foreign keys on,
     # dropping the old table would have cascaded into images and embeddings.
-    downgrade(url, "0001", script_location=next_scripts)
+    downgrade(url, head_revision(), script_location=next_scripts)
     catalog = Catalog.open(CatalogSettings(database_url=url))
     assert catalog.count_images(collection.id) == 3
     assert catalog.embedding_summary(collection.id, "clip")[1] == 3
@@ -209,3 +217,68 @@ def test_db_upgrade_reads_the_data_dir_from_the_environment(
     assert _run(["db", "upgrade"]) == 0
     assert (tmp_path / "data" / "catalog.db").is_file()
     assert "upgraded" in capsys.readouterr().out
+
+
+def _refusal(url: str) -> str:
+    with pytest.raises(UnavailableError) as refused:
+        Catalog.open(CatalogSettings(database_url=url))
+    return refused.value.message
+
+
+def test_a_postgresql_catalog_that_cannot_be_opened_says_why_in_one_line(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    unreachable = f"postgresql://vizdex:secret@/vizdex?host={tmp_path / 'no-server-here'}"
+    message = _refusal(unreachable)
+    assert "\n" not in message and "no-server-here" in message
+    assert "secret" not in message  # the password is never echoed
+    assert "is the server running" in message
+    no_such_user = make_url(postgres.url).set(username="nobody").render_as_string(False)
+    assert 'role "nobody" does not exist' in _refusal(no_such_user)
+    no_such_database = postgres.url_for("no_such_catalog")
+    assert 'database "no_such_catalog" does not exist' in _refusal(no_such_database)
+    # `vizdex db upgrade` / `db current` say the same, not "internal error".
+    for action in ("upgrade", "current"):
+        with pytest.raises(UnavailableError, match="is the server running"):
+            _run(["db", action, "--database-url", unreachable])
+
+
+def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
+    url: str, new_image: ImageFactory
+) -> None:
+    upgrade(url, "0002")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO collections (name, models, last_seq, created_at) "
+                    "VALUES ('old', '[\"clip\"]', 0, '2026-11-26 07:46:26')"
+                )
+            )
+        upgrade(url, "0003")
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT precisions FROM collections")).scalar_one()
+        # SQLite hands JSON back as text, PostgreSQL's driver as the parsed value.
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
+    finally:
+        engine.dispose()
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    old = catalog.get_collection("old")
+    assert old.precisions == {}
+    vector = np.ones(4, dtype=np.float32) / 2
+    catalog.add_images(
+        old.id, [new_image(1, {"clip": vector})], precisions={"clip": Precision.BFLOAT16}
+    )
+    assert catalog.get_collection("old").precisions == {"clip": ("bfloat16",)}
+    catalog.close()
+
+    downgrade(url, "0002")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("collections")}
+            images = connection.execute(text("SELECT count(*) FROM embeddings")).scalar_one()
+        assert "precisions" not in columns and images == 1
+    finally:
+        engine.dispose()

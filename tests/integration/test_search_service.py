@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import ImageFactory
+from tests.support.postgres import DATABASES, database_url_for
 from tests.support.synthetic_photos import make_photo
 from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
@@ -41,6 +43,12 @@ from vizdex.search.settings import QuerySettings, SearchSettings
 # Names for the model-choice rule's table tests, which need no encoder at all.
 CLIP, DINO = "some-clip", "some-dino"
 CLIP_DIM, DINO_DIM = 24, 32  # the tiny checkpoints' widths (tests/support/tiny_models.py)
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    """Every test here runs on a SQLite catalog and on a PostgreSQL one."""
+    return database_url_for(request, data_dir)
 
 
 @pytest.fixture

@@ -66,6 +66,39 @@ def png_black(width: int = 5000, height: int = 5000) -> bytes:
     )
 
 
+# Adam7 passes: (first column, first row, column step, row step)
+ADAM7 = (
+    (0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4),
+    (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2),
+)  # fmt: skip
+
+
+def png_scanlines(pixels: np.ndarray, *, interlaced: bool = False) -> bytes:
+    """The inflated image data of an 8-bit RGB PNG of ``pixels`` (H×W×3): filter byte 0 rows,
+    in Adam7 pass order when ``interlaced`` (Pillow cannot write interlaced PNGs)."""
+    passes = ADAM7 if interlaced else ((0, 0, 1, 1),)
+    rows: list[bytes] = []
+    for x0, y0, dx, dy in passes:
+        part = pixels[y0::dy, x0::dx]
+        if part.shape[0] and part.shape[1]:
+            rows.extend(b"\x00" + row.tobytes() for row in part)
+    return b"".join(rows)
+
+
+def png_from_scanlines(
+    width: int, height: int, scanlines: bytes, *, interlaced: bool = False
+) -> bytes:
+    """An 8-bit RGB PNG whose one IDAT holds ``scanlines`` as a complete zlib stream, however
+    many rows they are: fewer than the header's makes a file Pillow decodes with black rows."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(scanlines))
+        + png_chunk(b"IEND", b"")
+    )
+
+
 def png_with_bad_crc() -> bytes:
     data = bytearray(encode(solid("RGB", (8, 8), RED), "PNG"))
     data[29] ^= 0xFF  # last byte of the IHDR CRC

@@ -25,7 +25,7 @@ def tiny_dino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cpu_settings(tiny_clip_dir: Path, tiny_dino_dir: Path) -> EncoderSettings:
     return EncoderSettings(
-        models=(str(tiny_clip_dir), str(tiny_dino_dir)), device="cpu", batch_size=8
+        models=(str(tiny_clip_dir), str(tiny_dino_dir)), device="cpu", dtype="float32", batch_size=8
     )
 
 

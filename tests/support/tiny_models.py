@@ -51,32 +51,42 @@ def _tiny_tokenizer() -> CLIPTokenizer:
 TINY_CLIP_LAYERS = 2
 
 
+def tiny_clip_config(
+    tokenizer: CLIPTokenizer,
+    *,
+    image_size: int = 224,
+    patch_size: int = 32,
+    width: int = 32,
+    projection_dim: int = 24,
+    max_text_tokens: int = 77,
+) -> CLIPConfig:
+    """Both towers ``width`` wide with ``TINY_CLIP_LAYERS`` layers and two heads."""
+    body = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": TINY_CLIP_LAYERS,
+        "num_attention_heads": 2,
+    }
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return CLIPConfig(
+        text_config={
+            **body,
+            "vocab_size": len(tokenizer.get_vocab()),
+            "max_position_embeddings": max_text_tokens,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+            "eos_token_id": end,
+            "pad_token_id": end,
+        },
+        vision_config={**body, "image_size": image_size, "patch_size": patch_size},
+        projection_dim=projection_dim,
+    )
+
+
 def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> Path:
     """A CLIP with ViT-B/32's input pipeline (224 px, patch 32) but a 32-wide, 2-layer body."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer()
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer.get_vocab()),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": TINY_CLIP_LAYERS,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-            "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
-            "eos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-            "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": TINY_CLIP_LAYERS,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": 32,
-        },
-        projection_dim=24,
-    )
+    config = tiny_clip_config(tokenizer, image_size=image_size)
     torch.manual_seed(seed)
     model = CLIPModel(config)
     _spread_weights(model, seed)

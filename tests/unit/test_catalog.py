@@ -1,16 +1,20 @@
-"""The catalog on a real SQLite file: collections, images, vectors, sequence numbers, jobs."""
+"""The catalog on a real SQLite file and a real PostgreSQL: collections, images, vectors,
+sequence numbers, jobs. Every test runs on both (``database_url`` below)."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
+from sqlalchemy.orm import Session
 
 from tests.conftest import ImageFactory, UnitVectors
+from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import MAX_JOB_FAILURES, Catalog
 from vizdex.search.catalog.rows import IMAGE_FIELDS, image_attribute
@@ -35,17 +39,36 @@ from vizdex.search.records import (
 from vizdex.search.schema import SchemaState, schema_status
 
 
-def test_a_fresh_data_dir_gets_the_schema_and_safe_sqlite_settings(catalog: Catalog) -> None:
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    return database_url_for(request, data_dir)
+
+
+def test_a_fresh_catalog_gets_the_schema_and_safe_engine_settings(catalog: Catalog) -> None:
     assert schema_status(catalog.engine).state is SchemaState.CURRENT
     with catalog.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
 
-        def pragma(name: str) -> object:
-            return connection.execute(text(f"PRAGMA {name}")).scalar()
+            def pragma(name: str) -> object:
+                return connection.execute(text(f"PRAGMA {name}")).scalar()
 
-        assert pragma("journal_mode") == "wal"
-        assert pragma("synchronous") == 2  # FULL
-        assert pragma("foreign_keys") == 1
-        assert int(pragma("busy_timeout")) > 0  # type: ignore[call-overload]
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 2  # FULL
+            assert pragma("foreign_keys") == 1
+            assert int(pragma("busy_timeout")) > 0  # type: ignore[call-overload]
+            return
+        # PostgreSQL: a writer waits a bounded time for a row lock, as SQLite's busy timeout.
+        assert connection.execute(text("SHOW lock_timeout")).scalar() == "30s"
+    # Reads see one snapshot and cannot write; writes run at READ COMMITTED behind row locks.
+    with catalog._read() as session:
+        assert _setting(session, "transaction_isolation") == "repeatable read"
+        assert _setting(session, "transaction_read_only") == "on"
+    with catalog._write() as session:
+        assert _setting(session, "transaction_isolation") == "read committed"
+
+
+def _setting(session: Session, name: str) -> object:
+    return session.execute(text(f"SHOW {name}")).scalar()
 
 
 def test_collections_are_created_listed_found_and_deleted(catalog: Catalog) -> None:
@@ -401,3 +424,32 @@ def test_source_paths_are_found_moved_and_touched_in_their_collection_only(
     )
     catalog.delete_collection("photos")
     assert catalog.update_sources(photos.id, [moved]) == 0  # a deleted collection: nothing to do
+
+
+def test_bulk_writes_go_as_multi_row_inserts(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip", "dino"])
+    vectors = unit_vectors(2500, 8)
+    tables: list[str] = []
+
+    def record(*args: object) -> None:  # (conn, cursor, statement, parameters, context, many)
+        sql = str(args[2]).lstrip()
+        if sql.upper().startswith("INSERT INTO"):
+            tables.append(sql.split()[2])
+
+    event.listen(catalog.engine, "before_cursor_execute", record)
+    try:
+        added = catalog.add_images(
+            collection.id,
+            [new_image(i, {"clip": vectors[i], "dino": vectors[-i - 1]}) for i in range(2500)],
+        )
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", record)
+    assert len(added) == 2500
+    if catalog.engine.dialect.name == "sqlite":
+        # The vectors: one prepared statement that SQLite runs row after row in-process.
+        assert tables.count("embeddings") == 1
+        return
+    # PostgreSQL: 2,500 images and 5,000 vectors in pages of 1,000 rows, one round trip each.
+    assert tables == ["images"] * 3 + ["embeddings"] * 5

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.encoders.runtime import resolve_device, resolve_dtype
+from vizdex.encoders.runtime import resolve_device
 from vizdex.encoders.settings import DEFAULT_MODELS, EncoderSettings
 
 
@@ -33,7 +33,7 @@ def test_from_environment() -> None:
     ("name", "value", "fragment"),
     [
         ("VIZDEX_DEVICE", "tpu", "VIZDEX_DEVICE must be one of"),
-        ("VIZDEX_DTYPE", "int8", "VIZDEX_DTYPE must be one of"),
+        ("VIZDEX_DTYPE", "int4", "VIZDEX_DTYPE must be one of"),
         ("VIZDEX_BATCH_SIZE", "many", "VIZDEX_BATCH_SIZE must be an integer"),
     ],
 )
@@ -42,11 +42,6 @@ def test_bad_values_are_refused_with_the_variable_name(
 ) -> None:
     with pytest.raises(InvalidInputError, match=fragment):
         EncoderSettings.from_env({name: value})
-
-
-def test_cpu_always_runs_float32() -> None:
-    cpu = resolve_device("cpu")
-    assert resolve_dtype("auto", cpu) == resolve_dtype("float16", cpu) == torch.float32
 
 
 def test_cuda_requested_without_a_gpu_is_refused() -> None:

@@ -27,6 +27,7 @@ def test_clip_describes_itself(clip_encoder: Encoder) -> None:
         "dimensions": 24,
         "device": "cpu",
         "dtype": "float32",
+        "precision": "float32",
     }
 
 

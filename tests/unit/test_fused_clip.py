@@ -13,6 +13,7 @@ from transformers import CLIPModel
 from tests.support.tiny_models import TINY_CLIP_LAYERS
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.fused_clip import (
+    FirstTokenAttention,
     FirstTokenEncoderLayer,
     FoldedQuickGeluMLP,
     FusedQKVAttention,
@@ -125,8 +126,7 @@ def test_fused_attention_refuses_a_mask(tiny_clip_dir: Path) -> None:
 def test_the_encoder_runs_the_fused_model(clip_encoder: Encoder) -> None:
     assert isinstance(clip_encoder, HFEncoder)
     model: Any = clip_encoder.model
-    assert all(
-        isinstance(layer.self_attn, FusedQKVAttention)
-        for layer in model.vision_model.encoder.layers
-    )
-    assert isinstance(model.vision_model.encoder.layers[-1], FirstTokenEncoderLayer)
+    *full, last = model.vision_model.encoder.layers
+    assert all(isinstance(layer.self_attn, FusedQKVAttention) for layer in full)
+    assert isinstance(last, FirstTokenEncoderLayer)
+    assert isinstance(last.self_attn, FirstTokenAttention)

@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.image_corpus import png_of_size
+from tests.support.image_corpus import (
+    encode,
+    photo_like,
+    png_from_scanlines,
+    png_of_size,
+    png_scanlines,
+)
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes, load_image, read_header
 from vizdex.imaging.jpeg import check_structure
@@ -230,3 +236,92 @@ def test_stray_bytes_before_a_header_marker_are_harmless(marker: bytes) -> None:
     padded = data[:at] + b"\x00\x00" + data[at:]
     ours = decode_image_bytes(padded, SETTINGS).image
     assert np.array_equal(np.asarray(ours), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+# -- other formats whose data ends before the header's last row ------------------------------
+# Found by the second adversarial run: Pillow decodes these with the missing rows black.
+
+
+def _png_cases() -> list[tuple[int, int, bool]]:
+    sizes = [(1, 1), (1, 9), (9, 1), (5, 3), (17, 11)]
+    return [(w, h, interlaced) for w, h in sizes for interlaced in (False, True)]
+
+
+@pytest.mark.parametrize(("width", "height", "interlaced"), _png_cases())
+def test_a_png_whose_data_ends_before_its_last_row_is_refused(
+    width: int, height: int, interlaced: bool
+) -> None:
+    """Every cut of the image data, each a complete zlib stream (the file ends properly)."""
+    pixels = np.asarray(photo_like(width, height, seed=width * height))
+    scanlines = png_scanlines(pixels, interlaced=interlaced)
+    whole = png_from_scanlines(width, height, scanlines, interlaced=interlaced)
+    assert np.array_equal(np.asarray(load_image(whole, SETTINGS).image), pixels)
+    for keep in range(len(scanlines)):
+        short = png_from_scanlines(width, height, scanlines[:keep], interlaced=interlaced)
+        assert refusal(short).code == "corrupt", keep
+
+
+def test_a_tiny_png_claiming_a_large_image_is_refused() -> None:
+    """102 bytes whose header says 7000×7000: was decoded to 147 MB of black and indexed."""
+    row = np.full((1, 7000, 3), 200, dtype=np.uint8)
+    data = png_from_scanlines(7000, 7000, png_scanlines(row))
+    assert len(data) < 200
+    error = refusal(data)
+    assert error.code == "corrupt" and "7,000×7,000" in error.message
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_whole_pngs_whose_last_row_is_black_decode(interlaced: bool) -> None:
+    """A black last row looks like a missing one: the data is counted, and it is all there."""
+    pixels = np.asarray(photo_like(13, 10, seed=1)).copy()
+    pixels[-2:] = 0
+    data = png_from_scanlines(
+        13, 10, png_scanlines(pixels, interlaced=interlaced), interlaced=interlaced
+    )
+    assert np.array_equal(np.asarray(load_image(data, SETTINGS).image), pixels)
+    black = encode(Image.new("RGB", (40, 30)), "PNG")
+    assert load_image(black, SETTINGS).width == 40
+
+
+def _tiff_tag(data: bytes, tag: int, value: int) -> bytes:
+    """``data`` (a little-endian TIFF) with one SHORT or LONG tag of its first page set."""
+    patched = bytearray(data)
+    ifd = int.from_bytes(data[4:8], "little")
+    for entry in range(int.from_bytes(data[ifd : ifd + 2], "little")):
+        at = ifd + 2 + 12 * entry
+        if int.from_bytes(data[at : at + 2], "little") == tag:
+            size = 2 if int.from_bytes(data[at + 2 : at + 4], "little") == 3 else 4
+            patched[at + 8 : at + 8 + size] = value.to_bytes(size, "little")
+            return bytes(patched)
+    raise AssertionError(f"tag {tag} not found")
+
+
+def test_a_jpeg_compressed_tiff_with_a_short_strip_is_refused() -> None:
+    data = encode(photo_like(256, 96, seed=2), "TIFF", compression="jpeg")
+    assert load_image(data, SETTINGS).height == 96
+    with Image.open(io.BytesIO(data)) as opened:
+        tags = opened.tag_v2  # type: ignore[attr-defined]  # a TiffImageFile
+        assert (tags[278], len(tags[273])) == (88, 2)  # strips of 88 and 8 rows
+        offset, count = tags[273][-1], tags[279][-1]
+    # The last strip's JPEG stream stops halfway, with an end marker: libtiff fills it black.
+    cut = bytearray(data)
+    half = offset + count // 2
+    cut[half : offset + count] = b"\xff\xd9" + bytes(offset + count - half - 2)
+    error = refusal(bytes(cut))
+    assert error.code == "corrupt" and "premature end" in error.message
+    # A page that says 128 rows: its second strip should hold 40 of them, its stream holds 8.
+    error = refusal(_tiff_tag(data, 257, 128))
+    assert error.code == "corrupt" and "should hold 256×40 pixels holds 256×8" in error.message
+
+
+def test_arithmetic_coded_jpegs_are_refused_on_both_paths() -> None:
+    """A decoder meeting a marker inside arithmetic-coded data reads zeros from there on, as the
+    standard allows: a cut file decodes without a warning. Here, a bogus SOF9 over Huffman data
+    decoded to noise and was indexed."""
+    data = bytearray(jpeg(photo(64, 48)))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 1] = 0xC9  # arithmetic-coded sequential
+    error = refusal(bytes(data))
+    assert error.code == "unsupported_format" and "arithmetic" in error.message
+    with pytest.raises(ImageRejectedError, match="arithmetic"):
+        read_header(bytes(data), "JPEG", SETTINGS)  # the device path's check

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageOps
-from transformers import AutoImageProcessor, AutoModel, AutoProcessor, CLIPModel
 
+from tests.support.reference_vectors import cosines, reference_image_vectors, reference_text_vectors
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.encoders.base import Encoder
 from vizdex.imaging import decode_image_bytes
@@ -56,23 +55,6 @@ def _varied_inputs() -> list[bytes]:
     ]
 
 
-def _reference_image_vectors(model_dir: Path, images: list[Image.Image]) -> np.ndarray:
-    processor = AutoImageProcessor.from_pretrained(model_dir)
-    inputs = processor(images=images, return_tensors="pt")
-    with torch.inference_mode():
-        if (model_dir / "tokenizer.json").exists():
-            clip = CLIPModel.from_pretrained(model_dir).eval()
-            features = clip.get_image_features(**inputs).pooler_output
-        else:
-            model = AutoModel.from_pretrained(model_dir).eval()
-            features = model(**inputs).pooler_output
-    return torch.nn.functional.normalize(features, dim=-1).numpy()
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @pytest.mark.parametrize(
     ("encoder_name", "dir_name"),
     [("clip_encoder", "tiny_clip_dir"), ("dino_encoder", "tiny_dino_dir")],
@@ -84,8 +66,8 @@ def test_full_decode_parity(
     images = [decode_image_bytes(data, DOOR).image for data in _varied_inputs()]
     assert all(image.mode == "RGB" for image in images)
     ours = encoder.encode_images(images)
-    reference = _reference_image_vectors(request.getfixturevalue(dir_name), images)
-    assert _cosines(ours, reference).min() >= 0.9999
+    reference = reference_image_vectors(request.getfixturevalue(dir_name), images)
+    assert cosines(ours, reference).min() >= 0.9999
     # Control: distinct inputs are far apart, so equality above is not an accident of the model.
     assert (ours @ ours.T)[np.triu_indices(len(ours), 1)].min() < 0.9
 
@@ -112,19 +94,14 @@ def test_draft_decode_parity(
     )
     assert all(min(d.image.size) >= min(min_side, d.width, d.height) for d in drafted)
     ours = encoder.encode_images([d.image for d in drafted])
-    reference = _reference_image_vectors(request.getfixturevalue(dir_name), full)
-    assert _cosines(ours, reference).min() >= 0.99
+    reference = reference_image_vectors(request.getfixturevalue(dir_name), full)
+    assert cosines(ours, reference).min() >= 0.99
     # Control: the bound is tight enough to catch a wrong image (a mirror of the same photo).
     mirrored = encoder.encode_images([ImageOps.mirror(drafted[0].image)])
-    assert _cosines(mirrored, reference[:1])[0] < 0.99
+    assert cosines(mirrored, reference[:1])[0] < 0.99
 
 
 def test_text_parity(clip_encoder: Encoder, tiny_clip_dir: Path) -> None:
     texts = ["a red bicycle in the snow", "a dog", "photo of 3 cats on a sofa", ""]
-    processor = AutoProcessor.from_pretrained(tiny_clip_dir)
-    model = CLIPModel.from_pretrained(tiny_clip_dir).eval()
-    inputs = processor(text=texts, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        reference = model.get_text_features(**inputs).pooler_output
-    reference = torch.nn.functional.normalize(reference, dim=-1).numpy()
-    assert _cosines(clip_encoder.encode_texts(texts), reference).min() >= 0.9999
+    reference = reference_text_vectors(tiny_clip_dir, texts)
+    assert cosines(clip_encoder.encode_texts(texts), reference).min() >= 0.9999

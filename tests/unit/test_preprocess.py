@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
-from transformers import AutoImageProcessor, BitImageProcessor, ConvNextImageProcessor
+from transformers import (
+    AutoImageProcessor,
+    BitImageProcessor,
+    CLIPImageProcessor,
+    ConvNextImageProcessor,
+    DINOv3ViTImageProcessor,
+)
 
 from tests.support.synthetic_photos import make_photo
 from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images, resized_hw
@@ -40,6 +46,21 @@ def test_dinov2_style_processor_is_reproduced() -> None:
     )
     spec = PreprocessSpec.from_processor(processor)
     assert spec is not None and spec.shortest_edge == 256 and spec.crop_hw == (224, 224)
+    images = _images()
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(preprocess_images(images, spec), reference, atol=1e-5)
+
+
+# PIL's codes as a preprocessor_config.json stores them: NEAREST, LANCZOS, BILINEAR, BICUBIC
+# (BOX and HAMMING have no tensor kernel: the processor itself refuses them).
+@pytest.mark.parametrize("resample", [0, 1, 2, 3])
+@pytest.mark.parametrize("processor_class", [CLIPImageProcessor, DINOv3ViTImageProcessor])
+def test_every_resample_the_processor_runs_is_reproduced(
+    processor_class: type[CLIPImageProcessor | DINOv3ViTImageProcessor], resample: int
+) -> None:
+    processor = processor_class(resample=resample)
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec is not None
     images = _images()
     reference = processor(images=images, return_tensors="pt")["pixel_values"]
     assert torch.allclose(preprocess_images(images, spec), reference, atol=1e-5)

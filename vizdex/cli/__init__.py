@@ -14,6 +14,7 @@ from vizdex.cli import models as models
 from vizdex.cli import reindex as reindex
 from vizdex.cli import search as search_cmd
 from vizdex.cli import serve as serve
+from vizdex.cli import worker as worker
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     ingest,
@@ -23,5 +24,6 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     reindex,
     models,
     serve,
+    worker,
     db,
 )

@@ -71,6 +71,7 @@ def run_list(args: argparse.Namespace) -> int:
                 "name": record.name,
                 "images": catalog.count_images(record.id),
                 "models": list(record.models),
+                "precisions": {model: list(names) for model, names in record.precisions.items()},
                 "created_at": record.created_at.isoformat(timespec="seconds"),
             }
             for record in catalog.list_collections()
@@ -84,9 +85,17 @@ def run_list(args: argparse.Namespace) -> int:
     else:
         width = max(len(row["name"]) for row in rows)
         for row in rows:
-            models = ", ".join(row["models"])
+            models = ", ".join(
+                _with_precisions(model, row["precisions"]) for model in row["models"]
+            )
             print(f"{row['name']:<{width}}  {row['images']:>9,} images  models: {models}")
     return 0
+
+
+def _with_precisions(model: str, precisions: dict[str, list[str]]) -> str:
+    """``model (bfloat16)``: the precisions its vectors were computed in, when recorded."""
+    names = precisions.get(model)
+    return f"{model} ({', '.join(names)})" if names else model
 
 
 def run_create(args: argparse.Namespace) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from vizdex.search.catalog.session import unopenable
 from vizdex.search.db import create_catalog_engine
 from vizdex.search.errors import SchemaMismatchError
 from vizdex.search.schema import SchemaState, schema_status, upgrade
@@ -50,12 +54,22 @@ def _describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+@contextmanager
+def _reasons(url: str) -> Iterator[None]:
+    """A database that cannot be reached or logged into is one line naming the cause."""
+    try:
+        yield
+    except DBAPIError as error:
+        raise unopenable(url, error) from error
+
+
 def run_current(args: argparse.Namespace) -> int:
     """Exit status 0 when the schema is current, 1 when ``vizdex db upgrade`` has work to do."""
     url = _database_url(args)
     engine = create_catalog_engine(url)
     try:
-        status = schema_status(engine)
+        with _reasons(url):
+            status = schema_status(engine)
     finally:
         engine.dispose()
     current = ", ".join(status.current) or "(none)"
@@ -70,7 +84,8 @@ def run_upgrade(args: argparse.Namespace) -> int:
     url = _database_url(args)
     engine = create_catalog_engine(url)
     try:
-        before = schema_status(engine)
+        with _reasons(url):
+            before = schema_status(engine)
         if before.state is SchemaState.AHEAD:
             raise SchemaMismatchError(
                 f"the catalog has revision {', '.join(before.current)}, unknown to this vizdex "
@@ -80,8 +95,9 @@ def run_upgrade(args: argparse.Namespace) -> int:
             raise SchemaMismatchError(
                 f"{_describe(url)} has tables but no vizdex schema revision; refusing to touch it"
             )
-        upgrade(url, args.revision)
-        after = schema_status(engine)
+        with _reasons(url):
+            upgrade(url, args.revision)
+            after = schema_status(engine)
     finally:
         engine.dispose()
     was = ", ".join(before.current) or "(empty)"

@@ -34,6 +34,7 @@ from vizdex.indexer import (
     reap_interrupted,
     resolve_inputs,
 )
+from vizdex.indexer.queue import CHUNK_SIZE
 from vizdex.search import (
     Catalog,
     CollectionNotFoundError,
@@ -81,6 +82,19 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--workers", type=int, metavar="N", help="decode threads (default: one per core)"
+    )
+    parser.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="list the files and queue them in chunks for `vizdex worker`s (on any machine that "
+        "sees the files and the catalog) instead of ingesting here; prints the job and exits",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_SIZE,
+        metavar="N",
+        help=f"files per queued chunk (default {CHUNK_SIZE})",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -141,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
     resolve_inputs(request.paths, request.files_from)  # a typo fails before anything is loaded
     quiet_model_loading(args)
     catalog, search_settings = open_catalog(args)
+    if args.enqueue:
+        try:
+            return _enqueue(
+                catalog, args, models, indexer_settings, ImageInputSettings.from_env(env)
+            )
+        finally:
+            catalog.close()
     try:
         record, created = _collection(catalog, args, models)
         encoders: dict[str, Encoder] = {name: load_encoder(name, models) for name in record.models}
@@ -168,6 +189,31 @@ def run(args: argparse.Namespace) -> int:
         if created:
             print(f"created collection {record.name!r} with models: {', '.join(record.models)}")
         print("\n".join(report.summary()))
+    return 0
+
+
+def _enqueue(
+    catalog: Catalog,
+    args: argparse.Namespace,
+    models: EncoderSettings,
+    settings: IndexerSettings,
+    images: ImageInputSettings,
+) -> int:
+    """Queue the ingestion for workers; no model is loaded here."""
+    if args.chunk_size < 1:
+        raise InvalidQueryError("--chunk-size must be at least 1")
+    record, created = _collection(catalog, args, models)
+    indexer = Indexer(catalog, None, {}, settings, images)
+    job = indexer.enqueue(record.name, _request(args), chunk_size=args.chunk_size)
+    if args.json:
+        print(json.dumps({**job_json(job_out(job, record.name)), "created_collection": created}))
+    else:
+        if created:
+            print(f"created collection {record.name!r} with models: {', '.join(record.models)}")
+        print(
+            f"queued job {job.id}: {job.total:,} files for `vizdex worker`s "
+            f"(follow it with `vizdex jobs --id {job.id}`)"
+        )
     return 0
 
 

@@ -16,7 +16,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="show the configured models",
         description=(
             "Show each configured model's type and kind (vision or multimodal) from its "
-            "config.json. With --load, load the weights and report dimension, device and dtype."
+            "config.json. With --load, load the weights and report dimension, device, dtype "
+            "and the precision in use."
         ),
     )
     add_encoder_options(parser)

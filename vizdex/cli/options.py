@@ -30,7 +30,12 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
 def add_runtime_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Where and in which precision models run (``VIZDEX_DEVICE``, ``VIZDEX_DTYPE``)."""
     parser.add_argument("--device", choices=DEVICES, help="where models run")
-    parser.add_argument("--dtype", choices=DTYPES, help="precision on CUDA (the CPU uses float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="compute precision: auto (float16 on CUDA; bfloat16 on a CPU with AMX or "
+        "AVX512-BF16, else float32), float32, float16 (CUDA), bfloat16, int8 (CPU)",
+    )
 
 
 def encoder_settings(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import socket
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from vizdex.cli.options import (
 from vizdex.core.errors import InvalidInputError, UnavailableError
 from vizdex.encoders.loading import load_encoders
 from vizdex.search import Catalog
+from vizdex.search.db import is_sqlite
+from vizdex.search.settings import replica_index_dir
 
 if TYPE_CHECKING:
     from vizdex.web.settings import ServiceSettings
@@ -39,12 +43,26 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
     from vizdex.web.settings import ServiceSettings
 
     settings = ServiceSettings.from_env()
-    return replace(
+    settings = replace(
         settings,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
         encoders=encoder_settings(args),
     )
+    return with_replica_indexes(settings, os.environ)
+
+
+def with_replica_indexes(settings: ServiceSettings, env: Mapping[str, str]) -> ServiceSettings:
+    """On a PostgreSQL catalog (replicas), each server keeps its indexes in a folder of its own:
+    ``indexes/replica-<VIZDEX_REPLICA_ID>``, by default ``<host name>-<port>``, stable across
+    restarts so a restarted replica finds its snapshots. ``VIZDEX_INDEX_DIR`` wins over both."""
+    named = any(env.get(f"VIZDEX_{name}", "").strip() for name in ("INDEX_DIR", "REPLICA_ID"))
+    if named or is_sqlite(settings.search.catalog.database_url):
+        return settings
+    replica = f"{socket.gethostname()}-{settings.port}"
+    directory = replica_index_dir(settings.indexer.data_dir, replica)
+    index = replace(settings.search.index, directory=directory)
+    return replace(settings, search=replace(settings.search, index=index))
 
 
 def check_catalog(settings: ServiceSettings) -> None:

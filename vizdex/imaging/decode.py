@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vizdex.core.errors import ImageRejectedError
+from vizdex.imaging import png, tiff
 from vizdex.imaging.formats import sniff_format
 from vizdex.imaging.inputs import checked_size, read_input
 from vizdex.imaging.jpeg import check_structure, decode_jpeg
@@ -100,7 +101,12 @@ def _decode(
         if fmt == "JPEG":
             image = decode_jpeg(data, opened, min_side)  # strict: damage is refused
         else:
+            # Pillow fills with black the rows a PNG or a JPEG-compressed TIFF does not hold.
+            if fmt == "TIFF":
+                tiff.check_complete(data, opened)
             opened.load()
+            if fmt == "PNG":
+                png.check_complete(data, opened)
             image = to_rgb(opened)
     if orientation in ORIENTATION_FIX:
         image = image.transpose(ORIENTATION_FIX[orientation])

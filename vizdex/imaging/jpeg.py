@@ -10,6 +10,10 @@ an end marker, and fills the rest with grey; so does a decoder on a GPU. Two che
 * ``check_structure``: from the markers alone, without decoding, for callers that decode the
   pixels elsewhere (nvJPEG): a sequential JPEG's scan must hold at least two bits per 8×8 block
   (a DC and an AC code), and a scan with restart markers must hold one per interval.
+
+Arithmetic-coded JPEGs are refused outright: their decoder reads a marker met inside the data as
+"the rest is zeros", which the standard allows, so a file cut short decodes without a warning and
+no check can tell it from a whole one (and most software cannot display them at all).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ _DRAFT_SCALES = (8, 4, 2, 1)  # Pillow's draft() picks among these only
 _SOF_SEQUENTIAL = frozenset({0xC0, 0xC1})
 _SOF_PROGRESSIVE = 0xC2
 _SOF_OTHER = frozenset({0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_SOF_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length
 # In a scan, 0xFF is stuffed as FF 00 and restart markers are FF D0-D7: anything else ends it.
 _SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
@@ -109,13 +114,32 @@ class _Frame:
         return mcus * per_mcu, mcus
 
 
-def check_structure(data: bytes) -> None:
+def check_segment(data: bytes, least: tuple[int, int]) -> None:
+    """Refuse (``corrupt``) a JPEG stream inside another file (a TIFF strip or tile) that is
+    damaged, or whose frame is smaller than the ``least`` (width, height) the file expects of it:
+    the container's decoder would fill what is missing with black."""
+    frame = check_structure(data)
+    if frame is not None and (frame.width < least[0] or frame.height < least[1]):
+        raise ImageRejectedError(
+            "the image is incomplete: a JPEG part of it that should hold "
+            f"{least[0]:,}×{least[1]:,} pixels holds {frame.width:,}×{frame.height:,}",
+            code="corrupt",
+        )
+    components = len(frame.sampling) if frame is not None else 3
+    colorspace = {1: "GRAY", 4: "CMYK"}.get(components, "RGB")
+    _decode(data, colorspace, (1, 1))  # strictly, at the smallest scale: damage raises
+
+
+def check_structure(data: bytes) -> _Frame | None:
     """Refuse (``corrupt``) a JPEG whose structure shows missing data, from the markers alone:
 
     * a sequential scan holding less data than its blocks need, or fewer restart markers;
     * a frame whose scans leave a component without data (a sequential file cut after its
       luminance scan), or, progressive, leave coefficients not refined to the end (a file cut
-      after its first scans): both would decode with grey or blurred parts.
+      after its first scans): both would decode with grey or blurred parts;
+    * (``unsupported_format``) arithmetic coding, whose damage cannot be told (see above).
+
+    Returns the frame when the end marker was reached with one, else None.
     """
     frame: _Frame | None = None
     progressive = False
@@ -124,7 +148,7 @@ def check_structure(data: bytes) -> None:
     at = 2  # after SOI
     while at + 2 <= len(data):
         if data[at] != 0xFF:
-            return  # not where a marker should be: the decoder has the final word
+            return None  # not where a marker should be: the decoder has the final word
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
@@ -132,16 +156,22 @@ def check_structure(data: bytes) -> None:
         if marker == 0xD9:
             if frame is not None:
                 _check_complete(frame, covered, progressive)
-            return
+            return frame
         if marker in _STANDALONE:
             at += 2
             continue
         if at + 4 > len(data):
-            return
+            return None
         length = int.from_bytes(data[at + 2 : at + 4], "big")
         body = data[at + 4 : at + 2 + length]
+        if marker in _SOF_ARITHMETIC:
+            raise ImageRejectedError(
+                "arithmetic-coded JPEGs are not accepted: damage in them cannot be detected, and "
+                "most software cannot display them; save the image again as a standard JPEG",
+                code="unsupported_format",
+            )
         if marker in _SOF_OTHER - {_SOF_PROGRESSIVE}:
-            return  # lossless, hierarchical, arithmetic: left to the decoder
+            return None  # lossless, hierarchical: left to the decoder
         if marker in _SOF_SEQUENTIAL | {_SOF_PROGRESSIVE} and len(body) >= 6:
             frame = _read_frame(body)
             progressive = marker == _SOF_PROGRESSIVE
@@ -160,6 +190,7 @@ def check_structure(data: bytes) -> None:
             at = _check_scan(data, at + 2 + length, scan_frame, components, restart)
             continue
         at += 2 + length
+    return None
 
 
 def _check_complete(frame: _Frame, covered: dict[int, set[int]], progressive: bool) -> None:

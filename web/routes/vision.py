@@ -37,7 +37,8 @@ class ModelInfo(msgspec.Struct):
     kind: str
     dimensions: int
     device: str
-    dtype: str
+    dtype: str  # of weights and activations (float32 around int8 linear layers)
+    precision: str  # what computes the vectors: float32, float16, bfloat16 or int8
 
 
 class ModelList(msgspec.Struct):

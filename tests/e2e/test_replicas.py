@@ -1,0 +1,142 @@
+"""Two `vizdex serve` replicas on one PostgreSQL catalog and one data directory, on loopback.
+
+Upload on one, find it on the other; delete on the other, gone on the first; a background upload
+accepted by a replica that is then killed with SIGKILL is finished by the survivor through the
+work queue; each replica keeps its index files in its own folder, and a restarted replica
+catches up from its snapshot and the change feed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.api_helpers import photo_b64
+from vizdex.search.index_slot import FILE_SUFFIX
+
+REPO = Path(__file__).parents[2]
+SYNC_IMAGES = 2  # uploads above this many images become a (queued) job
+LEASE_S = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _replica(
+    name: str, env: dict[str, str], model: Path, logs: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    port = _free_port()
+    env = {**env, "VIZDEX_REPLICA_ID": name}
+    command = [
+        sys.executable, "-m", "vizdex", "serve", "--port", str(port), "--model", str(model),
+        "--device", "cpu",
+    ]  # fmt: skip
+    log = (logs / f"serve-{port}.log").open("wb")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vizdex serve exited: {(logs / f'serve-{port}.log').read_text()}")
+            try:
+                if client.get("/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the replica never became ready"
+            time.sleep(0.2)
+        yield process, client
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        log.close()
+
+
+def _search(client: httpx.Client, image: str) -> list[dict[str, Any]]:
+    answer = client.post("/v1/collections/photos/search", json={"image": image, "k": 5})
+    assert answer.status_code == 200, answer.text
+    hits: list[dict[str, Any]] = answer.json()["hits"]
+    return hits
+
+
+def _upload(client: httpx.Client, seeds: range) -> httpx.Response:
+    items = [{"data": photo_b64(seed), "name": f"{seed}.jpg"} for seed in seeds]
+    return client.post("/v1/collections/photos/images", json={"images": items})
+
+
+def test_two_replicas_share_one_catalog_and_survive_each_other(
+    tmp_path: Path, postgres_url: str, tiny_clip_dir: Path
+) -> None:
+    data = tmp_path / "data"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "VIZDEX_DATABASE_URL": postgres_url,
+        "VIZDEX_DATA_DIR": str(data),
+        "VIZDEX_UPLOAD_SYNC_IMAGES": str(SYNC_IMAGES),
+        "VIZDEX_WORKER_LEASE_S": str(LEASE_S),
+    }
+    with _replica("a", env, tiny_clip_dir, tmp_path) as (_, first):
+        created = first.post(
+            "/v1/collections", json={"name": "photos", "models": [str(tiny_clip_dir)]}
+        )
+        assert created.status_code == 201, created.text
+        model = created.json()["models"][0]
+        with _replica("b", env, tiny_clip_dir, tmp_path) as (second_process, second):
+            # Written on one replica, found on the other.
+            added = _upload(first, range(1, 3))
+            assert added.status_code == 201, added.text
+            ids = [result["id"] for result in added.json()["results"]]
+            assert [hit["id"] for hit in _search(second, photo_b64(1))][:1] == ids[:1]
+            # Deleted on the other, gone on the first.
+            assert second.delete(f"/v1/collections/photos/images/{ids[0]}").status_code == 204
+            assert ids[0] not in [hit["id"] for hit in _search(first, photo_b64(1))]
+
+            # A background upload accepted by the second replica, which then dies at once:
+            # the job is in the catalog's queue and the first replica's worker finishes it.
+            accepted = _upload(second, range(10, 16))
+            assert accepted.status_code == 202, accepted.text
+            job_url = accepted.headers["location"]
+            second_process.send_signal(signal.SIGKILL)
+            second_process.wait(timeout=30)
+            deadline = time.monotonic() + 240
+            while (job := first.get(job_url).json())["state"] not in ("done", "failed"):
+                assert time.monotonic() < deadline, f"the job never finished: {job}"
+                time.sleep(0.2)
+            assert job["state"] == "done" and job["done"] + job["skipped"] == 6, job
+            found = _search(first, photo_b64(12))
+            assert found[0]["original_name"] == "12.jpg"
+
+    # Each replica writes index files in its own folder only ("b" was killed before it saved).
+    indexes = data / "indexes"
+    written = [path.relative_to(indexes) for path in indexes.rglob(f"*{FILE_SUFFIX}")]
+    assert written and all(path.parts[0] in ("replica-a", "replica-b") for path in written)
+    assert any(path.parts[0] == "replica-a" for path in written)
+
+    # Replica "a" restarted: its snapshot, then the change feed since, bring it up to date.
+    with _replica("a", env, tiny_clip_dir, tmp_path) as (_, again):
+        listed = again.get("/v1/collections/photos").json()
+        assert listed["image_count"] == 1 + 6, listed
+        assert _search(again, photo_b64(15))[0]["original_name"] == "15.jpg"
+        info = again.get("/v1/collections/photos").json()
+        assert model in str(info)
