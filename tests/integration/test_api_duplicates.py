@@ -27,7 +27,9 @@ from tests.support.api_helpers import api_client, api_settings, photo_b64, state
 from tests.support.near_copies import NearCopy, near_copy_set
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.search import DUPLICATE_THRESHOLD, JobState
+from vizdex.indexer import JobLocks
+from vizdex.indexer.jobs import DUPLICATES_INTERRUPTED
+from vizdex.search import DUPLICATE_THRESHOLD
 from vizdex.web.settings import AuthSettings, LimitSettings
 
 Client = TestClient[Litestar]
@@ -94,7 +96,7 @@ def test_groups_are_what_the_stored_vectors_say_and_dinov3_answers(
     body = answer.json()
     assert body["model"] == dino_encoder.name  # the vision-only model by default
     assert body["threshold"] == DUPLICATE_THRESHOLD and body["prefer"] == "pixels"
-    assert body["scanned"] == len(photos) and body["job_id"] is None
+    assert body["scanned"] == len(photos) and body["from_job"] is None
     assert body["approximate"] is False and body["next_offset"] is None
     names = by_name(client)
     ids, vectors = vectors_of(client, dino_encoder.name)
@@ -246,7 +248,7 @@ def test_a_large_collection_is_scanned_as_a_job(job_client: Client) -> None:
     result_url = accepted["result_url"]
     assert result_url == f"/v1/collections/near/duplicates/{accepted['job_id']}"
     body = job_client.get(result_url, headers=reader).json()
-    assert body["job_id"] == accepted["job_id"] and body["threshold"] == 0.5
+    assert body["from_job"] == accepted["job_id"] and body["threshold"] == 0.5
     assert body["total_groups"] >= 1 and body["scanned"] == 16
     page = job_client.get(result_url, params={"limit": 1, "prefer": "oldest"}).json()
     assert [g["key"] for g in page["groups"]] == [body["groups"][0]["key"]]
@@ -271,15 +273,18 @@ def test_job_results_belong_to_their_collection_and_kind(job_client: Client) -> 
     assert (answer.status_code, answer.json()["code"]) == (404, "job_not_found")
 
 
-def test_a_scan_still_running_or_failed_has_no_result(job_client: Client) -> None:
+def test_a_scan_still_running_or_interrupted_has_no_result(job_client: Client) -> None:
     state = state_of(job_client.app)
     catalog = state.search.catalog
     record = catalog.get_collection("near")
     pending = catalog.create_job(record.id, kind="duplicates", source="duplicates, by hand")
+    lease = JobLocks(state.store.locks_dir).hold(pending.id)  # "running" in a live process
     answer = job_client.get(f"/v1/collections/near/duplicates/{pending.id}")
     assert (answer.status_code, answer.json()["code"]) == (409, "job_not_finished")
     assert f"/v1/jobs/{pending.id}" in answer.json()["detail"]
-    catalog.set_job_state(pending.id, JobState.FAILED, error="the disk is full")
+    lease.release()  # as when that process dies: the job is failed the next time it is read
+    job = job_client.get(f"/v1/jobs/{pending.id}").json()
+    assert (job["state"], job["error"]) == ("failed", DUPLICATES_INTERRUPTED)
     answer = job_client.get(f"/v1/collections/near/duplicates/{pending.id}")
     assert (answer.status_code, answer.json()["code"]) == (409, "job_failed")
-    assert "the disk is full" in answer.json()["detail"]
+    assert "ask for the duplicates again" in answer.json()["detail"]

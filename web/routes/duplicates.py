@@ -97,7 +97,7 @@ class DuplicatesResponse(msgspec.Struct):
     limit: int
     next_offset: int | None
     groups: list[DuplicateGroupOut]
-    job_id: int | None
+    from_job: int | None  # the job whose stored scan this page is from (null: scanned now)
     processing_time: float
 
 
@@ -160,7 +160,7 @@ def _response(page: DuplicatePage, job_id: int | None, started: float) -> Duplic
             )
             for group in page.groups
         ],
-        job_id=job_id,
+        from_job=job_id,
         processing_time=round(time.perf_counter() - started, 4),
     )
 
