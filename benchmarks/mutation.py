@@ -49,7 +49,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = Path(__file__).parent / ".cache" / "mutation"
 EQUIVALENTS = Path(__file__).parent / "mutation_equivalents.toml"
 
-DOOR_TESTS = ("tests/unit/test_image_door.py", "tests/unit/test_image_damage.py")
+DOOR_TESTS = (
+    "tests/unit/test_image_door.py",
+    "tests/unit/test_image_damage.py",
+    "tests/unit/test_jpeg_structure.py",
+)
 PREPROCESS_TESTS = ("tests/unit/test_preprocess.py", "tests/unit/test_device_path_units.py")
 CATALOG_TESTS = ("tests/unit/test_catalog.py", "tests/integration/test_catalog_concurrency.py")
 INDEX_STORE_TESTS = ("tests/integration/test_index_store.py",)
@@ -65,7 +69,7 @@ DESELECT = ("--deselect", "tests/unit/test_image_damage.py::test_peak_memory_per
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "vizdex/imaging/formats.py": ("image door", DOOR_TESTS),
     "vizdex/imaging/decode.py": ("image door", DOOR_TESTS),
-    "vizdex/imaging/jpeg.py": ("image door", DOOR_TESTS[::-1]),
+    "vizdex/imaging/jpeg.py": ("image door", DOOR_TESTS[::-1]),  # its own file first: -x
     "vizdex/imaging/pixels.py": ("image door", DOOR_TESTS),
     "encoders/preprocess.py": ("preprocessing", PREPROCESS_TESTS),
     "search/catalog/session.py": ("catalog writes", CATALOG_TESTS),

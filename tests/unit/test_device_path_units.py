@@ -153,6 +153,38 @@ def test_preprocess_batch_cut_into_chunks_keeps_order(
         assert torch.equal(pixels, preprocess_tensor(image, spec))
 
 
+@pytest.mark.parametrize(
+    ("budget", "calls"),
+    [
+        # The default budget holds every group whole: one resize per size (3, 2 and 1 images).
+        (None, [1, 2, 3]),
+        # Two 320 x 240 images (and two 200 x 300 ones, which are smaller) per call.
+        (2 * 3 * 320 * 240, [1, 1, 2, 2]),
+        # Less than one 320 x 240 image: each image still goes, alone.
+        (3 * 320 * 240 - 1, [1, 1, 1, 1, 1, 1]),
+    ],
+)
+def test_preprocess_batch_groups_each_size_within_the_element_budget(
+    clip_encoder: Encoder, monkeypatch: pytest.MonkeyPatch, budget: int | None, calls: list[int]
+) -> None:
+    """One batched call per size is the point (a device runs a few kernels per batch, not per
+    image); the budget bounds the float copy each call makes."""
+    spec = clip_encoder.preprocess_spec
+    assert spec is not None
+    if budget is not None:
+        monkeypatch.setattr(preprocess_module, "_BATCH_ELEMENTS", budget)
+    real = preprocess_module.preprocess_tensor
+    sizes: list[int] = []
+
+    def counting(image: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+        sizes.append(image.shape[0])
+        return real(image, spec)
+
+    monkeypatch.setattr(preprocess_module, "preprocess_tensor", counting)
+    assert len(preprocess_batch(_mixed_sizes(), spec)) == 6
+    assert sorted(sizes) == calls
+
+
 def test_preprocess_batch_of_nothing() -> None:
     spec = PreprocessSpec(interpolation=InterpolationMode.BILINEAR, size_hw=(8, 8))
     assert preprocess_batch([], spec) == []

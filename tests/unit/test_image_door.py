@@ -12,7 +12,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from vizdex.imaging import (
     ImageInputSettings,
     decode_image_bytes,
     load_image,
+    read_header,
     read_input,
     sniff_format,
     to_rgb,
@@ -275,6 +276,39 @@ def test_float_outside_unit_range_is_stretched_not_clipped() -> None:
     assert row == [(0, 0, 0), WHITE]
 
 
+def _grey_row(values: Sequence[float], dtype: type[np.generic]) -> list[int]:
+    """``values`` as one row of a grey TIFF, decoded through the door: each pixel's red."""
+    image = Image.fromarray(np.array([values], dtype=dtype))
+    decoded = np.asarray(decode_image_bytes(corpus.encode(image, "TIFF"), SETTINGS).image)
+    return [int(red) for red in decoded[0, :, 0]]
+
+
+def test_16_bit_grey_is_scaled_even_when_dark() -> None:
+    # 16-bit grey declares its range: 200 of 65535 is nearly black, not 200 of 255.
+    assert _grey_row([0, 200, 65535], np.uint16) == [0, 1, 255]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0, 200], [0, 200]),  # an 8-bit range is kept
+        ([0, 1000, 65535], [0, 4, 255]),  # a 16-bit range is scaled as 16-bit grey
+        ([-5, 100], [0, 255]),  # anything else is stretched
+        ([70_000, 170_000], [0, 255]),
+    ],
+)
+def test_32_bit_grey_keeps_8_and_16_bit_ranges_and_stretches_others(
+    values: list[int], expected: list[int]
+) -> None:
+    assert _grey_row(values, np.int32) == expected
+
+
+def test_float_grey_in_the_unit_range_ignores_non_finite_values() -> None:
+    # NaN and infinities carry no brightness: they become 0 and do not stretch the rest.
+    row = _grey_row([0.0, 0.5, 1.0, float("nan"), float("inf"), float("-inf")], np.float32)
+    assert row == [0, 128, 255, 0, 0, 0]
+
+
 # --- EXIF orientation -------------------------------------------------------------------------
 
 # Where the stored top-left red block must appear once the orientation is applied.
@@ -360,6 +394,19 @@ def test_min_side_must_be_positive() -> None:
         decode_image_bytes(
             corpus.encode(corpus.solid("RGB", (8, 8), 0), "PNG"), SETTINGS, min_side=0
         )
+    # One pixel is positive: the smallest draft scale that keeps a side of at least one.
+    data = corpus.encode(corpus.solid("RGB", (64, 32), corpus.RED), "JPEG")
+    assert decode_once(data, min_side=1).image.size == (8, 4)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_header_reports_the_size_as_displayed(orientation: int) -> None:
+    data = corpus.jpeg_with_orientation(orientation, size=(64, 32))
+    with counting_decodes() as work:
+        width, height, seen = read_header(data, "JPEG", SETTINGS)
+    assert (width, height) == ((32, 64) if orientation >= 5 else (64, 32))
+    assert seen == orientation
+    assert work.decoders == 0  # the header alone
 
 
 # --- Pixel bombs and frame bombs --------------------------------------------------------------

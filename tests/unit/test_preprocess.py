@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +65,44 @@ def test_every_resample_the_processor_runs_is_reproduced(
     images = _images()
     reference = processor(images=images, return_tensors="pt")["pixel_values"]
     assert torch.allclose(preprocess_images(images, spec), reference, atol=1e-5)
+
+
+SMALLER_THAN_THE_CROP = {"height": 24, "width": 30}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"do_normalize": False},
+        {"do_rescale": False, "do_normalize": False},
+        # Resized below the crop in one or both sides: padded with zeros (odd amounts split with
+        # the extra pixel after), then cropped, as the processor does.
+        {"size": {"height": 21, "width": 37}, "crop_size": SMALLER_THAN_THE_CROP},
+        {"size": {"height": 30, "width": 19}, "crop_size": SMALLER_THAN_THE_CROP},
+        {"size": {"height": 17, "width": 23}, "crop_size": SMALLER_THAN_THE_CROP},
+    ],
+)
+@pytest.mark.parametrize("processor_class", [CLIPImageProcessor, DINOv3ViTImageProcessor])
+def test_processor_options_are_reproduced(
+    processor_class: type[CLIPImageProcessor | DINOv3ViTImageProcessor], options: dict[str, Any]
+) -> None:
+    if "crop_size" in options:
+        options = {**options, "do_center_crop": True}
+    processor = processor_class(**options)
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec is not None
+    images = _images()
+    # Without rescaling the processor hands back uint8; ours is always the model's float32.
+    reference = processor(images=images, return_tensors="pt")["pixel_values"].to(torch.float32)
+    ours = preprocess_images(images, spec)
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_a_spec_rescales_to_the_unit_range_by_default() -> None:
+    spec = PreprocessSpec(interpolation=InterpolationMode.BILINEAR, size_hw=(4, 4))
+    white = Image.new("RGB", (10, 10), (255, 255, 255))
+    assert torch.equal(preprocess_images([white], spec), torch.ones(1, 3, 4, 4))
 
 
 def test_unknown_processor_falls_back() -> None:
