@@ -8,6 +8,7 @@ download). Part 1: ``--clients`` concurrent clients each send ``--requests`` sin
 at a time, over HTTP against a collection of ``--vectors`` indexed vectors.
 
     python -m benchmarks.api --clients 64 --requests 4 --vectors 100000 --queries 200
+    python -m benchmarks.api --dtype float32,bfloat16,int8   # text search in each precision
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.common import CACHE
+from benchmarks.common import CACHE, add_dtype_option
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
 from tests.support.tiny_models import make_vit_b32_clip
 from vizdex.search import Catalog, CatalogSettings, NewImage
@@ -57,6 +58,7 @@ class EncodeLoad:
 
 @dataclass
 class SearchLatency:
+    dtype: str
     vectors: int
     queries: int
     p50_ms: float
@@ -112,7 +114,7 @@ def seed_catalog(data_dir: Path, model: str, count: int, seed: int = 0) -> None:
 
 
 @contextmanager
-def server(data_dir: Path, model: str, max_batch: int) -> Iterator[str]:
+def server(data_dir: Path, model: str, max_batch: int, dtype: str = "auto") -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
@@ -121,6 +123,7 @@ def server(data_dir: Path, model: str, max_batch: int) -> Iterator[str]:
         "VIZDEX_DATA_DIR": str(data_dir),
         "VIZDEX_MAX_BATCH": str(max_batch),
         "VIZDEX_MAX_WAIT_MS": "5",
+        "VIZDEX_DTYPE": dtype,
     }
     command = [sys.executable, "-m", "vizdex", "serve", "--host", "127.0.0.1"]
     process = subprocess.Popen([*command, "--port", str(port)], env=env)
@@ -191,7 +194,7 @@ def run_encode(url: str, mode: str, clients: int, per_client: int, image: str) -
     )
 
 
-def run_search(url: str, vectors: int, queries: int) -> SearchLatency:
+def run_search(url: str, vectors: int, queries: int, dtype: str) -> SearchLatency:
     words = ["red", "bicycle", "snow", "dog", "beach", "city", "night", "forest", "car", "cat"]
     rng = np.random.default_rng(1)
     texts = [" ".join(rng.choice(words, size=3)) for _ in range(queries)]
@@ -209,6 +212,7 @@ def run_search(url: str, vectors: int, queries: int) -> SearchLatency:
             assert len(response.json()["hits"]) == 10
     ms = np.asarray(latencies) * 1000
     return SearchLatency(
+        dtype=dtype,
         vectors=vectors,
         queries=queries,
         p50_ms=round(float(np.percentile(ms, 50)), 1),
@@ -224,6 +228,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    add_dtype_option(parser)  # encode load in the first; text search in each
     args = parser.parse_args()
 
     model = str(model_dir())
@@ -231,17 +236,21 @@ def main() -> None:
     data_dir = CACHE / f"api-{args.vectors}"
     seed_catalog(data_dir, model, args.vectors)
     encode: list[EncodeLoad] = []
-    search: SearchLatency | None = None
+    search: list[SearchLatency] = []
+    first, *others = args.dtype
     for mode, max_batch in (("micro-batched", 32), ("direct", 0)):
-        with server(data_dir, model, max_batch) as url:
+        with server(data_dir, model, max_batch, first) as url:
             encode.append(run_encode(url, mode, args.clients, args.requests, image))
-            if search is None:
-                search = run_search(url, args.vectors, args.queries)
+            if not search:
+                search.append(run_search(url, args.vectors, args.queries, first))
+    for dtype in others:
+        with server(data_dir, model, 32, dtype) as url:
+            search.append(run_search(url, args.vectors, args.queries, dtype))
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "encode": [asdict(e) for e in encode],
         "speedup": round(encode[0].throughput_rps / encode[1].throughput_rps, 2),
-        "text_search": asdict(search) if search else None,
+        "text_search": [asdict(latency) for latency in search],
     }
     if args.json:
         print(json.dumps(report))
@@ -254,10 +263,10 @@ def main() -> None:
             f"  p99 {e.p99_ms:7.1f} ms  errors {e.errors}{batch}"
         )
     print(f"  speed-up from micro-batching: {report['speedup']}x")
-    if search is not None:
+    for latency in search:
         print(
-            f"text search over HTTP at {search.vectors:,} vectors ({search.queries} queries): "
-            f"p50 {search.p50_ms} ms, p99 {search.p99_ms} ms"
+            f"text search over HTTP at {latency.vectors:,} vectors ({latency.queries} queries), "
+            f"VIZDEX_DTYPE={latency.dtype}: p50 {latency.p50_ms} ms, p99 {latency.p99_ms} ms"
         )
 
 

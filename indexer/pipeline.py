@@ -273,6 +273,11 @@ class Indexer:
         tracker = ChunkTracker(self._catalog, claimed, owner, cancel, interval_s=self._job_flush_s)
         if request is None:
             return report
+        # Before decoding anything: this worker's precision may not suit the collection (the
+        # replica that queued the job may run another VIZDEX_DTYPE); the chunk fails saying so.
+        self._catalog.check_precisions(
+            collection.id, _precisions(collection, self._encoders_for(collection))
+        )
         try:
             self._execute(collection, request, report, tracker, cancel, lambda: None)
         finally:

@@ -7,6 +7,7 @@ collection (their vectors are within the documented cosine tolerance), int8 join
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from vizdex.core.precision import MIX_TOLERANCE, Precision
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.loading import load_encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.indexer import Indexer, IndexerSettings, IngestRequest
-from vizdex.search import Catalog, IndexStore, PrecisionMismatchError, SearchSettings
+from vizdex.indexer import Indexer, IndexerSettings, IngestRequest, QueueWorker, WorkerOptions
+from vizdex.search import Catalog, IndexStore, JobState, PrecisionMismatchError, SearchSettings
 
 F32, BF16, INT8 = Precision.FLOAT32, Precision.BFLOAT16, Precision.INT8
 
@@ -118,11 +119,19 @@ def test_ingestion_records_its_precision_and_refuses_int8_before_a_job(
         photo_folder(photos / "int8", 2, seed=30)
         with pytest.raises(PrecisionMismatchError, match="VIZDEX_DTYPE=float32"):
             int8.ingest("photos", IngestRequest(paths=(str(photos),)))
-        int8.close()
         assert (
             len(catalog.list_jobs(collection_id=collection.id)) == jobs
         )  # refused before a job existed
         assert catalog.count_images(collection.id) == 7
+
+        # A queue worker in int8 fails its chunk with the same reason, storing nothing.
+        queued = int8.enqueue("photos", IngestRequest(paths=(str(photos / "int8"),)))
+        worker = QueueWorker(catalog, int8.run_chunk, int8.store, WorkerOptions(poll_s=0.05))
+        worker.run(threading.Event(), until_idle=True)
+        failed = catalog.get_job(queued.id)
+        assert failed.state is JobState.FAILED and "VIZDEX_DTYPE=float32" in (failed.error or "")
+        assert catalog.count_images(collection.id) == 7
+        int8.close()
     finally:
         indexes.close()
 
