@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from types import TracebackType
 
-from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_full
+from vizdex.core.errors import ImageRejectedError, StorageFullError, VizdexError, storage_error
 from vizdex.core.stage_clock import StageClock
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.device_jpeg import warm_up_decoder
@@ -330,11 +330,11 @@ class Indexer:
             error, disk_full = failure.message, isinstance(failure, StorageFullError)
             raise
         except Exception as failure:
-            full = storage_full(failure, self._settings.data_dir)
-            if full is not None:  # said once, as the reason: a traceback would add nothing
-                log.error("job %d stopped: %s", job.id, full.message)
-                error, disk_full = full.message, True
-                raise full from failure
+            storage = storage_error(failure, self._settings.data_dir)
+            if storage is not None:  # said once, as the reason: a traceback would add nothing
+                log.error("job %d stopped: %s", job.id, storage.message)
+                error, disk_full = storage.message, isinstance(storage, StorageFullError)
+                raise storage from failure
             log.exception("job %d failed", job.id)
             error = f"{type(failure).__name__}: {failure}"
             raise

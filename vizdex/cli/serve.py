@@ -50,8 +50,13 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
 def check_catalog(settings: ServiceSettings) -> None:
     """Open the catalog once before loading models: a fresh data directory gets its schema
     created; an out-of-date or foreign database stops here with the reason (and the fix), as
-    one line from the CLI instead of a traceback from inside the server."""
-    Catalog.open(settings.search.catalog).close()
+    one line from the CLI instead of a traceback from inside the server. A catalog that can be
+    read but not written stops here too: the server would refuse every write."""
+    catalog = Catalog.open(settings.search.catalog)
+    try:
+        catalog.check_writable()
+    finally:
+        catalog.close()
 
 
 def check_port(host: str, port: int) -> None:
