@@ -143,6 +143,7 @@ class Indexer:
         self._images = images or ImageInputSettings()
         self._job_flush_s = job_flush_s
         self.store = DataStore(settings.data_dir)
+        self.store.prepare()
         self._locks = JobLocks(self.store.locks_dir)
         self._executor: ThreadPoolExecutor | None = None
         self._futures: dict[int, Future[IngestReport]] = {}

@@ -15,7 +15,7 @@ from vizdex.search.errors import (
 )
 from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
-from vizdex.search.index_file import fsync_directory
+from vizdex.search.index_file import fsync_directory, move_aside
 from vizdex.search.index_store import IndexInfo, IndexStore
 from vizdex.search.model_choice import ModelUse, choose_model
 from vizdex.search.queries import (
@@ -100,6 +100,7 @@ __all__ = [
     "gpu_available",
     "images_at_sources",
     "iter_sha256",
+    "move_aside",
     "reciprocal_rank_fusion",
     "schema_status",
     "update_sources",

@@ -59,6 +59,15 @@ def check_catalog(settings: ServiceSettings) -> None:
         catalog.close()
 
 
+def check_data_dir(settings: ServiceSettings) -> None:
+    """The data directory's folders, made now: what stands where a scratch one belongs is moved
+    aside, and one that cannot be made (e.g. ``originals`` a broken link) ends the command in
+    one line, not the server's start in a traceback."""
+    from vizdex.indexer.storage import DataStore
+
+    DataStore(settings.data_dir).prepare()
+
+
 def check_port(host: str, port: int) -> None:
     """Bind once before the slow start, so a taken port is one line now, not a traceback later."""
     if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     check_models(settings.encoders.models)
     check_port(settings.host, settings.port)
     check_catalog(settings)
+    check_data_dir(settings)
     # A server's progress (models loaded, indexes rebuilt) is worth seeing; the CLI default hides
     # everything below warnings.
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
