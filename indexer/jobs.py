@@ -9,6 +9,7 @@ a job is never reaped between its last write and the release of its lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vizdex.core.errors import ConflictError
-from vizdex.search import Catalog, JobFailure, JobRecord, JobState
+from vizdex.search import Catalog, JobFailure, JobRecord, JobState, move_aside
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class JobLease:
             self._descriptor = None
 
 
+# What opening a lock file meets when something else stands in its place.
+_NOT_A_FILE = frozenset({errno.EISDIR, errno.ELOOP, errno.ENXIO, errno.ENOENT})
+
+
 class JobLocks:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -76,11 +81,25 @@ class JobLocks:
     def path_for(self, job_id: int) -> Path:
         return self.directory / f"job-{job_id}.lock"
 
+    def _open(self, path: Path) -> int:
+        """A descriptor of the lock file ``path``, made if missing. Lock files hold nothing: a
+        folder, a broken link or a socket in the way (of them or of their folder) is moved
+        aside, like a damaged index file, rather than failing every job (or the start)."""
+        if os.path.lexists(self.directory) and not self.directory.is_dir():
+            move_aside(self.directory, "not a folder")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if error.errno not in _NOT_A_FILE:
+                raise
+        move_aside(path, "not a lock file")
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
     @contextmanager
     def registry(self) -> Iterator[None]:
         """Serialises job creation, completion and reaping across threads and processes."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.directory / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = self._open(self.directory / "jobs.lock")
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
@@ -88,8 +107,7 @@ class JobLocks:
             os.close(descriptor)
 
     def hold(self, job_id: int) -> JobLease:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path_for(job_id), os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = self._open(self.path_for(job_id))
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
@@ -103,6 +121,10 @@ class JobLocks:
             descriptor = os.open(self.path_for(job_id), os.O_RDWR)
         except FileNotFoundError:
             return False
+        except OSError as error:  # no lock file (a folder, a broken link): nobody holds it
+            if error.errno in (*_NOT_A_FILE, errno.ENOTDIR):
+                return False
+            raise
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -27,7 +27,7 @@ from vizdex.core.errors import (
     InvalidInputError,
     StorageFullError,
     VizdexError,
-    storage_full,
+    storage_error,
 )
 from vizdex.core.precision import Precision
 from vizdex.core.stage_clock import StageClock
@@ -171,6 +171,7 @@ class Indexer:
         self._images = images or ImageInputSettings()
         self._job_flush_s = job_flush_s
         self.store = DataStore(settings.data_dir)
+        self.store.prepare()
         self._locks = JobLocks(self.store.locks_dir)
         self._executor: ThreadPoolExecutor | None = None
         self._futures: dict[int, Future[IngestReport]] = {}
@@ -432,11 +433,11 @@ class Indexer:
             error, disk_full = failure.message, isinstance(failure, StorageFullError)
             raise
         except Exception as failure:
-            full = storage_full(failure, self._settings.data_dir)
-            if full is not None:  # said once, as the reason: a traceback would add nothing
-                log.error("job %d stopped: %s", job.id, full.message)
-                error, disk_full = full.message, True
-                raise full from failure
+            storage = storage_error(failure, self._settings.data_dir)
+            if storage is not None:  # said once, as the reason: a traceback would add nothing
+                log.error("job %d stopped: %s", job.id, storage.message)
+                error, disk_full = storage.message, isinstance(storage, StorageFullError)
+                raise storage from failure
             log.exception("job %d failed", job.id)
             error = f"{type(failure).__name__}: {failure}"
             raise

@@ -8,20 +8,23 @@ committed row never points at a missing or half-written file. Folder images stay
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from PIL import Image
 
+from vizdex.core.errors import UnavailableError
 from vizdex.imaging import file_extension
 from vizdex.indexer.thumbnails import make_thumbnail
-from vizdex.search import ImageRecord, SourceKind, fsync_directory
+from vizdex.search import ImageRecord, SourceKind, fsync_directory, move_aside
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -30,6 +33,11 @@ TEMP_SUFFIX = ".tmp"
 # Set aside on the data disk so that a job that fills it can still record how it ended.
 RESERVE_BYTES = 1 << 20
 _RESERVE_STEP = 64 << 10
+# The data directory's folders. What stands where a scratch one belongs (a file, a FIFO, a
+# broken link) is moved aside and the folder made again, as with index folders: their content
+# is remade on demand. Originals are the only copy of uploads: a problem there stops vizdex.
+FOLDERS = ("tmp", "thumbs", "locks", "originals")
+_SCRATCH = frozenset({"tmp", "thumbs", "locks"})
 
 
 class DataStore:
@@ -39,6 +47,48 @@ class DataStore:
         self.root = Path(data_dir).resolve()
         self.temp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+
+    def prepare(self) -> None:
+        """Make the data directory's folders now (see ``FOLDERS``), so that a problem with them
+        stops a command or a server before it starts, in one line, rather than failing each
+        write later."""
+        for name in FOLDERS:
+            self.folder(self.root / name)
+
+    def folder(self, path: Path) -> Path:
+        """``path`` (inside the data directory) as a folder, made if missing.
+
+        A link to a folder elsewhere is followed (e.g. originals on another disk). Anything else
+        standing in the way is moved aside in a scratch folder, and an ``UnavailableError``
+        naming it elsewhere.
+        """
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP):
+                raise
+        blocker = self._first_non_folder(path)
+        if blocker is not None:
+            if blocker.relative_to(self.root).parts[0] not in _SCRATCH:
+                raise UnavailableError(
+                    f"{blocker} should be a folder but is {_what_is(blocker)}: move it away, or "
+                    "make it a folder (or a link to one), then try again"
+                )
+            move_aside(blocker, "not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _first_non_folder(self, path: Path) -> Path | None:
+        """The first of ``path`` and its parents below the root that exists but is no folder."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            if not os.path.lexists(current):
+                return None
+            if not current.is_dir():
+                return current
+        return None
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -51,11 +101,15 @@ class DataStore:
         return f"originals/{sha256[:2]}/{sha256}.{file_extension(image_format)}"
 
     def resolve(self, name: str) -> Path:
-        """The file a stored relative name refers to; names may not leave the data directory."""
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root):
+        """The file a stored relative name refers to; names may not leave the data directory.
+
+        Checked on the name, not by following links: a link the operator made inside the data
+        directory (thumbnails on another disk) is theirs to make.
+        """
+        parts = PurePosixPath(name).parts
+        if not parts or parts[0] == "/" or ".." in parts or "\\" in name:
             raise ValueError(f"{name!r} is outside the data directory")
-        return path
+        return self.root / name
 
     def image_file(self, image: ImageRecord) -> Path | None:
         """Where an image's bytes are: its own path, or the original kept for uploads and URLs."""
@@ -139,8 +193,8 @@ class DataStore:
 
     def _write_temporary(self, target: Path, data: bytes) -> Path:
         """``data`` written and fsynced under a temporary name, with ``target``'s folder made."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.folder(target.parent)
+        self.folder(self.temp_dir)
         temporary = self.temp_dir / f"{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         try:
             with open(temporary, "wb") as handle:
@@ -209,6 +263,19 @@ class DataStore:
         if removed:
             log.info("removed %d stale temporary files from %s", removed, self.temp_dir)
         return removed
+
+
+def _what_is(path: Path) -> str:
+    """What stands at ``path``, in words, for messages."""
+    if path.is_symlink():
+        return f"a link to {os.readlink(path)} that leads to no folder"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "unreadable"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "neither a file nor a folder"
 
 
 def _map_all(

@@ -26,7 +26,7 @@ from vizdex.search.errors import (
 )
 from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
-from vizdex.search.index_file import fsync_directory
+from vizdex.search.index_file import fsync_directory, move_aside
 from vizdex.search.index_store import IndexInfo, IndexStore
 from vizdex.search.keepers import KEEPER_RULES, KeeperRule
 from vizdex.search.model_choice import ModelUse, choose_model
@@ -124,6 +124,7 @@ __all__ = [
     "gpu_available",
     "images_at_sources",
     "iter_sha256",
+    "move_aside",
     "reciprocal_rank_fusion",
     "schema_status",
     "update_sources",

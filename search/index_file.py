@@ -107,7 +107,8 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], np.ndarray]:
 
 def move_aside(path: Path, reason: str) -> Path | None:
     """Keeps a bad file for inspection as ``<name>.corrupt`` (replacing an older file); whatever
-    else stands at ``path`` (a folder, a FIFO, a link) is moved aside under a name of its own."""
+    else stands at ``path`` (a folder, a FIFO, a link) is moved aside under a name of its own.
+    For what vizdex can remake: index files and folders, and the data directory's scratch ones."""
     if not os.path.lexists(path):
         return None
     target = path.with_name(path.name + CORRUPT_SUFFIX)
@@ -115,7 +116,7 @@ def move_aside(path: Path, reason: str) -> Path | None:
         target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}.{time.time_ns()}")
     os.replace(path, target)
     fsync_directory(path.parent)
-    log.error("index file %s moved aside to %s: %s", path, target.name, reason)
+    log.error("%s moved aside to %s: %s", path, target.name, reason)
     return target
 
 

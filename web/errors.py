@@ -30,7 +30,7 @@ from vizdex.core.errors import (
     StorageFullError,
     UnavailableError,
     VizdexError,
-    storage_full,
+    storage_error,
 )
 from vizdex.encoders.batching import QueueFullError, RequestCancelledError
 from vizdex.encoders.cancellation import current_ticket
@@ -207,10 +207,10 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if _client_gone():
         return _respond(request, CLIENT_CLOSED, "client_disconnected", "the client disconnected")
     state = request.app.state.get("vizdex")
-    full = storage_full(exc, getattr(getattr(state, "settings", None), "data_dir", None))
-    if full is not None:  # ENOSPC from any write, SQLITE_FULL from the catalog
-        log.error("storage full on %s: %s", request.url.path, exc)
-        return vizdex_error_handler(request, full)
+    storage = storage_error(exc, getattr(getattr(state, "settings", None), "data_dir", None))
+    if storage is not None:  # ENOSPC, EROFS from any write; SQLITE_FULL, _READONLY from the catalog
+        log.error("%s on %s: %s", storage.code, request.url.path, exc)
+        return vizdex_error_handler(request, storage)
     log.exception("internal error on %s", request.url.path, exc_info=exc)
     return _respond(
         request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error"

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, make_url, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from vizdex.core.errors import UnavailableError, VizdexError, storage_full
+from vizdex.core.errors import UnavailableError, VizdexError, storage_full, storage_read_only
 from vizdex.search.db import create_catalog_engine, reader, sqlite_file, writer
 from vizdex.search.errors import CollectionNotFoundError, SchemaMismatchError
 from vizdex.search.models import Collection
@@ -80,6 +80,19 @@ class CatalogSession:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    def check_writable(self) -> None:
+        """Take the write lock once and let it go: SQLite opens a database it cannot write (e.g.
+        when its shared-memory file is not a regular file) read-only, without an error, so a
+        server would start and refuse every write; this says so at once."""
+        try:
+            with self._write() as session:
+                session.connection()  # the connection begins with the write lock (IMMEDIATE)
+        except DBAPIError as error:
+            refused = storage_read_only(error)
+            if refused is not None:
+                raise refused from error
+            raise
 
     def close(self) -> None:
         self._engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import time
 from contextlib import closing
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
-from vizdex.core.errors import InvalidInputError, NotFoundError
+from vizdex.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import encode_stream
 from vizdex.imaging.settings import ImageInputSettings
@@ -160,6 +161,90 @@ def test_store_is_content_addressed_and_atomic(tmp_path: Path) -> None:
     assert list(store.temp_dir.iterdir()) == []  # nothing left half-written
     with pytest.raises(ValueError, match="outside"):
         store.resolve("../catalog.db")
+
+
+# What stands where one of the data directory's folders belongs. Found by the second adversarial
+# run: a file, a FIFO or a broken link at thumbs/, tmp/ or originals/ made every upload (and
+# thumbnail) a 500, one at locks/ stopped the server's start with a traceback, and thumbnails
+# kept on another disk through a link were refused as "outside the data directory".
+
+
+def _stand_in(path: Path, kind: str) -> None:
+    """Put ``kind`` where the folder ``path`` belongs (its parent exists)."""
+    if kind == "file":
+        path.write_bytes(b"not a folder")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "loop":
+        path.symlink_to(path)
+    else:  # a link to a folder that is not there (another disk, not mounted)
+        path.symlink_to(path.parent / "unmounted" / "disk")
+
+
+STAND_INS = ["file", "fifo", "loop", "broken-link"]
+
+
+@pytest.mark.parametrize("kind", STAND_INS)
+@pytest.mark.parametrize("folder", ["tmp", "thumbs", "locks"])
+def test_what_stands_where_a_scratch_folder_belongs_is_moved_aside(
+    tmp_path: Path, folder: str, kind: str
+) -> None:
+    store = DataStore(tmp_path)
+    _stand_in(tmp_path / folder, kind)
+    store.prepare()
+    assert (tmp_path / folder).is_dir() and not (tmp_path / folder).is_symlink()
+    assert os.path.lexists(tmp_path / f"{folder}.corrupt")  # kept for a person to look at
+    sha = "cd" + "1" * 62
+    assert store.resolve(store.put_thumbnail(sha, make_photo(64, 48, seed=1))).is_file()
+    # Replaced again while running: the next write makes it again.
+    shutil.rmtree(tmp_path / folder)
+    _stand_in(tmp_path / folder, kind)
+    assert store.resolve(store.put_thumbnail("ef" + sha[2:], make_photo(64, 48))).is_file()
+
+
+@pytest.mark.parametrize("kind", STAND_INS)
+def test_originals_that_are_not_a_folder_stop_with_the_reason(tmp_path: Path, kind: str) -> None:
+    """The only copy of every upload: never moved aside, and never made again elsewhere."""
+    store = DataStore(tmp_path)
+    _stand_in(tmp_path / "originals", kind)
+    for attempt in (store.prepare, lambda: store.put_original("ab" + "0" * 62, "PNG", b"x")):
+        with pytest.raises(UnavailableError, match="originals should be a folder but is"):
+            attempt()
+    assert not os.path.lexists(tmp_path / "originals.corrupt")
+
+
+def test_folders_kept_elsewhere_through_links_are_used(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "other-disk"
+    for folder in ("thumbs", "originals"):
+        (elsewhere / folder).mkdir(parents=True)
+        (tmp_path / "data" / folder).parent.mkdir(exist_ok=True)
+        (tmp_path / "data" / folder).symlink_to(elsewhere / folder)
+    store = DataStore(tmp_path / "data")
+    store.prepare()
+    sha = "ab" + "2" * 62
+    thumbnail = store.resolve(store.put_thumbnail(sha, make_photo(64, 48)))
+    original = store.resolve(store.put_original(sha, "PNG", b"png bytes"))
+    assert thumbnail.read_bytes()[:4] == b"RIFF" and original.read_bytes() == b"png bytes"
+    assert (elsewhere / "originals" / "ab" / f"{sha}.png").is_file()
+    for name in ("../catalog.db", "/etc/passwd", "thumbs/../../x", ""):
+        with pytest.raises(ValueError, match="outside"):
+            store.resolve(name)
+
+
+@pytest.mark.parametrize("kind", ["folder", "loop", "broken-link"])
+def test_a_lock_file_that_is_not_a_file_is_moved_aside(tmp_path: Path, kind: str) -> None:
+    locks = JobLocks(tmp_path / "locks")
+    (tmp_path / "locks").mkdir()
+    for name in ("jobs.lock", "job-7.lock"):
+        path = tmp_path / "locks" / name
+        path.mkdir() if kind == "folder" else _stand_in(path, kind)
+    assert not locks.is_held(7)
+    with locks.registry():
+        pass
+    lease = locks.hold(7)
+    assert locks.is_held(7)
+    lease.release()
+    assert os.path.lexists(tmp_path / "locks" / "jobs.lock.corrupt")
 
 
 def test_sweep_removes_only_old_temporaries(tmp_path: Path) -> None:

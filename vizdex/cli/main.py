@@ -12,7 +12,7 @@ from pathlib import Path
 from vizdex.cli import COMMAND_MODULES
 from vizdex.cli.options import command_env
 from vizdex.core.env import data_dir_from_env
-from vizdex.core.errors import VizdexError, os_error_text, storage_full
+from vizdex.core.errors import VizdexError, os_error_text, storage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vizdex: interrupted", file=sys.stderr)
         return 130
     except OSError as error:  # a full disk, a read-only or missing directory, permissions
-        full = storage_full(error, _data_dir(args))
-        return _fail(args, f"error: {full.message if full else os_error_text(error)}", 1)
+        storage = storage_error(error, _data_dir(args))
+        return _fail(args, f"error: {storage.message if storage else os_error_text(error)}", 1)
     except Exception as error:  # a bug: still one line, the traceback with --verbose
-        full = storage_full(error, _data_dir(args))  # e.g. SQLite's "database or disk is full"
-        if full is not None:
-            return _fail(args, f"error: {full.message}", 1)
+        storage = storage_error(error, _data_dir(args))  # SQLite's "disk is full", "readonly"
+        if storage is not None:
+            return _fail(args, f"error: {storage.message}", 1)
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         text = f"internal error: {type(error).__name__}: {first} (--verbose shows the traceback)"
         return _fail(args, text, 1)

@@ -68,8 +68,22 @@ def with_replica_indexes(settings: ServiceSettings, env: Mapping[str, str]) -> S
 def check_catalog(settings: ServiceSettings) -> None:
     """Open the catalog once before loading models: a fresh data directory gets its schema
     created; an out-of-date or foreign database stops here with the reason (and the fix), as
-    one line from the CLI instead of a traceback from inside the server."""
-    Catalog.open(settings.search.catalog).close()
+    one line from the CLI instead of a traceback from inside the server. A catalog that can be
+    read but not written stops here too: the server would refuse every write."""
+    catalog = Catalog.open(settings.search.catalog)
+    try:
+        catalog.check_writable()
+    finally:
+        catalog.close()
+
+
+def check_data_dir(settings: ServiceSettings) -> None:
+    """The data directory's folders, made now: what stands where a scratch one belongs is moved
+    aside, and one that cannot be made (e.g. ``originals`` a broken link) ends the command in
+    one line, not the server's start in a traceback."""
+    from vizdex.indexer.storage import DataStore
+
+    DataStore(settings.data_dir).prepare()
 
 
 def check_port(host: str, port: int) -> None:
@@ -121,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     check_models(settings.encoders.models)
     check_port(settings.host, settings.port)
     check_catalog(settings)
+    check_data_dir(settings)
     # A server's progress (models loaded, indexes rebuilt) is worth seeing; the CLI default hides
     # everything below warnings.
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)

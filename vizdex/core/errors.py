@@ -107,10 +107,7 @@ def storage_full(error: BaseException, disk: Path | None = None) -> StorageFullE
     SQLAlchemy (``.orig``) or chained (``__cause__``). SQLite reports a full disk as a plain
     "disk I/O error" too (e.g. when its shared-memory file cannot grow): with ``disk`` (the data
     directory), such an error while less than 1 MiB is free there counts as full."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _causes(error):
         if isinstance(current, StorageFullError):
             return current
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -122,8 +119,67 @@ def storage_full(error: BaseException, disk: Path | None = None) -> StorageFullE
             return StorageFullError(f"the disk holding the catalog database is full: {_NOT_KEPT}")
         if isinstance(sqlite_code, int) and sqlite_code & 0xFF == _SQLITE_IOERR and _no_room(disk):
             return StorageFullError(f"the disk is full ({disk}): {_NOT_KEPT}")
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return None
+
+
+class StorageReadOnlyError(UnavailableError):
+    """vizdex may read, but not write, where it keeps its data. Nothing was written."""
+
+    code = "storage_read_only"
+
+
+_SQLITE_READONLY = 8  # sqlite3.SQLITE_READONLY, the primary code of every SQLITE_READONLY_*
+_READ_ONLY_CATALOG = (
+    "the catalog database can be read but not written (SQLite opened it read-only: is its "
+    "folder writable, and are catalog.db-wal and catalog.db-shm beside it regular files?)"
+)
+
+
+def storage_read_only(
+    error: BaseException, disk: Path | None = None
+) -> StorageReadOnlyError | None:
+    """``error`` as a StorageReadOnlyError when a write was refused: SQLite's SQLITE_READONLY
+    (e.g. its shared-memory file cannot be opened for writing), a read-only filesystem (EROFS),
+    or, with ``disk`` (the data directory), a permission error on a file under it."""
+    for current in _causes(error):
+        if isinstance(current, StorageReadOnlyError):
+            return current
+        sqlite_code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(sqlite_code, int) and sqlite_code & 0xFF == _SQLITE_READONLY:
+            return StorageReadOnlyError(f"{_READ_ONLY_CATALOG}: nothing was written")
+        if isinstance(current, OSError) and current.errno == errno.EROFS:
+            where = f" ({current.filename})" if current.filename else ""
+            return StorageReadOnlyError(f"the disk is read-only{where}: nothing was written")
+        if (
+            isinstance(current, OSError)
+            and current.errno in (errno.EACCES, errno.EPERM)
+            and _inside(current.filename, disk)
+        ):
+            return StorageReadOnlyError(
+                f"vizdex may not write {current.filename}: nothing was written"
+            )
+    return None
+
+
+def storage_error(error: BaseException, disk: Path | None = None) -> UnavailableError | None:
+    """``error`` as the storage problem it reports (full, or read-only), else None."""
+    return storage_full(error, disk) or storage_read_only(error, disk)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what it wraps (SQLAlchemy's ``.orig``) or was raised from, in order."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not known for known in seen):
+        seen.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return seen
+
+
+def _inside(filename: object, disk: Path | None) -> bool:
+    if disk is None or not isinstance(filename, str | os.PathLike):
+        return False
+    return Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(disk))
 
 
 def _no_room(disk: Path | None) -> bool:
