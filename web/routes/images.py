@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import delete, get, patch
+from litestar import Response, delete, get, patch
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from vizdex.imaging import media_type
 from vizdex.search import ImageNotFoundError
@@ -46,6 +47,19 @@ FILE_HEADERS = [
         value="Mon, 01 Jan 2024 00:00:00 GMT",
         description="when the file last changed, as an HTTP date (RFC 9110)",
     ),
+]
+
+
+# Read-your-writes: the collection's sequence number after the write, for a search's `min_seq`.
+SEQ_HEADER = "Vizdex-Seq"
+SEQ_HEADERS = [
+    ResponseHeader(
+        name=SEQ_HEADER,
+        documentation_only=True,
+        value="0",
+        description="the collection's sequence number once this write committed: pass it as "
+        "a search's `min_seq` to read this write on any replica",
+    )
 ]
 
 
@@ -87,12 +101,14 @@ def get_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> I
     "/collections/{name:str}/images/{image_id:int}",
     WRITES,
     summary="Replace an image's metadata",
+    response_headers=SEQ_HEADERS,
 )
 def patch_image(
     name: CollectionName, image_id: ImageIdParam, data: JSONBody[ImagePatch], vizdex: Vizdex
-) -> ImageOut:
+) -> Response[ImageOut]:
     metadata = check_metadata(data.metadata)
-    return image_out(name, vizdex.search.update_metadata(name, image_id, metadata))
+    image = image_out(name, vizdex.search.update_metadata(name, image_id, metadata))
+    return Response(image, headers={SEQ_HEADER: str(vizdex.search.collection_seq(name))})
 
 
 @route(
@@ -100,12 +116,16 @@ def patch_image(
     "/collections/{name:str}/images/{image_id:int}",
     WRITES,
     summary="Delete an image and its vectors",
+    status_code=HTTP_204_NO_CONTENT,
+    response_headers=SEQ_HEADERS,
 )
-def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> None:
+def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> Response[None]:
     if not vizdex.search.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )
+    seq = vizdex.search.collection_seq(name)
+    return Response(None, status_code=HTTP_204_NO_CONTENT, headers={SEQ_HEADER: str(seq)})
 
 
 @route(
