@@ -9,7 +9,6 @@ from litestar import Response, delete, get, patch
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
-from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from vizdex.imaging import media_type
 from vizdex.search import ImageNotFoundError
@@ -116,16 +115,12 @@ def patch_image(
     "/collections/{name:str}/images/{image_id:int}",
     WRITES,
     summary="Delete an image and its vectors",
-    status_code=HTTP_204_NO_CONTENT,
-    response_headers=SEQ_HEADERS,
 )
-def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> Response[None]:
+def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> None:
     if not vizdex.search.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )
-    seq = vizdex.search.collection_seq(name)
-    return Response(None, status_code=HTTP_204_NO_CONTENT, headers={SEQ_HEADER: str(seq)})
 
 
 @route(
