@@ -16,7 +16,13 @@ from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
 from vizdex.indexer.queue import QueueWorker, WorkerOptions
 from vizdex.indexer.report import IngestReport, UploadOutcome
-from vizdex.indexer.serving import ImageFiles, JobsService, StoredFile, open_indexer
+from vizdex.indexer.serving import (
+    FileNotSharedError,
+    ImageFiles,
+    JobsService,
+    StoredFile,
+    open_indexer,
+)
 from vizdex.indexer.settings import DEFAULT_EXTENSIONS, IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.indexer.storage import DataStore
@@ -27,6 +33,7 @@ __all__ = [
     "INTERRUPTED",
     "DataStore",
     "DuplicateJobs",
+    "FileNotSharedError",
     "ImageFiles",
     "Indexer",
     "IndexerSettings",

@@ -38,9 +38,12 @@ class JobOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # Once done: the collection's sequence number, covering every write of the job (a
+    # search's `min_seq` on any replica). None before, or once the collection is gone.
+    seq: int | None = None
 
 
-def job_out(record: JobRecord, collection: str | None) -> JobOut:
+def job_out(record: JobRecord, collection: str | None, seq: int | None = None) -> JobOut:
     handled = record.done + record.skipped + record.failed
     if record.state is JobState.DONE:
         progress = 1.0  # also when nothing was found to do (total 0)
@@ -62,6 +65,7 @@ def job_out(record: JobRecord, collection: str | None) -> JobOut:
         created_at=record.created_at,
         updated_at=record.updated_at,
         finished_at=record.finished_at,
+        seq=seq,
     )
 
 

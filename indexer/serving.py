@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vizdex.core.errors import VizdexError
+from vizdex.core.errors import UnavailableError, VizdexError
 from vizdex.encoders.base import Encoder
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
@@ -65,6 +65,20 @@ def _missing(image_id: int, what: str) -> ImageNotFoundError:
     )
 
 
+class FileNotSharedError(UnavailableError):
+    """The catalog records a file inside the data directory that this server cannot see: every
+    server on one catalog must see the same data directory (a shared filesystem)."""
+
+    code = "file_not_shared"
+
+
+def _visible(path: Path | None) -> bool:
+    try:
+        return path is not None and path.is_file()
+    except OSError:  # e.g. no permission, a stale network mount: not readable here either
+        return False
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """An image's original on disk, with the name and format to serve it under."""
@@ -91,12 +105,28 @@ class ImageFiles:
         catalog = self._search.catalog
         return catalog.get_image(catalog.get_collection(collection).id, image_id)
 
+    def _unseen(self, image_id: int, what: str, path: Path | None) -> VizdexError:
+        """A file the catalog records but this server cannot read. One inside the data
+        directory (an upload's original, a thumbnail) was written there by whichever server or
+        worker took the image: on a shared catalog (PostgreSQL), not seeing it means this
+        server's data directory is not theirs. One server alone just lost the file."""
+        shared = self._search.catalog.engine.dialect.name == "postgresql"
+        if not shared or path is None or not path.is_relative_to(self._store.root):
+            return _missing(image_id, what)  # also a folder image moved or deleted at its source
+        return FileNotSharedError(
+            f"the {what} of image {image_id} is recorded in the catalog but {path} cannot be "
+            "read on this server: every server and worker on one catalog must see the same "
+            "data directory (VIZDEX_DATA_DIR on a shared filesystem, mounted at the same path; "
+            "see the README's distributed profile).",
+            image_id=image_id,
+        )
+
     def original(self, collection: str, image_id: int) -> StoredFile:
         """The image's own file (a folder image's path, or the original kept for an upload)."""
         image = self._image(collection, image_id)
         path = self._store.image_file(image)
-        if path is None or not path.is_file():
-            raise _missing(image_id, "file")
+        if path is None or not _visible(path):
+            raise self._unseen(image_id, "file", path)
         return StoredFile(
             path=path,
             filename=image.original_name or f"{image_id}{path.suffix or ''}",
@@ -108,11 +138,12 @@ class ImageFiles:
         image = self._image(collection, image_id)
         store = self._store
         path = store.thumbnail_file(image)
-        if path is not None and path.is_file():
+        if _visible(path):
+            assert path is not None
             return path
         source = store.image_file(image)
-        if source is None or not source.is_file():
-            raise _missing(image.id, "thumbnail")
+        if source is None or not _visible(source):
+            raise self._unseen(image.id, "thumbnail", path or source)
         longest = self._settings.thumbnail_size
         try:
             decoded = decode_file(source, self._images, min_side=longest)
@@ -138,11 +169,15 @@ class JobsService:
         indexer = self._indexer
         if not record.state.finished and indexer and indexer.reap_interrupted([job_id]):
             record = catalog.get_job(job_id)
+        seq: int | None = None
         try:
-            collection: str | None = catalog.get_collection_by_id(record.collection_id).name
+            found = catalog.get_collection_by_id(record.collection_id)
+            collection: str | None = found.name
+            if record.state is JobState.DONE:
+                seq = catalog.collection_seq(found.id)  # read after the job's last commit
         except CollectionNotFoundError:
             collection = None
-        return job_out(record, collection)
+        return job_out(record, collection, seq)
 
     def count_pending(self, *, up_to: int) -> int:
         """How many jobs wait for their turn, counting no further than ``up_to``."""

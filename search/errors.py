@@ -55,3 +55,10 @@ class PrecisionMismatchError(ConflictError):
     """Vectors of this precision may not join those the collection holds (too far apart)."""
 
     code = "precision_mismatch"
+
+
+class NotCaughtUpError(UnavailableError):
+    """A search asked for ``min_seq`` and this replica's indexes did not reach it in time."""
+
+    code = "not_caught_up"
+    retry_after = 1  # seconds: replicas follow the change feed every second

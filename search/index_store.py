@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -360,6 +361,32 @@ class IndexStore:
                 self.drop_collection(collection_id)
                 continue
             self.sync(collection, wait=False)
+
+    def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
+        """Catches the collection's indexes up until each holds sequence number ``min_seq``
+        (read-your-writes across replicas), trying for at most ``timeout_s``. Returns whether
+        they did: a number the catalog has not handed out yet is never reached."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if all(self._slot(collection, model).seq >= min_seq for model in collection.models):
+                return True
+            self.sync(collection)  # waits for a busy writer: it may be applying just that seq
+            if all(self._slot(collection, model).seq >= min_seq for model in collection.models):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.05, remaining))
+
+    def applied_seqs(self) -> dict[int, int]:
+        """Per loaded collection, the sequence number all its loaded indexes have applied."""
+        applied: dict[int, int] = {}
+        with self._slots_lock:
+            slots = [slot for slot in self._slots.values() if slot.loaded]
+        for slot in slots:
+            seq = slot.seq
+            applied[slot.collection_id] = min(applied.get(slot.collection_id, seq), seq)
+        return applied
 
     def start_following(self, interval_s: float = 1.0) -> None:
         """``follow`` every ``interval_s`` until ``close``: what other replicas and workers

@@ -16,7 +16,12 @@ from vizdex.core.errors import InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.search.catalog import Catalog
 from vizdex.search.duplicates import DuplicateFinder
-from vizdex.search.errors import ImageNotFoundError, InvalidQueryError, ModelNotLoadedError
+from vizdex.search.errors import (
+    ImageNotFoundError,
+    InvalidQueryError,
+    ModelNotLoadedError,
+    NotCaughtUpError,
+)
 from vizdex.search.index import validate_factory
 from vizdex.search.index_store import IndexStore
 from vizdex.search.model_choice import ModelUse, choose_model
@@ -160,6 +165,37 @@ class SearchService:
         record = self._catalog.delete_collection(name)
         self._indexes.drop_collection(record.id)
         return record
+
+    # -- read-your-writes ----------------------------------------------------------------------
+
+    def collection_seq(self, collection: str) -> int:
+        """The collection's last sequence number: what a write answers as ``seq``, read after
+        its commit (so at least the write's own number; metadata changes take none)."""
+        return self._catalog.collection_seq(self._catalog.get_collection(collection).id)
+
+    def catch_up(self, collection: str, min_seq: int | None) -> None:
+        """Waits, bounded, until this process's indexes of the collection hold ``min_seq``.
+
+        Raises NotCaughtUpError (503 with Retry-After) when they do not in time.
+        """
+        if min_seq is None or min_seq <= 0:
+            return
+        record = self._catalog.get_collection(collection)
+        wait_s = self._settings.catch_up_wait_s
+        if not self._indexes.reach(record, min_seq, wait_s):
+            head = self._catalog.collection_seq(record.id)
+            raise NotCaughtUpError(
+                f"this replica has not caught up with sequence number {min_seq} of collection "
+                f"{collection!r} within {wait_s:g} s (the catalog is at {head}); retry",
+                min_seq=min_seq,
+                head_seq=head,
+            )
+
+    def lag(self) -> list[tuple[CollectionRecord, int | None]]:
+        """Each collection with the sequence number this process's indexes have applied
+        (None while none of its indexes is loaded)."""
+        applied = self._indexes.applied_seqs()
+        return [(record, applied.get(record.id)) for record in self._catalog.list_collections()]
 
     # -- writes --------------------------------------------------------------------------------
 

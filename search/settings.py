@@ -92,6 +92,8 @@ class QuerySettings:
 
     ``prefilter_max``: a metadata filter matching at most this many images is answered by
     searching only those ids; broader filters over-fetch from the index instead.
+    ``catch_up_wait_s``: how long a search with ``min_seq`` waits for this replica's indexes to
+    reach it before answering 503 ``not_caught_up`` (``VIZDEX_SEARCH_CATCH_UP_WAIT_S``).
     """
 
     max_k: int = MAX_K
@@ -100,6 +102,7 @@ class QuerySettings:
     rrf_depth: int = 100
     prefilter_max: int = setting("SEARCH_PREFILTER_MAX", 20_000, minimum=0)
     max_similarity_inputs: int = 256
+    catch_up_wait_s: float = setting("SEARCH_CATCH_UP_WAIT_S", 2.0, minimum=0.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QuerySettings:

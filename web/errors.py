@@ -34,6 +34,7 @@ from vizdex.core.errors import (
 )
 from vizdex.encoders.batching import QueueFullError, RequestCancelledError
 from vizdex.encoders.cancellation import current_ticket
+from vizdex.search import NotCaughtUpError
 from vizdex.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def vizdex_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     assert isinstance(exc, VizdexError)
     status = status_for(exc)
     headers = None
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, (QueueFullError, NotCaughtUpError)):
         headers = {"Retry-After": str(exc.retry_after)}
     elif status == HTTP_503_SERVICE_UNAVAILABLE:
         headers = {"Retry-After": "5"}

@@ -47,6 +47,12 @@ def documented(**rules: Any) -> msgspec.Meta:
 ImageId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX, description="an image id")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+MinSeq = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0, le=INT64_MAX, description="a write's `seq`: wait until this replica has applied it"
+    ),
+]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 Text = Annotated[str, msgspec.Meta(max_length=10_000)]
 QueryText = Annotated[

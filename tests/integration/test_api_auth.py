@@ -101,13 +101,21 @@ def test_every_route_is_classified(client: TestClient[Litestar]) -> None:
 
 def test_probes_and_schema_need_no_key(client: TestClient[Litestar]) -> None:
     assert client.get("/health/live").status_code == 200
-    assert client.get("/health/ready").json() == {"status": "ready"}
+    assert client.get("/health/ready").json() == {
+        "status": "ready",
+        "lag": 0,
+        "collections_behind": 0,
+    }
     assert client.get("/schema/openapi.json").status_code == 200
     # Not ready is said without a key too (503, not 401): the probe really asks the database.
     with database_unreachable(state_of(client.app)):
         not_ready = client.get("/health/ready")
         assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
-    assert client.get("/health/ready").json() == {"status": "ready"}
+    assert client.get("/health/ready").json() == {
+        "status": "ready",
+        "lag": 0,
+        "collections_behind": 0,
+    }
 
 
 def test_matrix(client: TestClient[Litestar]) -> None:

@@ -92,7 +92,11 @@ def error_code(response: Any) -> str:
 def test_probes(client: Client) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     ready = client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    assert ready.status_code == 200 and ready.json() == {
+        "status": "ready",
+        "lag": 0,
+        "collections_behind": 0,
+    }
     with database_unreachable(state_of(client.app)):
         not_ready = client.get("/health/ready")
         assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}

@@ -268,7 +268,11 @@ def test_readiness_is_false_without_a_database(
             assert not_ready.status_code == 503 and not_ready.json() == {"status": "starting"}
             assert client.get("/health/live").json() == {"status": "ok"}  # alive, not ready
         ready = client.get("/health/ready")  # the database is back: ready again
-        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        assert ready.status_code == 200 and ready.json() == {
+            "status": "ready",
+            "lag": 0,
+            "collections_behind": 0,
+        }
 
 
 def test_readiness_is_false_when_the_database_file_vanishes_under_an_open_pool(

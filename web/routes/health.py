@@ -19,6 +19,28 @@ class Probe(msgspec.Struct):
     status: str
 
 
+class Readiness(msgspec.Struct, omit_defaults=True):
+    """``lag``: changes in the catalog (sequence numbers, summed over collections) that this
+    replica's loaded indexes have not applied yet, 0 when caught up; ``collections_behind``: how
+    many collections that is. Totals only: the probe needs no key, so it names no collection.
+    A collection whose indexes are not loaded yet counts as caught up (it loads current)."""
+
+    status: str
+    lag: int | None = None
+    collections_behind: int | None = None
+
+
+def _lags(vizdex: ServiceState) -> list[int]:
+    service = vizdex.search_service  # read once: shutdown may clear it meanwhile
+    if service is None:
+        return []
+    return [
+        max(0, record.last_seq - applied)
+        for record, applied in service.lag()
+        if applied is not None
+    ]
+
+
 def _database_reachable(vizdex: ServiceState) -> bool:
     service = vizdex.search_service  # read once: shutdown may clear it meanwhile
     return service is not None and CollectionsService(service).database_reachable()
@@ -33,13 +55,18 @@ def live() -> Probe:
     get,
     "/health/ready",
     summary="Readiness probe",
-    description="200 once models are warmed, indexes loaded and the database answers; else 503.",
-    responses={503: ResponseSpec(Probe, description="Not ready yet", generate_examples=False)},
+    description="200 once models are warmed, indexes loaded and the database answers, with this "
+    "replica's lag behind the catalog's change feed; else 503.",
+    responses={503: ResponseSpec(Readiness, description="Not ready yet", generate_examples=False)},
 )
-def ready(vizdex: Vizdex) -> Response[Probe]:
+def ready(vizdex: Vizdex) -> Response[Readiness]:
     if vizdex.ready and _database_reachable(vizdex):
-        return Response(Probe(status="ready"), status_code=HTTP_200_OK)
-    return Response(Probe(status="starting"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        lags = _lags(vizdex)
+        ready = Readiness(
+            status="ready", lag=sum(lags), collections_behind=sum(1 for lag in lags if lag)
+        )
+        return Response(ready, status_code=HTTP_200_OK)
+    return Response(Readiness(status="starting"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
 
 
 @route(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import delete, get, patch
+from litestar import Response, delete, get, patch
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
@@ -49,6 +49,19 @@ FILE_HEADERS = [
 ]
 
 
+# Read-your-writes: the collection's sequence number after the write, for a search's `min_seq`.
+SEQ_HEADER = "Vizdex-Seq"
+SEQ_HEADERS = [
+    ResponseHeader(
+        name=SEQ_HEADER,
+        documentation_only=True,
+        value="0",
+        description="the collection's sequence number once this write committed: pass it as "
+        "a search's `min_seq` to read this write on any replica",
+    )
+]
+
+
 class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
     """``metadata`` replaces the image's user metadata (a JSON object)."""
 
@@ -87,12 +100,14 @@ def get_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> I
     "/collections/{name:str}/images/{image_id:int}",
     WRITES,
     summary="Replace an image's metadata",
+    response_headers=SEQ_HEADERS,
 )
 def patch_image(
     name: CollectionName, image_id: ImageIdParam, data: JSONBody[ImagePatch], vizdex: Vizdex
-) -> ImageOut:
+) -> Response[ImageOut]:
     metadata = check_metadata(data.metadata)
-    return image_out(name, vizdex.search.update_metadata(name, image_id, metadata))
+    image = image_out(name, vizdex.search.update_metadata(name, image_id, metadata))
+    return Response(image, headers={SEQ_HEADER: str(vizdex.search.collection_seq(name))})
 
 
 @route(

@@ -20,6 +20,7 @@ from vizdex.web.schemas import (
     ImageItem,
     Int32,
     JsonSchema,
+    MinSeq,
     ModelName,
     QueryText,
     Rules,
@@ -47,7 +48,9 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Exactly one of ``text``, ``image``, ``image_id`` or ``vector``.
 
     ``fuse`` ranks by reciprocal-rank fusion over all the collection's models (image and
-    image_id queries). ``min_score`` is a cosine cut-off.
+    image_id queries). ``min_score`` is a cosine cut-off. ``min_seq``: answer only once this
+    replica has applied the collection's changes up to that sequence number (a write's ``seq``),
+    waiting a bounded time, else 503 ``not_caught_up``.
     """
 
     schema_rules: ClassVar[Rules] = (exactly_one_of(*QUERY_KINDS), FUSE_RULE)
@@ -68,6 +71,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     min_score: Annotated[float, documented(minimum=-1.0, maximum=1.0)] | None = None
     filter: SearchFilter | None = None
     fuse: bool = False
+    min_seq: MinSeq | None = None
 
 
 class MultimodalSearchRequest(SearchRequest, kw_only=True):
@@ -123,6 +127,7 @@ def run_search(vizdex: ServiceState, collection: str, query: SearchRequest) -> S
     options = _options(query)
     if query.fuse and given[0] in ("text", "vector"):
         raise InvalidQueryError("`fuse` combines image models: use it with `image` or `image_id`")
+    service.catch_up(collection, query.min_seq)
     if query.text is not None:
         return service.search_text(collection, query.text, model=query.model, options=options)
     if query.image is not None:

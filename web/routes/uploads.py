@@ -22,6 +22,7 @@ from vizdex.search import JobRecord
 from vizdex.web.inputs import read_upload
 from vizdex.web.limits import body_kind, read_form, read_json
 from vizdex.web.openapi import WRITE, body_operation, error_responses, multipart_schema
+from vizdex.web.routes.images import SEQ_HEADER
 from vizdex.web.routing import route
 from vizdex.web.schemas import (
     EMPTY_METADATA,
@@ -85,8 +86,9 @@ class UploadResult(msgspec.Struct):
 
 
 class UploadResponse(msgspec.Struct):
-    """Small uploads are indexed before the answer (200/201, with ``results``); larger ones
-    are accepted as a job (202): follow ``job_url`` for progress."""
+    """Small uploads are indexed before the answer (200/201, with ``results`` and ``seq``, the
+    collection's sequence number after the write: a search's ``min_seq`` on any replica);
+    larger ones are accepted as a job (202): follow ``job_url`` for progress (and its ``seq``)."""
 
     job_id: int
     job_url: str
@@ -96,6 +98,7 @@ class UploadResponse(msgspec.Struct):
     failed: int
     results: list[UploadResult] | None = None
     failures: list[JobFailureOut] | None = None
+    seq: int | None = None
 
 
 def _job_url(job_id: int) -> str:
@@ -174,6 +177,7 @@ def _ingest(
     if count <= limits.upload_sync_images and size <= limits.upload_sync_bytes:
         report = indexer.ingest(collection, request)
         vizdex.metrics.images_added.labels(collection).inc(report.indexed)
+        seq = vizdex.search.collection_seq(collection)
         return Response(
             UploadResponse(
                 job_id=report.job_id,
@@ -184,8 +188,10 @@ def _ingest(
                 failed=report.failed,
                 results=_results(report),
                 failures=[JobFailureOut(f.item, f.code, f.message) for f in report.failures],
+                seq=seq,
             ),
             status_code=HTTP_201_CREATED if report.indexed else HTTP_200_OK,
+            headers={SEQ_HEADER: str(seq)},
         )
     _check_room(vizdex)
     job: JobRecord = indexer.submit(collection, request)

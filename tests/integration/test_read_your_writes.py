@@ -1,0 +1,202 @@
+"""Read-your-writes across replicas: writes answer the collection's sequence number (``seq``),
+a search given ``min_seq`` waits until this replica's indexes hold it, else 503 not_caught_up;
+``/health/ready`` reports the replica's lag.
+
+The service tests run on SQLite and PostgreSQL: two services on one catalog, each with its own
+index folder, stand for two replicas (the second does not sync on queries, so only ``min_seq``
+brings it up to date). The HTTP tests run one real app on SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from tests.support.api_helpers import api_client, api_settings, photo_b64
+from tests.support.postgres import DATABASES, database_url_for
+from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
+from vizdex.search import NotCaughtUpError
+from vizdex.search.records import NewImage
+from vizdex.search.service import SearchService
+from vizdex.search.settings import SearchSettings
+from vizdex.web.settings import LimitSettings
+
+Client = TestClient[Litestar]
+MODEL, DIM = "vectors-only", 8
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    return database_url_for(request, data_dir)
+
+
+def replica(settings: SearchSettings, name: str, *, sync_on_query: bool) -> SearchService:
+    index = replace(
+        settings.index,
+        directory=settings.index.directory / name,
+        device="cpu",
+        sync_on_query=sync_on_query,
+    )
+    query = replace(settings.query, catch_up_wait_s=0.2)
+    return SearchService.open(replace(settings, index=index, query=query), {})
+
+
+def new_image(seed: int) -> NewImage:
+    vector = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return NewImage(
+        sha256=f"{seed:064x}",
+        width=8,
+        height=8,
+        format="jpeg",
+        byte_size=100,
+        vectors={MODEL: vector / np.linalg.norm(vector)},
+    )
+
+
+@pytest.fixture
+def replicas(search_settings: SearchSettings) -> Iterator[tuple[SearchService, SearchService]]:
+    writer = replica(search_settings, "a", sync_on_query=True)
+    reader = replica(search_settings, "b", sync_on_query=False)
+    try:
+        yield writer, reader
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_min_seq_catches_a_replica_up_with_another_ones_write(
+    replicas: tuple[SearchService, SearchService],
+) -> None:
+    writer, reader = replicas
+    writer.catalog.create_collection("shared", [MODEL])
+    first = writer.add_images("shared", [new_image(1)])[0].id
+    record = reader.get_collection("shared")
+    assert reader.indexes.ids(record, MODEL).tolist() == [first]  # loaded, then left alone
+    second = writer.add_images("shared", [new_image(2)])[0].id
+    seq = writer.collection_seq("shared")
+    assert seq > 0
+    assert reader.indexes.ids(record, MODEL).tolist() == [first]  # behind: nothing syncs it
+    assert [seq_of for _, seq_of in reader.lag()] == [seq - 1]
+    reader.catch_up("shared", seq)
+    assert sorted(reader.indexes.ids(record, MODEL).tolist()) == [first, second]
+    assert [applied for _, applied in reader.lag()] == [seq]
+    writer.delete_images("shared", [first])
+    reader.catch_up("shared", writer.collection_seq("shared"))
+    assert reader.indexes.ids(record, MODEL).tolist() == [second]
+
+
+def test_a_seq_the_catalog_has_not_handed_out_is_not_caught_up(
+    replicas: tuple[SearchService, SearchService],
+) -> None:
+    writer, reader = replicas
+    writer.catalog.create_collection("shared", [MODEL])
+    writer.add_images("shared", [new_image(3)])
+    head = writer.collection_seq("shared")
+    reader.catch_up("shared", None)  # no min_seq: nothing to wait for
+    reader.catch_up("shared", 0)
+    with pytest.raises(NotCaughtUpError) as raised:
+        reader.catch_up("shared", head + 5)
+    assert raised.value.code == "not_caught_up"
+    assert raised.value.details == {"min_seq": head + 5, "head_seq": head}
+
+
+# -- over HTTP (SQLite) ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory,
+    cpu_settings: EncoderSettings,
+    clip_encoder: Encoder,
+    dino_encoder: Encoder,
+) -> Iterator[Client]:
+    settings = api_settings(tmp_path_factory.mktemp("ryw") / "data", cpu_settings)
+    query = replace(settings.search.query, catch_up_wait_s=0.2)
+    settings = replace(
+        settings,
+        search=replace(settings.search, query=query),
+        limits=replace(LimitSettings(), upload_sync_images=1),
+    )
+    models = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
+    with api_client(settings, models) as test_client:
+        assert test_client.post("/v1/collections", json={"name": "ryw"}).status_code == 201
+        yield test_client
+
+
+def search(client: Client, **extra: Any) -> Any:
+    return client.post("/v1/collections/ryw/search", json={"text": "a photo", **extra})
+
+
+def test_writes_answer_their_seq_and_searches_wait_for_it(client: Client) -> None:
+    uploaded = client.post("/v1/collections/ryw/images", json={"images": [{"data": photo_b64(1)}]})
+    assert uploaded.status_code == 201
+    body = uploaded.json()
+    image_id, seq = body["results"][0]["id"], body["seq"]
+    assert isinstance(seq, int) and seq > 0 and uploaded.headers["Vizdex-Seq"] == str(seq)
+    found = search(client, min_seq=seq)
+    assert found.status_code == 200 and image_id in [hit["id"] for hit in found.json()["hits"]]
+    multimodal = client.post(
+        "/v1/multimodal/search", json={"collection": "ryw", "text": "a photo", "min_seq": seq}
+    )
+    assert multimodal.status_code == 200
+    patched = client.patch(
+        f"/v1/collections/ryw/images/{image_id}", json={"metadata": {"tag": "x"}}
+    )
+    assert patched.status_code == 200 and int(patched.headers["Vizdex-Seq"]) >= seq
+    deleted = client.delete(f"/v1/collections/ryw/images/{image_id}")
+    assert deleted.status_code == 204
+    after_delete = client.post(
+        "/v1/collections/ryw/images", json={"images": [{"data": photo_b64(2)}]}
+    ).json()["seq"]  # a later write's seq covers the delete before it
+    assert after_delete > seq
+    gone = search(client, min_seq=after_delete)
+    assert gone.status_code == 200 and image_id not in [hit["id"] for hit in gone.json()["hits"]]
+
+
+def test_a_min_seq_no_write_produced_answers_503_not_caught_up(client: Client) -> None:
+    head = client.get("/v1/collections/ryw").json()
+    assert head  # the collection exists; its seq is below what is asked
+    answer = search(client, min_seq=2**62)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "not_caught_up"
+    assert answer.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("bad", [-1, "seven", 1.5, 2**63, [1]])
+def test_a_bad_min_seq_is_a_typed_4xx(client: Client, bad: object) -> None:
+    answer = search(client, min_seq=bad)
+    assert answer.status_code in (400, 422), answer.text
+    body = answer.json()
+    assert body["code"] == "invalid_request", body
+    assert [error["key"] for error in body["errors"]] == ["min_seq"], body
+
+
+def test_a_finished_job_answers_its_seq(client: Client) -> None:
+    images = [{"data": photo_b64(seed)} for seed in (11, 12)]
+    accepted = client.post("/v1/collections/ryw/images", json={"images": images})
+    assert accepted.status_code == 202 and accepted.json()["seq"] is None
+    job_url = accepted.json()["job_url"]
+    deadline = time.monotonic() + 120
+    job = client.get(job_url).json()
+    while job["state"] in ("pending", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(job_url).json()
+    assert job["state"] == "done" and job["done"] == 2
+    assert isinstance(job["seq"], int) and job["seq"] > 0
+    found = search(client, min_seq=job["seq"], k=50)
+    assert found.status_code == 200 and len(found.json()["hits"]) >= 2
+
+
+def test_ready_reports_no_lag_once_caught_up(client: Client) -> None:
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "lag": 0, "collections_behind": 0}
