@@ -181,9 +181,16 @@ class SearchService:
         if min_seq is None or min_seq <= 0:
             return
         record = self._catalog.get_collection(collection)
+        head = self._catalog.collection_seq(record.id)
+        if min_seq > head:  # every acknowledged write is committed: this one was never made
+            raise InvalidQueryError(
+                f"min_seq {min_seq} is ahead of collection {collection!r}'s last sequence "
+                f"number {head}: pass the `seq` a write of this collection answered",
+                min_seq=min_seq,
+                head_seq=head,
+            )
         wait_s = self._settings.catch_up_wait_s
         if not self._indexes.reach(record, min_seq, wait_s):
-            head = self._catalog.collection_seq(record.id)
             raise NotCaughtUpError(
                 f"this replica has not caught up with sequence number {min_seq} of collection "
                 f"{collection!r} within {wait_s:g} s (the catalog is at {head}); retry",
