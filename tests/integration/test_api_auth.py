@@ -34,6 +34,9 @@ READ_ROUTES = {
     ("POST", "/v1/multimodal/match"),
     ("POST", "/v1/multimodal/search"),
     ("POST", "/v1/collections/{name}/search"),
+    # A duplicate scan reads the collection (its job is bookkeeping); deleting goes through DELETE.
+    ("POST", "/v1/collections/{name}/duplicates"),
+    ("GET", "/v1/collections/{name}/duplicates/{job_id}"),
     ("GET", "/v1/collections"),
     ("GET", "/v1/collections/{name}"),
     ("GET", "/v1/collections/{name}/images"),
