@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.image_corpus import encode, photo_like
 from vizdex.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,3 +139,45 @@ def test_damaged_weights_name_the_model(
     line = one_line(capsys.readouterr().err)
     assert code == 2
     assert f"could not load the weights of model '{broken}'" in line and "damaged" in line
+
+
+# Found by the second adversarial run: usage errors printed argparse's usage block before the
+# error (six lines for `--id abc`), and a damaged TIFF's Pillow warning ("Corrupt EXIF data",
+# with its source line) went to stderr beside the one-line refusal.
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["search", "-c", "c", "--id", "abc"], "vizdex search: error: argument --id: invalid int"),
+        (["search", "-c", "c"], "vizdex search: error: one of the arguments"),
+        (["bogus"], "vizdex: error: argument COMMAND: invalid choice: 'bogus'"),
+        (["collections", "create"], "vizdex collections create: error: the following argument"),
+    ],
+)
+def test_a_usage_error_is_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    line = one_line(capsys.readouterr().err)
+    assert exited.value.code == 2
+    assert line.startswith(says) and line.endswith("--help)")
+
+
+def test_a_library_warning_does_not_join_the_error(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    """Warnings are log records: shown with --verbose, not beside the error."""
+    data = tmp_path / "data"
+    code = main(
+        ["collections", "create", "c", "--model", str(tiny_clip_dir), "--data-dir", str(data)]
+    )
+    assert code == 0
+    whole = encode(photo_like(64, 48), "TIFF", compression="tiff_lzw")
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(whole[: len(whole) // 2])  # the EXIF offset now points past the end
+    env = {"VIZDEX_DATA_DIR": str(data), "VIZDEX_DEVICE": "cpu"}
+    out = vizdex("search", "-c", "c", "--image", str(damaged), env=env)
+    assert out.returncode == 2
+    assert one_line(out.stderr).startswith("vizdex: error: the TIFF image is damaged")
+    verbose = vizdex("-v", "search", "-c", "c", "--image", str(damaged), env=env)
+    assert "UserWarning: Corrupt EXIF data" in verbose.stderr

@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from vizdex.cli import COMMAND_MODULES
 from vizdex.cli.options import command_env
@@ -15,8 +16,17 @@ from vizdex.core.env import data_dir_from_env
 from vizdex.core.errors import VizdexError, os_error_text, storage_error
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr like every other error (the README's
+    promise); the usage itself is what ``--help`` is for. Subcommands' parsers are of this class
+    too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vizdex",
         description="Self-hosted image search: ingest collections, search by text or by image.",
     )
@@ -35,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Libraries' warnings (Pillow's "Corrupt EXIF data" on a damaged file, printed with its
+    # source line) went to stderr beside the one-line error: they are log records now, shown
+    # with --verbose.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return int(args.handler(args))
     except VizdexError as error:
