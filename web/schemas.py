@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
+from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
@@ -211,3 +212,16 @@ def image_filter(given: SearchFilter | None) -> ImageFilter | None:
         created_after=given.created_after,
         created_before=given.created_before,
     )
+
+
+# Read-your-writes: the collection's sequence number after the write, for a search's `min_seq`.
+SEQ_HEADER = "Vizdex-Seq"
+SEQ_HEADERS = [
+    ResponseHeader(
+        name=SEQ_HEADER,
+        documentation_only=True,
+        value="0",
+        description="the collection's sequence number once this write committed: pass it as "
+        "a search's `min_seq` to read this write on any replica",
+    )
+]

@@ -15,6 +15,8 @@ from vizdex.search import ImageNotFoundError
 from vizdex.web.routing import READS, WRITES, route
 from vizdex.web.schemas import (
     INT64_MAX,
+    SEQ_HEADER,
+    SEQ_HEADERS,
     CollectionName,
     ImageIdParam,
     Metadata,
@@ -48,18 +50,6 @@ FILE_HEADERS = [
     ),
 ]
 
-
-# Read-your-writes: the collection's sequence number after the write, for a search's `min_seq`.
-SEQ_HEADER = "Vizdex-Seq"
-SEQ_HEADERS = [
-    ResponseHeader(
-        name=SEQ_HEADER,
-        documentation_only=True,
-        value="0",
-        description="the collection's sequence number once this write committed: pass it as "
-        "a search's `min_seq` to read this write on any replica",
-    )
-]
 
 
 class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,11 +22,11 @@ from vizdex.search import JobRecord
 from vizdex.web.inputs import read_upload
 from vizdex.web.limits import body_kind, read_form, read_json
 from vizdex.web.openapi import WRITE, body_operation, error_responses, multipart_schema
-from vizdex.web.routes.images import SEQ_HEADER
 from vizdex.web.routing import route
 from vizdex.web.schemas import (
     EMPTY_METADATA,
     METADATA_SCHEMA,
+    SEQ_HEADER,
     CollectionName,
     ImageString,
     ImageUrl,
