@@ -432,6 +432,8 @@ def test_dropping_a_collection_removes_its_index_files(
     store.snapshot(collection)
     path = store.path_for(collection.id, "m")
     assert path.exists()
+    writer.add(5)
+    store.sync(collection)  # a change not saved yet
     catalog.delete_collection("photos")
     store.drop_collection(collection.id)
     assert not path.parent.exists()
