@@ -4,7 +4,8 @@ cosmic-ray finds every place each of its operators can change a module (``+`` to
 ``<=``, a number plus one, ``except E`` that never matches, a loop over nothing, ...). Two kinds
 of place are dropped before sampling, because a change there is never executed and would only
 count as a survivor nobody can kill: annotations in a module with
-``from __future__ import annotations`` (they stay strings) and ``if TYPE_CHECKING:`` blocks.
+``from __future__ import annotations`` (they stay strings) and ``if TYPE_CHECKING:`` blocks
+(their condition included).
 Mutants are sampled per module, every Nth in source order, so a sample is the same from one run
 to the next while the module's code is unchanged.
 """
@@ -84,7 +85,8 @@ def _never_run(source: str) -> list[Span]:
         elif lazy and isinstance(node, ast.AnnAssign):
             nodes.append(node.annotation)
         elif isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
-            nodes.extend(node.body)
+            # The condition too: flipped, it only imports for real what annotations name.
+            nodes.extend([node.test, *node.body])
     spans = []
     for node in nodes:
         end_line = node.end_lineno or node.lineno
@@ -144,27 +146,34 @@ def make(root: Path, mutant: Mutant) -> Change | None:
 
 
 @dataclass(frozen=True)
-class Equivalent:
-    """A mutant with no observable difference, named by its lines (line numbers move)."""
+class Known:
+    """A mutant judged by hand, named by its lines (line numbers move). ``kind``: "equivalent"
+    (no observable difference) or "cuda-only" (it differs only on a CUDA device, where the
+    GPU tests kill it; a CPU run cannot judge it)."""
 
+    kind: str
     module: str
     before: str
     after: str
     reason: str
 
 
-def load_equivalents(path: Path) -> list[Equivalent]:
+KINDS = {"equivalent": "equivalent", "cuda_only": "cuda-only"}
+
+
+def load_known(path: Path) -> list[Known]:
     if not path.exists():
         return []
-    entries = tomllib.loads(path.read_text(encoding="utf-8")).get("equivalent", [])
+    tables = tomllib.loads(path.read_text(encoding="utf-8"))
     return [
-        Equivalent(entry["module"], entry["before"], entry["after"], entry["reason"])
-        for entry in entries
+        Known(kind, entry["module"], entry["before"], entry["after"], entry["reason"])
+        for table, kind in KINDS.items()
+        for entry in tables.get(table, [])
     ]
 
 
-def equivalent_reason(equivalents: list[Equivalent], module: str, change: Change) -> str | None:
-    for entry in equivalents:
+def known_as(known: list[Known], module: str, change: Change) -> Known | None:
+    for entry in known:
         if (entry.module, entry.before, entry.after) == (module, change.before, change.after):
-            return entry.reason
+            return entry
     return None

@@ -11,10 +11,10 @@ bug. Not a CI check (too slow); the README's Development section keeps the last 
     python -m benchmarks.mutation --every 16 --survivors      # only the last report's survivors
     python -m benchmarks.mutation --every 16 --list           # the sample, without running it
 
-Mutants known to change nothing observable are listed in ``benchmarks/mutation_equivalents.toml``
-with a reason; they are reported apart and left out of the kill rate. The report (kill rate per
-module and overall, each survivor with file:line and its change) goes to
-``benchmarks/.cache/mutation/``.
+Mutants known to change nothing observable, or to differ only on a CUDA device, are listed in
+``benchmarks/mutation_equivalents.toml`` with a reason; they are reported apart, not run, and
+left out of the kill rate. The report (kill rate per module and overall, each survivor with
+file:line and its change) goes to ``benchmarks/.cache/mutation/``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from benchmarks.mutants import (
     Change,
     Mutant,
     enumerate_mutants,
-    equivalent_reason,
     every_nth,
-    load_equivalents,
+    known_as,
+    load_known,
     make,
 )
 from benchmarks.mutation_runs import Outcome, Run, make_slots, preload, run_all
@@ -47,7 +47,7 @@ from benchmarks.mutation_runs import Outcome, Run, make_slots, preload, run_all
 ROOT = Path(__file__).resolve().parent.parent
 # Not benchmarks.common.CACHE: importing that module loads ``tests`` in the parent.
 FOLDER = Path(__file__).parent / ".cache" / "mutation"
-EQUIVALENTS = Path(__file__).parent / "mutation_equivalents.toml"
+KNOWN = Path(__file__).parent / "mutation_equivalents.toml"
 
 DOOR_TESTS = (
     "tests/unit/test_image_door.py",
@@ -93,7 +93,7 @@ class Result:
     occurrence: int
     before: str
     after: str
-    outcome: str  # killed, timeout, survived, equivalent
+    outcome: str  # killed, timeout, survived, equivalent, cuda-only
     seconds: float
     killed_by: str = ""
     reason: str = ""
@@ -186,8 +186,8 @@ def _report(results: list[Result], header: dict[str, object]) -> str:
         f"- {header['mutants']} mutants sampled of {header['total']}; wall time {header['wall']}"
         + (" (the last report's survivors rerun, merged into it)" if header["survivors"] else ""),
         "",
-        "| area | module | mutants | killed | survived | equivalent | kill rate |",
-        "|---|---|---|---|---|---|---|",
+        "| area | module | mutants | killed | survived | equivalent | CUDA only | kill rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def row(label: str, module: str, rows: list[Result]) -> str:
@@ -198,7 +198,7 @@ def _report(results: list[Result], header: dict[str, object]) -> str:
         rate = f"{100 * counted['killed'] / judged:.1f} %" if judged else "-"
         return (
             f"| {label} | {module} | {len(rows)} | {counted['killed']} | {counted['survived']}"
-            f" | {counted['equivalent']} | {rate} |"
+            f" | {counted['equivalent']} | {counted['cuda-only']} | {rate} |"
         )
 
     for module in dict.fromkeys(result.module for result in results):
@@ -207,7 +207,12 @@ def _report(results: list[Result], header: dict[str, object]) -> str:
     for area in dict.fromkeys(result.area for result in results):
         lines.append(row(f"**{area}**", "all", [r for r in results if r.area == area]))
     lines.append(row("**overall**", "", results))
-    for outcome, title in (("survived", "Survivors"), ("equivalent", "Equivalent mutants")):
+    sections = (
+        ("survived", "Survivors"),
+        ("equivalent", "Equivalent mutants"),
+        ("cuda-only", "Mutants only a CUDA device tells apart (killed by the GPU tests)"),
+    )
+    for outcome, title in sections:
         chosen = [result for result in results if result.outcome == outcome]
         lines += ["", f"## {title} ({len(chosen)})", ""]
         for result in chosen:
@@ -257,7 +262,7 @@ def _fingerprint(change: Change, tests: tuple[str, ...]) -> str:
 def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list[Result]:
     """Each planned mutant's outcome; equivalents are not run, nor (--resume) mutants whose
     code and tests are the same as in the interrupted run's progress file."""
-    equivalents = load_equivalents(EQUIVALENTS)
+    known = load_known(KNOWN)
     progress = FOLDER / "progress.jsonl"
     earlier: dict[str, Result] = {}
     if resume and progress.exists():
@@ -271,9 +276,9 @@ def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list
     for mutant, change in planned:
         tests = MODULES[mutant.module][1]
         fingerprint = _fingerprint(change, tests)
-        reason = equivalent_reason(equivalents, mutant.module, change)
-        if reason is not None:
-            results.append(_result(mutant, change, "equivalent", 0.0, reason=reason))
+        judged = known_as(known, mutant.module, change)
+        if judged is not None:
+            results.append(_result(mutant, change, judged.kind, 0.0, reason=judged.reason))
         elif fingerprint in earlier:
             results.append(earlier[fingerprint])
         else:

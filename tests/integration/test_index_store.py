@@ -12,15 +12,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import vizdex.search.index_store as index_store_module
 from tests.conftest import ImageFactory, UnitVectors
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
+from vizdex.search.index_slot import write_index_file
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings, SearchSettings
@@ -436,8 +439,12 @@ def test_dropping_a_collection_removes_its_index_files(
     store.snapshot(collection)
     path = store.path_for(collection.id, "m")
     assert path.exists()
+    writer.add(5)
+    store.sync(collection)  # a change not saved yet
     catalog.delete_collection("photos")
     store.drop_collection(collection.id)
+    assert not path.parent.exists()
+    store.close()  # saves every changed index it still knows: not the dropped one
     assert not path.parent.exists()
 
 
@@ -449,6 +456,7 @@ from pathlib import Path
 import numpy as np
 
 from vizdex.search.catalog import Catalog
+from vizdex.search.index_slot import write_index_file
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import NewImage
 from vizdex.search.settings import SearchSettings
@@ -548,4 +556,204 @@ def test_something_else_where_an_index_folder_belongs_is_moved_aside(
         assert header["count"] == 20
         assert list(folder.parent.glob(folder.name + ".corrupt*"))
     finally:
+        store.close(snapshot=False)
+
+
+@pytest.fixture
+def two_models(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> tuple[CollectionRecord, Writer]:
+    """A collection embedded with two models, and a writer that adds to both."""
+    both = catalog.create_collection("both", ["m", "n"])
+
+    class BothWriter(Writer):
+        def add(self, count: int) -> list[int]:
+            vectors = self.unit_vectors(2 * count, DIM)
+            items = [
+                self.new_image(("both", self.count + i), {"m": vectors[i], "n": vectors[count + i]})
+                for i in range(count)
+            ]
+            self.count += count
+            return [o.id for o in self.catalog.add_images(self.collection.id, items)]
+
+    return both, BothWriter(catalog, both, unit_vectors, new_image)
+
+
+def test_opening_a_collection_builds_and_saves_every_index_before_any_query(
+    catalog: Catalog, index_settings: IndexSettings, two_models: tuple[CollectionRecord, Writer]
+) -> None:
+    both, adder = two_models
+    adder.add(6)
+    store = IndexStore(catalog, index_settings)
+    try:
+        store.open_collection(both)
+        store.wait_idle()
+        for model in ("m", "n"):
+            header, _ = read_snapshot(store.path_for(both.id, model))
+            assert (header["count"], header["last_seq"]) == (6, catalog.collection_seq(both.id))
+    finally:
+        store.close(snapshot=False)
+
+
+def test_a_sync_that_does_not_wait_skips_only_the_busy_index(
+    store: IndexStore, catalog: Catalog, two_models: tuple[CollectionRecord, Writer]
+) -> None:
+    both, adder = two_models
+    adder.add(3)
+    store.sync(both)
+    adder.add(4)
+    busy = store._slot(both, "m").mutex  # as a writer applying the same changes holds it
+    with busy:
+        store.sync(both, wait=False)
+        assert (store.info(both, "m").count, store.info(both, "n").count) == (3, 7)
+    store.sync(both)
+    assert store.info(both, "m").count == 7
+
+
+def test_a_snapshot_is_written_once_snapshot_every_changes_piled_up(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> None:
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=10))
+    path = store.path_for(collection.id, "m")
+    try:
+        writer.add(4)
+        store.sync(collection)  # built from the catalog: saved at once
+        store.wait_idle()
+        saved = catalog.collection_seq(collection.id)
+        assert read_snapshot(path)[0]["last_seq"] == saved
+        writer.add(9)  # nine changes since: not yet
+        store.sync(collection)
+        store.wait_idle()
+        assert read_snapshot(path)[0]["last_seq"] == saved
+        writer.add(1)  # the tenth
+        store.sync(collection)
+        store.wait_idle()
+        assert read_snapshot(path)[0]["last_seq"] == saved + 10
+    finally:
+        store.close(snapshot=False)
+
+
+def test_reopening_an_up_to_date_file_uses_it_as_it_is(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = IndexStore(catalog, index_settings)
+    writer.add(50)
+    first.sync(collection)
+    first.snapshot(collection)
+    first.close(snapshot=False)
+    path = first.path_for(collection.id, "m")
+    written = path.stat().st_ino  # a rewrite replaces the file: a new inode
+    reopened = IndexStore(catalog, index_settings)
+    builds: list[int] = []
+    real_build = reopened.build_index
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(reopened, "build_index", counting)
+    try:
+        reopened.open_collection(collection)
+        reopened.wait_idle()
+        assert builds == []  # loaded, not rebuilt from the catalog
+        assert path.stat().st_ino == written  # and not saved again: nothing changed
+        assert_matches_catalog(reopened, catalog, collection)
+    finally:
+        reopened.close(snapshot=False)
+
+
+def test_a_search_does_not_wait_for_a_busy_writer(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(5)
+    store.sync(collection)
+    writer.add(3)  # the catalog moves on while a writer holds the index
+    query = np.ones((1, DIM), np.float32)
+    counts: list[int] = []
+    busy = store._slot(collection, "m").mutex
+    with busy:
+        searching = threading.Thread(
+            target=lambda: counts.append(store.search(collection, "m", query, 10).count)
+        )
+        searching.start()
+        searching.join(timeout=30)
+        answered = not searching.is_alive()
+    searching.join()
+    assert answered and counts == [5]  # the index as it was: the writer brings it up to date
+    assert store.search(collection, "m", query, 10).count == 8
+
+
+def test_snapshots_queue_one_at_a_time_rather_than_pile_up(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=1))
+    entered, gate = threading.Event(), threading.Event()
+    writes: list[int] = []
+    real_write = write_index_file
+
+    def slow_write(slot: Any) -> bool:
+        writes.append(slot.seq)
+        entered.set()
+        gate.wait(30)
+        return real_write(slot)
+
+    monkeypatch.setattr(index_store_module, "write_index_file", slow_write)
+    try:
+        writer.add(2)
+        store.sync(collection)  # built: its first snapshot starts, and hangs on the gate
+        assert entered.wait(30)
+        for _ in range(5):  # every change wants a snapshot: one more is queued, no more
+            writer.add(1)
+            store.sync(collection)
+        gate.set()
+        store.wait_idle()
+        assert len(writes) == 2
+        assert read_snapshot(store.path_for(collection.id, "m"))[0]["last_seq"] == (
+            catalog.collection_seq(collection.id)
+        )
+    finally:
+        gate.set()
+        store.close(snapshot=False)
+
+
+def test_background_work_of_different_collections_runs_one_task_at_a_time(
+    catalog: Catalog,
+    index_settings: IndexSettings,
+    unit_vectors: UnitVectors,
+    new_image: ImageFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Snapshots (and retrains) are heavy: they queue behind each other, whatever the index."""
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=1))
+    first_in, second_in, gate = threading.Event(), threading.Event(), threading.Event()
+    real_write = write_index_file
+
+    def held_write(slot: Any) -> bool:
+        (second_in if first_in.is_set() else first_in).set()
+        gate.wait(30)
+        return real_write(slot)
+
+    monkeypatch.setattr(index_store_module, "write_index_file", held_write)
+    try:
+        for name in ("one", "two"):
+            collection = catalog.create_collection(name, ["m"])
+            Writer(catalog, collection, unit_vectors, new_image).add(3)
+            store.sync(collection)  # built: its snapshot is queued
+            if name == "one":
+                assert first_in.wait(30)
+        # The second snapshot waits for the first: nothing lets it in while the first holds.
+        assert not second_in.wait(2)
+        gate.set()
+        store.wait_idle()
+        assert second_in.is_set()
+    finally:
+        gate.set()
         store.close(snapshot=False)

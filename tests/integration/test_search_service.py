@@ -203,6 +203,25 @@ def test_k_of_1000_is_allowed(service: SearchService, photos: Photos) -> None:
     assert len(result.hits) == 50
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(k=1000, offset=9000),  # the window's last page
+        SearchOptions(min_score=-1.0),  # cosine scores reach down to -1
+        SearchOptions(min_score=-0.5),
+        SearchOptions(min_score=1.0),
+    ],
+)
+def test_options_at_their_limits_are_allowed(
+    service: SearchService, photos: Photos, options: SearchOptions
+) -> None:
+    photos.add(5)
+    result = service.search_vector("photos", np.ones(CLIP_DIM), options=options)
+    expected = photos.ranking(photos.clip, np.ones(CLIP_DIM, np.float32))
+    cut = options.min_score if options.min_score is not None else -1.0
+    assert_hits(pairs(result), [hit for hit in expected if hit[1] >= cut][options.offset :])
+
+
 def test_pages_are_slices_of_one_ranking(
     service: SearchService, photos: Photos, rng: np.random.Generator
 ) -> None:
@@ -288,31 +307,98 @@ def test_filtered_search_is_exact_on_a_flat_index(
         service.close()
 
 
-def test_filtered_search_on_an_ivf_index_finds_only_matches(
+@pytest.mark.parametrize("prefilter_max", [10, 9])
+def test_sql_names_the_candidates_when_no_more_than_prefilter_max_match(
     settings: SearchSettings,
     encoders: dict[str, Encoder],
     new_image: ImageFactory,
     rng: np.random.Generator,
     monkeypatch: pytest.MonkeyPatch,
+    prefilter_max: int,
 ) -> None:
-    settings = replace(settings, index=replace(settings.index, exact_max=100))
+    """Ten images match, scattered among 600: the ranker's first over-fetch misses most of
+    them. With room for ten ids, SQL names them and only they are searched; with room for
+    nine, SQL's answer is too long to use and the ranker keeps fetching deeper. Exact both ways."""
+    settings = replace(settings, query=QuerySettings(prefilter_max=prefilter_max))
     service = open_service(settings, encoders)
+    try:
+        photos = Photos(service, new_image, encoders)
+        metadata: list[dict[str, object]] = [
+            {"group": "a" if i % 60 == 0 else "b"} for i in range(600)
+        ]
+        ids = photos.add(600, metadata)
+        members = {ids[i] for i in range(0, 600, 60)}
+        query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+        options = SearchOptions(k=10, filters=ImageFilter(metadata={"group": "a"}))
+        with index_searches(service, monkeypatch) as searches:
+            result = service.search_vector("photos", query, options=options)
+        assert_hits(pairs(result), photos.ranking(photos.clip, query, members))
+        restricted = [allowed for allowed in searches if allowed is not None]
+        assert restricted == ([members] if prefilter_max == 10 else [])
+    finally:
+        service.close()
+
+
+@pytest.fixture
+def ivf(
+    settings: SearchSettings, encoders: dict[str, Encoder], new_image: ImageFactory
+) -> Iterator[tuple[SearchService, Photos]]:
+    """600 photos in a collection whose indexes are IVF (exact only up to 100 vectors)."""
+    ivf_settings = replace(settings, index=replace(settings.index, exact_max=100))
+    service = open_service(ivf_settings, encoders)
     try:
         photos = Photos(service, new_image, encoders)
         photos.add(600)
         service.indexes.wait_idle(timeout=60)
         assert service.indexes.info(photos.collection, photos.clip).kind == "ivf"
-        query = rng.standard_normal(CLIP_DIM).astype(np.float32)
-        rare = ImageFilter(metadata={"n": 77})
-        with index_searches(service, monkeypatch) as searches:
-            result = service.search_vector("photos", query, options=SearchOptions(filters=rare))
-        assert [h.image_id for h in result.hits] == [78]
-        # Found because SQL named image 78 and the index searched only it.
-        assert [ids for ids in searches if ids is not None] == [{78}]
-        odd = ImageFilter(metadata={"parity": "odd"})
-        result = service.search_vector("photos", query, options=SearchOptions(k=10, filters=odd))
-        assert result.approximate and len(result.hits) == 10
-        assert all(h.image.metadata["parity"] == "odd" for h in result.hits)
+        yield service, photos
+    finally:
+        service.close()
+
+
+def test_filtered_search_on_an_ivf_index_finds_only_matches(
+    ivf: tuple[SearchService, Photos],
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service, _photos = ivf
+    query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+    rare = ImageFilter(metadata={"n": 77})
+    with index_searches(service, monkeypatch) as searches:
+        result = service.search_vector("photos", query, options=SearchOptions(filters=rare))
+    assert [h.image_id for h in result.hits] == [78]
+    # Found because SQL named image 78 and the index searched only it.
+    assert [ids for ids in searches if ids is not None] == [{78}]
+    odd = ImageFilter(metadata={"parity": "odd"})
+    result = service.search_vector("photos", query, options=SearchOptions(k=10, filters=odd))
+    assert result.approximate and len(result.hits) == 10
+    assert all(h.image.metadata["parity"] == "odd" for h in result.hits)
+
+
+def test_an_ivf_search_deeper_than_its_probed_lists_still_finds_k(
+    ivf: tuple[SearchService, Photos], rng: np.random.Generator
+) -> None:
+    """The probed lists of an IVF index hold fewer than k vectors: the rest are probed too."""
+    service, photos = ivf
+    query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+    result = service.search_vector("photos", query, options=SearchOptions(k=500))
+    assert_hits(pairs(result), photos.ranking(photos.clip, query)[:500])
+
+
+def test_warming_up_builds_and_saves_every_collections_indexes(
+    settings: SearchSettings, encoders: dict[str, Encoder], new_image: ImageFactory
+) -> None:
+    service = open_service(settings, encoders)
+    try:
+        photos = Photos(service, new_image, encoders)
+        other = Photos(service, new_image, encoders, name="other")
+        photos.add(4)
+        other.add(3)
+        service.warm_up()
+        service.indexes.wait_idle(timeout=60)
+        for collection in (photos.collection, other.collection):
+            for model in (photos.clip, photos.dino):
+                assert service.indexes.path_for(collection.id, model).is_file()
     finally:
         service.close()
 
@@ -609,6 +695,24 @@ def test_similarity_matrix_and_zero_shot_text_match(
         service.match_texts(images, texts, model=dino_encoder.name)
     with pytest.raises(ModelNotFoundError):
         service.image_similarity(images, model="nope")
+
+
+def test_similarity_takes_up_to_its_limit_of_inputs(
+    settings: SearchSettings, encoders: dict[str, Encoder]
+) -> None:
+    service = open_service(
+        replace(settings, query=replace(settings.query, max_similarity_inputs=3)), encoders
+    )
+    try:
+        images = [make_photo(16, 16, seed=s) for s in range(4)]
+        assert service.image_similarity(images[:3]).scores.shape == (3, 3)
+        assert service.match_texts(images[:3], ["a", "b", "c"]).scores.shape == (3, 3)
+        with pytest.raises(InvalidQueryError, match="between 1 and 3 images"):
+            service.image_similarity(images)
+        with pytest.raises(InvalidQueryError, match="between 1 and 3 texts"):
+            service.match_texts(images[:1], ["a", "b", "c", "d"])
+    finally:
+        service.close()
 
 
 class WithoutTemperature(WrappedEncoder):

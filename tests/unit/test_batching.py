@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
@@ -34,11 +35,13 @@ class Recorder:
 class Observer:
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.seconds: list[float] = []
         self.rejected_count = 0
         self.skipped_count = 0
 
     def batch_done(self, size: int, seconds: float) -> None:
         self.sizes.append(size)
+        self.seconds.append(seconds)
 
     def rejected(self, count: int) -> None:
         self.rejected_count += count
@@ -152,18 +155,64 @@ def test_cancelled_items_are_skipped_and_free_their_room() -> None:
     gate = threading.Event()
     run = Recorder(gate)
     observer = Observer()
-    batcher = make(run, max_batch=1, capacity=2, max_wait_s=0.0, observer=observer)
+    batcher = make(run, max_batch=1, capacity=4, max_wait_s=0.0, observer=observer)
     batcher.submit([1])
     assert run.entered.wait(5)
-    gone = batcher.submit([2, 3])
+    gone = batcher.submit([2, 3, 4])
+    kept = batcher.submit([5])  # a live item among them stays queued
     for future in gone:
         assert future.cancel()
-    kept = batcher.submit([4, 5])  # room again: cancelled items do not count
+    more = batcher.submit([6, 7, 8])  # room again: cancelled items do not count
     gate.set()
-    assert [f.result(5) for f in kept] == [40, 50]
-    assert [2] not in run.batches and [3] not in run.batches
-    assert observer.skipped_count == 2
+    assert [f.result(5) for f in kept + more] == [50, 60, 70, 80]
+    assert not {2, 3, 4} & {item for batch in run.batches for item in batch}
+    assert observer.skipped_count == 3  # each dropped item counted once
     batcher.close()
+
+
+def test_retry_after_counts_the_batches_ahead_not_the_items() -> None:
+    """The same 400 queued items are 400 batches ahead with max_batch=1, 100 with 4."""
+    retry: dict[int, int] = {}
+    for max_batch in (1, 4):
+        gate = threading.Event()
+        run = Recorder(gate)
+        batcher = make(run, max_batch=max_batch, capacity=400, max_wait_s=0.0)
+        batcher.submit([0])
+        assert run.entered.wait(5)  # the worker holds item 0: nothing measured yet
+        batcher.submit(list(range(1, 401)))
+        with pytest.raises(QueueFullError) as refused:
+            batcher.submit([401])
+        retry[max_batch] = refused.value.retry_after
+        gate.set()
+        batcher.close()
+    assert retry[4] < retry[1] <= 4 * retry[4]
+
+
+@pytest.mark.parametrize("returned", [1, 3])
+def test_a_call_with_the_wrong_number_of_results_fails_its_batch(returned: int) -> None:
+    def wrong(items: list[int]) -> list[int]:
+        return list(range(returned))
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "wrong", wrong, max_batch=2, max_wait_s=0.0, capacity=2
+    )
+    for future in batcher.submit([1, 2]):
+        with pytest.raises(RuntimeError, match=f"{returned} results for 2 items"):
+            future.result(5)
+    batcher.close()
+
+
+def test_each_batch_reports_its_size_and_the_time_it_took() -> None:
+    run = Recorder()
+    observer = Observer()
+    batcher = make(run, max_batch=2, capacity=4, max_wait_s=0.0, observer=observer)
+    started = time.perf_counter()
+    assert [f.result(5) for f in batcher.submit([1, 2])] == [10, 20]
+    batcher.close()
+    watched = time.perf_counter() - started
+    assert observer.sizes == [2]
+    # Not a speed check: a batch that ran inside this interval cannot have taken longer.
+    assert 0.0 <= observer.seconds[0] <= watched
 
 
 def test_a_failing_call_fails_every_item_of_its_batch() -> None:
@@ -271,10 +320,17 @@ def test_batched_vectors_match_the_model(
         np.testing.assert_allclose(
             raw, clip_encoder.encode_images(images[:2], normalize=False), atol=1e-4
         )
-        texts = ["a red bicycle", "snow", "cat"]
+        texts = ["a red bicycle", "snow", "cat", "a dog", "rain", "a boat"]  # two queue batches
         np.testing.assert_allclose(
             wrapped.encode_texts(texts), clip_encoder.encode_texts(texts), atol=1e-5
         )
+        np.testing.assert_allclose(
+            wrapped.encode_texts(texts, normalize=False),
+            clip_encoder.encode_texts(texts, normalize=False),
+            atol=1e-4,
+        )
+        nothing = wrapped.encode_images([])
+        assert nothing.shape == (0, clip_encoder.dim) and nothing.dtype == np.float32
         assert wrapped.logit_scale == pytest.approx(getattr(clip_encoder, "logit_scale", 0.0))
     finally:
         wrapped.close()

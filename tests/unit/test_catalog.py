@@ -406,6 +406,9 @@ def test_source_paths_are_found_moved_and_touched_in_their_collection_only(
 
     a, b = (o.id for o in catalog.add_images(photos.id, [at(0, "/p/a.jpg"), at(1, "/p/b.jpg")]))
     (elsewhere,) = (o.id for o in catalog.add_images(other.id, [at(2, "/p/a.jpg")]))
+    # The same path in another collection (created later, so with a larger id) is not ours.
+    assert [i.id for i in catalog.find_by_source(photos.id, "/p/a.jpg")] == [a]
+    assert [i.id for i in catalog.list_images(photos.id)] == [a, b]
     found = catalog.images_at_sources(photos.id, ["/p/a.jpg", "/p/b.jpg", "/p/none.jpg"])
     assert {uri: [row.image_id for row in rows] for uri, rows in found.items()} == {
         "/p/a.jpg": [a],
@@ -414,6 +417,7 @@ def test_source_paths_are_found_moved_and_touched_in_their_collection_only(
     moved = SourceUpdate(a, "/q/a.jpg", "a.jpg", 10, 20)
     touched = SourceUpdate(b, "/p/b.jpg", "b.jpg", 11, 21)
     stranger = SourceUpdate(elsewhere, "/q/x.jpg", "x.jpg", 1, 1)  # not in this collection
+    assert catalog.update_sources(photos.id, []) == 0
     assert catalog.update_sources(photos.id, [moved, touched, stranger]) == 2
     record = catalog.get_image(photos.id, a)
     assert (record.source_uri, record.original_name) == ("/q/a.jpg", "a.jpg")

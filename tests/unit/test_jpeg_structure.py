@@ -176,7 +176,7 @@ def test_any_cut_or_damaged_header_byte_is_passed_or_refused_never_a_crash(name:
     damaged += [
         data[:at] + bytes([value]) + data[at + 1 :]
         for at in range(2, scan_start(data))
-        for value in (0x00, 0x01, 0x11, 0xFF)
+        for value in (0x00, 0x01, 0x10, 0x11, 0xFF)  # 0x01, 0x10: a zero sampling factor
     ]
     for candidate in damaged:
         try:

@@ -19,7 +19,13 @@ from transformers import (
 )
 
 from tests.support.synthetic_photos import make_photo
-from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images, resized_hw
+from vizdex.encoders.preprocess import (
+    PreprocessSpec,
+    pil_to_tensor,
+    preprocess_images,
+    preprocess_tensor,
+    resized_hw,
+)
 
 SIZES = [(640, 480), (480, 640), (224, 224), (1000, 150), (57, 800), (100, 90), (3, 5)]
 
@@ -65,6 +71,23 @@ def test_every_resample_the_processor_runs_is_reproduced(
     images = _images()
     reference = processor(images=images, return_tensors="pt")["pixel_values"]
     assert torch.allclose(preprocess_images(images, spec), reference, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("processor_class", [CLIPImageProcessor, DINOv3ViTImageProcessor])
+def test_lanczos_on_a_cuda_device_falls_back_as_the_processor_does(
+    processor_class: type[CLIPImageProcessor | DINOv3ViTImageProcessor],
+) -> None:
+    """LANCZOS has a CPU kernel only: on a device both sides resize with BICUBIC instead."""
+    processor = processor_class(resample=1)
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec is not None
+    images = _images()
+    reference = processor(images=images, return_tensors="pt", device="cuda")["pixel_values"]
+    ours = torch.stack([preprocess_tensor(pil_to_tensor(i).cuda(), spec) for i in images])
+    assert ours.device.type == "cuda"
+    assert torch.allclose(ours, reference.to(ours.device), atol=1e-4)
 
 
 SMALLER_THAN_THE_CROP = {"height": 24, "width": 30}
