@@ -13,6 +13,7 @@ import io
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,25 +85,33 @@ def test_the_limit_is_a_setting() -> None:
     assert ImageInputSettings.from_env({"VIZDEX_MAX_ASPECT_RATIO": "3.5"}).max_aspect_ratio == 3.5
 
 
+# Peak RSS is read from /proc after resetting it: getrusage's ru_maxrss survives exec, so a
+# child of a large pytest process starts at the parent's size and would always report 0 MB.
 PEAK_RSS = textwrap.dedent(
     """
-    import resource, sys
+    import sys
     from vizdex.imaging import ImageInputSettings, load_image
     from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
     from torchvision.transforms import InterpolationMode
+
+    def kb(field):
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(field))
+
     data = open(sys.argv[1], "rb").read()
     spec = PreprocessSpec(
         interpolation=InterpolationMode.BICUBIC, shortest_edge=224, crop_hw=(224, 224),
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     )
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # the peak (VmHWM) starts again from the current size
+    before = kb("VmRSS:")
     try:
         pixels = preprocess_images([load_image(data, ImageInputSettings()).image], spec)
         outcome = "x".join(str(side) for side in pixels.shape)
     except Exception as error:
         outcome = getattr(error, "code", type(error).__name__)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(outcome, (after - before) // 1024)
+    print(outcome, (kb("VmHWM:") - before) // 1024)
     """
 )
 
@@ -128,6 +137,38 @@ def test_peak_memory_per_image_is_bounded(
     seen, grown_mb = run.stdout.split()
     assert seen == outcome
     assert int(grown_mb) <= most_mb, f"peak RSS grew by {grown_mb} MB"
+
+
+def _peak_mb(path: Path) -> int:
+    run = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcome, grown_mb = run.stdout.split()
+    assert outcome == "1x3x224x224"
+    return int(grown_mb)
+
+
+def test_no_colour_mode_costs_much_more_memory_than_rgb(tmp_path: Path) -> None:
+    """Found by the second adversarial run: a float TIFF at the pixel cap took ~1 GB to decode,
+    twice an RGB image of its size (each NumPy expression of the 8-bit conversion made another
+    full-size temporary); RGBA paid for a copy of itself. Compared with RGB in the same run."""
+    rng = np.random.default_rng(0)
+    side = 3000
+    images = {
+        "rgb": (Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)), "PNG"),
+        "float": (Image.fromarray(rng.random((side, side), dtype=np.float32) * 3), "TIFF"),
+        "16-bit": (Image.fromarray(rng.integers(0, 65535, (side, side), dtype=np.uint16)), "PNG"),
+        "rgba": (Image.fromarray(rng.integers(0, 255, (side, side, 4), dtype=np.uint8)), "TIFF"),
+    }
+    peaks = {}
+    for name, (image, fmt) in images.items():
+        path = tmp_path / name
+        path.write_bytes(
+            encode(image, fmt, compress_level=1) if fmt == "PNG" else encode(image, fmt)
+        )
+        peaks[name] = _peak_mb(path)
+    assert max(peaks.values()) <= 1.5 * peaks["rgb"], peaks
 
 
 # -- damaged JPEGs ---------------------------------------------------------------------------

@@ -57,17 +57,22 @@ def exif_orientation(image: Image.Image) -> int:
 
 
 def _on_white(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
+    # convert() copies even an RGBA image: 4 bytes a pixel more at the peak for nothing.
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     canvas = Image.new("RGB", rgba.size, (255, 255, 255))
     canvas.paste(rgba, mask=rgba)  # the alpha band is the mask: src·α + white·(1−α)
     return canvas
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit integer and float grey to 8 bits instead of clipping at 255."""
-    values = np.asarray(image)
+    """Scale 16-bit, 32-bit integer and float grey to 8 bits instead of clipping at 255.
+
+    Worked in place on one copy of the pixels: at the pixel cap each extra temporary of these
+    modes costs 200 MB, and the naive expressions made three or four of them.
+    """
     if image.mode == "F":
-        return Image.fromarray(_float_to_u8(values))
+        return Image.fromarray(_float_to_u8(np.array(image, dtype=np.float32)))
+    values = np.asarray(image)
     if image.mode == "I":
         return Image.fromarray(_int32_to_u8(values))
     return Image.fromarray(_u16_to_u8(values))
@@ -75,7 +80,10 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
 
 def _u16_to_u8(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     # round(v / 257) maps 0..65535 exactly onto 0..255 (65535 = 255 · 257).
-    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    wide = values.astype(np.uint32)
+    wide += 128
+    wide //= 257
+    return wide.astype(np.uint8)
 
 
 def _int32_to_u8(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -88,18 +96,22 @@ def _int32_to_u8(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return _stretch(values.astype(np.float32), float(low), float(high))
 
 
-def _float_to_u8(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """Float grey in 0..1 is scaled by 255; any other range is stretched to 0..255."""
-    finite = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+def _float_to_u8(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """Float grey in 0..1 is scaled by 255; any other range is stretched to 0..255.
+
+    ``values`` is the caller's own copy, changed in place."""
+    finite = np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = float(finite.min()), float(finite.max())
     if low >= 0.0 and high <= 1.0:
-        scaled: npt.NDArray[np.float32] = np.rint(finite * np.float32(255.0))
-        return scaled.astype(np.uint8)
+        finite *= np.float32(255.0)
+        return np.rint(finite, out=finite).astype(np.uint8)
     return _stretch(finite, low, high)
 
 
 def _stretch(values: npt.NDArray[np.float32], low: float, high: float) -> npt.NDArray[np.uint8]:
+    """``values`` (a float32 copy of the caller's, changed in place) stretched to 0..255."""
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled: npt.NDArray[np.float32] = np.rint((values - low) * np.float32(255.0 / (high - low)))
-    return scaled.astype(np.uint8)
+    values -= np.float32(low)
+    values *= np.float32(255.0 / (high - low))
+    return np.rint(values, out=values).astype(np.uint8)
