@@ -82,14 +82,16 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
     enqueue = ["ingest", str(tmp_path / "photos"), "-c", "photos", "--model", str(tiny_clip_dir)]
     assert main([*enqueue, "--enqueue", "--chunk-size", str(CHUNK)]) == 0
     catalog = Catalog.open(CatalogSettings(database_url=postgres_url))
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         collection = catalog.get_collection("photos")
         (job,) = catalog.list_jobs(collection_id=collection.id)
         assert (job.state, job.total) == (JobState.PENDING, PHOTOS)
 
+        # The doomed worker starts alone, so it surely holds a chunk part-way through when it is
+        # killed; started together, the survivor could take every chunk first (seen under load).
         doomed = _worker("doomed", tiny_clip_dir, env)
-        survivor = _worker("survivor", tiny_clip_dir, env)
-        workers = [doomed, survivor]
+        workers.append(doomed)
 
         def doomed_is_mid_chunk() -> bool:
             return any(
@@ -98,6 +100,8 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
             )
 
         _wait(doomed_is_mid_chunk, "the doomed worker to be part-way through a chunk", workers)
+        survivor = _worker("survivor", tiny_clip_dir, env)
+        workers.append(survivor)
         doomed.send_signal(signal.SIGKILL)
         doomed.communicate(timeout=30)
         # It died holding a chunk it had started on: nobody but the survivor can end it now.
@@ -141,4 +145,8 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
         finally:
             indexes.close(snapshot=False)
     finally:
+        for process in workers:
+            if process.poll() is None:  # a failed assertion must not leave workers running
+                process.kill()
+                process.communicate()
         catalog.close()
