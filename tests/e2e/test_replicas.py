@@ -1,9 +1,10 @@
 """Two `vizdex serve` replicas on one PostgreSQL catalog and one data directory, on loopback.
 
-Upload on one, find it on the other; delete on the other, gone on the first; a background upload
-accepted by a replica that is then killed with SIGKILL is finished by the survivor through the
-work queue; each replica keeps its index files in its own folder, and a restarted replica
-catches up from its snapshot and the change feed.
+Upload on one, find it on the other (also given the upload's sequence number as ``min_seq``);
+delete on the other, gone on the first; a background upload accepted by a replica that is then
+killed with SIGKILL is finished by the survivor through the work queue; each replica keeps its
+index files in its own folder, and a restarted replica catches up from its snapshot and the
+change feed.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ def _replica(
         log.close()
 
 
-def _search(client: httpx.Client, image: str) -> list[dict[str, Any]]:
-    answer = client.post("/v1/collections/photos/search", json={"image": image, "k": 5})
+def _search_answer(client: httpx.Client, image: str, **extra: Any) -> httpx.Response:
+    return client.post("/v1/collections/photos/search", json={"image": image, "k": 5, **extra})
+
+
+def _search(client: httpx.Client, image: str, **extra: Any) -> list[dict[str, Any]]:
+    answer = _search_answer(client, image, **extra)
     assert answer.status_code == 200, answer.text
     hits: list[dict[str, Any]] = answer.json()["hits"]
     return hits
@@ -103,11 +108,19 @@ def test_two_replicas_share_one_catalog_and_survive_each_other(
         assert created.status_code == 201, created.text
         model = created.json()["models"][0]
         with _replica("b", env, tiny_clip_dir, tmp_path) as (second_process, second):
-            # Written on one replica, found on the other.
+            # Written on one replica, found on the other: the write's sequence number, passed as
+            # `min_seq`, makes the other answer only once it holds the write (read-your-writes).
             added = _upload(first, range(1, 3))
             assert added.status_code == 201, added.text
             ids = [result["id"] for result in added.json()["results"]]
-            assert [hit["id"] for hit in _search(second, photo_b64(1))][:1] == ids[:1]
+            seq = added.json()["seq"]
+            assert added.headers["Vizdex-Seq"] == str(seq)
+            hits = _search(second, photo_b64(1), min_seq=seq)
+            assert [hit["id"] for hit in hits][:1] == ids[:1]
+            # A number no write has answered yet is refused, not waited for.
+            ahead = _search_answer(second, photo_b64(1), min_seq=seq + 1_000_000)
+            assert ahead.status_code == 422, ahead.text
+            assert ahead.json()["code"] == "invalid_query"
             # Deleted on the other, gone on the first.
             assert second.delete(f"/v1/collections/photos/images/{ids[0]}").status_code == 204
             assert ids[0] not in [hit["id"] for hit in _search(first, photo_b64(1))]
