@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,15 +115,25 @@ def request_for(claimed: ClaimedItem, store: DataStore) -> IngestRequest | None:
     )
 
 
-def drop_spool(store: DataStore, claimed: ClaimedItem) -> None:
-    """Removes the chunk's spooled uploads once it is over (its job keeps the outcome)."""
-    folders = {str(entry["file"]).rsplit("/", 1)[0] for entry in claimed.payload.get("uploads", [])}
-    for entry in claimed.payload.get("uploads", []):
+def drop_spool(store: DataStore, payload: Mapping[str, Any]) -> None:
+    """Removes a chunk's spooled uploads once it is over or dropped (its job keeps the outcome)."""
+    uploads = payload.get("uploads", [])
+    folders = {str(entry["file"]).rsplit("/", 1)[0] for entry in uploads}
+    for entry in uploads:
         store.resolve(str(entry["file"])).unlink(missing_ok=True)
     for folder in folders:
         path = store.resolve(folder)
         if path.is_dir() and not any(path.iterdir()):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def cancel_queued(catalog: Catalog, store: DataStore, job_id: int) -> JobRecord:
+    """Cancels a queued job; the uploads its waiting chunks had spooled go at once (a running
+    chunk's go when its worker stops on it)."""
+    job, dropped = catalog.cancel_queued_job(job_id)
+    for payload in dropped:
+        drop_spool(store, payload)
+    return job
 
 
 class ChunkTracker(JobTracker):
@@ -201,6 +211,9 @@ class QueueWorker:
                     break
                 stop.wait(self.options.poll_s)
                 continue
+            if claimed.cancelled:  # its job was cancelled while nobody held it
+                drop_spool(self._store, claimed.payload)
+                continue
             self.work_on(claimed, stop)
         return self.chunks_run
 
@@ -236,7 +249,7 @@ class QueueWorker:
             return
         job = self._catalog.finish_work(claimed.id, self.name, failed=failed, error=error)
         if job is not None:
-            drop_spool(self._store, claimed)
+            drop_spool(self._store, claimed.payload)
             if job.state.finished:
                 log.info("job %d is %s", job.id, job.state.value)
 

@@ -31,8 +31,13 @@ def add_progress(
     done: int = 0,
     skipped: int = 0,
     failures: Sequence[JobFailure] = (),
+    chunk: int | None = None,
 ) -> None:
-    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure)."""
+    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure).
+
+    ``chunk``: the queue chunk the failures come from, kept with each so that a chunk taken over
+    from a dead worker can take its share out again (``forget_chunk_failures``).
+    """
     if total is not None:
         row.total = max(0, total)
     row.done += max(0, done)
@@ -40,10 +45,20 @@ def add_progress(
     row.failed += len(failures)
     room = MAX_JOB_FAILURES - len(row.failures)
     if failures and room > 0:
+        tag = {} if chunk is None else {"chunk": chunk}
         row.failures = [
             *row.failures,
-            *({"item": f.item, "code": f.code, "message": f.message} for f in failures[:room]),
+            *(
+                {"item": f.item, "code": f.code, "message": f.message, **tag}
+                for f in failures[:room]
+            ),
         ]
+
+
+def forget_chunk_failures(row: Job, chunk: int) -> None:
+    """Takes one chunk's failures out of a locked job row's list (not its counters)."""
+    if any(failure.get("chunk") == chunk for failure in row.failures):
+        row.failures = [failure for failure in row.failures if failure.get("chunk") != chunk]
 
 
 class JobsPart(CatalogSession):
