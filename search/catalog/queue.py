@@ -76,6 +76,19 @@ def _locked_job(session: Session, job_id: int) -> Job:
     return job
 
 
+def _claimed(row: WorkItem, *, resumed: bool, cancelled: bool = False) -> ClaimedItem:
+    return ClaimedItem(
+        id=row.id,
+        job_id=row.job_id,
+        collection_id=row.collection_id,
+        position=row.position,
+        payload=dict(row.payload),
+        attempts=row.attempts,
+        resumed=resumed,
+        cancelled=cancelled,
+    )
+
+
 class QueuePart(CatalogSession):
     def enqueue_job(
         self,
@@ -149,16 +162,7 @@ class QueuePart(CatalogSession):
                 forget_chunk_failures(job, row.id)
             if job.state == JobState.CANCELLED.value:
                 row.state, row.owner, row.lease_until = ItemState.CANCELLED, None, None
-                return ClaimedItem(
-                    id=row.id,
-                    job_id=row.job_id,
-                    collection_id=row.collection_id,
-                    position=row.position,
-                    payload=dict(row.payload),
-                    attempts=row.attempts,
-                    resumed=resumed,
-                    cancelled=True,
-                )
+                return _claimed(row, resumed=resumed, cancelled=True)
             if row.attempts >= MAX_ATTEMPTS:
                 row.state, row.lease_until = ItemState.FAILED, None
                 row.error = (
@@ -175,15 +179,7 @@ class QueuePart(CatalogSession):
             if job.state == JobState.PENDING.value:
                 job.state = JobState.RUNNING.value
                 job.updated_at = now
-            return ClaimedItem(
-                id=row.id,
-                job_id=row.job_id,
-                collection_id=row.collection_id,
-                position=row.position,
-                payload=dict(row.payload),
-                attempts=row.attempts,
-                resumed=resumed,
-            )
+            return _claimed(row, resumed=resumed)
 
     def renew_lease(self, item_id: int, owner: str, *, lease_s: float) -> bool:
         """Extends the lease; False if the chunk is no longer ours or its job was cancelled."""
