@@ -74,7 +74,7 @@ def _items(catalog: Catalog) -> list[WorkItem]:
         return list(session.scalars(select(WorkItem).order_by(WorkItem.id)))
 
 
-# A test-only trigger: once a first batch of images is committed, the next image insert waits for
+# A test-only trigger: once a batch's worth of images is written, the next image insert waits for
 # an advisory lock the test holds. The worker (alone at that point) then stays part-way through its
 # chunk for as long as the test wants, whatever the machine's speed: polling for that moment lost
 # the race on a fast idle machine, where a chunk took less than one progress interval. Workers
@@ -155,9 +155,10 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
             workers,
             tmp_path,
         )
-        # What it committed of its chunk (its first batch): nobody else has written yet.
+        # What it committed of its chunk (one batch or a few smaller ones, as decoding kept up;
+        # what its blocked transaction holds is not visible): nobody else has written yet.
         committed = len(all_images(catalog, collection.id))
-        assert committed >= BATCH
+        assert 0 < committed <= BATCH
         # Its heartbeat keeps renewing the lease while it waits: the chunk is still its own.
         (held,) = [i for i in _items(catalog) if i.owner == "doomed" and i.state == "running"]
 
