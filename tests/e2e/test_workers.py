@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy.pool import NullPool
 
 from tests.support.ingest_helpers import all_images, photo_folder, sha256_of
 from vizdex.cli.main import main
@@ -57,6 +58,36 @@ def _items(catalog: Catalog) -> list[WorkItem]:
         return list(session.scalars(select(WorkItem).order_by(WorkItem.id)))
 
 
+# A test-only trigger: once a first batch of images is committed, the next image insert waits for
+# an advisory lock the test holds. The worker (alone at that point) then stays part-way through its
+# chunk for as long as the test wants, whatever the machine's speed: polling for that moment lost
+# the race on a fast idle machine, where a chunk took less than one progress interval.
+HOLD_LOCK = 424242
+HOLD_AFTER_FIRST_BATCH = f"""
+CREATE FUNCTION hold_second_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(*) FROM images) >= 2 THEN PERFORM pg_advisory_xact_lock({HOLD_LOCK}); END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_second_batch BEFORE INSERT ON images FOR EACH ROW
+EXECUTE FUNCTION hold_second_batch();
+"""
+WAITING_FOR_HOLD = (
+    f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {HOLD_LOCK} "
+    "AND NOT granted"
+)
+
+
+def _hold_doomed_worker(url: str) -> Connection:
+    """Installs the trigger and takes its lock; unlocking lets the writers go on."""
+    connection = create_engine(url, poolclass=NullPool).connect()
+    connection.execute(text(HOLD_AFTER_FIRST_BATCH))
+    connection.commit()
+    connection.execute(text(f"SELECT pg_advisory_lock({HOLD_LOCK})"))
+    connection.commit()
+    return connection
+
+
 def _wait(condition: object, what: str, processes: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 300
     while not condition():  # type: ignore[operator]
@@ -83,6 +114,7 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
     assert main([*enqueue, "--enqueue", "--chunk-size", str(CHUNK)]) == 0
     catalog = Catalog.open(CatalogSettings(database_url=postgres_url))
     workers: list[subprocess.Popen[bytes]] = []
+    hold = _hold_doomed_worker(postgres_url)
     try:
         collection = catalog.get_collection("photos")
         (job,) = catalog.list_jobs(collection_id=collection.id)
@@ -94,16 +126,18 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
         workers.append(doomed)
 
         def doomed_is_mid_chunk() -> bool:
-            return any(
-                item.owner == "doomed" and item.state == "running" and item.done > 0
-                for item in _items(catalog)
-            )
+            holding = any(i.owner == "doomed" and i.state == "running" for i in _items(catalog))
+            return holding and bool(hold.scalar(text(WAITING_FOR_HOLD)))
 
         _wait(doomed_is_mid_chunk, "the doomed worker to be part-way through a chunk", workers)
         survivor = _worker("survivor", tiny_clip_dir, env)
         workers.append(survivor)
         doomed.send_signal(signal.SIGKILL)
         doomed.communicate(timeout=30)
+        # Its database session, blocked in the trigger, now goes on, finds its client gone and
+        # rolls back: the chunk stays as the doomed worker last committed it (its first batch).
+        hold.execute(text(f"SELECT pg_advisory_unlock({HOLD_LOCK})"))
+        hold.close()
         # It died holding a chunk it had started on: nobody but the survivor can end it now.
         (held,) = [i for i in _items(catalog) if i.owner == "doomed" and i.state == "running"]
 
@@ -149,4 +183,5 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_file_is_indexed_once(
             if process.poll() is None:  # a failed assertion must not leave workers running
                 process.kill()
                 process.communicate()
+        hold.close()
         catalog.close()
