@@ -22,10 +22,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vizdex.indexer.jobs import JobTracker
+from vizdex.indexer.jobs import JobFinishedError, JobTracker
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.indexer.storage import DataStore
-from vizdex.search import Catalog, ClaimedItem, CollectionRecord, JobFailure, JobRecord
+from vizdex.search import (
+    Catalog,
+    ClaimedItem,
+    CollectionRecord,
+    JobFailure,
+    JobRecord,
+    JobState,
+)
 
 if TYPE_CHECKING:
     from vizdex.indexer.report import IngestReport
@@ -127,10 +134,13 @@ def drop_spool(store: DataStore, payload: Mapping[str, Any]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def cancel_queued(catalog: Catalog, store: DataStore, job_id: int) -> JobRecord:
-    """Cancels a queued job; the uploads its waiting chunks had spooled go at once (a running
-    chunk's go when its worker stops on it)."""
-    job, dropped = catalog.cancel_queued_job(job_id)
+def cancel_job(catalog: Catalog, store: DataStore, job_id: int) -> JobRecord:
+    """Cancels a job wherever it runs (``Catalog.cancel_job``); the uploads its waiting chunks
+    had spooled go at once (a running chunk's go when its worker stops on it). A job that already
+    ended is a ``JobFinishedError``; cancelling a cancelled job again is harmless."""
+    job, dropped = catalog.cancel_job(job_id)
+    if job.state in (JobState.DONE, JobState.FAILED):
+        raise JobFinishedError(f"job {job_id} already ended ({job.state.value}): nothing to cancel")
     for payload in dropped:
         drop_spool(store, payload)
     return job
@@ -155,7 +165,7 @@ class ChunkTracker(JobTracker):
         super().__init__(catalog, claimed.job_id, interval_s=interval_s)
         self._item = claimed.id
         self._owner = owner
-        self._cancel = cancel
+        self._lost = cancel
 
     def set_total(self, total: int) -> None:
         """The job's total was set when it was queued; a chunk knows only its own share."""
@@ -166,7 +176,7 @@ class ChunkTracker(JobTracker):
         if not self._catalog.record_item_progress(
             self._item, self._owner, done=done, skipped=skipped, failures=failures
         ):
-            self._cancel.set()
+            self._lost.set()
 
 
 @dataclass

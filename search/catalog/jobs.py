@@ -123,6 +123,18 @@ class JobsPart(CatalogSession):
             session.flush()
             return job_record(row)
 
+    def start_job(self, job_id: int) -> JobRecord:
+        """A pending job becomes running; any other state (cancelled while it waited) stays."""
+        with self._write() as session:
+            row = _locked_job(session, job_id)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} does not exist")
+            if row.state == JobState.PENDING.value:
+                row.state = JobState.RUNNING.value
+                row.updated_at = utcnow()
+                session.flush()
+            return job_record(row)
+
     def set_job_state(self, job_id: int, state: JobState, *, error: str | None = None) -> JobRecord:
         state = JobState(state)
         with self._write() as session:

@@ -259,10 +259,13 @@ class QueuePart(CatalogSession):
                 .execution_options(synchronize_session=False)
             )
 
-    def cancel_queued_job(self, job_id: int) -> tuple[JobRecord, list[Mapping[str, Any]]]:
-        """Cancels a queued job: its waiting chunks at once, running ones at their heartbeat.
+    def cancel_job(self, job_id: int) -> tuple[JobRecord, list[Mapping[str, Any]]]:
+        """Marks a job cancelled, whichever process runs it; a finished job is left as it is.
 
-        Returns the job and the payloads of the chunks it dropped (their spooled uploads can go).
+        A queued job's waiting chunks end at once, running ones at their worker's heartbeat; a
+        job run inside one process (an embedded server, a shell's ``vizdex ingest``) stops when
+        that process next records progress. Returns the job and the payloads of the chunks it
+        dropped (their spooled uploads can go).
         """
         with self._write() as session:
             # Lock order everywhere: the job's chunks, then the job.

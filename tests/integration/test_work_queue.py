@@ -16,7 +16,7 @@ from tests.support.ingest_helpers import Harness, all_images, photo_folder
 from tests.support.ingest_helpers import harness as harness  # the fixture
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.indexer import QueueWorker, WorkerOptions
-from vizdex.indexer.queue import cancel_queued
+from vizdex.indexer.queue import cancel_job
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.search import Catalog, JobFailure, JobState
 
@@ -93,7 +93,7 @@ def test_a_cancelled_job_stops_its_running_chunks_and_drops_its_waiting_ones(
     _, job_id = _job(catalog, 2)
     running = catalog.claim_work("a", lease_s=60)
     assert running is not None
-    cancelled, dropped = catalog.cancel_queued_job(job_id)
+    cancelled, dropped = catalog.cancel_job(job_id)
     assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
     assert dropped == [{"paths": ["/photos/1.jpg"]}]  # the waiting chunk's payload
     assert not catalog.renew_lease(running.id, "a", lease_s=60)  # the worker stops at its beat
@@ -115,7 +115,7 @@ def test_a_cancelled_jobs_spooled_uploads_are_removed(harness: Harness, tmp_path
     assert spooled() == ["0", "1", "2"]
     running = catalog.claim_work("a", lease_s=60)
     assert running is not None and running.position == 0
-    assert cancel_queued(catalog, indexer.store, job.id).state is JobState.CANCELLED
+    assert cancel_job(catalog, indexer.store, job.id).state is JobState.CANCELLED
     assert spooled() == ["0"]  # the waiting chunks' uploads are gone, the running one's stays
     # Its worker hands it back as it stops (or dies, and its lease runs out): the next worker to
     # claim it finds the job cancelled, runs nothing and removes what is left.
