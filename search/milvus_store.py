@@ -213,6 +213,8 @@ class MilvusVectorStore:
     @classmethod
     def open(cls, catalog: Catalog, settings: IndexSettings) -> MilvusVectorStore:
         target = MilvusTarget.parse(settings.vector_store)
+        if target.lite:  # milvus-lite creates the file, not the folder it goes in
+            Path(target.uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             client = MilvusClient(uri=target.uri, token=settings.milvus_token)
         except Exception as error:  # pymilvus raises several types for "cannot connect"
@@ -282,9 +284,28 @@ class MilvusVectorStore:
         self.verify_index(name, index_type, wait_s=0.0)
         self._index_types[name] = index_type
 
+    def _reload(self, name: str, index_type: str) -> None:
+        """Flush, release and load: milvus-lite builds segment indexes on load, and only then
+        fails on a type it cannot build (its describe_index reports any type as built)."""
+        try:
+            self._client.flush(name)
+            self._client.release_collection(name)
+            self._client.load_collection(name)
+        except MilvusException as error:
+            raise IndexTypeRefusedError(
+                f"Milvus could not build the {index_type} index of {name}: {error.message}",
+                index_type=index_type,
+            ) from None
+
     def verify_index(self, name: str, index_type: str, *, wait_s: float) -> dict[str, Any]:
         """The index Milvus reports for the vector field, checked to be the one asked for and
-        (after ``wait_s`` at most) built over every row; IndexTypeRefusedError otherwise."""
+        (after ``wait_s`` at most) built over every row; IndexTypeRefusedError otherwise.
+
+        On milvus-lite the collection is flushed and loaded again first: that is when lite
+        builds (or fails to build) its indexes, whatever describe_index said before.
+        """
+        if self._target.lite and wait_s > 0:
+            self._reload(name, index_type)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -438,10 +459,8 @@ class MilvusVectorStore:
                 if self._exists(name):
                     try:
                         self._client.flush(name)
-                        self._client.release_collection(name)
-                        self._client.load_collection(name)
                     except MilvusException as error:
-                        raise _wrap(f"build the {wanted} index of {name}", error) from None
+                        raise _wrap(f"flush {name}", error) from None
                     self.verify_index(name, wanted, wait_s=INDEX_WAIT_S)
                 names.append(name)
             return names
