@@ -206,6 +206,7 @@ class MilvusVectorStore:
         self._leader = Leadership(catalog, target.key)
         self._follow_lock = threading.RLock()
         self._index_types: dict[str, str] = {}  # Milvus collection -> index type, once known
+        self._loaded: set[str] = set()  # Milvus collections this process has seen loaded
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self.check_index_type(self._default_index)
@@ -261,6 +262,22 @@ class MilvusVectorStore:
             return bool(self._client.has_collection(name))
         except MilvusException as error:
             raise _wrap("list its collections", error) from None
+
+    def _searchable(self, name: str) -> bool:
+        """Whether the collection exists, loading it first when this process has not yet (a
+        reopened Milvus, or a restarted lite file, starts with its collections released)."""
+        if name in self._loaded:
+            return True
+        if not self._exists(name):
+            return False
+        try:
+            state = self._client.get_load_state(name).get("state")
+            if "Loaded" not in str(state):
+                self._client.load_collection(name)
+        except MilvusException as error:
+            raise _wrap(f"load collection {name}", error) from None
+        self._loaded.add(name)
+        return True
 
     def _create(self, name: str, dim: int, index_type: str, expected: int) -> None:
         index_type = self.check_index_type(index_type)
@@ -344,6 +361,7 @@ class MilvusVectorStore:
 
     def _drop(self, name: str) -> None:
         self._index_types.pop(name, None)
+        self._loaded.discard(name)
         try:
             if self._client.has_collection(name):
                 self._client.drop_collection(name)
@@ -550,7 +568,7 @@ class MilvusVectorStore:
     def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:
         """Every id Milvus holds for (collection, model), sorted (O(N): tests and checks)."""
         name = collection_name(collection.id, model)
-        if not self._exists(name):
+        if not self._searchable(name):
             return np.zeros(0, dtype=np.int64)
         found: list[int] = []
         try:
@@ -569,6 +587,8 @@ class MilvusVectorStore:
     ) -> dict[int, np.ndarray]:
         """The vectors Milvus holds for ``ids`` (tests compare them with the catalog's)."""
         name = collection_name(collection.id, model)
+        if not self._searchable(name):
+            return {}
         found: dict[int, np.ndarray] = {}
         for start in range(0, len(ids), UPSERT_ROWS):
             part = [int(i) for i in ids[start : start + UPSERT_ROWS]]
@@ -598,7 +618,7 @@ class MilvusVectorStore:
         if self._leader.held():  # as the FAISS store syncs on query: this process writes too
             self.catch_up(collection)
         name = collection_name(collection.id, model)
-        if not self._exists(name):
+        if not self._searchable(name):
             return Ranked(hits=[], images={}, approximate=False)
         filters = (
             options.filters if options.filters is not None and options.filters.active else None
