@@ -39,6 +39,7 @@ from vizdex.search.errors import (
     InvalidQueryError,
     VectorStoreUnavailableError,
 )
+from vizdex.search.index_store import IndexInfo
 from vizdex.search.queries import Ranked, SearchOptions
 from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord, MetadataValue
 from vizdex.search.settings import MILVUS_INDEX_TYPES, IndexSettings
@@ -551,6 +552,32 @@ class MilvusVectorStore:
             if field.get("name") == FIELD_VECTOR:
                 return int(field.get("params", {}).get("dim", 0)) or None
         return None
+
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        """The Milvus collection as an index: its type (``milvus-hnsw``, ...), its row count
+        (Milvus's statistics, not a scan), dimensions and the follower's watermark."""
+        name = collection_name(collection.id, model)
+        applied, index_type = self._position(collection.id, model)
+        count = 0
+        if self._exists(name):
+            index_type = self._index_type(name)
+            try:
+                count = int(self._client.get_collection_stats(name).get("row_count", 0))
+            except MilvusException as error:
+                raise _wrap(f"count the rows of {name}", error) from None
+        return IndexInfo(
+            collection_id=collection.id,
+            model=model,
+            kind=f"milvus-{index_type.lower()}",
+            device=self.name,
+            count=count,
+            dim=self.dim(collection, model) or 0,
+            last_seq=applied,
+            nlist=0,
+            nprobe=0,
+            retraining=False,
+            path=Path(self._target.uri) if self._target.lite else Path(name),
+        )
 
     def drop_collection(self, collection_id: int) -> None:
         prefix = f"vizdex_{collection_id}_"

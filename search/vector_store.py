@@ -16,7 +16,7 @@ import numpy as np
 
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
-from vizdex.search.index_store import IndexStore
+from vizdex.search.index_store import IndexInfo, IndexStore
 from vizdex.search.queries import Ranked, SearchOptions
 from vizdex.search.ranking import IndexRanking
 from vizdex.search.records import CollectionRecord
@@ -69,6 +69,10 @@ class VectorStore(Protocol):
 
     def dim(self, collection: CollectionRecord, model: str) -> int | None: ...
 
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        """What answers the model's searches: kind, vectors, dimensions, position."""
+        ...
+
     def drop_collection(self, collection_id: int) -> None: ...
 
     def start_following(self, interval_s: float) -> None:
@@ -117,6 +121,9 @@ class FaissVectorStore:
 
     def dim(self, collection: CollectionRecord, model: str) -> int | None:
         return self._indexes.dim(collection, model)
+
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        return self._indexes.info(collection, model)
 
     def drop_collection(self, collection_id: int) -> None:
         self._indexes.drop_collection(collection_id)

@@ -23,6 +23,7 @@ from pymilvus import DataType
 
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
+from vizdex.search.collections_service import CollectionsService
 from vizdex.search.errors import IndexTypeRefusedError
 from vizdex.search.milvus_store import (
     FIELD_VECTOR,
@@ -132,6 +133,11 @@ def test_milvus_flat_gives_faiss_flat_ids_and_scores(pair: Pair) -> None:
     record = pair.milvus.get_collection("c")
     _, count, _ = pair.faiss.catalog.embedding_summary(record.id, MODEL)
     assert pair.store.count(record, MODEL) == count >= COUNT
+    described = CollectionsService(pair.milvus).describe("c").index_details
+    assert described is not None
+    (info,) = described
+    assert (info.kind, info.count, info.dim) == ("milvus-flat", count, DIM)
+    assert info.device == "milvus-lite" and info.last_seq == pair.faiss.collection_seq("c")
 
 
 @pytest.mark.parametrize(
