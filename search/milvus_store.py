@@ -54,6 +54,7 @@ MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per 
 GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
 INDEX_WAIT_S = 600.0
+LEADER_RETRY_S = 1.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -162,6 +163,8 @@ class Leadership:
         digest = hashlib.sha1(f"vizdex milvus follower {key}".encode()).digest()[:8]
         self._lock_key = int.from_bytes(digest, "big", signed=True)
         self._connection: Connection | None = None
+        self._mutex = threading.Lock()
+        self._next_try = 0.0  # one that lost the race asks again after LEADER_RETRY_S
 
     @property
     def shared(self) -> bool:
@@ -170,8 +173,15 @@ class Leadership:
     def held(self) -> bool:
         if not self.shared:
             return True
-        if self._connection is not None:
-            return True
+        with self._mutex:
+            if self._connection is not None:
+                return True
+            if time.monotonic() < self._next_try:  # searches ask often: not a query each time
+                return False
+            self._next_try = time.monotonic() + LEADER_RETRY_S
+            return self._try()
+
+    def _try(self) -> bool:
         connection = self._engine.connect()
         try:
             got = connection.execute(
@@ -188,9 +198,14 @@ class Leadership:
         return True
 
     def release(self) -> None:
-        connection, self._connection = self._connection, None
+        with self._mutex:
+            connection, self._connection = self._connection, None
+            self._next_try = 0.0
         if connection is not None:
-            connection.close()  # closing the session releases its advisory lock
+            # Ending the session releases its advisory lock; close() would only hand the
+            # connection back to the pool, lock and all.
+            connection.invalidate()
+            connection.close()
 
 
 class MilvusVectorStore:

@@ -324,7 +324,9 @@ def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
     the watermark the leader wrote. Deleting the collection drops its Milvus collections."""
     lite = data_dir / "shared.db"
     faiss, first = open_pair(search_settings, lite, "flat")
-    _, second = open_pair(search_settings, lite, "flat")
+    spare, second = open_pair(search_settings, lite, "flat")
+    spare.close()
+    services = [second, first, faiss]
     try:
         faiss.catalog.create_collection("c", [MODEL])
         faiss.add_images("c", items(unit_rows(40, seed=4), 0))
@@ -343,7 +345,15 @@ def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
         assert len(hits.hits) == (40 if shared else 45)  # the leader has not applied the 5 yet
         first.delete_collection("c")
         assert not a.client.has_collection(collection_name(record.id, MODEL))
+        services.remove(first)
+        first.close()  # the leader goes: its lock with it, and the second takes over
+        faiss.catalog.create_collection("e", [MODEL])
+        faiss.add_images("e", items(unit_rows(7, seed=12), 0))
+        time.sleep(1.1)  # a process that lost the race asks again after a second
+        second.catch_up("e", faiss.collection_seq("e"))  # NotCaughtUpError if it cannot lead
+        query = unit_rows(1, seed=8)[0]
+        hits = second.search_vector("e", query, model=MODEL, options=SearchOptions(k=10))
+        assert len(hits.hits) == 7
     finally:
-        second.close()
-        first.close()
-        faiss.close()
+        for service in services:
+            service.close()
