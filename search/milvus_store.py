@@ -55,6 +55,10 @@ GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
 INDEX_WAIT_S = 600.0
 LEADER_RETRY_S = 1.0
+# min_score as a range search: scores in (radius, range_filter]. The slack keeps a bit-identical
+# vector (0.99999994 in float32) at threshold 1, as the FAISS range search does.
+RANGE_SLACK = 1e-6
+RANGE_CEILING = 1.01
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -653,6 +657,7 @@ class MilvusVectorStore:
     ) -> Ranked:
         """Milvus ranks with the filters pushed down; the hits' rows come from the catalog.
 
+        ``min_score`` becomes a range search (and still cuts the list, exactly).
         A hit whose row is gone (deleted a moment ago, the follower not there yet) or whose
         metadata no longer matches (changed since it was mirrored) is dropped, and the page is
         asked again deeper until it is full or Milvus has nothing more.
@@ -671,7 +676,7 @@ class MilvusVectorStore:
         vector = np.asarray(query, dtype=np.float32).tolist()
         images: dict[int, ImageRecord] = {}
         while True:
-            found = self._search(name, vector, limit, expression, index_type)
+            found = self._search(name, vector, limit, expression, index_type, options.min_score)
             missing = [i for i, _ in found if i not in images]
             images.update(self._catalog.get_images(collection.id, missing))
             hits: list[tuple[int, float]] = []
@@ -692,8 +697,17 @@ class MilvusVectorStore:
         return Ranked(hits=hits[:need], images=images, approximate=index_type != "FLAT")
 
     def _search(
-        self, name: str, vector: list[float], limit: int, expression: str, index_type: str
+        self,
+        name: str,
+        vector: list[float],
+        limit: int,
+        expression: str,
+        index_type: str,
+        min_score: float | None,
     ) -> list[tuple[int, float]]:
+        params = search_params(index_type, limit)
+        if min_score is not None:  # a range search: Milvus returns only scores above radius
+            params.update(radius=min_score - RANGE_SLACK, range_filter=RANGE_CEILING)
         try:
             result = self._client.search(
                 name,
@@ -701,7 +715,7 @@ class MilvusVectorStore:
                 limit=limit,
                 filter=expression,
                 output_fields=[],
-                search_params={"metric_type": "IP", "params": search_params(index_type, limit)},
+                search_params={"metric_type": "IP", "params": params},
                 consistency_level="Strong",
             )
         except MilvusException as error:
