@@ -357,3 +357,24 @@ def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
     finally:
         for service in services:
             service.close()
+
+
+def test_fusion_over_two_models_agrees(pair: Pair) -> None:
+    """Reciprocal-rank fusion ranks each model's list from the store: the same on both."""
+    catalog = pair.faiss.catalog
+    catalog.create_collection("two", [MODEL, "n"])
+    first, second = unit_rows(300, seed=41), unit_rows(300, seed=42)
+    made = [
+        replace(item, vectors={MODEL: first[i], "n": second[i]})
+        for i, item in enumerate(items(first, 0))
+    ]
+    added = pair.faiss.add_images("two", made)
+    options = SearchOptions(k=15, filters=ImageFilter(metadata={"color": "green"}))
+    for image in added[:3]:
+        a = pair.faiss.search_similar("two", image.id, fuse=True, options=options)
+        b = pair.milvus.search_similar("two", image.id, fuse=True, options=options)
+        assert b.fused and b.model == f"{MODEL}+n" and len(b.hits) == 15
+        assert [h.image_id for h in b.hits] == [h.image_id for h in a.hits]
+        for x, y in zip(a.hits, b.hits, strict=True):
+            assert x.scores.keys() == y.scores.keys()
+            np.testing.assert_allclose(list(y.scores.values()), list(x.scores.values()), atol=1e-4)
