@@ -179,11 +179,27 @@ class Leadership:
             return True
         with self._mutex:
             if self._connection is not None:
-                return True
+                if self._alive(self._connection):
+                    return True
+                self._connection = None  # its session, and so the lock, is gone
             if time.monotonic() < self._next_try:  # searches ask often: not a query each time
                 return False
             self._next_try = time.monotonic() + LEADER_RETRY_S
             return self._try()
+
+    @staticmethod
+    def _alive(connection: Connection) -> bool:
+        """A session that still answers still holds its session-level lock; one that does not
+        (the database restarted, the network dropped it) may have lost it to another process."""
+        try:
+            connection.execute(text("SELECT 1"))
+            connection.commit()
+            return True
+        except Exception:
+            log.warning("the Milvus follower lost its database session (and its lock)")
+            connection.invalidate()
+            connection.close()
+            return False
 
     def _try(self) -> bool:
         connection = self._engine.connect()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -23,17 +24,19 @@ from pymilvus import DataType
 
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog import Catalog
 from vizdex.search.collections_service import CollectionsService
 from vizdex.search.errors import IndexTypeRefusedError
 from vizdex.search.milvus_store import (
     FIELD_VECTOR,
+    Leadership,
     MilvusVectorStore,
     collection_name,
     filter_expression,
 )
 from vizdex.search.records import ImageFilter, NewImage
 from vizdex.search.service import SearchOptions, SearchService
-from vizdex.search.settings import SearchSettings
+from vizdex.search.settings import CatalogSettings, SearchSettings
 from vizdex.search.vector_store import FaissVectorStore
 
 MODEL = "m"
@@ -378,3 +381,30 @@ def test_fusion_over_two_models_agrees(pair: Pair) -> None:
         for x, y in zip(a.hits, b.hits, strict=True):
             assert x.scores.keys() == y.scores.keys()
             np.testing.assert_allclose(list(y.scores.values()), list(x.scores.values()), atol=1e-4)
+
+
+def test_a_follower_whose_session_died_is_no_longer_the_leader(postgres_url: str) -> None:
+    """The PostgreSQL lock lives as long as its session: a leader whose session was killed
+    must not go on following beside the process that took the lock over."""
+    catalog = Catalog.open(CatalogSettings(postgres_url))
+    first, second = Leadership(catalog, "target"), Leadership(catalog, "target")
+    try:
+        assert first.held() and not second.held()
+        with catalog.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+            connection.commit()
+        time.sleep(1.1)  # a process that lost the race asks again after a second
+        assert second.held()  # the lock was free again: the second takes it
+        assert not first.held()  # the first finds its session gone and the lock taken
+        second.release()
+        time.sleep(1.1)
+        assert first.held()
+    finally:
+        first.release()
+        second.release()
+        catalog.close()
