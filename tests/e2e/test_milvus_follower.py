@@ -87,7 +87,8 @@ def test_a_follower_killed_mid_batch_resumes_and_milvus_ends_exact(tmp_path: Pat
         deadline = time.monotonic() + 300
         while True:
             position = catalog.store_position(key, record.id, MODEL)
-            if position is not None and position.applied_seq >= 4 * BATCH:
+            # Killed after its first batch: on a fast machine the whole feed takes a second.
+            if position is not None and position.applied_seq >= BATCH:
                 break
             assert follower.poll() is None, follower.communicate()[1].decode()[-2000:]
             assert time.monotonic() < deadline, "the follower made no progress"
