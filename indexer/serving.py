@@ -51,7 +51,7 @@ def open_indexer(
     this server works the queue too unless ``settings.serve_worker`` is off.
     """
     queue = search.catalog.engine.dialect.name == "postgresql"
-    indexer = Indexer(search.catalog, search.indexes, models, settings, images, queue=queue)
+    indexer = Indexer(search.catalog, search.writer_indexes, models, settings, images, queue=queue)
     indexer.start_reaper(REAP_INTERVAL_S)
     if queue and settings.serve_worker:
         indexer.start_queue_worker(WorkerOptions(lease_s=settings.worker_lease_s))

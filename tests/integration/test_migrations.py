@@ -263,6 +263,7 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
         assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
     finally:
         engine.dispose()
+    upgrade(url)  # the later revisions (this code opens only the head) leave precisions alone
     catalog = Catalog.open(CatalogSettings(database_url=url))
     old = catalog.get_collection("old")
     assert old.precisions == {}
@@ -280,5 +281,28 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
             columns = {c["name"] for c in inspect(connection).get_columns("collections")}
             images = connection.execute(text("SELECT count(*) FROM embeddings")).scalar_one()
         assert "precisions" not in columns and images == 1
+    finally:
+        engine.dispose()
+
+
+def test_0004_adds_vector_store_positions_and_goes_back(url: str) -> None:
+    upgrade(url, "0003")
+    upgrade(url, "0004")
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    record = catalog.create_collection("c", ["clip"])
+    assert catalog.store_position("milvus://m:19530", record.id, "clip") is None
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 7, index_type="HNSW")
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 9, index_type="HNSW")
+    position = catalog.store_position("milvus://m:19530", record.id, "clip")
+    assert position is not None and (position.applied_seq, position.index_type) == (9, "HNSW")
+    assert catalog.store_positions("elsewhere.db") == []
+    catalog.delete_collection("c")  # its positions go with it
+    assert catalog.store_positions("milvus://m:19530") == []
+    catalog.close()
+    downgrade(url, "0003")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert "vector_store_positions" not in inspect(connection).get_table_names()
     finally:
         engine.dispose()

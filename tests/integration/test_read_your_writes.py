@@ -9,6 +9,7 @@ brings it up to date). The HTTP tests run one real app on SQLite.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import time
 from collections.abc import Iterator
@@ -143,18 +144,27 @@ def held_indexes(service: SearchService, record: CollectionRecord) -> Iterator[N
 # -- over HTTP (SQLite) ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+def _stores() -> list[str]:
+    """The local FAISS indexes always; Milvus (a milvus-lite file) where pymilvus is installed."""
+    return ["faiss", "milvus"] if importlib.util.find_spec("milvus_lite") else ["faiss"]
+
+
+@pytest.fixture(scope="module", params=_stores())
 def client(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     cpu_settings: EncoderSettings,
     clip_encoder: Encoder,
     dino_encoder: Encoder,
 ) -> Iterator[Client]:
-    settings = api_settings(tmp_path_factory.mktemp("ryw") / "data", cpu_settings)
+    root = tmp_path_factory.mktemp("ryw")
+    settings = api_settings(root / "data", cpu_settings)
     query = replace(settings.search.query, catch_up_wait_s=0.2)
+    store = str(root / "vectors.db") if request.param == "milvus" else "faiss"
+    index = replace(settings.search.index, vector_store=store)
     settings = replace(
         settings,
-        search=replace(settings.search, query=query),
+        search=replace(settings.search, query=query, index=index),
         limits=replace(LimitSettings(), upload_sync_images=1),
     )
     models = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}

@@ -42,6 +42,7 @@ from vizdex.search import (
     IndexStore,
     InvalidQueryError,
 )
+from vizdex.search.vector_store import is_milvus, open_milvus
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         record, created = _collection(catalog, args, models)
         encoders: dict[str, Encoder] = {name: load_encoder(name, models) for name in record.models}
-        indexes = IndexStore(catalog, search_settings.index)
+        # With Milvus the follower applies the writes: no local FAISS index to keep up.
+        milvus = is_milvus(search_settings.index.vector_store)
+        indexes = None if milvus else IndexStore(catalog, search_settings.index)
         try:
             indexer = Indexer(
                 catalog, indexes, encoders, indexer_settings, ImageInputSettings.from_env(env)
@@ -186,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.finish(report.snapshot())
         finally:
-            indexes.close()
+            if indexes is not None:
+                indexes.close()
+        if milvus:  # into Milvus now, unless another process is the follower
+            store = open_milvus(catalog, search_settings.index)
+            try:
+                store.catch_up(catalog.get_collection(record.name))
+            finally:
+                store.close()
     finally:
         catalog.close()
     if args.json:
