@@ -175,3 +175,22 @@ def test_queued_folders_and_uploads_run_through_workers_into_the_catalog(
     assert (uploaded.state, uploaded.total, uploaded.skipped) == (JobState.DONE, 3, 3)
     assert len(all_images(harness.catalog, harness.collection.id)) == 12
     assert not any(spool.iterdir())  # spooled uploads are gone once their chunks ended
+
+
+def test_a_file_deleted_after_queueing_fails_alone_not_its_whole_chunk(
+    harness: Harness, tmp_path: Path
+) -> None:
+    files = photo_folder(tmp_path / "photos", 6)
+    job = harness.indexer.enqueue(
+        "photos", IngestRequest(paths=(str(tmp_path / "photos"),)), chunk_size=3
+    )
+    gone = sorted(files)[0]  # listed in the job, deleted before any worker reaches it
+    gone.unlink()
+    assert _work_until_idle(harness, 1) == 2
+    ran = harness.catalog.get_job(job.id)
+    # The chunk's other files are indexed; the missing one is a failure of its own.
+    assert (ran.state, ran.total, ran.done, ran.failed) == (JobState.DONE, 6, 5, 1), ran.error
+    assert [(failure.item, failure.code) for failure in ran.failures] == [
+        (str(gone.resolve()), "not_found")
+    ]
+    assert len(all_images(harness.catalog, harness.collection.id)) == 5
