@@ -128,12 +128,25 @@ def test_a_cancelled_jobs_spooled_uploads_are_removed(harness: Harness, tmp_path
 
 
 def test_released_chunks_are_claimed_again_at_once(catalog: Catalog) -> None:
-    _job(catalog, 1)
+    _, job_id = _job(catalog, 1)
     claimed = catalog.claim_work("a", lease_s=60)
     assert claimed is not None
+    # "a" counts part of its chunk, then is stopped (SIGTERM) and hands the chunk back.
+    assert catalog.record_item_progress(
+        claimed.id, "a", done=3, failures=[JobFailure("x", "corrupt", "bad")]
+    )
     catalog.release_work(claimed.id, "a")
+    released = catalog.get_job(job_id)
+    # Its share left the job, as on a take-over: "b" counts the whole chunk again (the 3 as
+    # skipped), so done + skipped + failed never exceeds the total (it came to 14 of 10).
+    assert (released.done, released.failed, released.failures) == (0, 0, ())
     again = catalog.claim_work("b", lease_s=60)
     assert again is not None and again.id == claimed.id and again.attempts == 2
+    assert catalog.record_item_progress(
+        again.id, "b", done=6, skipped=3, failures=[JobFailure("x", "corrupt", "bad")]
+    )
+    ended = catalog.finish_work(again.id, "b")
+    assert ended is not None and (ended.done, ended.skipped, ended.failed) == (6, 3, 1)
 
 
 def _work_until_idle(harness: Harness, workers: int) -> int:
