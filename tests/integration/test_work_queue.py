@@ -128,6 +128,15 @@ def test_a_cancelled_jobs_spooled_uploads_are_removed(harness: Harness, tmp_path
 
 
 def test_released_chunks_are_claimed_again_at_once(catalog: Catalog) -> None:
+    _job(catalog, 1)
+    claimed = catalog.claim_work("a", lease_s=60)
+    assert claimed is not None
+    catalog.release_work(claimed.id, "a")
+    again = catalog.claim_work("b", lease_s=60)
+    assert again is not None and again.id == claimed.id and again.attempts == 2
+
+
+def test_a_released_chunks_counts_leave_its_job(catalog: Catalog) -> None:
     _, job_id = _job(catalog, 1)
     claimed = catalog.claim_work("a", lease_s=60)
     assert claimed is not None
