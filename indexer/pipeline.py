@@ -279,8 +279,11 @@ class Indexer:
         self._catalog.check_precisions(
             collection.id, _precisions(collection, self._encoders_for(collection))
         )
+        # A chunk's paths are the files listed when the job was queued, not folders to resolve:
+        # one deleted since fails alone (``not_found``) instead of failing its whole chunk.
+        listed = Inputs(folders=(), files=request.paths)
         try:
-            self._execute(collection, request, report, tracker, cancel, lambda: None)
+            self._execute(collection, request, report, tracker, cancel, lambda: None, listed)
         finally:
             tracker.flush()
         return report
@@ -471,9 +474,11 @@ class Indexer:
         tracker: JobTracker,
         cancel: threading.Event,
         on_batch: Callable[[], None],
+        inputs: Inputs | None = None,
     ) -> None:
         encoders = self._encoders_for(collection)
-        inputs = resolve_inputs(request.paths, request.files_from)
+        if inputs is None:
+            inputs = resolve_inputs(request.paths, request.files_from)
         settings = self._settings
         report.total = (
             len(request.uploads)

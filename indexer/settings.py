@@ -11,6 +11,8 @@ from vizdex.core.errors import InvalidInputError
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import SCAN_EXTENSIONS
 
+MAX_WORKER_LEASE_S = 86400.0  # a day: longer, a dead worker's chunk waits for ever
+
 DEFAULT_EXTENSIONS: tuple[str, ...] = SCAN_EXTENSIONS
 
 
@@ -59,8 +61,13 @@ class IndexerSettings:
             raise InvalidInputError(
                 f"thumbnail size must be between 16 and 2048 pixels, got {self.thumbnail_size}"
             )
-        if self.worker_lease_s <= 0:
-            raise InvalidInputError(f"worker lease must be positive, got {self.worker_lease_s}")
+        # Finite and bounded: the lease end is the database's clock plus this (inf, NaN or a
+        # century overflow it, and a worker would log that on every claim instead of working).
+        if not 0 < self.worker_lease_s <= MAX_WORKER_LEASE_S:
+            raise InvalidInputError(
+                f"worker lease must be more than 0 and at most {MAX_WORKER_LEASE_S:g} seconds, "
+                f"got {self.worker_lease_s}"
+            )
         if not 1 <= self.thumbnail_quality <= 100:
             raise InvalidInputError(
                 f"thumbnail quality must be between 1 and 100, got {self.thumbnail_quality}"

@@ -76,6 +76,16 @@ def _locked_job(session: Session, job_id: int) -> Job:
     return job
 
 
+def _forget_share(job: Job, row: WorkItem) -> None:
+    """Starts the chunk's count over: its last owner's share leaves the job's counters and its
+    list of failures (the next owner meets the same files again)."""
+    job.done -= row.done
+    job.skipped -= row.skipped
+    job.failed -= row.failed
+    row.done = row.skipped = row.failed = 0
+    forget_chunk_failures(job, row.id)
+
+
 def _claimed(row: WorkItem, *, resumed: bool, cancelled: bool = False) -> ClaimedItem:
     return ClaimedItem(
         id=row.id,
@@ -153,13 +163,7 @@ class QueuePart(CatalogSession):
             resumed = row.state == ItemState.RUNNING
             job = _locked_job(session, row.job_id)
             if resumed:
-                # Start the chunk's count over: the dead worker's share leaves the job's counters
-                # and its list of failures (the new owner meets the same files again).
-                job.done -= row.done
-                job.skipped -= row.skipped
-                job.failed -= row.failed
-                row.done = row.skipped = row.failed = 0
-                forget_chunk_failures(job, row.id)
+                _forget_share(job, row)
             if job.state == JobState.CANCELLED.value:
                 row.state, row.owner, row.lease_until = ItemState.CANCELLED, None, None
                 return _claimed(row, resumed=resumed, cancelled=True)
@@ -246,18 +250,18 @@ class QueuePart(CatalogSession):
             return job_record(job)
 
     def release_work(self, item_id: int, owner: str) -> None:
-        """Gives a chunk back (a worker shutting down): queued again for anyone, at once."""
+        """Gives a chunk back (a worker shutting down): queued again for anyone, at once.
+
+        Its share leaves the job's counters, as on a take-over: the next owner counts the whole
+        chunk again (what was committed as skipped), so the job's counts stay exact.
+        """
         with self._write() as session:
-            session.execute(
-                update(WorkItem)
-                .where(
-                    WorkItem.id == item_id,
-                    WorkItem.owner == owner,
-                    WorkItem.state == ItemState.RUNNING,
-                )
-                .values(state=ItemState.QUEUED, owner=None, lease_until=None)
-                .execution_options(synchronize_session=False)
-            )
+            row = session.get(WorkItem, item_id, with_for_update=True, populate_existing=True)
+            if row is None or row.owner != owner or row.state != ItemState.RUNNING:
+                return
+            job = _locked_job(session, row.job_id)
+            _forget_share(job, row)
+            row.state, row.owner, row.lease_until = ItemState.QUEUED, None, None
 
     def cancel_job(self, job_id: int) -> tuple[JobRecord, list[Mapping[str, Any]]]:
         """Marks a job cancelled, whichever process runs it; a finished job is left as it is.

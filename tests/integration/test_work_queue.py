@@ -136,6 +136,28 @@ def test_released_chunks_are_claimed_again_at_once(catalog: Catalog) -> None:
     assert again is not None and again.id == claimed.id and again.attempts == 2
 
 
+def test_a_released_chunks_counts_leave_its_job(catalog: Catalog) -> None:
+    _, job_id = _job(catalog, 1)
+    claimed = catalog.claim_work("a", lease_s=60)
+    assert claimed is not None
+    # "a" counts part of its chunk, then is stopped (SIGTERM) and hands the chunk back.
+    assert catalog.record_item_progress(
+        claimed.id, "a", done=3, failures=[JobFailure("x", "corrupt", "bad")]
+    )
+    catalog.release_work(claimed.id, "a")
+    released = catalog.get_job(job_id)
+    # Its share left the job, as on a take-over: "b" counts the whole chunk again (the 3 as
+    # skipped), so done + skipped + failed never exceeds the total (it came to 14 of 10).
+    assert (released.done, released.failed, released.failures) == (0, 0, ())
+    again = catalog.claim_work("b", lease_s=60)
+    assert again is not None and again.id == claimed.id and again.attempts == 2
+    assert catalog.record_item_progress(
+        again.id, "b", done=6, skipped=3, failures=[JobFailure("x", "corrupt", "bad")]
+    )
+    ended = catalog.finish_work(again.id, "b")
+    assert ended is not None and (ended.done, ended.skipped, ended.failed) == (6, 3, 1)
+
+
 def _work_until_idle(harness: Harness, workers: int) -> int:
     """Runs ``workers`` queue workers side by side until no chunk is left; returns chunks run."""
     indexer = harness.indexer
@@ -175,3 +197,22 @@ def test_queued_folders_and_uploads_run_through_workers_into_the_catalog(
     assert (uploaded.state, uploaded.total, uploaded.skipped) == (JobState.DONE, 3, 3)
     assert len(all_images(harness.catalog, harness.collection.id)) == 12
     assert not any(spool.iterdir())  # spooled uploads are gone once their chunks ended
+
+
+def test_a_file_deleted_after_queueing_fails_alone_not_its_whole_chunk(
+    harness: Harness, tmp_path: Path
+) -> None:
+    files = photo_folder(tmp_path / "photos", 6)
+    job = harness.indexer.enqueue(
+        "photos", IngestRequest(paths=(str(tmp_path / "photos"),)), chunk_size=3
+    )
+    gone = sorted(files)[0]  # listed in the job, deleted before any worker reaches it
+    gone.unlink()
+    assert _work_until_idle(harness, 1) == 2
+    ran = harness.catalog.get_job(job.id)
+    # The chunk's other files are indexed; the missing one is a failure of its own.
+    assert (ran.state, ran.total, ran.done, ran.failed) == (JobState.DONE, 6, 5, 1), ran.error
+    assert [(failure.item, failure.code) for failure in ran.failures] == [
+        (str(gone.resolve()), "not_found")
+    ]
+    assert len(all_images(harness.catalog, harness.collection.id)) == 5

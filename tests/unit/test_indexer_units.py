@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
+from vizdex.cli.main import main
 from vizdex.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import encode_stream
@@ -130,6 +131,26 @@ def test_settings_from_env(tmp_path: Path) -> None:
     assert (settings.thumbnail_size, settings.workers) == (128, 3)
     with pytest.raises(InvalidInputError, match="thumbnail size"):
         IndexerSettings(tmp_path, thumbnail_size=4)
+
+
+@pytest.mark.parametrize("lease", ["0", "-1", "nan", "inf", "1e12"])
+def test_a_worker_lease_must_be_finite_and_at_most_a_day(tmp_path: Path, lease: str) -> None:
+    # inf, NaN and 1e12 s overflowed the lease end at every claim: a worker ran, logging a
+    # traceback each poll, and never ran a chunk (with --until-idle it exited 0 at once).
+    with pytest.raises(InvalidInputError, match="worker lease"):
+        IndexerSettings.from_env({"VIZDEX_DATA_DIR": str(tmp_path), "VIZDEX_WORKER_LEASE_S": lease})
+    assert IndexerSettings(tmp_path, worker_lease_s=86400.0).worker_lease_s == 86400.0
+
+
+@pytest.mark.parametrize(
+    "flag", [["--lease", "inf"], ["--lease", "nan"], ["--poll", "nan"], ["--poll", "inf"]]
+)
+def test_worker_refuses_a_lease_or_poll_it_cannot_use(
+    tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker", "--data-dir", str(tmp_path), *flag]) == 2  # before loading anything
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and flag[0].strip("-") in error, error
 
 
 # -- thumbnails and storage --------------------------------------------------------------------

@@ -31,6 +31,8 @@ from vizdex.indexer import Indexer, IndexerSettings, QueueWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
 
+MAX_POLL_S = 3600.0
+
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
@@ -68,9 +70,11 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def run(args: argparse.Namespace) -> int:
     env = command_env(args)
     settings = IndexerSettings.from_env(env)
-    lease = settings.worker_lease_s if args.lease is None else args.lease
-    if lease <= 0 or args.poll <= 0:
-        raise InvalidInputError("--lease and --poll must be positive")
+    if args.lease is not None:  # checked as the setting is (finite, bounded)
+        settings = replace(settings, worker_lease_s=args.lease)
+    lease = settings.worker_lease_s
+    if not 0 < args.poll <= MAX_POLL_S:  # NaN would spin, inf crash the idle wait
+        raise InvalidInputError(f"--poll must be more than 0 and at most {MAX_POLL_S:g} seconds")
     models = encoder_settings(args)
     check_models(models.models)
     settings = replace(settings, batch_size=models.batch_size)
