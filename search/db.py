@@ -16,14 +16,60 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import make_url as _make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from vizdex.core.errors import UnavailableError
+from vizdex.core.errors import InvalidInputError, UnavailableError
 
 # Execution option read by the SQLite "begin" hook: "IMMEDIATE" takes the write lock up front.
 SQLITE_BEGIN = "vizdex_sqlite_begin"
 # Rows per multi-row INSERT on PostgreSQL (its bound-parameter limit is 65535 per statement).
 INSERT_PAGE = 1000
+
+
+SUPPORTED = "sqlite:///path/catalog.db or postgresql+psycopg://user:password@host/database"
+
+
+def make_url(url: str | URL) -> URL:
+    """The parsed URL; one that is not a database URL is the user's setting, said in words."""
+    try:
+        return _make_url(url)
+    except ArgumentError:
+        raise InvalidInputError(
+            f"VIZDEX_DATABASE_URL {str(url)!r} is not a database URL (use {SUPPORTED})"
+        ) from None
+
+
+def check_supported(url: str | URL) -> None:
+    """SQLite, or PostgreSQL through psycopg 3: the engines the catalog's guarantees are
+    proven on. Anything else is refused at start, naming the setting."""
+    parsed = make_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and driver in ("pysqlite", "sqlite"):
+        return
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):  # psycopg2: the default
+        return  # name of a bare postgresql:// URL, which catalog_url pins to psycopg 3
+    shown = parsed.render_as_string(hide_password=True)
+    raise InvalidInputError(
+        f"VIZDEX_DATABASE_URL {shown!r}: the {backend}+{driver} database driver is not supported "
+        f"(use {SUPPORTED})"
+    )
+
+
+def unavailable_database(error: BaseException) -> UnavailableError | None:
+    """The typed error for a catalog that cannot be reached right now (server down, connection
+    dropped, SQLite file gone), or None when ``error`` is something else."""
+    lost = isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+    if not lost:
+        return None
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return UnavailableError(
+        f"the catalog database cannot be used right now ({reason}); retry shortly",
+        code="database_unavailable",
+    )
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -74,6 +120,7 @@ def create_catalog_engine(
     in time fails instead of hanging), pre-pinged pooled connections (a server restart costs one
     retry, not an error), and multi-row INSERTs for bulk writes.
     """
+    check_supported(url)
     database = sqlite_file(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +148,6 @@ def create_catalog_engine(
         # pages, as INSERT ... RETURNING (images) already does: one round trip per page.
         engine.dialect.use_insertmanyvalues_wo_returning = True
         return engine
-    if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, pool_size=8, max_overflow=24, pool_timeout=60)
     _install_sqlite_hooks(engine, busy_timeout_ms=busy_timeout_ms, foreign_keys=foreign_keys)
     return engine

@@ -35,6 +35,7 @@ from vizdex.core.errors import (
 from vizdex.encoders.batching import QueueFullError, RequestCancelledError
 from vizdex.encoders.cancellation import current_ticket
 from vizdex.search import NotCaughtUpError
+from vizdex.search.db import unavailable_database
 from vizdex.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,10 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if storage is not None:  # ENOSPC, EROFS from any write; SQLITE_FULL, _READONLY from the catalog
         log.error("%s on %s: %s", storage.code, request.url.path, exc)
         return vizdex_error_handler(request, storage)
+    database = unavailable_database(exc)
+    if database is not None:  # the server down, a dropped connection: the client may retry
+        log.error("%s on %s: %s", database.code, request.url.path, exc)
+        return vizdex_error_handler(request, database)
     log.exception("internal error on %s", request.url.path, exc_info=exc)
     return _respond(
         request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error"

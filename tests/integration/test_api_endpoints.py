@@ -104,6 +104,17 @@ def test_probes(client: Client) -> None:
     assert client.get("/health/ready").status_code == 200
 
 
+def test_a_catalog_that_cannot_be_reached_is_a_503_to_retry(client: Client) -> None:
+    """Not a 500: the request was fine, the database is away (a PostgreSQL restart, a volume
+    gone); the same request succeeds once it is back."""
+    with database_unreachable(state_of(client.app)):
+        for answer in (client.get("/v1/jobs/1"), client.get("/v1/collections")):
+            assert (answer.status_code, error_code(answer)) == (503, "database_unavailable")
+            assert answer.headers["Retry-After"] == "5"
+            assert "retry shortly" in answer.json()["detail"]
+    assert client.get("/v1/collections").status_code == 200
+
+
 def test_models(client: Client, models: dict[str, Encoder]) -> None:
     listed = client.get("/v1/models").json()["models"]
     assert [m["name"] for m in listed] == list(models)

@@ -82,7 +82,15 @@ def test_given_values_win_over_the_environment() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("COUNT", "many"), ("RATIO", "half"), ("FLAG", "maybe"), ("MODE", "z")],
+    [
+        ("COUNT", "many"),
+        ("RATIO", "half"),
+        ("RATIO", "inf"),  # a wait or a bound set to inf never ends
+        ("RATIO", "-Infinity"),
+        ("RATIO", "nan"),  # nan passes every comparison with a minimum
+        ("FLAG", "maybe"),
+        ("MODE", "z"),
+    ],
 )
 def test_bad_values_name_their_variable(name: str, value: str) -> None:
     with pytest.raises(InvalidInputError, match=f"VIZDEX_{name}"):

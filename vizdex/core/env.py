@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, field, fields
@@ -44,9 +45,13 @@ def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -
     if value is None:
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise InvalidInputError(f"{PREFIX}{name} must be a number, got {value!r}") from None
+    # inf would make a wait endless, nan compares false with every bound (and so passes them).
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{PREFIX}{name} must be a finite number, got {value!r}")
+    return number
 
 
 def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
