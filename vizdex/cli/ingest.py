@@ -34,7 +34,7 @@ from vizdex.indexer import (
     reap_interrupted,
     resolve_inputs,
 )
-from vizdex.indexer.queue import CHUNK_SIZE
+from vizdex.indexer.queue import CHUNK_SIZE, cancel_job
 from vizdex.search import (
     Catalog,
     CollectionNotFoundError,
@@ -109,6 +109,12 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="List recent jobs (newest first), or one job with its failures (--id).",
     )
     jobs.add_argument("--id", type=int, dest="job_id", metavar="N", help="show one job")
+    jobs.add_argument(
+        "--cancel",
+        type=int,
+        metavar="N",
+        help="stop job N wherever it runs (it ends after its current batch) and show it",
+    )
     jobs.add_argument("--collection", "-c", metavar="NAME", help="only this collection's jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list (default 20)")
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -234,7 +240,10 @@ def run_jobs(args: argparse.Namespace) -> int:
         data_dir = IndexerSettings.from_env(command_env(args)).data_dir
         reap_interrupted(catalog, JobLocks(DataStore(data_dir).locks_dir))
         names = {record.id: record.name for record in catalog.list_collections()}
-        if args.job_id is not None:
+        if args.cancel is not None:
+            args.job_id = args.cancel
+            jobs = [cancel_job(catalog, DataStore(data_dir), args.cancel)]
+        elif args.job_id is not None:
             jobs = [catalog.get_job(args.job_id)]
         else:
             collection_id = catalog.get_collection(args.collection).id if args.collection else None
