@@ -2,6 +2,7 @@
 
 from vizdex.search.catalog import Catalog, ClaimedItem
 from vizdex.search.collections_service import CollectionsService, CollectionSummary
+from vizdex.search.db import unavailable_database
 from vizdex.search.duplicates import (
     DUPLICATE_THRESHOLD,
     DuplicateFinder,
@@ -129,6 +130,7 @@ __all__ = [
     "move_aside",
     "reciprocal_rank_fusion",
     "schema_status",
+    "unavailable_database",
     "update_sources",
     "upgrade",
 ]

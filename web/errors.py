@@ -34,8 +34,7 @@ from vizdex.core.errors import (
 )
 from vizdex.encoders.batching import QueueFullError, RequestCancelledError
 from vizdex.encoders.cancellation import current_ticket
-from vizdex.search import NotCaughtUpError
-from vizdex.search.db import unavailable_database
+from vizdex.search import NotCaughtUpError, unavailable_database
 from vizdex.web.metrics import Metrics
 
 log = logging.getLogger(__name__)

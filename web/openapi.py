@@ -20,6 +20,7 @@ from litestar.openapi.spec import (
     Components,
     Encoding,
     OpenAPIMediaType,
+    OpenAPIResponse,
     Operation,
     RequestBody,
     Schema,
@@ -219,3 +220,14 @@ def _finish_schema(request: Request[Any, Any, Any]) -> None:
 def schema_router(path: str) -> Router:
     """The router that serves the schema and its pages (Litestar adds their handlers)."""
     return Router(path, route_handlers=[], include_in_schema=False, before_request=_finish_schema)
+
+
+@dataclass
+class NoContentOperation(Operation):
+    """A 204 handler that sets headers returns ``Response[None]``, which Litestar documents as
+    a JSON ``null`` body; 204 has no body at all, as with a plain ``None``."""
+
+    def __post_init__(self) -> None:
+        for status, response in (self.responses or {}).items():
+            if status == "204" and isinstance(response, OpenAPIResponse):
+                response.content = None

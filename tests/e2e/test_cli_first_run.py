@@ -135,6 +135,30 @@ def test_a_catalog_that_is_not_a_database_says_so(
     assert line.startswith("vizdex: error: sqlite:///") and "is not a vizdex catalog" in line
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("garbage", "'garbage' is not a database URL"),
+        ("mysql://u:secret@db/vizdex", "the mysql+mysqldb database driver is not supported"),
+        ("postgresql+asyncpg://u@db/v", "the postgresql+asyncpg database driver is not supported"),
+    ],
+)
+def test_a_database_url_vizdex_cannot_use_names_the_setting(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("VIZDEX_DATABASE_URL", url)
+    code = main(["collections", "list", "--data-dir", str(tmp_path)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith("vizdex: error: VIZDEX_DATABASE_URL ") and said in line, line
+    assert "sqlite:///" in line and "postgresql+psycopg://" in line  # what would work
+    assert "secret" not in line
+
+
 def test_a_catalog_path_that_is_a_folder_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

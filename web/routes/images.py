@@ -9,9 +9,11 @@ from litestar import Response, delete, get, patch
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, Parameter
 from litestar.response import File
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from vizdex.imaging import media_type
 from vizdex.search import ImageNotFoundError
+from vizdex.web.openapi import NoContentOperation
 from vizdex.web.routing import READS, WRITES, route
 from vizdex.web.schemas import (
     INT64_MAX,
@@ -104,12 +106,17 @@ def patch_image(
     "/collections/{name:str}/images/{image_id:int}",
     WRITES,
     summary="Delete an image and its vectors",
+    response_headers=SEQ_HEADERS,
+    operation_class=NoContentOperation,
 )
-def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> None:
+def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> Response[None]:
     if not vizdex.search.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )
+    # As for uploads and metadata: a search elsewhere with this min_seq no longer finds it.
+    seq = vizdex.search.collection_seq(name)
+    return Response(None, status_code=HTTP_204_NO_CONTENT, headers={SEQ_HEADER: str(seq)})
 
 
 @route(
