@@ -268,7 +268,8 @@ def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list
     if resume and progress.exists():
         for line in progress.read_text().splitlines():
             row = json.loads(line)
-            earlier[row.pop("fingerprint")] = Result(**row)
+            fingerprint = row.pop("fingerprint")  # first: the right side is evaluated first
+            earlier[fingerprint] = Result(**row)
     elif progress.exists():
         progress.unlink()
     results: list[Result] = []
