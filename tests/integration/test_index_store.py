@@ -796,8 +796,8 @@ class WritingStore(IndexStore):
         self.writer = writer
         self.write_after_next_sync = False
 
-    def sync(self, collection: CollectionRecord, *, wait: bool = True) -> None:
-        super().sync(collection, wait=wait)
+    def sync(self, collection: CollectionRecord, **options: Any) -> None:
+        super().sync(collection, **options)
         if self.write_after_next_sync:
             self.write_after_next_sync = False
             self.writer.add(1)
