@@ -64,6 +64,10 @@ BATCHING_TESTS = ("tests/unit/test_batching.py",)
 # asserted in-process too (test_either_orientation_beyond_the_limit_is_refused,
 # test_bombs_stay_within_memory_bounds).
 DESELECT = ("--deselect", "tests/unit/test_image_damage.py::test_peak_memory_per_image_is_bounded")
+# A mutant that makes one test hang (a lock never released, a search loop that never ends) fails
+# that test after this long instead of holding the whole run until its 4x-baseline limit. Far
+# above any one test's time on the unmutated code, even on a busy machine.
+HANG_S = ("--timeout", "180")
 
 # Each core module and the tests that are its own: the area, then the test files.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -268,7 +272,8 @@ def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list
     if resume and progress.exists():
         for line in progress.read_text().splitlines():
             row = json.loads(line)
-            earlier[row.pop("fingerprint")] = Result(**row)
+            fingerprint = row.pop("fingerprint")  # first: the right side is evaluated first
+            earlier[fingerprint] = Result(**row)
     elif progress.exists():
         progress.unlink()
     results: list[Result] = []
@@ -295,7 +300,7 @@ def _test(planned: list[tuple[Mutant, Change]], jobs: int, resume: bool) -> list
     }
     runs = [
         Run(f"mutant-{index:04d}", {mutant.module: change.source},
-            (*MODULES[mutant.module][1], *DESELECT), limits[MODULES[mutant.module][1]])
+            (*MODULES[mutant.module][1], *DESELECT, *HANG_S), limits[MODULES[mutant.module][1]])
         for index, (mutant, change, _fingerprint) in enumerate(todo)
     ]  # fmt: skip
     by_key = {run.key: planned_item for run, planned_item in zip(runs, todo, strict=True)}

@@ -757,3 +757,109 @@ def test_background_work_of_different_collections_runs_one_task_at_a_time(
     finally:
         gate.set()
         store.close(snapshot=False)
+
+
+def test_an_index_with_no_vector_yet_answers_every_query_with_nothing(
+    store: IndexStore, collection: CollectionRecord
+) -> None:
+    queries = np.ones((2, DIM), np.float32)
+    found = store.search(collection, "m", queries, 3)
+    assert (found.count, found.approximate) == (0, False)
+    assert found.ids.shape == (2, 3) and (found.ids == -1).all()
+    assert np.isneginf(found.scores).all()
+    within = store.range_search(collection, "m", queries, 0.5)
+    assert within.lims.tolist() == [0, 0, 0]
+    assert (within.ids.size, within.scores.size) == (0, 0)
+    assert (within.approximate, within.nprobe) == (False, 0)
+    assert store.ids(collection, "m").tolist() == []
+    assert store.dim(collection, "m") is None
+
+
+def test_a_range_search_finds_every_vector_above_the_threshold(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    ids = writer.add(12)
+    store.sync(collection)
+    _, vectors = catalog.get_vectors(collection.id, "m", ids[:2])
+    found = store.range_search(collection, "m", vectors, 0.999)
+    assert found.lims.tolist() == [0, 1, 2]  # unit vectors in 16-D: only each one itself
+    assert found.ids.tolist() == ids[:2]
+    assert (found.approximate, found.nprobe) == (False, 0)
+
+
+class WritingStore(IndexStore):
+    """A store after whose next sync, once armed, one more image lands in the catalog, as if
+    another process wrote just after this one caught up."""
+
+    def __init__(self, catalog: Catalog, settings: IndexSettings, writer: Writer) -> None:
+        super().__init__(catalog, settings)
+        self.writer = writer
+        self.write_after_next_sync = False
+
+    def sync(self, collection: CollectionRecord, **options: Any) -> None:
+        super().sync(collection, **options)
+        if self.write_after_next_sync:
+            self.write_after_next_sync = False
+            self.writer.add(1)
+
+
+def test_reaching_a_sequence_number_catches_the_index_up(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> None:
+    store = WritingStore(catalog, index_settings, writer)
+    try:
+        writer.add(3)
+        start = store.info(collection, "m").last_seq  # loaded now; later writes need a sync
+        writer.add(2)
+        head = catalog.collection_seq(collection.id)
+        # The first sync gets there: no time left to wait is no reason to say no.
+        assert store.reach(collection, head, 0.0)
+        assert store.info(collection, "m").last_seq == head > start
+        # A number the catalog hands out only after the first try is waited for...
+        store.write_after_next_sync = True
+        assert store.reach(collection, head + 1, 60.0)
+        assert store.info(collection, "m").count == 6
+        # ...and one it never hands out is not reached.
+        assert not store.reach(collection, head + 2, 0.1)
+    finally:
+        store.close(snapshot=False)
+
+
+def test_following_catches_loaded_indexes_up_and_forgets_deleted_collections(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    other = catalog.create_collection("other", ["m"])
+    writer.add(4)
+    store.snapshot(collection)
+    store.open_collection(other)
+    path = store.path_for(collection.id, "m")
+    assert path.exists()
+    writer.add(3)  # written elsewhere: nobody here syncs
+    store.follow()
+    assert store.info(collection, "m").count == 7
+    assert store.applied_seqs() == {
+        collection.id: catalog.collection_seq(collection.id),
+        other.id: catalog.collection_seq(other.id),
+    }
+    catalog.delete_collection("photos")  # by another replica
+    store.follow()
+    assert not path.parent.exists()
+    assert set(store.applied_seqs()) == {other.id}
+
+
+def test_following_in_the_background_never_keeps_the_process_alive(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(2)
+    store.open_collection(collection)
+    store.start_following(0.01)
+    (follower,) = [t for t in threading.enumerate() if t.name == "vizdex-index-follower"]
+    assert follower.daemon  # a process that never calls close still exits
+    writer.add(3)  # written elsewhere: the follower brings it in, no query asks
+    head = catalog.collection_seq(collection.id)
+    deadline = time.monotonic() + 60
+    while store.applied_seqs()[collection.id] < head and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.applied_seqs()[collection.id] == head
+    store.close(snapshot=False)
+    assert not follower.is_alive()

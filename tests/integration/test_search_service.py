@@ -207,6 +207,7 @@ def test_k_of_1000_is_allowed(service: SearchService, photos: Photos) -> None:
     "options",
     [
         SearchOptions(k=1000, offset=9000),  # the window's last page
+        SearchOptions(k=1),
         SearchOptions(min_score=-1.0),  # cosine scores reach down to -1
         SearchOptions(min_score=-0.5),
         SearchOptions(min_score=1.0),
@@ -219,7 +220,8 @@ def test_options_at_their_limits_are_allowed(
     result = service.search_vector("photos", np.ones(CLIP_DIM), options=options)
     expected = photos.ranking(photos.clip, np.ones(CLIP_DIM, np.float32))
     cut = options.min_score if options.min_score is not None else -1.0
-    assert_hits(pairs(result), [hit for hit in expected if hit[1] >= cut][options.offset :])
+    window = slice(options.offset, options.offset + options.k)
+    assert_hits(pairs(result), [hit for hit in expected if hit[1] >= cut][window])
 
 
 def test_pages_are_slices_of_one_ranking(
@@ -335,6 +337,31 @@ def test_sql_names_the_candidates_when_no_more_than_prefilter_max_match(
         assert_hits(pairs(result), photos.ranking(photos.clip, query, members))
         restricted = [allowed for allowed in searches if allowed is not None]
         assert restricted == ([members] if prefilter_max == 10 else [])
+    finally:
+        service.close()
+
+
+def test_a_filter_keeping_half_fills_its_page_from_one_over_fetched_search(
+    settings: SearchSettings,
+    encoders: dict[str, Encoder],
+    new_image: ImageFactory,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A filtered search asks the index for 4x the page: a filter keeping half the images
+    (SQL prefiltering off) fills a page of 40 without a second, deeper search."""
+    settings = replace(settings, query=QuerySettings(prefilter_max=0))
+    service = open_service(settings, encoders)
+    try:
+        photos = Photos(service, new_image, encoders)
+        ids = photos.add(400)
+        even = {image_id for image_id in ids if (image_id - 1) % 2 == 1}  # keys 1, 3, ...
+        query = rng.standard_normal(CLIP_DIM).astype(np.float32)
+        options = SearchOptions(k=40, filters=ImageFilter(metadata={"parity": "even"}))
+        with index_searches(service, monkeypatch) as searches:
+            result = service.search_vector("photos", query, options=options)
+        assert_hits(pairs(result), photos.ranking(photos.clip, query, even)[:40])
+        assert searches == [None]
     finally:
         service.close()
 
@@ -489,6 +516,8 @@ def test_bad_queries_are_input_errors(service: SearchService, photos: Photos) ->
     clip, dino = photos.clip, photos.dino
     with pytest.raises(InvalidQueryError, match="dimensions"):
         service.search_vector("photos", np.ones(7), model=clip)
+    with pytest.raises(InvalidQueryError, match="dimensions"):
+        service.search_vector("photos", np.ones(CLIP_DIM + 1), model=clip)
     with pytest.raises(InvalidQueryError, match="zeros"):
         service.search_vector("photos", np.zeros(CLIP_DIM), model=clip)
     with pytest.raises(InvalidQueryError):
@@ -500,6 +529,29 @@ def test_bad_queries_are_input_errors(service: SearchService, photos: Photos) ->
     with pytest.raises(InvalidInputError):
         wrong = photos.new_image("x", {clip: np.ones(5), dino: np.ones(DINO_DIM)})
         service.add_images("photos", [wrong])
+
+
+def test_read_your_writes_waits_for_a_written_seq_and_refuses_one_never_made(
+    service: SearchService, photos: Photos
+) -> None:
+    photos.add(3)
+    head = service.collection_seq("photos")
+    assert [(record.name, seq) for record, seq in service.lag()] == [("photos", head)]
+    for reached in (None, 0, head - 1, head):  # nothing asked, or written and applied already
+        service.catch_up("photos", reached)
+    with pytest.raises(InvalidQueryError, match="ahead"):
+        service.catch_up("photos", head + 1)
+
+
+def test_only_a_shared_catalog_is_followed_in_the_background(
+    service: SearchService, database_url: str
+) -> None:
+    """On SQLite this process is the only writer: there is nothing to follow."""
+    shared = database_url.startswith("postgresql")
+    before = set(threading.enumerate())
+    assert service.follow_other_writers(60.0) is shared
+    started = [t for t in set(threading.enumerate()) - before if t.name == "vizdex-index-follower"]
+    assert len(started) == int(shared)
 
 
 def test_deleted_images_never_appear_before_or_after_a_restart(

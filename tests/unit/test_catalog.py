@@ -4,6 +4,7 @@ sequence numbers, jobs. Every test runs on both (``database_url`` below)."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import ImageFactory, UnitVectors
 from tests.support.postgres import DATABASES, database_url_for
-from vizdex.core.errors import InvalidInputError
+from vizdex.core.errors import InvalidInputError, UnavailableError
 from vizdex.search.catalog import MAX_JOB_FAILURES, Catalog
 from vizdex.search.catalog.rows import IMAGE_FIELDS, image_attribute
 from vizdex.search.errors import (
@@ -37,6 +38,7 @@ from vizdex.search.records import (
     SourceUpdate,
 )
 from vizdex.search.schema import SchemaState, schema_status
+from vizdex.search.settings import CatalogSettings
 
 
 @pytest.fixture(params=DATABASES)
@@ -457,3 +459,15 @@ def test_bulk_writes_go_as_multi_row_inserts(
         return
     # PostgreSQL: 2,500 images and 5,000 vectors in pages of 1,000 rows, one round trip each.
     assert tables == ["images"] * 3 + ["embeddings"] * 5
+
+
+def test_an_unreachable_server_is_reported_with_the_drivers_reason() -> None:
+    """psycopg's message runs over lines (the reason, then its own hint): the reason is shown."""
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        url = f"postgresql+psycopg://vizdex@127.0.0.1:{port}/nothing"
+        with pytest.raises(UnavailableError) as refused:
+            Catalog.open(CatalogSettings(url))
+    message = refused.value.message
+    assert "cannot open the catalog database" in message and "Connection refused" in message
