@@ -19,7 +19,9 @@ from vizdex.search.errors import (
     IndexCorruptError,
     InvalidQueryError,
     JobNotFoundError,
+    ModelInUseError,
     ModelNotLoadedError,
+    ModelNotReadyError,
     NotCaughtUpError,
     PrecisionMismatchError,
     SchemaMismatchError,
@@ -30,7 +32,7 @@ from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_avai
 from vizdex.search.index_file import fsync_directory, move_aside
 from vizdex.search.index_store import IndexInfo, IndexStore
 from vizdex.search.keepers import KEEPER_RULES, KeeperRule
-from vizdex.search.model_choice import ModelUse, choose_model
+from vizdex.search.model_choice import ModelUse, choose_model, collection_model, default_models
 from vizdex.search.queries import (
     SearchHit,
     SearchOptions,
@@ -41,21 +43,25 @@ from vizdex.search.queries import (
 from vizdex.search.records import (
     AddedImage,
     CollectionRecord,
+    FileRef,
     ImageFilter,
     ImageRecord,
     ImageStatus,
     JobFailure,
     JobRecord,
     JobState,
+    ModelState,
     NewImage,
     SourceKind,
     SourceRow,
     SourceUpdate,
+    check_metadata_keys,
 )
 from vizdex.search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
 from vizdex.search.service import SearchService
 from vizdex.search.settings import (
     MAX_K,
+    MAX_SIMILARITY_INPUTS,
     CatalogSettings,
     IndexSettings,
     QuerySettings,
@@ -67,6 +73,7 @@ __all__ = [
     "DUPLICATE_THRESHOLD",
     "KEEPER_RULES",
     "MAX_K",
+    "MAX_SIMILARITY_INPUTS",
     "AddedImage",
     "Catalog",
     "CatalogSettings",
@@ -81,6 +88,7 @@ __all__ = [
     "DuplicateOptions",
     "DuplicatePage",
     "DuplicateScan",
+    "FileRef",
     "GroupMember",
     "GroupView",
     "ImageFilter",
@@ -99,7 +107,10 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeeperRule",
+    "ModelInUseError",
     "ModelNotLoadedError",
+    "ModelNotReadyError",
+    "ModelState",
     "ModelUse",
     "NewImage",
     "NotCaughtUpError",
@@ -120,7 +131,10 @@ __all__ = [
     "SourceUpdate",
     "TextMatch",
     "VectorIndex",
+    "check_metadata_keys",
     "choose_model",
+    "collection_model",
+    "default_models",
     "ensure_schema",
     "fsync_directory",
     "gpu_available",

@@ -12,6 +12,8 @@ from vizdex.core.errors import InvalidInputError
 
 INDEX_DEVICES = ("auto", "cpu", "gpu")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
+# Images (or texts) per side of a similarity matrix or zero-shot match (the schema says the same).
+MAX_SIMILARITY_INPUTS = 256
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -101,7 +103,7 @@ class QuerySettings:
     rrf_k: int = 60
     rrf_depth: int = 100
     prefilter_max: int = setting("SEARCH_PREFILTER_MAX", 20_000, minimum=0)
-    max_similarity_inputs: int = 256
+    max_similarity_inputs: int = MAX_SIMILARITY_INPUTS
     catch_up_wait_s: float = setting("SEARCH_CATCH_UP_WAIT_S", 2.0, minimum=0.0)
 
     @classmethod

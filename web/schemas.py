@@ -20,10 +20,11 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import ImageFilter
+from vizdex.search import MAX_SIMILARITY_INPUTS, ImageFilter, check_metadata_keys
 
 INT64_MAX = 2**63 - 1
-MAX_IMAGES = 256  # per encode / similarity / match request; bulk work goes to /v1/vision/batch
+# Per encode / similarity side / match request (the service's cap); bulk work: /v1/vision/batch.
+MAX_IMAGES = MAX_SIMILARITY_INPUTS
 MAX_METADATA_DEPTH = 8
 
 Rules = tuple[dict[str, Any], ...]
@@ -123,6 +124,7 @@ Metadata = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=METADATA_SCH
 def check_metadata(value: dict[str, Any], what: str = "metadata") -> dict[str, Any]:
     """User metadata is a JSON object nested at most ``MAX_METADATA_DEPTH`` levels."""
 
+    check_metadata_keys(value)  # the rule filters use: every key stored can be filtered on
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:  # iterative: a deep value must not exhaust the interpreter's stack
         node, level = stack.pop()

@@ -6,15 +6,18 @@ import argparse
 import json
 from typing import Any
 
+from vizdex.cli import model_changes
 from vizdex.cli.options import (
     add_data_option,
     check_models,
+    discovered_kind,
     encoder_settings,
     json_option,
     open_catalog,
+    open_storage,
 )
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import IndexStore
+from vizdex.search import default_models
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +64,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     delete.add_argument("--yes", action="store_true", help="really delete (required)")
     add_data_option(delete, nested=True)
     delete.set_defaults(handler=run_delete)
+    model_changes.register(actions)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -103,7 +107,10 @@ def run_create(args: argparse.Namespace) -> int:
     check_models(settings.models)
     catalog, _ = open_catalog(args)
     try:
-        record = catalog.create_collection(args.name, settings.models)
+        text_model, image_model = default_models(settings.models, discovered_kind)
+        record = catalog.create_collection(
+            args.name, settings.models, text_model=text_model, image_model=image_model
+        )
     finally:
         catalog.close()
     if args.json:
@@ -114,19 +121,13 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    catalog, settings = open_catalog(args)
-    try:
-        record = catalog.get_collection(args.name)
-        images = catalog.count_images(record.id)
+    with open_storage(args) as (search, storage):
+        record = search.get_collection(args.name)
+        images = search.catalog.count_images(record.id)
         if not args.yes:
             raise InvalidInputError(
                 f"collection {record.name!r} has {images:,} images; add --yes to delete it"
             )
-        catalog.delete_collection(record.name)
-        indexes = IndexStore(catalog, settings.index)
-        indexes.drop_collection(record.id)
-        indexes.close(snapshot=False)
-    finally:
-        catalog.close()
+        storage.delete_collection(record.name)  # the rows, its index files, then its files
     print(f"deleted collection {record.name!r} ({images:,} images)")
     return 0

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 
 from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
-from vizdex.search import Catalog, SearchSettings
+from vizdex.indexer import DataStore, IndexerSettings, StorageCollector
+from vizdex.search import Catalog, IndexStore, SearchService, SearchSettings
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -105,3 +108,24 @@ def check_models(models: tuple[str, ...]) -> None:
 def discovered_kind(model: str) -> ModelKind:
     """A model's kind from its config alone: commands load only the model that answers, or none."""
     return discover_model(model).kind
+
+
+@contextmanager
+def open_storage(
+    args: argparse.Namespace, *, encoders: Mapping[str, Encoder] | None = None
+) -> Iterator[tuple[SearchService, StorageCollector]]:
+    """The catalog, its indexes (no models loaded) and the collector of the data directory's
+    files: what deletes and ``vizdex gc`` need. Indexes are saved on the way out."""
+    env = command_env(args)
+    settings = SearchSettings.from_env(env)
+    indexer = IndexerSettings.from_env(env)
+    catalog = Catalog.open(settings.catalog)
+    indexes = IndexStore(catalog, settings.index)
+    search = SearchService(catalog, indexes, encoders or {}, settings.query)
+    try:
+        yield (
+            search,
+            StorageCollector(search, DataStore(indexer.data_dir), grace_s=indexer.gc_grace_s),
+        )
+    finally:
+        search.close()

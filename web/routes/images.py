@@ -51,7 +51,6 @@ FILE_HEADERS = [
 ]
 
 
-
 class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
     """``metadata`` replaces the image's user metadata (a JSON object)."""
 
@@ -107,7 +106,7 @@ def patch_image(
     summary="Delete an image and its vectors",
 )
 def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> None:
-    if not vizdex.search.delete_images(name, [image_id]):
+    if not vizdex.storage.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )
