@@ -28,6 +28,7 @@ from PIL.Image import Image as PILImage
 
 from vizdex.core.errors import VizdexError
 from vizdex.encoders.base import Encoder
+from vizdex.encoders.streaming import draft_side
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
 from vizdex.indexer.jobs import JobTracker
 from vizdex.indexer.storage import DataStore
@@ -60,7 +61,7 @@ class BackfillOutcome:
 
 
 def _decode(
-    record: ImageRecord, store: DataStore, images: ImageInputSettings
+    record: ImageRecord, store: DataStore, images: ImageInputSettings, min_side: int | None
 ) -> PILImage | JobFailure:
     item = record.original_name or f"image {record.id}"
     path = store.image_file(record)
@@ -71,7 +72,7 @@ def _decode(
     except OSError as error:
         return JobFailure(item, "file_missing", f"image {record.id}: cannot read {path}: {error}")
     try:
-        return decode_image_bytes(data, images).image
+        return decode_image_bytes(data, images, min_side=min_side).image
     except VizdexError as error:
         return JobFailure(item, error.code, f"image {record.id}: {error.message}")
 
@@ -148,7 +149,11 @@ class Backfill:
         pool: ThreadPoolExecutor,
     ) -> tuple[int, list[tuple[int, JobFailure]]]:
         """Decode, encode and write one batch: (vectors written, (image id, failure) pairs)."""
-        decoded = list(pool.map(lambda record: _decode(record, self._store, self._images), batch))
+        # JPEGs decode at the reduced scale an ingest with this model alone would use.
+        side = draft_side([self._encoder])
+        decoded = list(
+            pool.map(lambda record: _decode(record, self._store, self._images, side), batch)
+        )
         failures = [
             (record.id, outcome)
             for record, outcome in zip(batch, decoded, strict=True)

@@ -1,9 +1,9 @@
 """Which model answers a query: one rule for the service, the CLI and the web app (torch-free).
 
 Text needs a multimodal (CLIP-like) model: the first one. Images prefer a vision-only model (DINOv3
-is the better image matcher) and fall back to the first model, but only when every model before
-the fallback is known not to be one: a model whose kind is unknown (not loaded here) is a
-``ModelNotLoadedError``, never silently passed over. Anything else takes the first.
+is the better image matcher) and fall back to the first model. A model whose kind is unknown (not
+loaded here) that may change the answer is a ``ModelNotLoadedError``, never silently passed over.
+Anything else takes the first.
 A model asked for by name is used as given, once it is known to be able to do the job.
 """
 
@@ -60,19 +60,27 @@ def choose_model(
             + (f"; not loaded here: {unknown}" if unknown else "")
             + "); add a multimodal model such as CLIP"
         )
-    if use is ModelUse.IMAGE:
+    if use is ModelUse.IMAGE and models:
+        # Every model the rule could pick: a model of unknown kind (not loaded here) may be the
+        # vision model it prefers. More than one possible answer: picking one would be a silent
+        # fallback to a worse matcher.
+        possible: list[str] = []
         for name in models:
             kind = kind_of(name)
+            if kind is None or kind is ModelKind.VISION:
+                possible.append(name)
             if kind is ModelKind.VISION:
-                return name
-            if kind is None:
-                # It may be the vision model the rule prefers: answering with another model
-                # would be a silent fallback to a worse matcher.
-                raise ModelNotLoadedError(
-                    f"{owner} answers image queries with {name!r} (or a model after it), which "
-                    f"is not loaded here; load it (VIZDEX_MODELS) or name a loaded model",
-                    model=name,
-                )
+                break
+        else:
+            possible.append(models[0])
+        if len(set(possible)) > 1:
+            hidden = next(name for name in possible if kind_of(name) is None)
+            raise ModelNotLoadedError(
+                f"{owner} answers image queries with {hidden!r} if it is a vision model, "
+                f"which is not loaded here; load it (VIZDEX_MODELS) or name a loaded model",
+                model=hidden,
+            )
+        return possible[0]
     if not models:
         raise CapabilityError(f"{owner} has no model; load one (VIZDEX_MODELS)")
     return models[0]

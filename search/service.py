@@ -401,7 +401,7 @@ class SearchService:
             raise InvalidQueryError("fuse combines all models of the collection: omit `model`")
         if len(collection.ready_models) < 2:
             raise InvalidQueryError(
-                f"fuse needs a collection with two ready models; {collection.name!r} has "
+                f"fuse needs a collection with two models ready; {collection.name!r} has "
                 f"{list(collection.ready_models)}"
             )
         return list(collection.ready_models)

@@ -7,7 +7,6 @@ by reverse lookup. Real subprocesses running the real command line.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from tests.support.ingest_helpers import all_images, photo_folder, sha256_of
+from tests.support.ingest_helpers import all_images, offline_env, photo_folder, sha256_of
 from vizdex.cli.main import main
 from vizdex.search import Catalog, CatalogSettings, IndexSettings, IndexStore, JobState
 from vizdex.search.models import WorkItem
@@ -30,15 +29,7 @@ LEASE_S = 3
 
 
 def _env(tmp_path: Path, url: str, data: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "VIZDEX_DATABASE_URL": url,
-        "VIZDEX_DATA_DIR": str(data),
-    }
+    return offline_env(tmp_path, VIZDEX_DATABASE_URL=url, VIZDEX_DATA_DIR=str(data))
 
 
 def _worker(name: str, model: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

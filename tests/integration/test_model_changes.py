@@ -18,8 +18,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api_helpers import api_client, api_settings, photo_jpeg, state_of
+from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
+from vizdex.search import ModelNotLoadedError, ModelUse, choose_model
 from vizdex.web.settings import ServiceSettings
 
 Client = TestClient[Litestar]
@@ -206,3 +208,26 @@ def test_an_image_query_needing_a_model_this_server_has_not_loaded_is_409_not_a_
         assert _image_search(client, "old", 0, model=clip).json()["model"] == clip
         text = client.post("/v1/collections/old/search", json={"text": "a photo", "k": 2})
         assert text.status_code == 200 and text.json()["model"] == clip
+
+
+@pytest.mark.parametrize(
+    ("models", "chosen"),
+    [
+        (["clip", "dino-unloaded"], None),  # the unloaded one may be the vision model
+        (["dino-unloaded", "dino"], None),  # either could be the vision model asked for
+        (["unloaded", "clip"], "unloaded"),  # every possible answer is the same model
+        (["clip", "dino"], "dino"),
+        (["clip", "other-clip"], "clip"),
+    ],
+)
+def test_image_model_choice_refuses_to_guess_past_a_model_it_cannot_see(
+    models: list[str], chosen: str | None
+) -> None:
+    kinds = {"clip": ModelKind.MULTIMODAL, "other-clip": ModelKind.MULTIMODAL}
+    kinds["dino"] = ModelKind.VISION
+    if chosen is None:
+        with pytest.raises(ModelNotLoadedError) as refused:
+            choose_model(models, kinds.get, ModelUse.IMAGE)
+        assert refused.value.details["model"].endswith("unloaded")
+    else:
+        assert choose_model(models, kinds.get, ModelUse.IMAGE) == chosen
