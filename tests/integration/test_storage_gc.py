@@ -35,6 +35,8 @@ from vizdex.indexer.storage import RESERVE_BYTES
 from vizdex.search import (
     MAX_SIMILARITY_INPUTS,
     IndexStore,
+    ModelInUseError,
+    ModelNotReadyError,
     NewImage,
     SearchService,
     SearchSettings,
@@ -330,3 +332,50 @@ def test_similarity_schema_limits_and_the_service_cap_agree(client: Client) -> N
     assert empty.status_code == 200 and empty.json()["scores"] == [[]]
     over = client.post("/v1/vision/similarity", json={"images": [tiny] * (cap + 1)})
     assert over.status_code == 400  # the schema refuses it: the service never sees it
+
+
+def test_model_states_in_the_catalog(search: SearchService, unit_vectors: UnitVectors) -> None:
+    """Add (backfilling while images lack it), mark ready only when none does, defaults only
+    among ready models, removal only of a non-default: on every supported database."""
+    catalog = search.catalog
+    record = catalog.create_collection("c", ["m"], text_model=None, image_model="m")
+    empty = catalog.create_collection("e", ["m"])
+    assert catalog.add_model(empty.id, "n").model_states == {}  # no images: ready at once
+    vectors = unit_vectors(3, DIM)
+    items = [
+        NewImage(
+            sha256=f"{i:064x}",
+            width=1,
+            height=1,
+            format="JPEG",
+            byte_size=1,
+            vectors={"m": vectors[i]},
+        )
+        for i in range(3)
+    ]
+    ids = [added.id for added in search.add_images("c", items)]
+    added = catalog.add_model(record.id, "n")
+    assert added.models == ("m", "n") and added.ready_models == ("m",)
+    assert catalog.add_model(record.id, "n") == added  # idempotent
+    # A writer that read the collection before: images without "n" are still accepted.
+    late = replace(items[0], sha256="f" * 64)
+    search.add_images("c", [late])
+    assert catalog.count_lacking(record.id, "n") == 4
+    with pytest.raises(ModelNotReadyError):
+        catalog.set_default_models(record.id, image_model="n")
+    catalog.put_embeddings(record.id, "n", ids, unit_vectors(3, 4))
+    assert not catalog.mark_ready(record.id, "n")  # the late image still lacks it
+    lacking = catalog.images_lacking(record.id, "n")
+    assert [image.sha256 for image in lacking] == ["f" * 64]
+    catalog.put_embeddings(record.id, "n", [lacking[0].id], unit_vectors(1, 4))
+    assert catalog.mark_ready(record.id, "n")
+    assert catalog.model_coverage(record.id) == {"m": 4, "n": 4}
+    switched = catalog.set_default_models(record.id, text_model=None, image_model="n")
+    assert (switched.text_model, switched.image_model) == (None, "n")
+    with pytest.raises(ModelInUseError):
+        catalog.remove_model(record.id, "n")
+    kept = catalog.remove_model(record.id, "m")
+    assert kept.models == ("n",) and catalog.model_coverage(record.id) == {"n": 4}
+    catalog.set_default_models(record.id, image_model=None)
+    with pytest.raises(ModelInUseError, match="only model"):
+        catalog.remove_model(record.id, "n")
