@@ -170,7 +170,9 @@ class Backfill:
         vectors = self._encoder.encode_images([image for _, image in good])
         while ids:
             try:
-                self._catalog.put_embeddings(collection_id, model, ids, vectors)
+                self._catalog.put_embeddings(
+                    collection_id, model, ids, vectors, precision=self._encoder.precision
+                )
             except ImageNotFoundError as error:  # deleted meanwhile: the rest still need theirs
                 gone = set(error.details.get("image_ids", ())) or set(ids)
                 keep = [i for i, image_id in enumerate(ids) if image_id not in gone]

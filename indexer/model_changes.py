@@ -36,6 +36,8 @@ class ModelChanges:
         record = self._search.get_collection(collection)
         if record.index_factory:
             validate_factory(record.index_factory, encoder.dim)
+        # Vectors it would not mix with (a back-fill in another precision before): 409 now.
+        self._search.catalog.check_precisions(record.id, {model: encoder.precision})
         record = self._search.catalog.add_model(record.id, model)
         self._search.indexes.sync(record)
         job = self._indexer.backfill(collection, model, background=background, progress=progress)

@@ -41,6 +41,7 @@ from vizdex.search.queries import (
     TextMatch,
 )
 from vizdex.search.records import (
+    METADATA_KEY,
     AddedImage,
     CollectionRecord,
     FileRef,
@@ -74,6 +75,7 @@ __all__ = [
     "KEEPER_RULES",
     "MAX_K",
     "MAX_SIMILARITY_INPUTS",
+    "METADATA_KEY",
     "AddedImage",
     "Catalog",
     "CatalogSettings",

@@ -20,7 +20,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import MAX_SIMILARITY_INPUTS, ImageFilter, check_metadata_keys
+from vizdex.search import MAX_SIMILARITY_INPUTS, METADATA_KEY, ImageFilter, check_metadata_keys
 
 INT64_MAX = 2**63 - 1
 # Per encode / similarity side / match request (the service's cap); bulk work: /v1/vision/batch.
@@ -114,7 +114,9 @@ def exactly_one_of(*names: str) -> JsonSchema:
 # schema-driven tools then enumerate every path through them (minutes per operation).
 METADATA_SCHEMA: JsonSchema = {
     "type": "object",
-    "description": f"a JSON object, nested at most {MAX_METADATA_DEPTH} levels deep",
+    "description": f"a JSON object, nested at most {MAX_METADATA_DEPTH} levels deep; its keys "
+    "are the ones filters can name",
+    "propertyNames": {"pattern": METADATA_KEY.pattern},
 }
 EMPTY_METADATA: JsonSchema = {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]}
 # User metadata: what `check_metadata` takes, said in the schema.

@@ -64,13 +64,12 @@ class FilesPart(CatalogSession):
         found: set[tuple[str, str, str]] = set()
         with self._read() as session:
             for chunk in chunks(wanted):
-                found.update(
-                    session.execute(
-                        select(Image.sha256, Image.format, Image.source_kind)
-                        .where(Image.sha256.in_(chunk))
-                        .distinct()
-                    ).tuples()
+                rows = session.execute(
+                    select(Image.sha256, Image.format, Image.source_kind)
+                    .where(Image.sha256.in_(chunk))
+                    .distinct()
                 )
+                found.update((sha, fmt, kind) for sha, fmt, kind in rows)
         return _refs(sorted(found))
 
     def prune_tombstones(self, collection_id: int, upto_seq: int) -> int:

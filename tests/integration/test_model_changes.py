@@ -122,6 +122,7 @@ def test_add_a_model_backfill_switch_the_default_and_remove_the_old_one(
 
     ready = client.get("/v1/collections/c").json()
     assert ready["states"] == {clip: "ready", dino: "ready"}
+    assert ready["precisions"][dino] == ["float32"]  # recorded by the back-fill
     assert [(m["model"], m["vectors"], m["coverage"]) for m in ready["model_states"]] == [
         (clip, 6, 1.0),
         (dino, 6, 1.0),
