@@ -219,8 +219,19 @@ class DataStore:
         """Writers hold it shared while they decide to reuse or write a stored file; removal holds
         it exclusive. With ``_reuse`` refreshing a reused file's mtime, a file removal sees as
         old is one no writer has just decided to keep (any process on this data directory)."""
-        path = self.folder(self.locks_dir) / "files.lock"
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            descriptor = os.open(self.locks_dir / "files.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            descriptor = os.open(
+                self.folder(self.locks_dir) / "files.lock", os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as error:
+            if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A data directory this process may only read: it removes nothing, so there is
+            # nothing to order its reads against.
+            yield
+            return
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
