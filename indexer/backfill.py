@@ -28,9 +28,11 @@ from PIL.Image import Image as PILImage
 
 from vizdex.core.errors import VizdexError
 from vizdex.encoders.base import Encoder
+from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import draft_side
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
 from vizdex.indexer.jobs import JobTracker
+from vizdex.indexer.ray_backfill import embed_on_ray
 from vizdex.indexer.storage import DataStore
 from vizdex.search import (
     Catalog,
@@ -42,6 +44,7 @@ from vizdex.search import (
 
 log = logging.getLogger(__name__)
 
+RAY_PAGE_BATCHES = 16  # batches per page of the work list handed to Ray at once
 # (done, total) after each batch, for the CLI's bar.
 BackfillProgress = Callable[[int, int], None]
 
@@ -51,6 +54,7 @@ class BackfillOptions:
     batch_size: int = 32
     share: float = 0.5  # of the device: VIZDEX_BACKFILL_SHARE
     workers: int = 2  # decode threads
+    ray_address: str | None = None  # run the batches on this Ray cluster (indexer.ray_backfill)
 
 
 @dataclass(frozen=True)
@@ -118,14 +122,17 @@ class Backfill:
                 after = 0
                 while not cancel.is_set():
                     rows = catalog.images_lacking(
-                        collection_id, model, after_id=after, limit=self._options.batch_size
+                        collection_id, model, after_id=after, limit=self._page_size
                     )
                     if not rows:
                         break
                     after = rows[-1].id
                     batch = [record for record in rows if record.id not in failed]
                     started = time.monotonic()
-                    written, failures = self._batch(collection_id, model, batch, pool)
+                    if self._options.ray_address is not None:
+                        written, failures = self._ray_page(collection_id, model, batch)
+                    else:
+                        written, failures = self._batch(collection_id, model, batch, pool)
                     failed.update(failure_id for failure_id, _ in failures)
                     done += written
                     tracker.add(done=written, failures=[failure for _, failure in failures])
@@ -140,6 +147,50 @@ class Backfill:
         tracker.flush()
         self._sync(collection_id)
         return BackfillOutcome(done=done, failed=len(failed), ready=ready)
+
+    @property
+    def _page_size(self) -> int:
+        # On Ray a page is many batches, so the cluster's workers all have work.
+        scale = RAY_PAGE_BATCHES if self._options.ray_address is not None else 1
+        return self._options.batch_size * scale
+
+    def _ray_page(
+        self, collection_id: int, model: str, page: Sequence[ImageRecord]
+    ) -> tuple[int, list[tuple[int, JobFailure]]]:
+        """One page of the work list through Ray: decode tasks, an encoder actor pool."""
+        failures: list[tuple[int, JobFailure]] = []
+        rows: list[tuple[int, str]] = []
+        names = {record.id: record.original_name or f"image {record.id}" for record in page}
+        for record in page:
+            path = self._store.image_file(record)
+            if path is None:
+                failures.append(
+                    (record.id, JobFailure(names[record.id], "file_missing", "no file recorded"))
+                )
+            else:
+                rows.append((record.id, str(path)))
+        settings = EncoderSettings(
+            models=(model,),
+            device=self._encoder.device.type,
+            dtype=self._encoder.precision.value,
+            batch_size=self._options.batch_size,
+        )
+        written = 0
+        for ids, vectors, failed in embed_on_ray(
+            rows,
+            model,
+            settings,
+            self._images,
+            batch_size=self._options.batch_size,
+            draft=draft_side([self._encoder]),
+            gpus=1.0 if self._encoder.device.type == "cuda" else 0.0,
+        ):
+            failures.extend(
+                (image_id, JobFailure(names[image_id], code, f"image {image_id}: {message}"))
+                for image_id, code, message in failed
+            )
+            written += self._write(collection_id, model, list(ids), vectors)
+        return written, failures
 
     def _batch(
         self,
@@ -168,6 +219,10 @@ class Backfill:
             return 0, failures
         ids = [image_id for image_id, _ in good]
         vectors = self._encoder.encode_images([image for _, image in good])
+        return self._write(collection_id, model, ids, vectors), failures
+
+    def _write(self, collection_id: int, model: str, ids: list[int], vectors: np.ndarray) -> int:
+        """Commits one batch of vectors (images deleted meanwhile dropped); how many went."""
         while ids:
             try:
                 self._catalog.put_embeddings(
@@ -180,7 +235,7 @@ class Backfill:
                 continue
             self._sync(collection_id)
             break
-        return len(ids), failures
+        return len(ids)
 
     def _sync(self, collection_id: int) -> None:
         if self._indexes is not None:

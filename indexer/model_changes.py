@@ -12,6 +12,7 @@ from vizdex.core.errors import CapabilityError, InvalidInputError
 from vizdex.core.kinds import ModelKind
 from vizdex.indexer.backfill import BackfillProgress
 from vizdex.indexer.pipeline import Indexer
+from vizdex.indexer.ray_backfill import connect
 from vizdex.search import CollectionRecord, JobRecord, SearchService
 from vizdex.search.index import validate_factory
 
@@ -30,9 +31,12 @@ class ModelChanges:
         *,
         background: bool = True,
         progress: BackfillProgress | None = None,
+        ray_address: str | None = None,
     ) -> tuple[CollectionRecord, JobRecord]:
         """Adds ``model`` and starts its back-fill (a job, even when there is nothing to fill)."""
         encoder = self._search.loaded_encoder(model)  # ModelNotLoadedError (409) when it is not
+        if ray_address is not None:
+            connect(ray_address)  # before anything changes: Ray missing or unreachable
         record = self._search.get_collection(collection)
         if record.index_factory:
             validate_factory(record.index_factory, encoder.dim)
@@ -40,7 +44,9 @@ class ModelChanges:
         self._search.catalog.check_precisions(record.id, {model: encoder.precision})
         record = self._search.catalog.add_model(record.id, model)
         self._search.indexes.sync(record)
-        job = self._indexer.backfill(collection, model, background=background, progress=progress)
+        job = self._indexer.backfill(
+            collection, model, background=background, progress=progress, ray_address=ray_address
+        )
         return self._search.get_collection(collection), job
 
     def set_defaults(

@@ -63,6 +63,7 @@ from vizdex.indexer.queue import (
     enqueue_request,
     request_for,
 )
+from vizdex.indexer.ray_backfill import connect
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -377,6 +378,7 @@ class Indexer:
         *,
         background: bool = True,
         progress: BackfillProgress | None = None,
+        ray_address: str | None = None,
     ) -> JobRecord:
         """Embeds the collection's images that lack a ``model`` vector (a job of kind
         ``backfill``): on a thread of its own (``background``), or in the calling thread.
@@ -389,6 +391,8 @@ class Indexer:
                 f"loaded: {sorted(self._encoders)}",
                 model=model,
             )
+        if ray_address is not None:
+            connect(ray_address)  # refuse before a job when Ray is missing or unreachable
         with self._state_lock:
             running = self._backfills.get((record.id, model))
             if running is not None and running.is_alive():
@@ -410,6 +414,7 @@ class Indexer:
                 batch_size=self._settings.batch_size,
                 share=self._settings.backfill_share,
                 workers=max(1, self._settings.workers or 2),
+                ray_address=ray_address,
             ),
         )
 

@@ -6,6 +6,7 @@ atomically, remove a model; and queries naming a model the server has not loaded
 from __future__ import annotations
 
 import base64
+import importlib.util
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,9 +19,11 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api_helpers import api_client, api_settings, photo_jpeg, state_of
+from vizdex.core.errors import UnavailableError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
+from vizdex.indexer import ModelChanges
 from vizdex.search import ModelNotLoadedError, ModelUse, choose_model
 from vizdex.web.settings import ServiceSettings
 
@@ -232,3 +235,23 @@ def test_image_model_choice_refuses_to_guess_past_a_model_it_cannot_see(
         assert refused.value.details["model"].endswith("unloaded")
     else:
         assert choose_model(models, kinds.get, ModelUse.IMAGE) == chosen
+
+
+def test_a_ray_backfill_without_ray_is_refused_before_anything_changes(
+    client: Client, clip_encoder: Encoder, dino_encoder: Encoder
+) -> None:
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here: tests/integration/test_ray_backfill.py covers it")
+    state = state_of(client.app)
+    assert (
+        client.post(
+            "/v1/collections", json={"name": "r", "models": [clip_encoder.name]}
+        ).status_code
+        == 201
+    )
+    _upload(client, "r", [1])
+    changes = ModelChanges(state.search, state.indexer)
+    with pytest.raises(UnavailableError) as refused:
+        changes.add_model("r", dino_encoder.name, ray_address="auto")
+    assert refused.value.code == "ray_unavailable"
+    assert state.search.get_collection("r").models == (clip_encoder.name,)

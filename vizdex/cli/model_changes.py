@@ -46,6 +46,12 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=None,
         help="share of the device the back-fill may take, 0.05-1 (VIZDEX_BACKFILL_SHARE)",
     )
+    add.add_argument(
+        "--ray",
+        metavar="auto|ray://HOST:10001",
+        help="run the back-fill's batches on a Ray cluster: decoding on its CPU workers, the "
+        "model in an actor pool (needs `vizdex[ray]` here and on the workers)",
+    )
     add.add_argument("--batch-size", type=int, help="images per forward pass")
     add_runtime_options(add)
     add_data_option(add, nested=True)
@@ -134,7 +140,7 @@ def run_add(args: argparse.Namespace) -> int:
                     sys.stderr.flush()
 
             _, job = ModelChanges(search, indexer).add_model(
-                args.name, args.model, background=False, progress=progress
+                args.name, args.model, background=False, progress=progress, ray_address=args.ray
             )
         finally:
             indexer.close()
