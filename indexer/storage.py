@@ -219,9 +219,7 @@ class DataStore:
         """Writers hold it shared while they decide to reuse or write a stored file; removal holds
         it exclusive. With ``_reuse`` refreshing a reused file's mtime, a file removal sees as
         old is one no writer has just decided to keep (any process on this data directory)."""
-        try:
-            descriptor = os.open(self.locks_dir / "files.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:
+        try:  # ``folder``: what stands where locks/ belongs is moved aside, as for every write
             descriptor = os.open(
                 self.folder(self.locks_dir) / "files.lock", os.O_RDWR | os.O_CREAT, 0o600
             )

@@ -10,14 +10,13 @@ from vizdex.cli import model_changes
 from vizdex.cli.options import (
     add_data_option,
     check_models,
-    discovered_kind,
+    create_collection,
     encoder_settings,
     json_option,
     open_catalog,
     open_storage,
 )
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import default_models
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,6 +75,9 @@ def run_list(args: argparse.Namespace) -> int:
                 "images": catalog.count_images(record.id),
                 "models": list(record.models),
                 "precisions": {model: list(names) for model, names in record.precisions.items()},
+                "states": {model: record.state_of(model).value for model in record.models},
+                "text_model": record.text_model,
+                "image_model": record.image_model,
                 "created_at": record.created_at.isoformat(timespec="seconds"),
             }
             for record in catalog.list_collections()
@@ -90,7 +92,9 @@ def run_list(args: argparse.Namespace) -> int:
         width = max(len(row["name"]) for row in rows)
         for row in rows:
             models = ", ".join(
-                _with_precisions(model, row["precisions"]) for model in row["models"]
+                _with_precisions(model, row["precisions"])
+                + ("" if row["states"][model] == "ready" else f" [{row['states'][model]}]")
+                for model in row["models"]
             )
             print(f"{row['name']:<{width}}  {row['images']:>9,} images  models: {models}")
     return 0
@@ -107,10 +111,7 @@ def run_create(args: argparse.Namespace) -> int:
     check_models(settings.models)
     catalog, _ = open_catalog(args)
     try:
-        text_model, image_model = default_models(settings.models, discovered_kind)
-        record = catalog.create_collection(
-            args.name, settings.models, text_model=text_model, image_model=image_model
-        )
+        record = create_collection(catalog, args.name, settings.models)
     finally:
         catalog.close()
     if args.json:

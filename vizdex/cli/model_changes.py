@@ -17,12 +17,14 @@ from vizdex.cli.options import (
     add_data_option,
     add_runtime_options,
     command_env,
+    discovered_kind,
     encoder_settings,
     json_option,
     open_storage,
     quiet_model_loading,
 )
-from vizdex.core.errors import InvalidInputError
+from vizdex.core.errors import CapabilityError, InvalidInputError
+from vizdex.core.kinds import ModelKind
 from vizdex.encoders.loading import load_encoder
 from vizdex.imaging import ImageInputSettings
 from vizdex.indexer import Indexer, IndexerSettings, ModelChanges
@@ -173,6 +175,10 @@ def run_set_default(args: argparse.Namespace) -> int:
         for key, value in (("text_model", args.text), ("image_model", args.image))
         if value is not None
     }
+    if args.text is not None and discovered_kind(args.text) is ModelKind.VISION:
+        raise CapabilityError(
+            f"model {args.text!r} is vision-only and cannot answer text queries", model=args.text
+        )
     with open_storage(args) as (search, _):
         record = search.get_collection(args.name)
         search.catalog.set_default_models(record.id, **changes)

@@ -14,7 +14,14 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
 from vizdex.indexer import DataStore, IndexerSettings, StorageCollector
-from vizdex.search import Catalog, IndexStore, SearchService, SearchSettings
+from vizdex.search import (
+    Catalog,
+    CollectionRecord,
+    IndexStore,
+    SearchService,
+    SearchSettings,
+    default_models,
+)
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +115,12 @@ def check_models(models: tuple[str, ...]) -> None:
 def discovered_kind(model: str) -> ModelKind:
     """A model's kind from its config alone: commands load only the model that answers, or none."""
     return discover_model(model).kind
+
+
+def create_collection(catalog: Catalog, name: str, models: tuple[str, ...]) -> CollectionRecord:
+    """A new collection with its text and image query defaults, as the server makes one."""
+    text_model, image_model = default_models(models, discovered_kind)
+    return catalog.create_collection(name, models, text_model=text_model, image_model=image_model)
 
 
 @contextmanager
