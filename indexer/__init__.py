@@ -13,11 +13,11 @@ from vizdex.indexer.collector import PeriodicSweep, StorageCollector, SweepRepor
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
 from vizdex.indexer.duplicate_jobs import DuplicateJobs, JobFailedError, JobNotFinishedError
 from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
-from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
+from vizdex.indexer.jobs import INTERRUPTED, JobFinishedError, JobLocks, reap_interrupted
 from vizdex.indexer.model_changes import ModelChanges
 from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
-from vizdex.indexer.queue import QueueWorker, WorkerOptions
+from vizdex.indexer.queue import QueueWorker, WorkerOptions, cancel_job
 from vizdex.indexer.report import IngestReport, UploadOutcome
 from vizdex.indexer.serving import (
     FileNotSharedError,
@@ -45,6 +45,7 @@ __all__ = [
     "Inputs",
     "JobFailedError",
     "JobFailureOut",
+    "JobFinishedError",
     "JobLocks",
     "JobNotFinishedError",
     "JobOut",
@@ -61,6 +62,7 @@ __all__ = [
     "Upload",
     "UploadOutcome",
     "WorkerOptions",
+    "cancel_job",
     "discover",
     "job_json",
     "job_out",

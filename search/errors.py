@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from vizdex.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from vizdex.core.errors import (
+    CapabilityError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 
 
 class CollectionNotFoundError(NotFoundError):
@@ -76,3 +82,16 @@ class ModelInUseError(ConflictError):
     """A model that is a collection's default (or its only one) cannot be removed."""
 
     code = "model_in_use"
+
+
+class VectorStoreUnavailableError(UnavailableError):
+    """The external vector store (Milvus) cannot be reached or refused an operation."""
+
+    code = "vector_store_unavailable"
+
+
+class IndexTypeRefusedError(CapabilityError):
+    """A vector index type this vector store cannot really build (e.g. a GPU index on
+    milvus-lite, which would silently search without it)."""
+
+    code = "index_type_refused"

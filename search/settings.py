@@ -11,6 +11,8 @@ from vizdex.core.env import data_dir_from_env, env_str, read_settings, setting
 from vizdex.core.errors import InvalidInputError
 
 INDEX_DEVICES = ("auto", "cpu", "gpu")
+# Milvus index types vizdex builds: CPU ones, and GPU ones for a Milvus with GPUs (never lite).
+MILVUS_INDEX_TYPES = ("flat", "ivf_flat", "hnsw", "gpu_cagra", "gpu_ivf_pq")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
 # Images (or texts) per side of a similarity matrix or zero-shot match (the schema says the same).
 MAX_SIMILARITY_INPUTS = 256
@@ -58,6 +60,13 @@ class IndexSettings:
     ``snapshot_every``: write a new index file after this many applied changes
     (``VIZDEX_INDEX_SNAPSHOT_EVERY``). ``device``: ``auto`` uses a GPU when FAISS has GPU support
     and sees one (``VIZDEX_INDEX_DEVICE``).
+
+    ``vector_store``: ``faiss`` (local indexes), ``milvus://host:19530`` or a milvus-lite
+    ``.db`` file (``VIZDEX_VECTOR_STORE``). ``milvus_index``: the index type a new Milvus
+    collection gets (``VIZDEX_MILVUS_INDEX``; ``vizdex reindex --index-type`` sets one per
+    collection). ``milvus_batch``: sequence numbers the Milvus follower applies per batch
+    (``VIZDEX_MILVUS_BATCH``). ``milvus_token``: ``user:password`` or an API key for a secured
+    Milvus (``VIZDEX_MILVUS_TOKEN``).
     """
 
     directory: Path
@@ -66,6 +75,10 @@ class IndexSettings:
     tuning_queries: int = 512
     snapshot_every: int = setting("INDEX_SNAPSHOT_EVERY", 10_000, minimum=1)
     device: str = setting("INDEX_DEVICE", "auto", choices=INDEX_DEVICES)
+    vector_store: str = setting("VECTOR_STORE", "faiss")
+    milvus_index: str = setting("MILVUS_INDEX", "hnsw", choices=MILVUS_INDEX_TYPES)
+    milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)
+    milvus_token: str = setting("MILVUS_TOKEN", "")
     sync_on_query: bool = True
     seed: int = 0
 

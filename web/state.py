@@ -74,7 +74,7 @@ class ServiceState:
 
     @property
     def jobs(self) -> JobsService:
-        return JobsService(self.search, self.indexer_service)
+        return JobsService(self.search, self.indexer_service, self.duplicate_jobs_service)
 
     @property
     def storage(self) -> StorageCollector:

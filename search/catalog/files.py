@@ -19,6 +19,7 @@ from vizdex.search.models import (
     EmbeddingTombstone,
     Image,
     Job,
+    VectorStorePosition,
     WorkItem,
 )
 from vizdex.search.records import FileRef, SourceKind
@@ -73,14 +74,22 @@ class FilesPart(CatalogSession):
         return _refs(sorted(found))
 
     def prune_tombstones(self, collection_id: int, upto_seq: int) -> int:
-        """Deletes the collection's tombstones with ``seq <= upto_seq`` and records the bound
-        (``pruned_seq``), so an index older than it rebuilds rather than missing a deletion.
-        Returns how many went."""
+        """Deletes the collection's tombstones with ``seq <= upto_seq`` (and no further than
+        every external vector store has applied) and records the bound (``pruned_seq``), so an
+        index older than it rebuilds rather than missing a deletion. Returns how many went."""
         with self._write() as session:
             collection = self._lock_if_present(session, collection_id)
             if collection is None:
                 return 0
             bound = min(int(upto_seq), collection.last_seq)
+            # An external store's follower (Milvus) replays tombstones too: never past it.
+            followed = session.scalar(
+                select(func.min(VectorStorePosition.applied_seq)).where(
+                    VectorStorePosition.collection_id == collection_id
+                )
+            )
+            if followed is not None:
+                bound = min(bound, int(followed))
             if bound <= collection.pruned_seq:
                 return 0
             result = session.execute(

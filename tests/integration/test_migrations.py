@@ -263,7 +263,7 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
         assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
     finally:
         engine.dispose()
-    upgrade(url, "head")  # the catalog opens only at the head revision
+    upgrade(url)  # the later revisions (this code opens only the head) leave precisions alone
     catalog = Catalog.open(CatalogSettings(database_url=url))
     old = catalog.get_collection("old")
     assert old.precisions == {}
@@ -285,8 +285,32 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
         engine.dispose()
 
 
-def test_0004_gives_existing_collections_ready_models_no_defaults_and_goes_back(url: str) -> None:
+def test_0004_adds_vector_store_positions_and_goes_back(url: str) -> None:
     upgrade(url, "0003")
+    upgrade(url, "0004")
+    upgrade(url)  # this code opens only the head; the later revisions leave positions alone
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    record = catalog.create_collection("c", ["clip"])
+    assert catalog.store_position("milvus://m:19530", record.id, "clip") is None
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 7, index_type="HNSW")
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 9, index_type="HNSW")
+    position = catalog.store_position("milvus://m:19530", record.id, "clip")
+    assert position is not None and (position.applied_seq, position.index_type) == (9, "HNSW")
+    assert catalog.store_positions("elsewhere.db") == []
+    catalog.delete_collection("c")  # its positions go with it
+    assert catalog.store_positions("milvus://m:19530") == []
+    catalog.close()
+    downgrade(url, "0003")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert "vector_store_positions" not in inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_0005_gives_existing_collections_ready_models_no_defaults_and_goes_back(url: str) -> None:
+    upgrade(url, "0004")
     engine = create_catalog_engine(url)
     try:
         with engine.begin() as connection:
@@ -296,7 +320,7 @@ def test_0004_gives_existing_collections_ready_models_no_defaults_and_goes_back(
                     "VALUES ('old', '[\"clip\", \"dino\"]', '{}', 7, '2026-11-26 07:46:26')"
                 )
             )
-        upgrade(url, "0004")
+        upgrade(url, "0005")
     finally:
         engine.dispose()
     catalog = Catalog.open(CatalogSettings(database_url=url))
@@ -305,7 +329,7 @@ def test_0004_gives_existing_collections_ready_models_no_defaults_and_goes_back(
     assert old.model_states == {} and old.ready_models == ("clip", "dino")
     assert (old.text_model, old.image_model, old.pruned_seq, old.last_seq) == (None, None, 0, 7)
 
-    downgrade(url, "0003")
+    downgrade(url, "0004")
     engine = create_catalog_engine(url)
     try:
         with engine.connect() as connection:

@@ -379,3 +379,28 @@ def test_model_states_in_the_catalog(search: SearchService, unit_vectors: UnitVe
     catalog.set_default_models(record.id, image_model=None)
     with pytest.raises(ModelInUseError, match="only model"):
         catalog.remove_model(record.id, "n")
+
+
+def test_tombstones_an_external_store_has_not_applied_stay(
+    search: SearchService, unit_vectors: UnitVectors
+) -> None:
+    record = search.catalog.create_collection("c", ["m"])
+    vectors = unit_vectors(4, DIM)
+    items = [
+        NewImage(
+            sha256=f"{i:064x}",
+            width=1,
+            height=1,
+            format="JPEG",
+            byte_size=1,
+            vectors={"m": vectors[i]},
+        )
+        for i in range(4)
+    ]
+    ids = [added.id for added in search.add_images("c", items)]
+    search.catalog.set_store_position("milvus://m:19530", record.id, "m", 4, index_type="HNSW")
+    search.delete_images("c", ids)  # tombstones 5..8
+    assert search.catalog.prune_tombstones(record.id, 8) == 0  # the follower is at 4
+    search.catalog.set_store_position("milvus://m:19530", record.id, "m", 6, index_type="HNSW")
+    assert search.catalog.prune_tombstones(record.id, 8) == 2
+    assert search.catalog.pruned_seq(record.id) == 6

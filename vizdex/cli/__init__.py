@@ -9,6 +9,7 @@ from types import ModuleType
 from vizdex.cli import collections as collections
 from vizdex.cli import db as db
 from vizdex.cli import duplicates as duplicates
+from vizdex.cli import follow as follow
 from vizdex.cli import gc as gc
 from vizdex.cli import ingest as ingest
 from vizdex.cli import models as models
@@ -24,6 +25,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     collections,
     reindex,
     gc,
+    follow,
     models,
     serve,
     worker,

@@ -17,7 +17,6 @@ from vizdex.indexer import DataStore, IndexerSettings, StorageCollector
 from vizdex.search import (
     Catalog,
     CollectionRecord,
-    IndexStore,
     SearchService,
     SearchSettings,
     default_models,
@@ -132,9 +131,7 @@ def open_storage(
     env = command_env(args)
     settings = SearchSettings.from_env(env)
     indexer = IndexerSettings.from_env(env)
-    catalog = Catalog.open(settings.catalog)
-    indexes = IndexStore(catalog, settings.index)
-    search = SearchService(catalog, indexes, encoders or {}, settings.query)
+    search = SearchService.open(settings, encoders or {})  # its vector store too (Milvus)
     try:
         yield (
             search,
