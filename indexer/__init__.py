@@ -3,15 +3,18 @@
 ``Indexer`` runs jobs (``ingest`` in the calling thread, ``submit`` in the background);
 ``IngestRequest`` says what to ingest; ``IngestReport`` says what happened. ``enqueue`` puts a job
 in the catalog's work queue instead, in chunks that ``QueueWorker``s (``vizdex worker``) claim.
-``DataStore`` knows where thumbnails and uploaded originals live; a server serves them through
-``ImageFiles`` and shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``,
+``DataStore`` knows where thumbnails and uploaded originals live (``StorageCollector`` deletes
+images and collections with their files and sweeps what no row references); a server serves them
+through ``ImageFiles`` and shows jobs through ``JobsService`` / ``job_out`` (``indexer.serving``,
 ``indexer.job_view``).
 """
 
+from vizdex.indexer.collector import PeriodicSweep, StorageCollector, SweepReport
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
 from vizdex.indexer.duplicate_jobs import DuplicateJobs, JobFailedError, JobNotFinishedError
 from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
 from vizdex.indexer.jobs import INTERRUPTED, JobFinishedError, JobLocks, reap_interrupted
+from vizdex.indexer.model_changes import ModelChanges
 from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
 from vizdex.indexer.queue import QueueWorker, WorkerOptions, cancel_job
@@ -47,10 +50,14 @@ __all__ = [
     "JobNotFinishedError",
     "JobOut",
     "JobsService",
+    "ModelChanges",
+    "PeriodicSweep",
     "ProgressCallback",
     "ProgressSnapshot",
     "QueueWorker",
+    "StorageCollector",
     "StoredFile",
+    "SweepReport",
     "TextProgress",
     "Upload",
     "UploadOutcome",

@@ -185,17 +185,17 @@ def open_job(
 ) -> tuple[JobRecord, JobLease, list[int]]:
     """Create a job and its lease; returns (job, lease, ids of interrupted jobs just reaped).
 
-    The same ingestion (kind ``ingest``, same source) running elsewhere is a conflict: two of them
-    would only decode everything twice. Uploads never conflict.
+    The same ingestion (kind ``ingest``, same source) or back-fill (same model) running elsewhere
+    is a conflict: two of them would only decode everything twice. Uploads never conflict.
     """
     reaped = reap_interrupted(catalog, locks, collection_id)
     with locks.registry():
-        if kind == "ingest":
+        if kind in ("ingest", "backfill"):  # a back-fill's source is its model
             for job in _unfinished(catalog, collection_id):
                 if job.kind == kind and job.source == source and locks.is_held(job.id):
                     raise ConflictError(
-                        f"the same ingestion is already running as job {job.id}; "
-                        "wait for it to finish (vizdex jobs shows its progress)",
+                        f"the same {kind} is already running as job {job.id}; "
+                        f"wait for it to finish (GET /v1/jobs/{job.id} shows its progress)",
                         job_id=job.id,
                     )
         job = catalog.create_job(collection_id, kind=kind, source=source)

@@ -23,6 +23,7 @@ from contextlib import closing
 from types import TracebackType
 
 from vizdex.core.errors import (
+    ConflictError,
     ImageRejectedError,
     InvalidInputError,
     StorageFullError,
@@ -40,6 +41,7 @@ from vizdex.encoders.streaming import (
     encode_stream,
 )
 from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.backfill import Backfill, BackfillOptions, BackfillProgress
 from vizdex.indexer.dedupe import ShaFilter
 from vizdex.indexer.discovery import Inputs, count, discover, resolve_inputs
 from vizdex.indexer.incremental import plan_paths, prune
@@ -61,6 +63,7 @@ from vizdex.indexer.queue import (
     enqueue_request,
     request_for,
 )
+from vizdex.indexer.ray_backfill import connect
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -76,6 +79,7 @@ from vizdex.search import (
     JobRecord,
     JobState,
     ModelNotLoadedError,
+    ModelState,
     images_at_sources,
     iter_sha256,
 )
@@ -179,6 +183,8 @@ class Indexer:
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._backfills: dict[tuple[int, str], threading.Thread] = {}
+        self._backfill_jobs: dict[tuple[int, str], int] = {}
         models = list(self._encoders.values())
         # Sets nvJPEG up now rather than in the first job, and says so if it cannot run.
         wanted = settings.device_decode and models and device_decode_possible(models)
@@ -361,6 +367,101 @@ class Indexer:
             event.set()
         if executor is not None:
             executor.shutdown(wait=True)
+        with self._state_lock:
+            backfills = list(self._backfills.values())
+        for thread in backfills:  # each stops after its batch; the catalog keeps what it wrote
+            thread.join()
+
+    # -- model back-fills (indexer.backfill) ----------------------------------------------------
+
+    def backfill(
+        self,
+        collection: str,
+        model: str,
+        *,
+        background: bool = True,
+        progress: BackfillProgress | None = None,
+        ray_address: str | None = None,
+    ) -> JobRecord:
+        """Embeds the collection's images that lack a ``model`` vector (a job of kind
+        ``backfill``): on a thread of its own (``background``), or in the calling thread.
+        A back-fill of the same model already running here is returned instead of a second."""
+        record = self._catalog.get_collection(collection)
+        encoder = self._encoders.get(model)
+        if encoder is None:
+            raise ModelNotLoadedError(
+                f"model {model!r} is not loaded here, so it cannot back-fill {collection!r}; "
+                f"loaded: {sorted(self._encoders)}",
+                model=model,
+            )
+        if ray_address is not None:
+            connect(ray_address)  # refuse before a job when Ray is missing or unreachable
+        with self._state_lock:
+            running = self._backfills.get((record.id, model))
+            if running is not None and running.is_alive():
+                job_id = self._backfill_jobs[(record.id, model)]
+                return self._catalog.get_job(job_id)
+        job, lease, _ = open_job(
+            self._catalog, self._locks, record.id, kind="backfill", source=model
+        )
+        cancel = threading.Event()
+        with self._state_lock:
+            self._cancels[job.id] = cancel
+        runner = Backfill(
+            catalog=self._catalog,
+            indexes=self._indexes,
+            store=self.store,
+            encoder=encoder,
+            images=self._images,
+            options=BackfillOptions(
+                batch_size=self._settings.batch_size,
+                share=self._settings.backfill_share,
+                workers=max(1, self._settings.workers or 2),
+                ray_address=ray_address,
+            ),
+        )
+
+        def work() -> None:
+            state, error = JobState.FAILED, None
+            try:
+                tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
+                outcome = runner.run(record.id, model, tracker, cancel, progress)
+                state = JobState.CANCELLED if cancel.is_set() else JobState.DONE
+                if not outcome.ready and state is JobState.DONE:
+                    error = (
+                        f"{outcome.failed} images could not be read: {model!r} stays "
+                        "back-filling until they are deleted or re-uploaded"
+                    )
+            except Exception as failure:  # recorded on the job; the server goes on
+                log.exception("back-fill of %s in collection %s failed", model, collection)
+                error = str(failure)
+            finally:
+                close_job(self._catalog, self._locks, lease, state, error=error)
+                with self._state_lock:
+                    self._cancels.pop(job.id, None)
+
+        if not background:
+            work()
+            return self._catalog.get_job(job.id)
+        thread = threading.Thread(target=work, name=f"vizdex-backfill-{job.id}", daemon=True)
+        with self._state_lock:
+            self._backfills[(record.id, model)] = thread
+            self._backfill_jobs[(record.id, model)] = job.id
+        thread.start()
+        return job
+
+    def resume_backfills(self) -> list[JobRecord]:
+        """Starts the back-fill of every back-filling model this process has loaded (after a
+        restart or a kill: the work left is what the catalog still lacks)."""
+        started = []
+        for record in self._catalog.list_collections():
+            for model, state in record.model_states.items():
+                if state is ModelState.BACKFILLING and model in self._encoders:
+                    try:
+                        started.append(self.backfill(record.name, model))
+                    except ConflictError:  # another process sharing the catalog runs it
+                        continue
+        return started
 
     # -- job lifecycle -------------------------------------------------------------------------
 

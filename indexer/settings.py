@@ -33,6 +33,11 @@ class IndexerSettings:
     catalog (``vizdex worker``s run them) and, with this on, works the queue too
     (``VIZDEX_SERVE_WORKER``). ``worker_lease_s``: how long a queued chunk stays a worker's
     without a heartbeat; a dead worker's chunk is taken over after that (``VIZDEX_WORKER_LEASE_S``).
+    ``gc_interval_s``: how often a server sweeps files no row references and prunes tombstones,
+    0 = never (``VIZDEX_GC_INTERVAL_S``); ``gc_grace_s``: files younger than this are left for a
+    later sweep, since an ingest in flight may be about to reference them (``VIZDEX_GC_GRACE_S``).
+    ``backfill_share``: the share of the device a model back-fill may take, between 0.05 and 1;
+    it sleeps after each batch so queries keep their latency (``VIZDEX_BACKFILL_SHARE``).
     """
 
     data_dir: Path
@@ -46,6 +51,9 @@ class IndexerSettings:
     device_decode: bool = setting("DEVICE_DECODE", True)
     serve_worker: bool = setting("SERVE_WORKER", True)
     worker_lease_s: float = setting("WORKER_LEASE_S", 30.0)
+    gc_interval_s: float = setting("GC_INTERVAL_S", 3600.0, minimum=0.0)
+    gc_grace_s: float = setting("GC_GRACE_S", 600.0, minimum=0.0)
+    backfill_share: float = setting("BACKFILL_SHARE", 0.5, minimum=0.05)
 
     def __post_init__(self) -> None:
         cleaned = tuple(sorted({e.strip().lower().lstrip(".") for e in self.extensions} - {""}))
@@ -67,6 +75,10 @@ class IndexerSettings:
             raise InvalidInputError(
                 f"worker lease must be more than 0 and at most {MAX_WORKER_LEASE_S:g} seconds, "
                 f"got {self.worker_lease_s}"
+            )
+        if not 0.05 <= self.backfill_share <= 1.0:
+            raise InvalidInputError(
+                f"back-fill share must be between 0.05 and 1, got {self.backfill_share}"
             )
         if not 1 <= self.thumbnail_quality <= 100:
             raise InvalidInputError(

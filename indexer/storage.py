@@ -8,14 +8,17 @@ committed row never points at a missing or half-written file. Folder images stay
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -127,8 +130,9 @@ class DataStore:
     ) -> str:
         name = self.thumbnail_name(sha256)
         target = self.root / name
-        if not target.exists():
-            self.write_atomic(target, make_thumbnail(image, longest=longest, quality=quality))
+        with self.files_lock():
+            if not _reuse(target):
+                self.write_atomic(target, make_thumbnail(image, longest=longest, quality=quality))
         return name
 
     def has(self, name: str) -> bool:
@@ -140,18 +144,19 @@ class DataStore:
         Like ``write_atomic`` per file, but each folder is fsynced once for the whole set, and
         with a ``pool`` the writes, renames and flushes run side by side.
         """
-        outcomes = _map_all(self._stage, files, pool)
-        staged = [entry for entry in outcomes if isinstance(entry, tuple)]
-        if any(isinstance(entry, Exception) for entry in outcomes):
-            self._discard(staged)
-            _raise_first(outcomes)
-        self._commit(staged, pool)
+        with self.files_lock():
+            outcomes = _map_all(self._stage, files, pool)
+            staged = [entry for entry in outcomes if isinstance(entry, tuple)]
+            if any(isinstance(entry, Exception) for entry in outcomes):
+                self._discard(staged)
+                _raise_first(outcomes)
+            self._commit(staged, pool)
 
     def _stage(self, name: str, data: bytes) -> tuple[Path, Path] | None:
         """Write and fsync ``data`` under a temporary name for ``name``: (temporary, target), or
         None when ``name`` is already stored. Safe to call from many threads."""
         target = self.root / name
-        if target.exists():
+        if _reuse(target):
             return None
         return self._write_temporary(target, data), target
 
@@ -177,8 +182,9 @@ class DataStore:
     def put_original(self, sha256: str, image_format: str, data: bytes) -> str:
         name = self.original_name(sha256, image_format)
         target = self.root / name
-        if not target.exists():
-            self.write_atomic(target, data)
+        with self.files_lock():
+            if not _reuse(target):
+                self.write_atomic(target, data)
         return name
 
     def write_atomic(self, target: Path, data: bytes) -> None:
@@ -205,6 +211,65 @@ class DataStore:
             temporary.unlink(missing_ok=True)
             raise
         return temporary
+
+    # -- removal (``indexer.collector``) -------------------------------------------------------
+
+    @contextmanager
+    def files_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Writers hold it shared while they decide to reuse or write a stored file; removal holds
+        it exclusive. With ``_reuse`` refreshing a reused file's mtime, a file removal sees as
+        old is one no writer has just decided to keep (any process on this data directory)."""
+        try:  # ``folder``: what stands where locks/ belongs is moved aside, as for every write
+            descriptor = os.open(
+                self.folder(self.locks_dir) / "files.lock", os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as error:
+            if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A data directory this process may only read: it removes nothing, so there is
+            # nothing to order its reads against.
+            yield
+            return
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
+
+    def stored_files(self) -> Iterator[tuple[str, list[str]]]:
+        """(shard folder, its file names) for every thumbnail and original shard folder."""
+        for area in ("thumbs", "originals"):
+            top = self.root / area
+            if not top.is_dir():
+                continue
+            for shard in sorted(os.scandir(top), key=lambda entry: entry.name):
+                if shard.is_dir(follow_symlinks=False):
+                    names = [entry.name for entry in os.scandir(shard.path) if entry.is_file()]
+                    yield f"{area}/{shard.name}", sorted(names)
+
+    def remove_files(self, names: Iterable[str], *, min_age_s: float) -> tuple[int, int]:
+        """Unlinks the stored files ``names`` (relative) older than ``min_age_s``, then their
+        emptied shard folders; the caller holds ``files_lock(exclusive=True)`` and has checked
+        that no row names them. Returns (files removed, bytes freed)."""
+        cutoff = time.time() - min_age_s
+        removed = freed = 0
+        folders: set[Path] = set()
+        for name in names:
+            path = self.resolve(name)
+            try:
+                info = path.stat()
+                if min_age_s > 0 and info.st_mtime >= cutoff:
+                    continue  # may be an ingest's, decided on just now: the next sweep takes it
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+            freed += info.st_size
+            folders.add(path.parent)
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        return removed, freed
 
     # -- room for the end of a job ---------------------------------------------------------------
 
@@ -263,6 +328,18 @@ class DataStore:
         if removed:
             log.info("removed %d stale temporary files from %s", removed, self.temp_dir)
         return removed
+
+
+def _reuse(target: Path) -> bool:
+    """Whether ``target`` is already stored; if so its mtime becomes now, so a removal running
+    beside this writer sees it as young and keeps it until the writer's row is committed."""
+    try:
+        os.utime(target)
+    except FileNotFoundError:
+        return False
+    except OSError:  # e.g. a file someone else owns: still stored, only not refreshed
+        return target.exists()
+    return True
 
 
 def _what_is(path: Path) -> str:

@@ -20,7 +20,9 @@ from vizdex.search.errors import (
     IndexCorruptError,
     InvalidQueryError,
     JobNotFoundError,
+    ModelInUseError,
     ModelNotLoadedError,
+    ModelNotReadyError,
     NotCaughtUpError,
     PrecisionMismatchError,
     SchemaMismatchError,
@@ -31,7 +33,7 @@ from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_avai
 from vizdex.search.index_file import fsync_directory, move_aside
 from vizdex.search.index_store import IndexInfo, IndexStore
 from vizdex.search.keepers import KEEPER_RULES, KeeperRule
-from vizdex.search.model_choice import ModelUse, choose_model
+from vizdex.search.model_choice import ModelUse, choose_model, collection_model, default_models
 from vizdex.search.queries import (
     SearchHit,
     SearchOptions,
@@ -40,23 +42,28 @@ from vizdex.search.queries import (
     TextMatch,
 )
 from vizdex.search.records import (
+    METADATA_KEY,
     AddedImage,
     CollectionRecord,
+    FileRef,
     ImageFilter,
     ImageRecord,
     ImageStatus,
     JobFailure,
     JobRecord,
     JobState,
+    ModelState,
     NewImage,
     SourceKind,
     SourceRow,
     SourceUpdate,
+    check_metadata_keys,
 )
 from vizdex.search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
 from vizdex.search.service import SearchService
 from vizdex.search.settings import (
     MAX_K,
+    MAX_SIMILARITY_INPUTS,
     CatalogSettings,
     IndexSettings,
     QuerySettings,
@@ -68,6 +75,8 @@ __all__ = [
     "DUPLICATE_THRESHOLD",
     "KEEPER_RULES",
     "MAX_K",
+    "MAX_SIMILARITY_INPUTS",
+    "METADATA_KEY",
     "AddedImage",
     "Catalog",
     "CatalogSettings",
@@ -82,6 +91,7 @@ __all__ = [
     "DuplicateOptions",
     "DuplicatePage",
     "DuplicateScan",
+    "FileRef",
     "GroupMember",
     "GroupView",
     "ImageFilter",
@@ -100,7 +110,10 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeeperRule",
+    "ModelInUseError",
     "ModelNotLoadedError",
+    "ModelNotReadyError",
+    "ModelState",
     "ModelUse",
     "NewImage",
     "NotCaughtUpError",
@@ -121,7 +134,10 @@ __all__ = [
     "SourceUpdate",
     "TextMatch",
     "VectorIndex",
+    "check_metadata_keys",
     "choose_model",
+    "collection_model",
+    "default_models",
     "ensure_schema",
     "fsync_directory",
     "gpu_available",

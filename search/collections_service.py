@@ -11,6 +11,7 @@ collection goes through ``SearchService`` (or the indexer), which keeps the inde
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CollectionSummary:
-    """A collection with its image count; ``index_details`` (one per model) only when asked for."""
+    """A collection with its image count; ``index_details`` (one per model) and ``vectors`` (per
+    model: how many images it covers) only when asked for."""
 
     record: CollectionRecord
     image_count: int
     index_details: tuple[IndexInfo, ...] | None = None
+    vectors: Mapping[str, int] | None = None
 
 
 class CollectionsService:
@@ -49,7 +52,10 @@ class CollectionsService:
         count = self._search.catalog.count_images(record.id)
         store = self._search.store  # FAISS or Milvus: whichever answers the searches
         return CollectionSummary(
-            record, count, tuple(store.info(record, model) for model in record.models)
+            record,
+            count,
+            tuple(store.info(record, model) for model in record.models),
+            self._search.catalog.model_coverage(record.id),
         )
 
     def image_counts(self) -> dict[str, int]:

@@ -45,8 +45,9 @@ class InvalidQueryError(InvalidInputError):
     code = "invalid_query"
 
 
-class ModelNotLoadedError(UnavailableError):
-    """The collection is embedded with a model whose encoder is not loaded in this process."""
+class ModelNotLoadedError(ConflictError):
+    """The collection is embedded with a model whose encoder is not loaded in this process: the
+    server's configuration and the collection disagree (409), and no other model stands in."""
 
     code = "model_not_loaded"
 
@@ -68,6 +69,19 @@ class NotCaughtUpError(UnavailableError):
 
     code = "not_caught_up"
     retry_after = 1  # seconds: replicas follow the change feed every second
+
+
+class ModelNotReadyError(ConflictError):
+    """A model being back-filled was asked to answer, or to become a default, before it covers
+    every image of the collection."""
+
+    code = "model_not_ready"
+
+
+class ModelInUseError(ConflictError):
+    """A model that is a collection's default (or its only one) cannot be removed."""
+
+    code = "model_in_use"
 
 
 class VectorStoreUnavailableError(UnavailableError):

@@ -85,6 +85,14 @@ class Replay:
         current = index.last_seq if index is not None else slot.empty_seq
         if target <= current:
             return index
+        if index is not None and current < self._catalog.pruned_seq(slot.collection_id):
+            # Tombstones it would need are gone (``vizdex gc``): only a rebuild is exact.
+            log.info(
+                "index of collection %d / %s is older than its pruned tombstones: rebuilding",
+                slot.collection_id,
+                slot.model,
+            )
+            return self.build(slot)
         changes = self._catalog.changes(
             slot.collection_id, slot.model, after_seq=current, upto_seq=target
         )

@@ -252,6 +252,18 @@ class IndexStore:
         for model in collection.models:
             write_index_file(self._slot(collection, model))
 
+    def snapshot_floor(self, collection: CollectionRecord) -> int:
+        """Writes every index of the collection now; returns the sequence number all their files
+        include (what tombstones may be pruned up to without this process ever replaying one)."""
+        floor: int | None = None
+        for model in collection.models:
+            slot = self._slot(collection, model)
+            write_index_file(slot)
+            # No index (never a vector): there is no file to replay tombstones onto.
+            seq = slot.saved[1] if slot.index is not None else slot.seq
+            floor = seq if floor is None else min(floor, seq)
+        return max(floor or 0, 0)
+
     def _submit(self, task: Callable[[], None]) -> None:
         def run() -> None:
             try:
@@ -425,6 +437,16 @@ class IndexStore:
                     slot.dropped = True
                     slot.index = None
         shutil.rmtree(self._settings.directory / f"collection-{collection_id}", ignore_errors=True)
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        """Forgets one model's index of a collection (the model was removed) and its file."""
+        with self._slots_lock:
+            slot = self._slots.pop((collection_id, model), None)
+        if slot is not None:
+            with slot.save_lock:
+                slot.dropped = True
+                slot.index = None
+        self.path_for(collection_id, model).unlink(missing_ok=True)
 
     def close(self, *, snapshot: bool = True) -> None:
         """Stops background work and (by default) saves every index that changed."""

@@ -1,7 +1,9 @@
 """Which model answers a query: one rule for the service, the CLI and the web app (torch-free).
 
 Text needs a multimodal (CLIP-like) model: the first one. Images prefer a vision-only model (DINOv3
-is the better image matcher) and fall back to the first model. Anything else takes the first.
+is the better image matcher) and fall back to the first model. A model whose kind is unknown (not
+loaded here) that may change the answer is a ``ModelNotLoadedError``, never silently passed over.
+Anything else takes the first.
 A model asked for by name is used as given, once it is known to be able to do the job.
 """
 
@@ -12,6 +14,8 @@ from enum import StrEnum
 
 from vizdex.core.errors import CapabilityError
 from vizdex.core.kinds import ModelKind
+from vizdex.search.errors import InvalidQueryError, ModelNotLoadedError, ModelNotReadyError
+from vizdex.search.records import CollectionRecord, ModelState
 
 # What a candidate can embed; None where that is not known here (e.g. the model is not loaded).
 KindOf = Callable[[str], ModelKind | None]
@@ -56,10 +60,70 @@ def choose_model(
             + (f"; not loaded here: {unknown}" if unknown else "")
             + "); add a multimodal model such as CLIP"
         )
-    if use is ModelUse.IMAGE:
+    if use is ModelUse.IMAGE and models:
+        # Every model the rule could pick: a model of unknown kind (not loaded here) may be the
+        # vision model it prefers. More than one possible answer: picking one would be a silent
+        # fallback to a worse matcher.
+        possible: list[str] = []
         for name in models:
-            if kind_of(name) is ModelKind.VISION:
-                return name
+            kind = kind_of(name)
+            if kind is None or kind is ModelKind.VISION:
+                possible.append(name)
+            if kind is ModelKind.VISION:
+                break
+        else:
+            possible.append(models[0])
+        if len(set(possible)) > 1:
+            hidden = next(name for name in possible if kind_of(name) is None)
+            raise ModelNotLoadedError(
+                f"{owner} answers image queries with {hidden!r} if it is a vision model, "
+                f"which is not loaded here; load it (VIZDEX_MODELS) or name a loaded model",
+                model=hidden,
+            )
+        return possible[0]
     if not models:
         raise CapabilityError(f"{owner} has no model; load one (VIZDEX_MODELS)")
     return models[0]
+
+
+def collection_model(
+    collection: CollectionRecord, kind_of: KindOf, use: ModelUse, *, requested: str | None = None
+) -> str:
+    """The collection's model that answers a ``use`` query: the one asked for (which must be one
+    of its models, and ready), else its stored default for text or images, else the rule above
+    over its *ready* models (a model still back-filling never answers: its index is half full).
+    """
+    owner = f"collection {collection.name!r}"
+    if requested is not None:
+        if requested not in collection.models:
+            raise InvalidQueryError(
+                f"{owner} is not embedded with model {requested!r}; its models are "
+                f"{list(collection.models)}",
+                model=requested,
+            )
+        if collection.state_of(requested) is not ModelState.READY:
+            raise ModelNotReadyError(
+                f"model {requested!r} is still back-filling {owner}; until it covers every "
+                "image, query another model",
+                model=requested,
+            )
+        return choose_model(collection.models, kind_of, use, requested=requested, owner=owner)
+    stored = {ModelUse.TEXT: collection.text_model, ModelUse.IMAGE: collection.image_model}
+    default = stored.get(use)
+    if default is not None and collection.state_of(default) is ModelState.READY:
+        return default
+    return choose_model(collection.ready_models, kind_of, use, owner=owner)
+
+
+def default_models(models: Sequence[str], kind_of: KindOf) -> tuple[str | None, str | None]:
+    """(text, image) defaults a new collection stores: what the rule picks today, so that a model
+    added later answers only once someone makes it the default."""
+    try:
+        text = choose_model(models, kind_of, ModelUse.TEXT)
+    except CapabilityError:
+        text = None
+    try:
+        image = choose_model(models, kind_of, ModelUse.IMAGE)
+    except (CapabilityError, ModelNotLoadedError):
+        image = None
+    return text, image

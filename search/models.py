@@ -90,6 +90,14 @@ class Collection(Base):
     precisions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # model -> "backfilling" while a model added later is embedding the images already here; a
+    # model without an entry is ready (records.ModelState).
+    model_states: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The models text and image queries use when they name none (None: model_choice's rule).
+    text_model: Mapped[str | None] = mapped_column(String(200))
+    image_model: Mapped[str | None] = mapped_column(String(200))
+    # Tombstones with seq <= pruned_seq were deleted: an index behind it must rebuild.
+    pruned_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Image(Base):

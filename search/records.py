@@ -11,11 +11,40 @@ from typing import Any
 
 import numpy as np
 
+from vizdex.core.errors import InvalidInputError
 from vizdex.search.errors import InvalidQueryError
 
 MetadataValue = str | int | float | bool
 # Keys end up inside a JSON path expression: keep them to characters that need no escaping there.
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,63}$")
+
+
+def metadata_key_problem(key: object) -> str | None:
+    """Why ``key`` cannot be a metadata key, or None: one rule for writes and filters, so every
+    key that can be stored can be filtered on."""
+    if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):  # no final "\n"
+        return (
+            f"{key!r} must be 1-64 letters, digits, '_', '-', '.' or spaces, starting with a "
+            "letter, digit or '_'"
+        )
+    return None
+
+
+def check_metadata_keys(metadata: Mapping[str, Any]) -> None:
+    """Refuse (422 ``invalid_metadata_key``, naming the key) a top-level key filters cannot use."""
+    for key in metadata:
+        problem = metadata_key_problem(key)
+        if problem is not None:
+            raise InvalidInputError(
+                f"metadata key {problem}", code="invalid_metadata_key", key=str(key)
+            )
+
+
+class ModelState(StrEnum):
+    """A collection model's state: searches use only ``ready`` ones."""
+
+    BACKFILLING = "backfilling"  # added to a collection that has images: being back-filled
+    READY = "ready"
 
 
 class SourceKind(StrEnum):
@@ -54,6 +83,31 @@ class CollectionRecord:
     # model -> precisions its vectors were computed in (``vizdex.core.precision``); a model
     # missing here has none recorded.
     precisions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # model -> state; a model missing here is ready (``models`` lists every model, back-filling
+    # ones too, since new images get their vectors from the moment a model is added).
+    model_states: Mapping[str, ModelState] = field(default_factory=dict)
+    # The defaults for text and image queries (None: the rule of ``model_choice``).
+    text_model: str | None = None
+    image_model: str | None = None
+    # Tombstones up to here are pruned: an index behind it rebuilds rather than replays.
+    pruned_seq: int = 0
+
+    def state_of(self, model: str) -> ModelState:
+        return self.model_states.get(model, ModelState.READY)
+
+    @property
+    def ready_models(self) -> tuple[str, ...]:
+        return tuple(m for m in self.models if self.state_of(m) is ModelState.READY)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """What an image row makes the data directory keep: its thumbnail, and for uploads and URLs
+    its original (content-addressed, so shared by every row of the same content)."""
+
+    sha256: str
+    format: str
+    source_kind: SourceKind
 
 
 @dataclass(frozen=True)
@@ -176,11 +230,9 @@ class ImageFilter:
 
     def __post_init__(self) -> None:
         for key, value in self.metadata.items():
-            if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):  # no final "\n"
-                raise InvalidQueryError(
-                    f"metadata filter key {key!r} must be 1-64 letters, digits, '_', '-', '.' "
-                    "or spaces"
-                )
+            problem = metadata_key_problem(key)
+            if problem is not None:
+                raise InvalidQueryError(f"metadata filter key {problem}", key=str(key))
             if not isinstance(value, str | int | float | bool):
                 raise InvalidQueryError(
                     f"metadata filter {key!r} must be a string, number or boolean, "

@@ -24,7 +24,12 @@ from vizdex.search.errors import (
 )
 from vizdex.search.index import validate_factory
 from vizdex.search.index_store import IndexStore
-from vizdex.search.model_choice import ModelUse, choose_model
+from vizdex.search.model_choice import (
+    ModelUse,
+    choose_model,
+    collection_model,
+    default_models,
+)
 from vizdex.search.queries import (
     SearchHit,
     SearchOptions,
@@ -166,7 +171,7 @@ class SearchService:
         """``models`` default to every loaded model, as ``vizdex collections create`` does.
 
         An operator who configures CLIP and DINOv3 wants both: text search from the one, image
-        lookup from the other (a collection's models cannot be changed later).
+        lookup from the other. The defaults for text and image queries are stored with it.
         """
         if models is None:
             models = list(self._encoders)
@@ -180,8 +185,14 @@ class SearchService:
                 )
             if index_factory:
                 validate_factory(index_factory, self._encoders[model].dim)
+        text_model, image_model = default_models(models, self._kind_of)
         return self._catalog.create_collection(
-            name, models, index_factory=index_factory, exact_max=exact_max
+            name,
+            models,
+            index_factory=index_factory,
+            exact_max=exact_max,
+            text_model=text_model,
+            image_model=image_model,
         )
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -276,6 +287,14 @@ class SearchService:
             )
         return encoder
 
+    def loaded_encoder(self, model: str) -> Encoder:
+        """``model``'s encoder in this process; ModelNotLoadedError (409) when it has none."""
+        return self._encoder(model)
+
+    def model_kind(self, model: str) -> ModelKind | None:
+        """What ``model`` embeds, None when it is not loaded here."""
+        return self._kind_of(model)
+
     def _kind_of(self, model: str) -> ModelKind | None:
         encoder = self._encoders.get(model)
         return encoder.kind if encoder is not None else None
@@ -283,22 +302,12 @@ class SearchService:
     def _collection_model(
         self, collection: CollectionRecord, model: str | None, use: ModelUse
     ) -> str:
-        """The collection's model that answers; a named one must be in it (and loaded, for text)."""
-        if model is not None:
-            if model not in collection.models:
-                raise InvalidQueryError(
-                    f"collection {collection.name!r} is not embedded with model {model!r}; "
-                    f"its models are {list(collection.models)}"
-                )
-            if use is ModelUse.TEXT:
-                self._encoder(model)
-        return choose_model(
-            collection.models,
-            self._kind_of,
-            use,
-            requested=model,
-            owner=f"collection {collection.name!r}",
-        )
+        """The collection's model that answers (``model_choice.collection_model``); a named one
+        must be in it and ready (and loaded, for text)."""
+        name = collection_model(collection, self._kind_of, use, requested=model)
+        if use is ModelUse.TEXT:
+            self._encoder(name)
+        return name
 
     def _loaded_model(self, model: str | None, use: ModelUse) -> str:
         """The loaded model that answers a query on no collection."""
@@ -422,11 +431,12 @@ class SearchService:
     def _fusion_models(self, collection: CollectionRecord, model: str | None) -> list[str]:
         if model is not None:
             raise InvalidQueryError("fuse combines all models of the collection: omit `model`")
-        if len(collection.models) < 2:
+        if len(collection.ready_models) < 2:
             raise InvalidQueryError(
-                f"fuse needs a collection with two models; {collection.name!r} has one"
+                f"fuse needs a collection with two models ready; {collection.name!r} has "
+                f"{list(collection.ready_models)}"
             )
-        return list(collection.models)
+        return list(collection.ready_models)
 
     # -- similarity utilities ------------------------------------------------------------------
 
@@ -438,10 +448,21 @@ class SearchService:
             )
 
     def image_similarity(
-        self, images: Sequence[PILImage] | ImageInputs, *, model: str | None = None
+        self,
+        images: Sequence[PILImage] | ImageInputs,
+        *,
+        model: str | None = None,
+        rows: int | None = None,
     ) -> SimilarityMatrix:
-        """Cosine similarity of every pair of the given images (default: a vision model)."""
-        self._check_inputs(len(images), "images")
+        """Cosine similarity of every pair of the given images (default: a vision model).
+
+        ``rows``: the first ``rows`` images are one side, the rest the other (each side within
+        the cap, as the HTTP schema's ``images`` and ``others`` are); None: one side.
+        """
+        first = len(images) if rows is None else rows
+        self._check_inputs(first, "images")
+        if rows is not None and len(images) - rows > self._settings.max_similarity_inputs:
+            self._check_inputs(len(images) - rows, "other images")
         name = self._loaded_model(model, ModelUse.IMAGE)
         vectors = _image_vectors(self._encoders[name], images)
         return SimilarityMatrix(model=name, scores=cosine_matrix(vectors))

@@ -14,6 +14,8 @@ INDEX_DEVICES = ("auto", "cpu", "gpu")
 # Milvus index types vizdex builds: CPU ones, and GPU ones for a Milvus with GPUs (never lite).
 MILVUS_INDEX_TYPES = ("flat", "ivf_flat", "hnsw", "gpu_cagra", "gpu_ivf_pq")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
+# Images (or texts) per side of a similarity matrix or zero-shot match (the schema says the same).
+MAX_SIMILARITY_INPUTS = 256
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -114,7 +116,7 @@ class QuerySettings:
     rrf_k: int = 60
     rrf_depth: int = 100
     prefilter_max: int = setting("SEARCH_PREFILTER_MAX", 20_000, minimum=0)
-    max_similarity_inputs: int = 256
+    max_similarity_inputs: int = MAX_SIMILARITY_INPUTS
     catch_up_wait_s: float = setting("SEARCH_CATCH_UP_WAIT_S", 2.0, minimum=0.0)
 
     @classmethod

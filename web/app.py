@@ -21,7 +21,7 @@ from vizdex import __version__
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.batched_encoder import BatchedEncoder, batched
 from vizdex.encoders.loading import load_encoders
-from vizdex.indexer import DuplicateJobs, open_indexer
+from vizdex.indexer import DuplicateJobs, PeriodicSweep, open_indexer
 from vizdex.search import CollectionsService, SearchService
 from vizdex.web.auth import api_key_guard
 from vizdex.web.cancellation import disconnect_middleware
@@ -70,6 +70,10 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
     # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.
     state.indexer_service = open_indexer(service, models, settings.indexer, settings.images)
     state.duplicate_jobs_service = DuplicateJobs(service, state.indexer_service.store)
+    state.indexer_service.resume_backfills()  # models left back-filling by a stop or a kill
+    if settings.indexer.gc_interval_s > 0:  # files no row references, tombstones all include
+        state.storage_sweep = PeriodicSweep(state.storage, settings.indexer.gc_interval_s)
+        state.storage_sweep.start()
     state.metrics.queue_depths = lambda: {
         (name, kind): depth
         for name, encoder in state.encoders.items()
@@ -86,6 +90,9 @@ def _close_queues(state: ServiceState) -> None:
 
 
 def _stop(state: ServiceState) -> None:
+    sweep, state.storage_sweep = state.storage_sweep, None
+    if sweep is not None:
+        sweep.stop()
     duplicate_jobs, state.duplicate_jobs_service = state.duplicate_jobs_service, None
     if duplicate_jobs is not None:
         duplicate_jobs.close()  # a running scan stops at its next batch, its job cancelled
@@ -132,6 +139,9 @@ def _api_areas(limits: LimitSettings) -> list[Router]:
             collections.list_collections,
             collections.get_collection,
             collections.delete_collection,
+            collections.patch_collection,
+            collections.add_model,
+            collections.remove_model,
         ),
         area(
             "images",

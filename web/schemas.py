@@ -20,10 +20,11 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import ImageFilter
+from vizdex.search import MAX_SIMILARITY_INPUTS, METADATA_KEY, ImageFilter, check_metadata_keys
 
 INT64_MAX = 2**63 - 1
-MAX_IMAGES = 256  # per encode / similarity / match request; bulk work goes to /v1/vision/batch
+# Per encode / similarity side / match request (the service's cap); bulk work: /v1/vision/batch.
+MAX_IMAGES = MAX_SIMILARITY_INPUTS
 MAX_METADATA_DEPTH = 8
 
 Rules = tuple[dict[str, Any], ...]
@@ -113,7 +114,9 @@ def exactly_one_of(*names: str) -> JsonSchema:
 # schema-driven tools then enumerate every path through them (minutes per operation).
 METADATA_SCHEMA: JsonSchema = {
     "type": "object",
-    "description": f"a JSON object, nested at most {MAX_METADATA_DEPTH} levels deep",
+    "description": f"a JSON object, nested at most {MAX_METADATA_DEPTH} levels deep; its keys "
+    "are the ones filters can name",
+    "propertyNames": {"pattern": METADATA_KEY.pattern},
 }
 EMPTY_METADATA: JsonSchema = {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]}
 # User metadata: what `check_metadata` takes, said in the schema.
@@ -123,6 +126,7 @@ Metadata = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=METADATA_SCH
 def check_metadata(value: dict[str, Any], what: str = "metadata") -> dict[str, Any]:
     """User metadata is a JSON object nested at most ``MAX_METADATA_DEPTH`` levels."""
 
+    check_metadata_keys(value)  # the rule filters use: every key stored can be filtered on
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:  # iterative: a deep value must not exhaust the interpreter's stack
         node, level = stack.pop()

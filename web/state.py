@@ -10,7 +10,16 @@ from vizdex.core.errors import ModelNotFoundError, UnavailableError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import draft_side
-from vizdex.indexer import DataStore, DuplicateJobs, ImageFiles, Indexer, JobsService
+from vizdex.indexer import (
+    DataStore,
+    DuplicateJobs,
+    ImageFiles,
+    Indexer,
+    JobsService,
+    ModelChanges,
+    PeriodicSweep,
+    StorageCollector,
+)
 from vizdex.search import CollectionsService, ModelUse, SearchService, choose_model
 from vizdex.web.auth import KeyRing
 from vizdex.web.metrics import Metrics
@@ -28,6 +37,7 @@ class ServiceState:
     search_service: SearchService | None = None
     indexer_service: Indexer | None = None
     duplicate_jobs_service: DuplicateJobs | None = None
+    storage_sweep: PeriodicSweep | None = None
     ready: bool = False
     keys: KeyRing = field(init=False)
 
@@ -65,6 +75,16 @@ class ServiceState:
     @property
     def jobs(self) -> JobsService:
         return JobsService(self.search, self.indexer_service, self.duplicate_jobs_service)
+
+    @property
+    def storage(self) -> StorageCollector:
+        """Deletes that take their files along (after the commit), and the sweep."""
+        return StorageCollector(self.search, self.store, grace_s=self.settings.indexer.gc_grace_s)
+
+    @property
+    def model_changes(self) -> ModelChanges:
+        """Models added (back-filled), made default or removed while the collection serves."""
+        return ModelChanges(self.search, self.indexer)
 
     @property
     def files(self) -> ImageFiles:

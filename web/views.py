@@ -68,6 +68,17 @@ class IndexOut(msgspec.Struct):
     dimensions: int
 
 
+class ModelStateOut(msgspec.Struct):
+    """One model of a collection: ``backfilling`` (queries do not use it yet) or ``ready``;
+    ``coverage`` is the share of the collection's images that have its vector (0 to 1)."""
+
+    model: str
+    state: str
+    vectors: int
+    coverage: float
+    default_for: list[str]  # "text", "image"
+
+
 class CollectionOut(msgspec.Struct):
     name: str
     models: list[str]
@@ -78,6 +89,12 @@ class CollectionOut(msgspec.Struct):
     indexes: list[IndexOut] | None = None  # only when asking for one collection
     # model -> the precisions its vectors were computed in ({} : none recorded yet)
     precisions: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    # The models text and image queries use when they name none (null: the model rule).
+    text_model: str | None = None
+    image_model: str | None = None
+    # model -> state; every model is listed ("ready" or "backfilling").
+    states: dict[str, str] = msgspec.field(default_factory=dict)
+    model_states: list[ModelStateOut] | None = None  # only when asking for one collection
 
 
 class CollectionList(msgspec.Struct):
@@ -105,8 +122,27 @@ def image_out(collection: str, record: ImageRecord) -> ImageOut:
     )
 
 
+def model_states_out(
+    record: CollectionRecord, image_count: int, vectors: Mapping[str, int]
+) -> list[ModelStateOut]:
+    defaults = {"text": record.text_model, "image": record.image_model}
+    return [
+        ModelStateOut(
+            model=model,
+            state=record.state_of(model).value,
+            vectors=vectors.get(model, 0),
+            coverage=1.0 if image_count == 0 else min(1.0, vectors.get(model, 0) / image_count),
+            default_for=[use for use, name in defaults.items() if name == model],
+        )
+        for model in record.models
+    ]
+
+
 def collection_out(
-    record: CollectionRecord, image_count: int, indexes: list[IndexOut] | None = None
+    record: CollectionRecord,
+    image_count: int,
+    indexes: list[IndexOut] | None = None,
+    model_states: list[ModelStateOut] | None = None,
 ) -> CollectionOut:
     return CollectionOut(
         name=record.name,
@@ -117,6 +153,10 @@ def collection_out(
         exact_max=record.exact_max,
         indexes=indexes,
         precisions={model: list(names) for model, names in record.precisions.items()},
+        text_model=record.text_model,
+        image_model=record.image_model,
+        states={model: record.state_of(model).value for model in record.models},
+        model_states=model_states,
     )
 
 
@@ -128,4 +168,7 @@ def summary_out(summary: CollectionSummary) -> CollectionOut:
             IndexOut(model=info.model, kind=info.kind, vectors=info.count, dimensions=info.dim)
             for info in summary.index_details
         ]
-    return collection_out(summary.record, summary.image_count, indexes)
+    states = None
+    if summary.vectors is not None:
+        states = model_states_out(summary.record, summary.image_count, summary.vectors)
+    return collection_out(summary.record, summary.image_count, indexes, states)

@@ -12,6 +12,8 @@ One room per concern, each a part of ``Catalog``:
 - ``vectors``: vectors and tombstones by sequence number, what indexes replay;
 - ``jobs``: ingestion jobs;
 - ``queue``: the work queue: jobs in chunks that workers claim under a lease;
+- ``files``: the data directory's file references, tombstone pruning, row counts;
+- ``model_states``: models added while serving (back-filling, ready), defaults, removal;
 - ``positions``: how far external vector stores (Milvus) have applied the change feed;
 - ``rows``: rows to records and back, built from the records' fields.
 
@@ -23,15 +25,26 @@ open a transaction except through the session's two paths.
 from __future__ import annotations
 
 from vizdex.search.catalog.collections import COLLECTION_NAME, CollectionsPart
+from vizdex.search.catalog.files import FilesPart
 from vizdex.search.catalog.images import ImagesPart
 from vizdex.search.catalog.jobs import MAX_JOB_FAILURES, JobsPart
+from vizdex.search.catalog.model_states import ModelStatesPart
 from vizdex.search.catalog.positions import PositionsPart, StorePosition
 from vizdex.search.catalog.queue import ClaimedItem, QueuePart
 from vizdex.search.catalog.session import CHUNK, CatalogSession
 from vizdex.search.catalog.vectors import VectorsPart
 
 
-class Catalog(CollectionsPart, ImagesPart, VectorsPart, JobsPart, QueuePart, PositionsPart):
+class Catalog(
+    CollectionsPart,
+    ImagesPart,
+    VectorsPart,
+    JobsPart,
+    QueuePart,
+    PositionsPart,
+    FilesPart,
+    ModelStatesPart,
+):
     """Typed access to the catalog database; safe to share between threads."""
 
 

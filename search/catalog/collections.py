@@ -36,7 +36,11 @@ class CollectionsPart(CatalogSession):
         *,
         index_factory: str | None = None,
         exact_max: int | None = None,
+        text_model: str | None = None,
+        image_model: str | None = None,
     ) -> CollectionRecord:
+        """``text_model`` / ``image_model``: the defaults for queries naming no model (None:
+        ``model_choice``'s rule over the ready models)."""
         if not COLLECTION_NAME.fullmatch(name):  # `$` alone lets a final "\n" through
             raise InvalidInputError(
                 f"collection name {name!r} must be 1-100 letters, digits, '_', '-' or '.', "
@@ -47,12 +51,19 @@ class CollectionsPart(CatalogSession):
             raise InvalidInputError("a collection needs one or more distinct model names")
         if exact_max is not None and exact_max < 0:
             raise InvalidInputError("exact_max must be >= 0")
+        for default in (text_model, image_model):
+            if default is not None and default not in models:
+                raise InvalidInputError(f"default model {default!r} is not one of {models}")
         row = Collection(
             name=name,
             models=models,
             index_factory=index_factory or None,
             exact_max=exact_max,
+            text_model=text_model,
+            image_model=image_model,
             last_seq=0,
+            pruned_seq=0,
+            model_states={},
         )
         try:
             with self._write() as session:

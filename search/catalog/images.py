@@ -7,7 +7,7 @@ no sequence number; they still go through the one write path and lock their coll
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, delete, insert, select, update
 from vizdex.core.errors import InvalidInputError
 from vizdex.core.precision import Precision
 from vizdex.search.catalog.precisions import settle_precisions
-from vizdex.search.catalog.rows import image_record, image_values, json_object
+from vizdex.search.catalog.rows import image_record, image_values, metadata_object
 from vizdex.search.catalog.session import CatalogSession, allocate, chunks
 from vizdex.search.catalog.vectors import check_dims, tombstone, vector
 from vizdex.search.errors import ImageNotFoundError
@@ -52,16 +52,23 @@ def _filter_clauses(filters: ImageFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def _prepare(item: NewImage, models: Sequence[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _prepare(
+    item: NewImage, models: Sequence[str], optional: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The image's row values and vectors. A model in ``optional`` (being back-filled) may be
+    left out: a writer that read the collection before the model was added does not know it,
+    and the back-fill gives the image its vector."""
     values = image_values(item)
-    missing = sorted(set(models) - set(item.vectors))
+    missing = sorted(set(models) - set(item.vectors) - set(optional))
     extra = sorted(set(item.vectors) - set(models))
     if missing or extra:
         raise InvalidInputError(
             f"image {item.original_name or values['sha256'][:12]!r} needs exactly one vector per "
             f"collection model {list(models)}; missing {missing}, unexpected {extra}"
         )
-    return values, {model: vector(item.vectors[model], model=model) for model in models}
+    return values, {
+        model: vector(item.vectors[model], model=model) for model in models if model in item.vectors
+    }
 
 
 class ImagesPart(CatalogSession):
@@ -86,9 +93,11 @@ class ImagesPart(CatalogSession):
         with self._write() as session:
             collection = self._lock(session, collection_id)
             models = list(collection.models)
-            prepared = [_prepare(item, models) for item in items]
+            prepared = [_prepare(item, models, collection.model_states) for item in items]
             for model in models:
-                check_dims(session, collection_id, model, (v[model] for _, v in prepared))
+                check_dims(
+                    session, collection_id, model, (v[model] for _, v in prepared if model in v)
+                )
             if precisions:
                 settle_precisions(session, collection, precisions, record=True)
             shas = list({row["sha256"] for row, _ in prepared})
@@ -118,10 +127,12 @@ class ImagesPart(CatalogSession):
                         new_rows,
                     )
                 )
-                seq = allocate(collection, len(new_rows) * len(models))
+                seq = allocate(collection, sum(len(vectors) for vectors in new_vectors))
                 embeddings = []
                 for image_id, vectors in zip(new_ids, new_vectors, strict=True):
                     for model in models:
+                        if model not in vectors:
+                            continue
                         embeddings.append(
                             {
                                 "image_id": image_id,
@@ -133,7 +144,8 @@ class ImagesPart(CatalogSession):
                             }
                         )
                         seq += 1
-                session.execute(insert(Embedding), embeddings)
+                if embeddings:
+                    session.execute(insert(Embedding), embeddings)
         outcomes: list[AddedImage] = []
         created: set[str] = set()
         for row, _ in prepared:
@@ -194,7 +206,7 @@ class ImagesPart(CatalogSession):
             if row is None or row.collection_id != collection_id:
                 raise ImageNotFoundError(f"image {image_id} does not exist in this collection")
             if metadata is not None:
-                row.user_metadata = json_object(metadata, "image metadata")
+                row.user_metadata = metadata_object(metadata)
             if thumbnail_path is not None:
                 row.thumbnail_path = thumbnail_path
             if status is not None:

@@ -26,7 +26,9 @@ from vizdex.search.records import (
     JobFailure,
     JobRecord,
     JobState,
+    ModelState,
     NewImage,
+    check_metadata_keys,
 )
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +59,13 @@ def json_object(value: Mapping[str, Any], what: str) -> dict[str, Any]:
     return plain
 
 
+def metadata_object(value: Mapping[str, Any]) -> dict[str, Any]:
+    """User metadata as stored: a JSON object whose keys filters can name."""
+    plain = json_object(value, "image metadata")
+    check_metadata_keys(plain)
+    return plain
+
+
 def _is_enum(kind: Any) -> bool:
     return isinstance(kind, type) and issubclass(kind, Enum)
 
@@ -76,6 +85,8 @@ def _from_column(kind: Any) -> Callable[[Any], Any] | None:
 def _to_column(name: str, kind: Any) -> Callable[[Any], Any] | None:
     if _is_enum(kind):
         return lambda value: kind(value).value
+    if name == "metadata":
+        return metadata_object
     if _is_mapping(kind):
         return lambda value: json_object(value, f"image {name}")
     return None
@@ -120,6 +131,12 @@ def collection_record(row: Collection) -> CollectionRecord:
         last_seq=row.last_seq,
         created_at=row.created_at,
         precisions={model: tuple(names) for model, names in (row.precisions or {}).items()},
+        model_states={
+            model: ModelState(state) for model, state in (row.model_states or {}).items()
+        },
+        text_model=row.text_model,
+        image_model=row.image_model,
+        pruned_seq=row.pruned_seq or 0,
     )
 
 

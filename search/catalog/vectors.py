@@ -14,6 +14,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.core.precision import Precision
+from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.session import CatalogSession, allocate, chunks
 from vizdex.search.errors import CollectionNotFoundError, ImageNotFoundError
 from vizdex.search.models import Collection, Embedding, EmbeddingTombstone, Image, utcnow
@@ -79,9 +81,17 @@ def tombstone(session: Session, collection: Collection, stale: Sequence[tuple[in
 
 class VectorsPart(CatalogSession):
     def put_embeddings(
-        self, collection_id: int, model: str, image_ids: Sequence[int], vectors: np.ndarray
+        self,
+        collection_id: int,
+        model: str,
+        image_ids: Sequence[int],
+        vectors: np.ndarray,
+        *,
+        precision: Precision | None = None,
     ) -> None:
-        """Sets (adds or replaces) one model's vectors of existing images (re-encoding)."""
+        """Sets (adds or replaces) one model's vectors of existing images (re-encoding, a
+        back-fill). ``precision``: what computed them, checked against and recorded with the
+        collection's (``catalog.precisions``); None records nothing."""
         ids = [int(image_id) for image_id in image_ids]
         matrix = np.asarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
@@ -98,6 +108,8 @@ class VectorsPart(CatalogSession):
                     f"collection {collection.name!r} is not embedded with model {model!r}"
                 )
             check_dims(session, collection_id, model, rows)
+            if precision is not None:
+                settle_precisions(session, collection, {model: precision}, record=True)
             known: set[int] = set()
             replaced: set[int] = set()
             for chunk in chunks(ids):

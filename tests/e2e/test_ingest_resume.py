@@ -8,7 +8,6 @@ decoding, writes, thumbnail renames and index snapshots).
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from tests.support.ingest_helpers import (
     all_images,
     assert_index_matches_catalog,
+    offline_env,
     photo_folder,
     sha256_of,
 )
@@ -45,14 +45,8 @@ def _committed(database: Path) -> int:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "VIZDEX_INDEX_SNAPSHOT_EVERY": "8",  # snapshots all along, so kills land in them too
-    }
+    # Snapshots all along, so kills land in them too.
+    return offline_env(tmp_path, VIZDEX_INDEX_SNAPSHOT_EVERY="8")
 
 
 def test_sigkill_at_random_points_then_rerun_gives_every_image_exactly_once(

@@ -9,7 +9,6 @@ tiny so that 2,000 of them stay quick on a small machine.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from tests.support.ingest_helpers import all_images, photo_folder, sha256_of
+from tests.support.ingest_helpers import all_images, offline_env, photo_folder, sha256_of
 from vizdex.cli.main import main
 from vizdex.search import Catalog, CatalogSettings, IndexSettings, IndexStore, JobState
 from vizdex.search.models import WorkItem
@@ -37,18 +36,14 @@ LEASE_S = 3
 
 
 def _env(tmp_path: Path, url: str, data: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "VIZDEX_DATABASE_URL": url,
-        "VIZDEX_DATA_DIR": str(data),
-        # No lock timeout: the writers the test holds wait for as long as it takes the others
-        # to start on a slow machine (30 s by default, and then the held chunk would fail).
-        "VIZDEX_DB_BUSY_TIMEOUT_MS": "0",
-    }
+    # No lock timeout: the writers the test holds wait for as long as it takes the others to
+    # start on a slow machine (30 s by default, and then the held chunk would fail).
+    return offline_env(
+        tmp_path,
+        VIZDEX_DATABASE_URL=url,
+        VIZDEX_DATA_DIR=str(data),
+        VIZDEX_DB_BUSY_TIMEOUT_MS="0",
+    )
 
 
 def _worker(name: str, model: Path, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:

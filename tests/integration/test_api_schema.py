@@ -141,7 +141,8 @@ def test_options_lists_every_method_of_a_path(server: tuple[str, LiveServer]) ->
     image = f"/v1/collections/allow/images/{_collection_with_image(live, headers, 'allow')}"
     expected = {
         "/v1/collections": "GET, OPTIONS, POST",
-        "/v1/collections/allow": "DELETE, GET, OPTIONS",
+        "/v1/collections/allow": "DELETE, GET, OPTIONS, PATCH",
+        "/v1/collections/allow/models": "DELETE, OPTIONS, POST",
         "/v1/collections/allow/images": "GET, OPTIONS, POST",
         image: "DELETE, GET, OPTIONS, PATCH",
         f"{image}/file": "GET, OPTIONS",

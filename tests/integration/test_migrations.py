@@ -288,6 +288,7 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
 def test_0004_adds_vector_store_positions_and_goes_back(url: str) -> None:
     upgrade(url, "0003")
     upgrade(url, "0004")
+    upgrade(url)  # this code opens only the head; the later revisions leave positions alone
     catalog = Catalog.open(CatalogSettings(database_url=url))
     record = catalog.create_collection("c", ["clip"])
     assert catalog.store_position("milvus://m:19530", record.id, "clip") is None
@@ -304,5 +305,37 @@ def test_0004_adds_vector_store_positions_and_goes_back(url: str) -> None:
     try:
         with engine.connect() as connection:
             assert "vector_store_positions" not in inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_0005_gives_existing_collections_ready_models_no_defaults_and_goes_back(url: str) -> None:
+    upgrade(url, "0004")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO collections (name, models, precisions, last_seq, created_at) "
+                    "VALUES ('old', '[\"clip\", \"dino\"]', '{}', 7, '2026-11-26 07:46:26')"
+                )
+            )
+        upgrade(url, "0005")
+    finally:
+        engine.dispose()
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    old = catalog.get_collection("old")
+    catalog.close()
+    assert old.model_states == {} and old.ready_models == ("clip", "dino")
+    assert (old.text_model, old.image_model, old.pruned_seq, old.last_seq) == (None, None, 0, 7)
+
+    downgrade(url, "0004")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("collections")}
+            kept = connection.execute(text("SELECT last_seq FROM collections")).scalar_one()
+        assert not columns & {"model_states", "text_model", "image_model", "pruned_seq"}
+        assert kept == 7
     finally:
         engine.dispose()

@@ -121,3 +121,16 @@ def harness(
 def set_mtime(path: Path, mtime_ns: int) -> None:
     info = path.stat()
     os.utime(path, ns=(info.st_atime_ns, mtime_ns))
+
+
+def offline_env(home: Path, **extra: str) -> dict[str, str]:
+    """A bare environment for a ``vizdex`` subprocess: no network, quiet model loading, plus
+    ``extra`` (note: not the test process's ``VIZDEX_DTYPE=float32``; pass ``--dtype``)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        **extra,
+    }

@@ -39,7 +39,7 @@ QUERY = frozenset({"invalid_query", "unsupported_operation"})
 
 INEXPRESSIBLE: dict[str, frozenset[str]] = {
     "POST /v1/vision/encode": IMAGE_CONTENT,
-    "POST /v1/vision/similarity": IMAGE_CONTENT | {"invalid_query"},  # 256 images in all
+    "POST /v1/vision/similarity": IMAGE_CONTENT,
     "POST /v1/multimodal/encode": IMAGE_CONTENT | {"unsupported_operation"},  # a vision model
     "POST /v1/multimodal/match": IMAGE_CONTENT | {"unsupported_operation"},
     "POST /v1/collections/{name}/search": IMAGE_CONTENT | QUERY,
@@ -47,6 +47,10 @@ INEXPRESSIBLE: dict[str, frozenset[str]] = {
     "POST /v1/collections/{name}/images": IMAGE_CONTENT,
     "POST /v1/collections/{name}/duplicates": QUERY,  # the collection's models, date order
     "POST /v1/collections": frozenset({"invalid_input"}),  # an index factory FAISS refuses
+    # The collection's own models; what a model can embed (a vision-only text default).
+    "PATCH /v1/collections/{name}": frozenset({"invalid_input", "unsupported_operation"}),
+    "DELETE /v1/collections/{name}/models": frozenset({"invalid_input"}),
+    "POST /v1/collections/{name}/models": frozenset({"invalid_input"}),  # its index factory
 }
 
 

@@ -10,6 +10,7 @@ from vizdex.cli import collections as collections
 from vizdex.cli import db as db
 from vizdex.cli import duplicates as duplicates
 from vizdex.cli import follow as follow
+from vizdex.cli import gc as gc
 from vizdex.cli import ingest as ingest
 from vizdex.cli import models as models
 from vizdex.cli import reindex as reindex
@@ -23,6 +24,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     duplicates,
     collections,
     reindex,
+    gc,
     follow,
     models,
     serve,

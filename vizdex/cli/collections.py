@@ -6,16 +6,17 @@ import argparse
 import json
 from typing import Any
 
+from vizdex.cli import model_changes
 from vizdex.cli.options import (
     add_data_option,
     check_models,
+    create_collection,
     encoder_settings,
     json_option,
     open_catalog,
+    open_storage,
 )
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import IndexStore
-from vizdex.search.vector_store import is_milvus, open_milvus
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +63,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     delete.add_argument("--yes", action="store_true", help="really delete (required)")
     add_data_option(delete, nested=True)
     delete.set_defaults(handler=run_delete)
+    model_changes.register(actions)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -73,6 +75,9 @@ def run_list(args: argparse.Namespace) -> int:
                 "images": catalog.count_images(record.id),
                 "models": list(record.models),
                 "precisions": {model: list(names) for model, names in record.precisions.items()},
+                "states": {model: record.state_of(model).value for model in record.models},
+                "text_model": record.text_model,
+                "image_model": record.image_model,
                 "created_at": record.created_at.isoformat(timespec="seconds"),
             }
             for record in catalog.list_collections()
@@ -87,7 +92,9 @@ def run_list(args: argparse.Namespace) -> int:
         width = max(len(row["name"]) for row in rows)
         for row in rows:
             models = ", ".join(
-                _with_precisions(model, row["precisions"]) for model in row["models"]
+                _with_precisions(model, row["precisions"])
+                + ("" if row["states"][model] == "ready" else f" [{row['states'][model]}]")
+                for model in row["models"]
             )
             print(f"{row['name']:<{width}}  {row['images']:>9,} images  models: {models}")
     return 0
@@ -104,7 +111,7 @@ def run_create(args: argparse.Namespace) -> int:
     check_models(settings.models)
     catalog, _ = open_catalog(args)
     try:
-        record = catalog.create_collection(args.name, settings.models)
+        record = create_collection(catalog, args.name, settings.models)
     finally:
         catalog.close()
     if args.json:
@@ -115,25 +122,13 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    catalog, settings = open_catalog(args)
-    try:
-        record = catalog.get_collection(args.name)
-        images = catalog.count_images(record.id)
+    with open_storage(args) as (search, storage):
+        record = search.get_collection(args.name)
+        images = search.catalog.count_images(record.id)
         if not args.yes:
             raise InvalidInputError(
                 f"collection {record.name!r} has {images:,} images; add --yes to delete it"
             )
-        catalog.delete_collection(record.name)
-        indexes = IndexStore(catalog, settings.index)
-        indexes.drop_collection(record.id)
-        indexes.close(snapshot=False)
-        if is_milvus(settings.index.vector_store):
-            store = open_milvus(catalog, settings.index)
-            try:
-                store.drop_collection(record.id)
-            finally:
-                store.close()
-    finally:
-        catalog.close()
+        storage.delete_collection(record.name)  # the rows, its index files, then its files
     print(f"deleted collection {record.name!r} ({images:,} images)")
     return 0

@@ -23,7 +23,7 @@ from vizdex.search import (
     KeeperRule,
     ModelUse,
     SearchService,
-    choose_model,
+    collection_model,
 )
 
 CSV_FIELDS = (
@@ -124,18 +124,8 @@ def run(args: argparse.Namespace) -> int:
     indexes = IndexStore(catalog, settings.index)
     try:
         record = catalog.get_collection(args.collection)
-        requested = args.model or None
-        if requested is not None and requested not in record.models:
-            raise InvalidQueryError(
-                f"collection {record.name!r} is not embedded with {requested!r}; "
-                f"its models are {list(record.models)}"
-            )
-        model = choose_model(
-            record.models,
-            discovered_kind,
-            ModelUse.IMAGE,
-            requested=requested,
-            owner=f"collection {record.name!r}",
+        model = collection_model(
+            record, discovered_kind, ModelUse.IMAGE, requested=args.model or None
         )
         where = _metadata(args.where)
         options = DuplicateOptions(

@@ -13,6 +13,7 @@ from vizdex.cli.options import (
     add_encoder_options,
     check_models,
     command_env,
+    create_collection,
     encoder_settings,
     open_catalog,
     quiet_model_loading,
@@ -136,7 +137,7 @@ def _collection(
         record = catalog.get_collection(args.collection)
     except CollectionNotFoundError:
         check_models(settings.models)
-        return catalog.create_collection(args.collection, settings.models), True
+        return create_collection(catalog, args.collection, settings.models), True
     if args.models and set(settings.models) != set(record.models):
         raise InvalidQueryError(
             f"collection {record.name!r} is embedded with {list(record.models)}, not "

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 
 from vizdex.core.kinds import ModelKind
+from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
 from vizdex.encoders.settings import DEVICES, DTYPES, EncoderSettings
-from vizdex.search import Catalog, SearchSettings
+from vizdex.indexer import DataStore, IndexerSettings, StorageCollector
+from vizdex.search import (
+    Catalog,
+    CollectionRecord,
+    SearchService,
+    SearchSettings,
+    default_models,
+)
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -105,3 +114,28 @@ def check_models(models: tuple[str, ...]) -> None:
 def discovered_kind(model: str) -> ModelKind:
     """A model's kind from its config alone: commands load only the model that answers, or none."""
     return discover_model(model).kind
+
+
+def create_collection(catalog: Catalog, name: str, models: tuple[str, ...]) -> CollectionRecord:
+    """A new collection with its text and image query defaults, as the server makes one."""
+    text_model, image_model = default_models(models, discovered_kind)
+    return catalog.create_collection(name, models, text_model=text_model, image_model=image_model)
+
+
+@contextmanager
+def open_storage(
+    args: argparse.Namespace, *, encoders: Mapping[str, Encoder] | None = None
+) -> Iterator[tuple[SearchService, StorageCollector]]:
+    """The catalog, its indexes (no models loaded) and the collector of the data directory's
+    files: what deletes and ``vizdex gc`` need. Indexes are saved on the way out."""
+    env = command_env(args)
+    settings = SearchSettings.from_env(env)
+    indexer = IndexerSettings.from_env(env)
+    search = SearchService.open(settings, encoders or {})  # its vector store too (Milvus)
+    try:
+        yield (
+            search,
+            StorageCollector(search, DataStore(indexer.data_dir), grace_s=indexer.gc_grace_s),
+        )
+    finally:
+        search.close()

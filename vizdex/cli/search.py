@@ -22,12 +22,11 @@ from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
 from vizdex.search import (
     IndexStore,
-    InvalidQueryError,
     ModelUse,
     SearchOptions,
     SearchResult,
     SearchService,
-    choose_model,
+    collection_model,
 )
 from vizdex.search.vector_store import open_vector_store
 
@@ -80,18 +79,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_vector_store(catalog, indexes, settings.index, settings.query)
         record = catalog.get_collection(args.collection)
-        requested = args.model or None
-        if requested is not None and requested not in record.models:
-            raise InvalidQueryError(
-                f"collection {record.name!r} is not embedded with {requested!r}; "
-                f"its models are {list(record.models)}"
-            )
-        model = choose_model(
-            record.models,
+        model = collection_model(
+            record,
             discovered_kind,
             ModelUse.TEXT if args.text is not None else ModelUse.IMAGE,
-            requested=requested,
-            owner=f"collection {record.name!r}",
+            requested=args.model or None,
         )
         encoders: dict[str, Encoder] = {}
         if args.image_id is None:

@@ -192,7 +192,7 @@ def _check_room(vizdex: ServiceState) -> None:
         202: ResponseSpec(
             DuplicatesJobOut, description="Accepted as a job", generate_examples=False
         ),
-        **error_responses(*ENCODE),
+        **error_responses(*ENCODE, 409),  # the image model not loaded here, or back-filling
     },
 )
 def find_duplicates(

@@ -110,7 +110,7 @@ def patch_image(
     operation_class=NoContentOperation,
 )
 def delete_image(name: CollectionName, image_id: ImageIdParam, vizdex: Vizdex) -> Response[None]:
-    if not vizdex.search.delete_images(name, [image_id]):
+    if not vizdex.storage.delete_images(name, [image_id]):
         raise ImageNotFoundError(
             f"image {image_id} does not exist in collection {name!r}", image_id=image_id
         )

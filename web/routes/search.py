@@ -12,6 +12,7 @@ from litestar.params import JSONBody
 from vizdex.core.errors import InvalidInputError
 from vizdex.search import MAX_K, InvalidQueryError, SearchOptions, SearchResult
 from vizdex.web.inputs import decode_one
+from vizdex.web.openapi import ENCODE, error_responses
 from vizdex.web.routing import QUERIES, route
 from vizdex.web.schemas import (
     CollectionName,
@@ -171,7 +172,17 @@ def search_response(result: SearchResult, started: float) -> SearchResponse:
     )
 
 
-@route(post, "/collections/{name:str}/search", QUERIES, summary="Search a collection")
+# A query may need a model this server has not loaded, or one still back-filling: 409.
+SEARCH_ERRORS = error_responses(*ENCODE, 409)
+
+
+@route(
+    post,
+    "/collections/{name:str}/search",
+    QUERIES,
+    summary="Search a collection",
+    responses=SEARCH_ERRORS,
+)
 def search_collection(
     name: CollectionName, data: JSONBody[SearchRequest], vizdex: Vizdex
 ) -> SearchResponse:
@@ -183,6 +194,7 @@ def search_collection(
     post,
     "/multimodal/search",
     QUERIES,
+    responses=SEARCH_ERRORS,
     tags=["multimodal"],  # and "search", from its area
     summary="Cross-modal search in a collection",
 )

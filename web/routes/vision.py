@@ -178,8 +178,9 @@ def vision_similarity(data: JSONBody[SimilarityRequest], vizdex: Vizdex) -> Simi
     started = time.perf_counter()
     everything = [*data.images, *(data.others or [])]
     images = RequestImages(json_items(everything), vizdex.settings.images)
-    matrix = vizdex.search.image_similarity(images, model=data.model)
     rows = len(data.images)
+    split = rows if data.others is not None else None
+    matrix = vizdex.search.image_similarity(images, model=data.model, rows=split)
     block = matrix.scores[:rows, rows:] if data.others is not None else matrix.scores
     return SimilarityResponse(
         model=matrix.model,

@@ -1,0 +1,64 @@
+"""`vizdex collections add-model | set-default | remove-model`, `collections --json` and
+`vizdex gc` through the command line (in-process ``main``), tiny random models, real SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.ingest_helpers import photo_folder
+from vizdex.cli.main import main
+
+
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one-line error of a command that exits 2 (a refusal)."""
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    return capsys.readouterr().err
+
+
+def _run(*argv: str) -> Any:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(argv)) == 0
+    return json.loads(out.getvalue()) if "--json" in argv else out.getvalue()
+
+
+def test_models_change_through_the_command_line(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_dino_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip, dino = str(tiny_clip_dir), str(tiny_dino_dir)
+    data = ["--data-dir", str(tmp_path / "data")]
+    photos = tmp_path / "photos"
+    photo_folder(photos, 4)
+    _run("ingest", str(photos), "--collection", "c", "--model", clip, "--quiet", *data)
+    added = _run("collections", "add-model", "c", "--model", dino, "--json", *data)
+    assert added["job"]["state"] == "done" and added["job"]["done"] == 4
+    assert [(m["model"], m["state"], m["coverage"]) for m in added["models"]] == [
+        (clip, "ready", 1.0),
+        (dino, "ready", 1.0),
+    ]
+    listed = _run("collections", "--json", *data)
+    assert listed[0]["states"] == {clip: "ready", dino: "ready"}
+    assert (listed[0]["text_model"], listed[0]["image_model"]) == (clip, clip)
+
+    assert "vision-only" in _refused(
+        capsys, "collections", "set-default", "c", "--text", dino, *data
+    )
+    switched = _run("collections", "set-default", "c", "--image", dino, "--json", *data)
+    assert (switched["text_model"], switched["image_model"]) == (clip, dino)
+    refusal = _refused(capsys, "collections", "remove-model", "c", "--model", dino, *data)
+    assert "is a default of collection 'c'" in refusal
+    _run("collections", "set-default", "c", "--image", clip, *data)
+    removed = _run("collections", "remove-model", "c", "--model", dino, "--json", *data)
+    assert [m["model"] for m in removed["models"]] == [clip]
+
+    # Folder images keep their files; gc removes nothing a row still references.
+    report = _run("gc", "--grace", "0", "--json", *data)
+    assert report["files_removed"] == 0 and report["rows"]["images"] == 4
+    assert "removed 0 files" in _run("gc", *data)

@@ -1,0 +1,59 @@
+"""``vizdex gc``: remove files no catalog row references and prune tombstones."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from vizdex.cli.options import add_data_option, open_storage
+from vizdex.core.errors import InvalidInputError
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "gc",
+        help="remove files no image references and prune tombstones",
+        description=(
+            "Sweep the data directory: thumbnails and stored originals that no image row of any "
+            "collection references (left by a crash between a delete's commit and its unlink) "
+            "are removed; tombstones every index snapshot includes are pruned (each index is "
+            "snapshotted first). A server does the same every VIZDEX_GC_INTERVAL_S."
+        ),
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="keep files younger than this, which an ingest in flight may be about to reference "
+        "(default VIZDEX_GC_GRACE_S, 600); 0 when nothing else writes",
+    )
+    parser.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="also give the catalog's free pages back to the file system (SQLite VACUUM, "
+        "PostgreSQL VACUUM); takes the write lock for a moment",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_data_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.grace is not None and args.grace < 0:
+        raise InvalidInputError(f"--grace must be >= 0, got {args.grace}")
+    with open_storage(args) as (search, storage):
+        report = storage.sweep(grace_s=args.grace)
+        if args.vacuum:
+            search.catalog.vacuum()
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+        return 0
+    print(
+        f"removed {report.files_removed:,} files ({report.bytes_freed:,} bytes), kept "
+        f"{report.files_kept_young:,} younger than the grace period; pruned "
+        f"{report.tombstones_pruned:,} tombstones"
+    )
+    print("catalog rows: " + ", ".join(f"{t} {n:,}" for t, n in report.rows.items()))
+    return 0
