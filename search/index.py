@@ -519,7 +519,7 @@ class VectorIndex:
         """An index file written by ``save_files``, memory-mapped: searches start at once and
         read only the lists they probe; the first change copies the lists to memory."""
         try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
         except RuntimeError as error:
             raise IndexCorruptError(f"{path.name}: {_faiss_reason(error)}") from None
         if index.d != spec.dim:
@@ -529,8 +529,8 @@ class VectorIndex:
 
     def serialize(self) -> tuple[np.ndarray, IndexSpec, int]:
         """(bytes, spec, last_seq), consistent with each other: taken under the read lock."""
+        self._materialise()
         with self._lock.read():
-            self._materialise_locked()
             return faiss.serialize_index(self._cpu), self._spec, self._last_seq
 
     @property
@@ -548,13 +548,12 @@ class VectorIndex:
         these fields is what makes them current; until it is renamed in place the old snapshot
         and its files stay valid.
         """
+        self._materialise()  # FAISS writes mapped lists as a reference to their file, not the data
         with self._lock.read():
             if self._exact is None:
                 raise IndexCorruptError("the index has no exact vectors to save")
             name = f"{stem.name}-{uuid.uuid4().hex[:12]}{INDEX_FILE_SUFFIX}"
             path = stem.with_name(name)
-            if self._mapped:  # unchanged since it was mapped: write what FAISS would read
-                self._materialise_locked()
             digest = hashlib.sha256()
             with replacing(path) as handle:
 
@@ -573,8 +572,14 @@ class VectorIndex:
             }
             return fields, self._spec, self._last_seq
 
+    def _materialise(self) -> None:
+        if self._mapped:
+            with self._lock.write():
+                self._materialise_locked()
+
     def _materialise_locked(self) -> None:
-        """Copies memory-mapped (read-only) lists into memory so that they can change."""
+        """Copies memory-mapped (read-only) lists into memory so that they can change. Under the
+        write lock: the mapped lists are unmapped here, under any search still reading them."""
         if not self._mapped:
             return
         ivf = faiss.extract_index_ivf(self._cpu)
