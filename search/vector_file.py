@@ -141,6 +141,9 @@ class VectorFile:
             with open(path, "r+b") as handle:  # the map keeps its own descriptor
                 size = self._read_header(handle, collection_id, model, dim)
                 self._map = mmap.mmap(handle.fileno(), size)
+            # Re-ranking reads scattered rows: without this, each page fault reads ahead up to
+            # 128 KiB around it and the whole file soon sits in memory.
+            self._map.madvise(mmap.MADV_RANDOM)
         except OSError as error:
             raise VectorFileError(f"{path.name}: unreadable: {error.strerror}") from None
         ids_at, vectors_at, _ = _layout(dim, self.capacity)
