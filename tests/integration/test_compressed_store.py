@@ -240,8 +240,10 @@ def test_growth_past_compress_min_retrains_into_the_compressed_kind_without_paus
     thread = threading.Thread(target=searcher)
     try:
         first = writer.add(6000, dim=64)
+        store.release.set()  # the first build (IVF) passes the gate
         store.sync(collection)
-        store.wait_idle(timeout=300)  # the first IVF build is a retrain from flat
+        store.wait_idle(timeout=300)
+        store.release.clear()
         store.built.clear()
         assert store.info(collection, "m").kind == "ivf"
         thread.start()
