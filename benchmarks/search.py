@@ -17,6 +17,15 @@ memory-mapped, no vector re-added; the files are in the page cache, just written
 resident memory after ``--queries`` searches (``serving_rss_mb``).
 
     python -m benchmarks.search --sizes 100000,1000000 --queries 300
+
+``--store milvus`` also measures Milvus on the same vectors and queries, through the same
+``MilvusClient`` calls, index and search parameters the Milvus vector store uses, against a
+milvus-lite file by default (``--milvus-uri`` for a server). milvus-lite is a single-process,
+pure-Python Milvus that runs FAISS underneath: its figures say nothing about Milvus standalone or
+a distributed cluster (C++ segments, query nodes, GPUs), only that vizdex's calls work and what
+a laptop-sized local store costs.
+
+    python -m benchmarks.search --sizes 100000 --store milvus --milvus-index HNSW,FLAT
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +151,77 @@ def measure(
         rerank=index.spec.rerank,
     )
     return result, found
+
+
+def measure_milvus(
+    uri: str,
+    index_type: str,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    truth: np.ndarray,
+) -> Measurement:
+    """Milvus with one index type: build (insert, flush, load), then the same queries."""
+    from pymilvus import DataType, MilvusClient
+
+    from vizdex.search.milvus_store import FIELD_VECTOR, index_params, search_params
+
+    client = MilvusClient(uri=uri)
+    name = f"bench_{index_type.lower()}_{len(ids)}"
+    if client.has_collection(name):
+        client.drop_collection(name)
+    started = time.perf_counter()
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=vectors.shape[1])
+    params = client.prepare_index_params()
+    params.add_index(
+        field_name=FIELD_VECTOR,
+        index_type=index_type,
+        metric_type="IP",
+        params=index_params(index_type, vectors.shape[1], len(ids)),
+    )
+    client.create_collection(name, schema=schema, index_params=params)
+    for start in range(0, len(ids), 2000):
+        rows = [
+            {"id": int(i), FIELD_VECTOR: v.tolist()}
+            for i, v in zip(ids[start : start + 2000], vectors[start : start + 2000], strict=True)
+        ]
+        client.insert(name, rows)
+    client.flush(name)
+    client.release_collection(name)
+    client.load_collection(name)  # milvus-lite builds its segment indexes here
+    build_s = time.perf_counter() - started
+    search: dict[str, Any] = {"metric_type": "IP", "params": search_params(index_type, k)}
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    latencies = []
+    for row, query in enumerate(queries):
+        began = time.perf_counter()
+        result = client.search(name, data=[query.tolist()], limit=k, search_params=search)
+        latencies.append(time.perf_counter() - began)
+        hits = [int(hit["id"]) for hit in result[0]]
+        found[row, : len(hits)] = hits
+    began = time.perf_counter()
+    client.search(name, data=queries.tolist(), limit=k, search_params=search)
+    batch_s = time.perf_counter() - began
+    client.drop_collection(name)
+    client.close()
+    ms = np.asarray(latencies) * 1000
+    return Measurement(
+        size=len(ids),
+        kind=f"milvus-{index_type.lower()}",
+        device="lite" if uri.endswith(".db") else "server",
+        build_s=round(build_s, 2),
+        nlist=int(index_params(index_type, vectors.shape[1], len(ids)).get("nlist", 0)),
+        nprobe=int(search["params"].get("nprobe", 0)),
+        queries=len(queries),
+        qps_single=round(len(queries) / float(np.sum(latencies)), 1),
+        p50_ms=round(float(np.percentile(ms, 50)), 3),
+        p99_ms=round(float(np.percentile(ms, 99)), 3),
+        qps_batch=round(len(queries) / batch_s, 1),
+        recall_at_10=round(recall(found[:, :10], truth[:, :10]), 4),
+    )
 
 
 def build_while_serving(
@@ -254,6 +335,8 @@ def run(
     noise: float,
     rerank: int = 10,
     swap_interval_s: float = 0.02,
+    milvus_uri: str | None = None,
+    milvus_indexes: Sequence[str] = (),
 ) -> list[Measurement]:
     backend = IndexBackend.detect(device)
     results: list[Measurement] = []
@@ -310,15 +393,20 @@ def run(
             result.serving_anon_mb = serving_anon
             result.disk_mb = disk
             del compressed
-        del vectors
         print(json.dumps(asdict(result)), flush=True)
         results += [flat_result, ivf_result, result]
+        for index_type in milvus_indexes if milvus_uri else ():
+            assert milvus_uri is not None
+            measured = measure_milvus(milvus_uri, index_type, ids, vectors, queries, k, truth)
+            print(json.dumps(asdict(measured)), flush=True)
+            results.append(measured)
+        del vectors
     return results
 
 
 def print_table(results: Sequence[Measurement]) -> None:
     header = (
-        f"{'size':>10} {'index':>5} {'dev':>4} {'build s':>8} {'nlist':>6} {'nprobe':>6} "
+        f"{'size':>10} {'index':>15} {'dev':>6} {'build s':>8} {'nlist':>6} {'nprobe':>6} "
         f"{'q/s 1x1':>9} {'p50 ms':>8} {'p99 ms':>8} {'q/s batch':>10} {'recall@10':>9} "
         f"{'RSS MiB':>8}"
     )
@@ -326,7 +414,7 @@ def print_table(results: Sequence[Measurement]) -> None:
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.size:>10,} {r.kind:>5} {r.device:>4} {r.build_s:>8.1f} {r.nlist:>6} "
+            f"{r.size:>10,} {r.kind:>15} {r.device:>6} {r.build_s:>8.1f} {r.nlist:>6} "
             f"{r.nprobe:>6} {r.qps_single:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{r.qps_batch:>10.1f} {r.recall_at_10:>9.4f} {r.rss_mb:>8.0f}"
         )
@@ -365,7 +453,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="while the compressed index builds, IVF-Flat answers a query this often",
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--store", choices=("faiss", "milvus"), default="faiss", help="milvus: measure it too"
+    )
+    parser.add_argument(
+        "--milvus-uri",
+        default=None,
+        help="a Milvus server (http://host:19530); default a milvus-lite file in a temp folder",
+    )
+    parser.add_argument(
+        "--milvus-index", default="HNSW,FLAT", help="comma-separated Milvus index types"
+    )
     args = parser.parse_args(argv)
+    milvus_uri: str | None = None
+    folder = None
+    if args.store == "milvus":
+        folder = tempfile.TemporaryDirectory(prefix="vizdex-bench-milvus-")
+        milvus_uri = args.milvus_uri or os.path.join(folder.name, "bench.db")
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     print(
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -384,7 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.noise,
         args.rerank,
         args.swap_interval_ms / 1000,
+        milvus_uri,
+        [t.strip().upper() for t in args.milvus_index.split(",") if t.strip()],
     )
+    if folder is not None:
+        folder.cleanup()
     print()
     print_table(results)
     if args.json:

@@ -34,5 +34,6 @@ fi
 # vizdex 0.2 holds the old top-level packages (web, search, ...): build from a clean slate.
 rm -rf build
 # Not editable: the environment must work once the source tree is gone (the image drops it).
-# psycopg (the postgres extra) is small and lets the same image join the distributed profile.
-"$prefix/bin/pip" install ".[$variant,postgres]"
+# psycopg (the postgres extra) and pymilvus (the milvus extra, the client only) are small and let
+# the same image join the distributed profile, with FAISS or Milvus as its vector store.
+"$prefix/bin/pip" install ".[$variant,postgres,milvus]"

@@ -11,10 +11,10 @@ in the catalog's work queue instead, in chunks that ``QueueWorker``s (``vizdex w
 from vizdex.indexer.discovery import Inputs, discover, resolve_inputs, walk_folder
 from vizdex.indexer.duplicate_jobs import DuplicateJobs, JobFailedError, JobNotFinishedError
 from vizdex.indexer.job_view import JobFailureOut, JobOut, job_json, job_out
-from vizdex.indexer.jobs import INTERRUPTED, JobLocks, reap_interrupted
+from vizdex.indexer.jobs import INTERRUPTED, JobFinishedError, JobLocks, reap_interrupted
 from vizdex.indexer.pipeline import Indexer
 from vizdex.indexer.progress import ProgressCallback, ProgressSnapshot, TextProgress, render
-from vizdex.indexer.queue import QueueWorker, WorkerOptions
+from vizdex.indexer.queue import QueueWorker, WorkerOptions, cancel_job
 from vizdex.indexer.report import IngestReport, UploadOutcome
 from vizdex.indexer.serving import (
     FileNotSharedError,
@@ -42,6 +42,7 @@ __all__ = [
     "Inputs",
     "JobFailedError",
     "JobFailureOut",
+    "JobFinishedError",
     "JobLocks",
     "JobNotFinishedError",
     "JobOut",
@@ -54,6 +55,7 @@ __all__ = [
     "Upload",
     "UploadOutcome",
     "WorkerOptions",
+    "cancel_job",
     "discover",
     "job_json",
     "job_out",

@@ -125,6 +125,14 @@ class DuplicateJobs:
             ) from None
         return DuplicateScan.from_json(data)
 
+    def cancel(self, job_id: int) -> bool:
+        """Stop a scan of this process at its next batch; False if it is not ours."""
+        with self._guard:
+            event = self._cancels.get(job_id)
+        if event is not None:
+            event.set()
+        return event is not None
+
     def close(self) -> None:
         """Cancel queued and running scans and wait for them to stop."""
         with self._guard:
@@ -148,7 +156,7 @@ class DuplicateJobs:
         cancel: threading.Event,
     ) -> None:
         catalog = self._search.catalog
-        tracker = JobTracker(catalog, job.id, interval_s=self._flush_s)
+        tracker = JobTracker(catalog, job.id, interval_s=self._flush_s, cancel=cancel)
         state, error = JobState.FAILED, None
         reported = [0]
 
@@ -159,8 +167,9 @@ class DuplicateJobs:
             reported[0] = done
 
         try:  # from here on, whatever happens, the job is finished before this returns
+            if catalog.start_job(job.id).state is JobState.CANCELLED:
+                cancel.set()  # cancelled while it waited for its turn
             if not cancel.is_set():
-                catalog.set_job_state(job.id, JobState.RUNNING)
                 scan = self._search.duplicates.scan(
                     collection, options, progress=progress, cancelled=cancel.is_set
                 )

@@ -24,6 +24,13 @@ from vizdex.search import Catalog, JobFailure, JobRecord, JobState, move_aside
 
 log = logging.getLogger(__name__)
 
+
+class JobFinishedError(ConflictError):
+    """The job asked to stop already ended (done or failed): nothing is left to cancel."""
+
+    code = "job_finished"
+
+
 INTERRUPTED = (
     "interrupted: the process running this job stopped before it finished; "
     "running the same ingestion again resumes it"
@@ -226,9 +233,11 @@ class JobTracker:
         *,
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> None:
         self._catalog = catalog
         self._job_id = job_id
+        self._cancel = cancel  # set when a write finds the job cancelled (by another process)
         self._interval = interval_s
         self._clock = clock
         self._last = clock()
@@ -260,6 +269,8 @@ class JobTracker:
     def _record(
         self, total: int | None, done: int, skipped: int, failures: Sequence[JobFailure]
     ) -> None:
-        self._catalog.record_job_progress(
+        record = self._catalog.record_job_progress(
             self._job_id, total=total, done=done, skipped=skipped, failures=failures
         )
+        if record.state is JobState.CANCELLED and self._cancel is not None:
+            self._cancel.set()

@@ -408,7 +408,7 @@ class Indexer:
         with self._state_lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
         report = IngestReport(job_id=job.id, collection="")
-        tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
+        tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s, cancel=cancel)
         state, error, disk_full = JobState.FAILED, None, False
         started = time.monotonic()
 
@@ -420,8 +420,9 @@ class Indexer:
         try:  # from here on, whatever happens, the job is finished before this returns
             collection = self._catalog.get_collection_by_id(job.collection_id)
             report.collection = collection.name
+            if self._catalog.start_job(job.id).state is JobState.CANCELLED:
+                cancel.set()  # cancelled while it waited for its turn
             if not cancel.is_set():
-                self._catalog.set_job_state(job.id, JobState.RUNNING)
                 if reaped:
                     log.info("job %d resumes interrupted jobs %s", job.id, list(reaped))
                 self._execute(collection, request, report, tracker, cancel, on_batch)

@@ -18,14 +18,21 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vizdex.indexer.jobs import JobTracker
+from vizdex.indexer.jobs import JobFinishedError, JobTracker
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.indexer.storage import DataStore
-from vizdex.search import Catalog, ClaimedItem, CollectionRecord, JobFailure, JobRecord
+from vizdex.search import (
+    Catalog,
+    ClaimedItem,
+    CollectionRecord,
+    JobFailure,
+    JobRecord,
+    JobState,
+)
 
 if TYPE_CHECKING:
     from vizdex.indexer.report import IngestReport
@@ -115,15 +122,28 @@ def request_for(claimed: ClaimedItem, store: DataStore) -> IngestRequest | None:
     )
 
 
-def drop_spool(store: DataStore, claimed: ClaimedItem) -> None:
-    """Removes the chunk's spooled uploads once it is over (its job keeps the outcome)."""
-    folders = {str(entry["file"]).rsplit("/", 1)[0] for entry in claimed.payload.get("uploads", [])}
-    for entry in claimed.payload.get("uploads", []):
+def drop_spool(store: DataStore, payload: Mapping[str, Any]) -> None:
+    """Removes a chunk's spooled uploads once it is over or dropped (its job keeps the outcome)."""
+    uploads = payload.get("uploads", [])
+    folders = {str(entry["file"]).rsplit("/", 1)[0] for entry in uploads}
+    for entry in uploads:
         store.resolve(str(entry["file"])).unlink(missing_ok=True)
     for folder in folders:
         path = store.resolve(folder)
         if path.is_dir() and not any(path.iterdir()):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def cancel_job(catalog: Catalog, store: DataStore, job_id: int) -> JobRecord:
+    """Cancels a job wherever it runs (``Catalog.cancel_job``); the uploads its waiting chunks
+    had spooled go at once (a running chunk's go when its worker stops on it). A job that already
+    ended is a ``JobFinishedError``; cancelling a cancelled job again is harmless."""
+    job, dropped = catalog.cancel_job(job_id)
+    if job.state in (JobState.DONE, JobState.FAILED):
+        raise JobFinishedError(f"job {job_id} already ended ({job.state.value}): nothing to cancel")
+    for payload in dropped:
+        drop_spool(store, payload)
+    return job
 
 
 class ChunkTracker(JobTracker):
@@ -145,7 +165,7 @@ class ChunkTracker(JobTracker):
         super().__init__(catalog, claimed.job_id, interval_s=interval_s)
         self._item = claimed.id
         self._owner = owner
-        self._cancel = cancel
+        self._lost = cancel
 
     def set_total(self, total: int) -> None:
         """The job's total was set when it was queued; a chunk knows only its own share."""
@@ -156,7 +176,7 @@ class ChunkTracker(JobTracker):
         if not self._catalog.record_item_progress(
             self._item, self._owner, done=done, skipped=skipped, failures=failures
         ):
-            self._cancel.set()
+            self._lost.set()
 
 
 @dataclass
@@ -201,6 +221,9 @@ class QueueWorker:
                     break
                 stop.wait(self.options.poll_s)
                 continue
+            if claimed.cancelled:  # its job was cancelled while nobody held it
+                drop_spool(self._store, claimed.payload)
+                continue
             self.work_on(claimed, stop)
         return self.chunks_run
 
@@ -236,7 +259,7 @@ class QueueWorker:
             return
         job = self._catalog.finish_work(claimed.id, self.name, failed=failed, error=error)
         if job is not None:
-            drop_spool(self._store, claimed)
+            drop_spool(self._store, claimed.payload)
             if job.state.finished:
                 log.info("job %d is %s", job.id, job.state.value)
 

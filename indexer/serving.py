@@ -21,9 +21,10 @@ from vizdex.core.errors import UnavailableError, VizdexError
 from vizdex.encoders.base import Encoder
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
+from vizdex.indexer.duplicate_jobs import DuplicateJobs
 from vizdex.indexer.job_view import JobOut, job_out
 from vizdex.indexer.pipeline import Indexer
-from vizdex.indexer.queue import WorkerOptions
+from vizdex.indexer.queue import WorkerOptions, cancel_job
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.storage import DataStore
 from vizdex.search import (
@@ -50,7 +51,7 @@ def open_indexer(
     this server works the queue too unless ``settings.serve_worker`` is off.
     """
     queue = search.catalog.engine.dialect.name == "postgresql"
-    indexer = Indexer(search.catalog, search.indexes, models, settings, images, queue=queue)
+    indexer = Indexer(search.catalog, search.writer_indexes, models, settings, images, queue=queue)
     indexer.start_reaper(REAP_INTERVAL_S)
     if queue and settings.serve_worker:
         indexer.start_queue_worker(WorkerOptions(lease_s=settings.worker_lease_s))
@@ -157,9 +158,27 @@ class ImageFiles:
 
 
 class JobsService:
-    def __init__(self, search: SearchService, indexer: Indexer | None = None) -> None:
+    def __init__(
+        self,
+        search: SearchService,
+        indexer: Indexer | None = None,
+        duplicates: DuplicateJobs | None = None,
+    ) -> None:
         self._search = search
         self._indexer = indexer
+        self._duplicates = duplicates
+
+    def cancel(self, job_id: int) -> JobOut:
+        """Stops a job, whichever process runs it (see ``cancel_job``): one this server runs
+        stops after its current batch, a queued one's waiting chunks at once."""
+        indexer = self._indexer
+        if indexer is None:
+            raise UnavailableError("the service is starting; retry shortly", code="starting")
+        cancel_job(self._search.catalog, indexer.store, job_id)
+        # Ours: stop now rather than at the job's next progress write.
+        if not indexer.cancel(job_id) and self._duplicates is not None:
+            self._duplicates.cancel(job_id)
+        return self.describe(job_id)
 
     def describe(self, job_id: int) -> JobOut:
         """The job with its collection's name (None once the collection was deleted). A job

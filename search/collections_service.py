@@ -47,9 +47,9 @@ class CollectionsService:
         """One collection with its image count and each model's index (kind, vectors, dims)."""
         record = self._search.get_collection(name)
         count = self._search.catalog.count_images(record.id)
-        indexes = self._search.indexes
+        store = self._search.store  # FAISS or Milvus: whichever answers the searches
         return CollectionSummary(
-            record, count, tuple(indexes.info(record, model) for model in record.models)
+            record, count, tuple(store.info(record, model) for model in record.models)
         )
 
     def image_counts(self) -> dict[str, int]:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from vizdex.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from vizdex.core.errors import (
+    CapabilityError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 
 
 class CollectionNotFoundError(NotFoundError):
@@ -62,3 +68,16 @@ class NotCaughtUpError(UnavailableError):
 
     code = "not_caught_up"
     retry_after = 1  # seconds: replicas follow the change feed every second
+
+
+class VectorStoreUnavailableError(UnavailableError):
+    """The external vector store (Milvus) cannot be reached or refused an operation."""
+
+    code = "vector_store_unavailable"
+
+
+class IndexTypeRefusedError(CapabilityError):
+    """A vector index type this vector store cannot really build (e.g. a GPU index on
+    milvus-lite, which would silently search without it)."""
+
+    code = "index_type_refused"

@@ -68,13 +68,19 @@ class IndexBackend:
 
     @classmethod
     def detect(cls, device: str = "auto") -> IndexBackend:
+        available = cls.check(device)
+        return cls(use_gpu=available and device != "cpu")
+
+    @staticmethod
+    def check(device: str) -> bool:
+        """Whether FAISS sees a GPU; raises if ``device`` asks for one it cannot have."""
         available = gpu_available()
         if device == "gpu" and not available:
             raise UnavailableError(
                 "VIZDEX_INDEX_DEVICE=gpu, but FAISS has no GPU support or sees no GPU "
                 "(install the faiss GPU build, or use auto/cpu)"
             )
-        return cls(use_gpu=available and device != "cpu")
+        return available
 
     @property
     def name(self) -> str:

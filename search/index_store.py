@@ -170,15 +170,23 @@ class IndexStore:
 
     # -- updates -------------------------------------------------------------------------------
 
-    def sync(self, collection: CollectionRecord, *, wait: bool = True) -> None:
+    def sync(
+        self, collection: CollectionRecord, *, wait: bool = True, timeout_s: float | None = None
+    ) -> None:
         """Brings every index of the collection up to the catalog's current position.
 
         With ``wait=False`` an index whose writer is busy is skipped: that writer is applying the
         same changes (this is what queries use, so they never queue behind a retrain's swap).
+        ``timeout_s`` bounds the wait for a busy writer; the index is then skipped as well.
         """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for model in collection.models:
             slot = self._slot(collection, model)
-            if not slot.mutex.acquire(blocking=wait):
+            if wait and deadline is not None:
+                acquired = slot.mutex.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            else:
+                acquired = slot.mutex.acquire(blocking=wait)
+            if not acquired:
                 continue
             try:
                 self._replay.apply_changes(slot)
@@ -375,7 +383,9 @@ class IndexStore:
         while True:
             if all(self._slot(collection, model).seq >= min_seq for model in collection.models):
                 return True
-            self.sync(collection)  # waits for a busy writer: it may be applying just that seq
+            # Waits for a busy writer (it may be applying just that seq), but not past the
+            # deadline: a long retrain swap or replay must not hold the request up unbounded.
+            self.sync(collection, timeout_s=deadline - time.monotonic())
             if all(self._slot(collection, model).seq >= min_seq for model in collection.models):
                 return True
             remaining = deadline - time.monotonic()

@@ -154,6 +154,26 @@ class EmbeddingTombstone(Base):
     deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VectorStorePosition(Base):
+    """How far an external vector store (Milvus) has applied one collection's change feed for one
+    model: its follower's watermark, written after each batch it applied, resumed from on start.
+
+    ``store`` names the target (its URI or lite file), so two Milvus deployments following one
+    catalog keep separate positions. ``index_type`` is the collection's Milvus index type.
+    """
+
+    __tablename__ = "vector_store_positions"
+
+    store: Mapped[str] = mapped_column(String(300), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    index_type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (

@@ -40,6 +40,16 @@ class SearchResult:
     fused: bool = False
 
 
+@dataclass
+class Ranked:
+    """One model's ranked, filtered hits for one query, best first, with their catalog rows:
+    what a vector store answers (``vector_store.VectorStore.rank``)."""
+
+    hits: list[tuple[int, float]]  # (image id, cosine similarity)
+    images: dict[int, ImageRecord]
+    approximate: bool
+
+
 @dataclass(frozen=True)
 class SimilarityMatrix:
     model: str

@@ -1,15 +1,17 @@
-"""Ranked, filtered pages of hits from a collection's indexes, for one model or fused over several.
+"""Ranked, filtered pages of hits, for one model or fused over several.
 
-Filtered searches first over-fetch from the index and filter in SQL; if a filter is so selective
-that this does not fill the page, the matching ids come from SQL and only they are searched. Both
-are exact on a flat index, because each ends with every candidate seen or with the page filled
-from a ranked list.
+``Ranker`` turns one model's ranked hits (from whichever vector store answers) into pages and
+fuses several models' lists. ``IndexRanking`` is how the local FAISS indexes rank: filtered
+searches first over-fetch from the index and filter in SQL; if a filter is so selective that this
+does not fill the page, the matching ids come from SQL and only they are searched. Both are exact
+on a flat index, because each ends with every candidate seen or with the page filled from a ranked
+list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -17,18 +19,23 @@ from vizdex.search.catalog import Catalog
 from vizdex.search.errors import InvalidQueryError
 from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index_store import IndexStore
-from vizdex.search.queries import SearchHit, SearchOptions, SearchResult
+from vizdex.search.queries import Ranked, SearchHit, SearchOptions, SearchResult
 from vizdex.search.records import CollectionRecord, ImageRecord
 from vizdex.search.settings import QuerySettings
 
 
-@dataclass
-class _Ranked:
-    """One model's ranked, filtered hits for one query."""
+class RankSource(Protocol):
+    """Where one model's ranked hits come from: a vector store."""
 
-    hits: list[tuple[int, float]]
-    images: dict[int, ImageRecord]
-    approximate: bool
+    def rank(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        query: np.ndarray,
+        need: int,
+        options: SearchOptions,
+        exclude: frozenset[int],
+    ) -> Ranked: ...
 
 
 def unit(vector: np.ndarray, *, what: str) -> np.ndarray:
@@ -42,11 +49,10 @@ def unit(vector: np.ndarray, *, what: str) -> np.ndarray:
 
 
 class Ranker:
-    """Turns query vectors into pages of hits: index search, then the catalog's rows and filters."""
+    """Turns query vectors into pages of hits, from one model's ranking or several fused."""
 
-    def __init__(self, catalog: Catalog, indexes: IndexStore, settings: QuerySettings) -> None:
-        self._catalog = catalog
-        self._indexes = indexes
+    def __init__(self, source: RankSource, settings: QuerySettings) -> None:
+        self._source = source
         self._settings = settings
 
     def single(
@@ -59,7 +65,8 @@ class Ranker:
         exclude: frozenset[int],
     ) -> SearchResult:
         need = options.offset + options.k
-        ranked = self._rank(collection, model, unit(vector, what="query"), need, options, exclude)
+        query = unit(vector, what="query")
+        ranked = self._source.rank(collection, model, query, need, options, exclude)
         page = ranked.hits[options.offset : need]
         hits = [
             SearchHit(
@@ -91,7 +98,9 @@ class Ranker:
         need = options.offset + options.k
         depth = max(need, self._settings.rrf_depth)
         ranked = {
-            name: self._rank(collection, name, unit(vector, what="query"), depth, options, exclude)
+            name: self._source.rank(
+                collection, name, unit(vector, what="query"), depth, options, exclude
+            )
             for name, vector in queries.items()
         }
         fused = reciprocal_rank_fusion(
@@ -123,7 +132,16 @@ class Ranker:
             fused=True,
         )
 
-    def _rank(
+
+class IndexRanking:
+    """Ranks with the local FAISS indexes, filtering their candidates with the catalog's rows."""
+
+    def __init__(self, catalog: Catalog, indexes: IndexStore, settings: QuerySettings) -> None:
+        self._catalog = catalog
+        self._indexes = indexes
+        self._settings = settings
+
+    def rank(
         self,
         collection: CollectionRecord,
         model: str,
@@ -131,7 +149,7 @@ class Ranker:
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
-    ) -> _Ranked:
+    ) -> Ranked:
         """The best ``need`` hits of one model that pass the filters, exclusions and min_score."""
         filters = (
             options.filters if options.filters is not None and options.filters.active else None
@@ -173,7 +191,7 @@ class Ranker:
                     fetch, exhaustive = len(allowed), True
                     continue
             fetch = min(fetch * 4, out.count + len(exclude))
-        return _Ranked(hits=hits, images=images, approximate=out.approximate)
+        return Ranked(hits=hits, images=images, approximate=out.approximate)
 
     def _accept(
         self,

@@ -36,6 +36,7 @@ from vizdex.search.ranking import Ranker
 from vizdex.search.records import AddedImage, CollectionRecord, ImageRecord, NewImage
 from vizdex.search.settings import QuerySettings, SearchSettings
 from vizdex.search.similarity import DEFAULT_LOGIT_SCALE, cosine_matrix, text_probabilities
+from vizdex.search.vector_store import FaissVectorStore, VectorStore, open_vector_store
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -68,7 +69,11 @@ __all__ = [
 
 
 class SearchService:
-    """Owns the catalog and the indexes for a process; shared by the web app and the CLI."""
+    """Owns the catalog and the vector store for a process; shared by the web app and the CLI.
+
+    Searches go through ``store`` (the local FAISS indexes by default, or Milvus). ``indexes``,
+    the local FAISS index store, stays for what only it answers (near-duplicate range searches).
+    """
 
     def __init__(
         self,
@@ -76,35 +81,49 @@ class SearchService:
         indexes: IndexStore,
         encoders: Mapping[str, Encoder],
         settings: QuerySettings | None = None,
+        *,
+        store: VectorStore | None = None,
     ) -> None:
         self._catalog = catalog
         self._indexes = indexes
         self._encoders = dict(encoders)
         self._settings = settings or QuerySettings()
-        self._ranker = Ranker(catalog, indexes, self._settings)
+        self._store = store or FaissVectorStore(catalog, indexes, self._settings)
+        self._ranker = Ranker(self._store, self._settings)
 
     @classmethod
     def open(cls, settings: SearchSettings, encoders: Mapping[str, Encoder]) -> SearchService:
-        """Opens the catalog (refusing an out-of-date schema) and its index store."""
+        """Opens the catalog (refusing an out-of-date schema), its index store and the vector
+        store ``VIZDEX_VECTOR_STORE`` names."""
         catalog = Catalog.open(settings.catalog)
-        return cls(catalog, IndexStore(catalog, settings.index), encoders, settings.query)
+        indexes = IndexStore(catalog, settings.index)
+        try:
+            store = open_vector_store(catalog, indexes, settings.index, settings.query)
+        except BaseException:
+            indexes.close(snapshot=False)
+            catalog.close()
+            raise
+        return cls(catalog, indexes, encoders, settings.query, store=store)
 
     def warm_up(self) -> None:
         """Loads or rebuilds every index now, so the first query does not pay for it."""
         for collection in self._catalog.list_collections():
-            self._indexes.open_collection(collection)
+            self._store.open_collection(collection)
 
     def close(self) -> None:
+        self._store.close()
         self._indexes.close()
         self._catalog.close()
 
     def follow_other_writers(self, interval_s: float) -> bool:
         """On a shared catalog (PostgreSQL: replicas and workers write too), keep the indexes
-        caught up with the change feed every ``interval_s``, not only when a query comes.
+        caught up with the change feed every ``interval_s``, not only when a query comes; and
+        always with Milvus (its follower applies this process's writes too).
         Returns whether it does (an embedded SQLite catalog has this process as its writer)."""
-        if self._catalog.engine.dialect.name != "postgresql":
+        shared = self._catalog.engine.dialect.name == "postgresql"
+        if not shared and isinstance(self._store, FaissVectorStore):
             return False
-        self._indexes.start_following(interval_s)
+        self._store.start_following(interval_s)
         return True
 
     @property
@@ -114,6 +133,16 @@ class SearchService:
     @property
     def indexes(self) -> IndexStore:
         return self._indexes
+
+    @property
+    def store(self) -> VectorStore:
+        return self._store
+
+    @property
+    def writer_indexes(self) -> IndexStore | None:
+        """The index store an indexer in this process updates after its writes: the local FAISS
+        indexes when they answer searches; None with Milvus (its follower applies the feed)."""
+        return self._indexes if isinstance(self._store, FaissVectorStore) else None
 
     @property
     def duplicates(self) -> DuplicateFinder:
@@ -163,7 +192,8 @@ class SearchService:
 
     def delete_collection(self, name: str) -> CollectionRecord:
         record = self._catalog.delete_collection(name)
-        self._indexes.drop_collection(record.id)
+        self._store.drop_collection(record.id)
+        self._indexes.drop_collection(record.id)  # idempotent: the FAISS store did it already
         return record
 
     # -- read-your-writes ----------------------------------------------------------------------
@@ -190,7 +220,7 @@ class SearchService:
                 head_seq=head,
             )
         wait_s = self._settings.catch_up_wait_s
-        if not self._indexes.reach(record, min_seq, wait_s):
+        if not self._store.reach(record, min_seq, wait_s):
             raise NotCaughtUpError(
                 f"this replica has not caught up with sequence number {min_seq} of collection "
                 f"{collection!r} within {wait_s:g} s (the catalog is at {head}); retry",
@@ -201,7 +231,7 @@ class SearchService:
     def lag(self) -> list[tuple[CollectionRecord, int | None]]:
         """Each collection with the sequence number this process's indexes have applied
         (None while none of its indexes is loaded)."""
-        applied = self._indexes.applied_seqs()
+        applied = self._store.applied_seqs()
         return [(record, applied.get(record.id)) for record in self._catalog.list_collections()]
 
     # -- writes --------------------------------------------------------------------------------
@@ -218,20 +248,22 @@ class SearchService:
                         f"{np.asarray(vector).size}"
                     )
         outcomes = self._catalog.add_images(record.id, items)
-        self._indexes.sync(record)
+        self._store.sync(record)
         return outcomes
 
     def delete_images(self, collection: str, image_ids: Sequence[int]) -> list[int]:
         record = self._catalog.get_collection(collection)
         deleted = self._catalog.delete_images(record.id, image_ids)
-        self._indexes.sync(record)
+        self._store.sync(record)
         return deleted
 
     def update_metadata(
         self, collection: str, image_id: int, metadata: Mapping[str, object]
     ) -> ImageRecord:
         record = self._catalog.get_collection(collection)
-        return self._catalog.update_image(record.id, image_id, metadata=metadata)
+        image = self._catalog.update_image(record.id, image_id, metadata=metadata)
+        self._store.metadata_changed(record, [image_id])
+        return image
 
     # -- model choice --------------------------------------------------------------------------
 
@@ -378,7 +410,7 @@ class SearchService:
         array = np.asarray(vector, dtype=np.float32)
         if array.ndim != 1:
             raise InvalidQueryError("the query vector must be one flat list of numbers")
-        dim = self._indexes.dim(record, name)
+        dim = self._store.dim(record, name)
         if dim is None and name in self._encoders:
             dim = self._encoders[name].dim
         if dim is not None and array.shape[0] != dim:

@@ -11,6 +11,8 @@ from vizdex.core.env import data_dir_from_env, env_str, read_settings, setting
 from vizdex.core.errors import InvalidInputError
 
 INDEX_DEVICES = ("auto", "cpu", "gpu")
+# Milvus index types vizdex builds: CPU ones, and GPU ones for a Milvus with GPUs (never lite).
+MILVUS_INDEX_TYPES = ("flat", "ivf_flat", "hnsw", "gpu_cagra", "gpu_ivf_pq")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
 
 
@@ -60,6 +62,13 @@ class IndexSettings:
     memory-mapped file (``VIZDEX_INDEX_COMPRESS_MIN``; 0 turns compression off).
     ``rerank``: how many candidates per hit a compressed index re-scores
     (``VIZDEX_INDEX_RERANK``).
+
+    ``vector_store``: ``faiss`` (local indexes), ``milvus://host:19530`` or a milvus-lite
+    ``.db`` file (``VIZDEX_VECTOR_STORE``). ``milvus_index``: the index type a new Milvus
+    collection gets (``VIZDEX_MILVUS_INDEX``; ``vizdex reindex --index-type`` sets one per
+    collection). ``milvus_batch``: sequence numbers the Milvus follower applies per batch
+    (``VIZDEX_MILVUS_BATCH``). ``milvus_token``: ``user:password`` or an API key for a secured
+    Milvus (``VIZDEX_MILVUS_TOKEN``).
     """
 
     directory: Path
@@ -70,6 +79,10 @@ class IndexSettings:
     device: str = setting("INDEX_DEVICE", "auto", choices=INDEX_DEVICES)
     compress_min: int = setting("INDEX_COMPRESS_MIN", 1_000_000, minimum=0)
     rerank: int = setting("INDEX_RERANK", 10, minimum=1)
+    vector_store: str = setting("VECTOR_STORE", "faiss")
+    milvus_index: str = setting("MILVUS_INDEX", "hnsw", choices=MILVUS_INDEX_TYPES)
+    milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)
+    milvus_token: str = setting("MILVUS_TOKEN", "")
     sync_on_query: bool = True
     seed: int = 0
 

@@ -144,7 +144,7 @@ def _api_areas(limits: LimitSettings) -> list[Router]:
             upload(uploads.upload_images),
         ),
         area("duplicates", duplicates.find_duplicates, duplicates.duplicates_result),
-        area("jobs", jobs.get_job),
+        area("jobs", jobs.get_job, jobs.cancel_job),
     ]
 
 

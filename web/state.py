@@ -64,7 +64,7 @@ class ServiceState:
 
     @property
     def jobs(self) -> JobsService:
-        return JobsService(self.search, self.indexer_service)
+        return JobsService(self.search, self.indexer_service, self.duplicate_jobs_service)
 
     @property
     def files(self) -> ImageFiles:

@@ -12,6 +12,7 @@ One room per concern, each a part of ``Catalog``:
 - ``vectors``: vectors and tombstones by sequence number, what indexes replay;
 - ``jobs``: ingestion jobs;
 - ``queue``: the work queue: jobs in chunks that workers claim under a lease;
+- ``positions``: how far external vector stores (Milvus) have applied the change feed;
 - ``rows``: rows to records and back, built from the records' fields.
 
 The parts are mixins over ``CatalogSession`` rather than objects a facade delegates to: every
@@ -24,12 +25,13 @@ from __future__ import annotations
 from vizdex.search.catalog.collections import COLLECTION_NAME, CollectionsPart
 from vizdex.search.catalog.images import ImagesPart
 from vizdex.search.catalog.jobs import MAX_JOB_FAILURES, JobsPart
+from vizdex.search.catalog.positions import PositionsPart, StorePosition
 from vizdex.search.catalog.queue import ClaimedItem, QueuePart
 from vizdex.search.catalog.session import CHUNK, CatalogSession
 from vizdex.search.catalog.vectors import VectorsPart
 
 
-class Catalog(CollectionsPart, ImagesPart, VectorsPart, JobsPart, QueuePart):
+class Catalog(CollectionsPart, ImagesPart, VectorsPart, JobsPart, QueuePart, PositionsPart):
     """Typed access to the catalog database; safe to share between threads."""
 
 
@@ -40,4 +42,5 @@ __all__ = [
     "Catalog",
     "CatalogSession",
     "ClaimedItem",
+    "StorePosition",
 ]

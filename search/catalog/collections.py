@@ -20,6 +20,7 @@ from vizdex.search.models import (
     EmbeddingTombstone,
     Image,
     Job,
+    VectorStorePosition,
     WorkItem,
 )
 from vizdex.search.records import CollectionRecord
@@ -93,7 +94,7 @@ class CollectionsPart(CatalogSession):
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             record = collection_record(row)
             # Explicit child deletes: correct even where the backend does not enforce cascades.
-            for table in (Embedding, EmbeddingTombstone, WorkItem, Job, Image):
+            for table in (Embedding, EmbeddingTombstone, VectorStorePosition, WorkItem, Job, Image):
                 session.execute(delete(table).where(table.collection_id == row.id))
             session.delete(row)
         return record

@@ -31,8 +31,13 @@ def add_progress(
     done: int = 0,
     skipped: int = 0,
     failures: Sequence[JobFailure] = (),
+    chunk: int | None = None,
 ) -> None:
-    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure)."""
+    """Adds to a locked job row's counters (``done``, ``skipped``, one ``failed`` per failure).
+
+    ``chunk``: the queue chunk the failures come from, kept with each so that a chunk taken over
+    from a dead worker can take its share out again (``forget_chunk_failures``).
+    """
     if total is not None:
         row.total = max(0, total)
     row.done += max(0, done)
@@ -40,10 +45,20 @@ def add_progress(
     row.failed += len(failures)
     room = MAX_JOB_FAILURES - len(row.failures)
     if failures and room > 0:
+        tag = {} if chunk is None else {"chunk": chunk}
         row.failures = [
             *row.failures,
-            *({"item": f.item, "code": f.code, "message": f.message} for f in failures[:room]),
+            *(
+                {"item": f.item, "code": f.code, "message": f.message, **tag}
+                for f in failures[:room]
+            ),
         ]
+
+
+def forget_chunk_failures(row: Job, chunk: int) -> None:
+    """Takes one chunk's failures out of a locked job row's list (not its counters)."""
+    if any(failure.get("chunk") == chunk for failure in row.failures):
+        row.failures = [failure for failure in row.failures if failure.get("chunk") != chunk]
 
 
 class JobsPart(CatalogSession):
@@ -106,6 +121,18 @@ class JobsPart(CatalogSession):
             add_progress(row, total=total, done=done, skipped=skipped, failures=failures)
             row.updated_at = utcnow()
             session.flush()
+            return job_record(row)
+
+    def start_job(self, job_id: int) -> JobRecord:
+        """A pending job becomes running; any other state (cancelled while it waited) stays."""
+        with self._write() as session:
+            row = _locked_job(session, job_id)
+            if row is None:
+                raise JobNotFoundError(f"job {job_id} does not exist")
+            if row.state == JobState.PENDING.value:
+                row.state = JobState.RUNNING.value
+                row.updated_at = utcnow()
+                session.flush()
             return job_record(row)
 
     def set_job_state(self, job_id: int, state: JobState, *, error: str | None = None) -> JobRecord:

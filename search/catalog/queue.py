@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from vizdex.search.catalog.jobs import add_progress
+from vizdex.search.catalog.jobs import add_progress, forget_chunk_failures
 from vizdex.search.catalog.rows import job_record
 from vizdex.search.catalog.session import CatalogSession
 from vizdex.search.errors import JobNotFoundError
@@ -55,6 +55,9 @@ class ClaimedItem:
     payload: Mapping[str, Any]
     attempts: int
     resumed: bool  # another worker held it before and stopped (died) part-way
+    # Its job was cancelled while its worker was gone: nothing to run, but its spooled uploads
+    # can go (the chunk is now ``cancelled``, owned by nobody).
+    cancelled: bool = False
 
 
 def _now(session: Session) -> datetime:
@@ -71,6 +74,19 @@ def _locked_job(session: Session, job_id: int) -> Job:
     if job is None:
         raise JobNotFoundError(f"job {job_id} does not exist")
     return job
+
+
+def _claimed(row: WorkItem, *, resumed: bool, cancelled: bool = False) -> ClaimedItem:
+    return ClaimedItem(
+        id=row.id,
+        job_id=row.job_id,
+        collection_id=row.collection_id,
+        position=row.position,
+        payload=dict(row.payload),
+        attempts=row.attempts,
+        resumed=resumed,
+        cancelled=cancelled,
+    )
 
 
 class QueuePart(CatalogSession):
@@ -137,14 +153,16 @@ class QueuePart(CatalogSession):
             resumed = row.state == ItemState.RUNNING
             job = _locked_job(session, row.job_id)
             if resumed:
-                # Start the chunk's count over: the dead worker's share leaves the job's counters.
+                # Start the chunk's count over: the dead worker's share leaves the job's counters
+                # and its list of failures (the new owner meets the same files again).
                 job.done -= row.done
                 job.skipped -= row.skipped
                 job.failed -= row.failed
                 row.done = row.skipped = row.failed = 0
+                forget_chunk_failures(job, row.id)
             if job.state == JobState.CANCELLED.value:
                 row.state, row.owner, row.lease_until = ItemState.CANCELLED, None, None
-                return None
+                return _claimed(row, resumed=resumed, cancelled=True)
             if row.attempts >= MAX_ATTEMPTS:
                 row.state, row.lease_until = ItemState.FAILED, None
                 row.error = (
@@ -161,15 +179,7 @@ class QueuePart(CatalogSession):
             if job.state == JobState.PENDING.value:
                 job.state = JobState.RUNNING.value
                 job.updated_at = now
-            return ClaimedItem(
-                id=row.id,
-                job_id=row.job_id,
-                collection_id=row.collection_id,
-                position=row.position,
-                payload=dict(row.payload),
-                attempts=row.attempts,
-                resumed=resumed,
-            )
+            return _claimed(row, resumed=resumed)
 
     def renew_lease(self, item_id: int, owner: str, *, lease_s: float) -> bool:
         """Extends the lease; False if the chunk is no longer ours or its job was cancelled."""
@@ -213,7 +223,7 @@ class QueuePart(CatalogSession):
             row.skipped += max(0, skipped)
             row.failed += len(failures)
             job = _locked_job(session, row.job_id)
-            add_progress(job, done=done, skipped=skipped, failures=failures)
+            add_progress(job, done=done, skipped=skipped, failures=failures, chunk=row.id)
             job.updated_at = utcnow()
         return True
 
@@ -249,8 +259,14 @@ class QueuePart(CatalogSession):
                 .execution_options(synchronize_session=False)
             )
 
-    def cancel_queued_job(self, job_id: int) -> JobRecord:
-        """Cancels a queued job: its waiting chunks at once, running ones at their heartbeat."""
+    def cancel_job(self, job_id: int) -> tuple[JobRecord, list[Mapping[str, Any]]]:
+        """Marks a job cancelled, whichever process runs it; a finished job is left as it is.
+
+        A queued job's waiting chunks end at once, running ones at their worker's heartbeat; a
+        job run inside one process (an embedded server, a shell's ``vizdex ingest``) stops when
+        that process next records progress. Returns the job and the payloads of the chunks it
+        dropped (their spooled uploads can go).
+        """
         with self._write() as session:
             # Lock order everywhere: the job's chunks, then the job.
             items = session.scalars(
@@ -261,15 +277,17 @@ class QueuePart(CatalogSession):
             ).all()
             job = _locked_job(session, job_id)
             if JobState(job.state).finished:
-                return job_record(job)
+                return job_record(job), []
             now = _now(session)
+            dropped: list[Mapping[str, Any]] = []
             for item in items:
                 if item.state == ItemState.QUEUED:
                     item.state, item.updated_at = ItemState.CANCELLED, now
+                    dropped.append(dict(item.payload))
             job.state = JobState.CANCELLED.value
             job.updated_at = job.finished_at = now
             session.flush()
-            return job_record(job)
+            return job_record(job), dropped
 
     def queued_job_ids(self, job_ids: Sequence[int]) -> set[int]:
         """Those of ``job_ids`` that run through the queue (their lease, not a process, decides

@@ -134,7 +134,9 @@ def job_record(row: Job) -> JobRecord:
         done=row.done,
         skipped=row.skipped,
         failed=row.failed,
-        failures=tuple(JobFailure(**failure) for failure in row.failures),
+        failures=tuple(
+            JobFailure(item=f["item"], code=f["code"], message=f["message"]) for f in row.failures
+        ),
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.image_corpus import encode, photo_like
 from vizdex.cli.main import main
+from vizdex.search import gpu_available
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,21 @@ def test_serve_without_its_model_says_which_and_how(tmp_path: Path) -> None:
     line = one_line(out.stderr)
     assert line.startswith("vizdex: error: model 'openai/clip-vit-base-patch32' could not be found")
     assert "VIZDEX_MODELS=" in line
+
+
+@pytest.mark.skipif(gpu_available(), reason="FAISS sees a GPU here: the GPU index device is valid")
+def test_serve_on_a_gpu_index_without_one_is_one_line(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    env = {
+        "VIZDEX_MODELS": str(tiny_clip_dir),
+        "VIZDEX_DATA_DIR": str(tmp_path / "data"),
+        "VIZDEX_INDEX_DEVICE": "gpu",
+    }
+    out = vizdex("serve", "--port", "0", env=env)
+    assert out.returncode == 2
+    line = one_line(out.stderr)
+    assert line.startswith("vizdex: error: VIZDEX_INDEX_DEVICE=gpu, but FAISS has no GPU")
+    assert "auto/cpu" in line
+    assert not (tmp_path / "data").exists()  # checked before anything was written
 
 
 def test_serve_on_a_taken_port_is_one_line(tiny_clip_dir: Path, tmp_path: Path) -> None:

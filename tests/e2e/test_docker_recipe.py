@@ -329,8 +329,10 @@ def test_compose_matches_the_dockerfile() -> None:
         mounts = [m.split(":") for m in service["volumes"]]
         named = {target: source for source, target, *_ in mounts if source in compose["volumes"]}
         assert sorted(named) == sorted(volumes), "both image volumes get a named volume"
-        # Every named volume but the cluster profile's PostgreSQL data, which is the database's.
-        assert set(named.values()) == set(compose["volumes"]) - {"vizdex-postgres"}
+        # Every named volume but the databases' own: the cluster profile's PostgreSQL, the
+        # milvus profile's Milvus, etcd and MinIO.
+        theirs = {"vizdex-postgres", "vizdex-milvus", "vizdex-etcd", "vizdex-minio"}
+        assert set(named.values()) == set(compose["volumes"]) - theirs
 
         container_ports = {p.split(":")[-1] for p in service["ports"]}
         assert container_ports == {runtime.one("EXPOSE")}

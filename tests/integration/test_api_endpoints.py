@@ -546,6 +546,34 @@ def test_a_failed_job_shows_how_far_it_got(client: Client, seeded: tuple[int, ..
     }
 
 
+def test_cancelling_a_job(client: Client, seeded: tuple[int, ...]) -> None:
+    """A job another process runs is cancelled through the catalog (it stops at its next
+    progress write); an ended job cannot be, and cancelling twice answers the same."""
+    state = state_of(client.app)
+    catalog = state.search.catalog
+    collection = catalog.get_collection("photos")
+    locks = JobLocks(state.store.locks_dir)
+    job, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="4 uploads")
+    try:
+        catalog.record_job_progress(job.id, total=4, done=1)
+        out = client.post(f"/v1/jobs/{job.id}/cancel")
+        assert out.status_code == 202, out.text
+        assert (out.json()["state"], out.json()["done"]) == ("cancelled", 1)
+        # What its runner sees on its next write: the job is cancelled.
+        assert catalog.record_job_progress(job.id, done=1).state is JobState.CANCELLED
+        again = client.post(f"/v1/jobs/{job.id}/cancel")
+        assert (again.status_code, again.json()["state"]) == (202, "cancelled")
+    finally:
+        close_job(catalog, locks, lease, JobState.CANCELLED)
+    finished, lease, _ = open_job(catalog, locks, collection.id, kind="upload", source="x")
+    close_job(catalog, locks, lease, JobState.DONE)
+    refused = client.post(f"/v1/jobs/{finished.id}/cancel")
+    assert (refused.status_code, error_code(refused)) == (409, "job_finished"), refused.text
+    assert client.get(f"/v1/jobs/{finished.id}").json()["state"] == "done"
+    missing = client.post("/v1/jobs/987654/cancel")
+    assert (missing.status_code, error_code(missing)) == (404, "job_not_found")
+
+
 def test_a_job_id_that_is_not_a_number_is_400(client: Client) -> None:
     out = client.get("/v1/jobs/abc")
     assert out.status_code == 400 and error_code(out) == "invalid_request", out.text
@@ -557,6 +585,7 @@ def test_a_job_id_that_is_not_a_number_is_400(client: Client) -> None:
     ("method", "path"),
     [
         ("GET", "/v1/jobs/{}"),
+        ("POST", "/v1/jobs/{}/cancel"),
         ("GET", "/v1/collections/photos/images/{}"),
         ("PATCH", "/v1/collections/photos/images/{}"),
         ("DELETE", "/v1/collections/photos/images/{}"),

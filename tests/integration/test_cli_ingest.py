@@ -12,7 +12,10 @@ from tests.support.ingest_helpers import photo_folder
 from vizdex.cli.main import main
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_file
-from vizdex.search import Catalog, JobState, SearchSettings
+from vizdex.indexer import DataStore, JobLocks
+from vizdex.indexer.jobs import close_job, open_job
+from vizdex.search import Catalog, CatalogSettings, JobState, SearchSettings
+from vizdex.search.settings import default_database_url
 
 
 def _ingest(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:
@@ -162,6 +165,38 @@ def test_jobs_lists_and_shows_failures(
 
     assert main(["jobs", "--data-dir", str(data), "--id", "7"]) == 2
     assert capsys.readouterr().err.strip() == "vizdex: error: job 7 does not exist"
+
+
+def test_jobs_cancel_stops_a_job_another_process_runs(
+    tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "photos"
+    photo_folder(photos, 1)
+    data = tmp_path / "data"
+    assert (
+        _ingest(capsys, data, str(photos), "-c", "c", "--model", str(tiny_clip_dir), "-q")[0] == 0
+    )
+    catalog = Catalog.open(CatalogSettings(database_url=default_database_url(data)))
+    locks = JobLocks(DataStore(data).locks_dir)
+    try:
+        collection = catalog.get_collection("c")
+        # A job held by a live runner (its lease), as a server or another shell would hold it.
+        job, lease, _ = open_job(catalog, locks, collection.id, kind="ingest", source="elsewhere")
+        try:
+            assert main(["jobs", "--data-dir", str(data), "--cancel", str(job.id)]) == 0
+            (line,) = capsys.readouterr().out.splitlines()
+            assert line.startswith(f"job {job.id}  cancelled c  0 done")
+            # The runner learns it at its next progress write.
+            assert catalog.record_job_progress(job.id, done=1).state is JobState.CANCELLED
+        finally:
+            close_job(catalog, locks, lease, JobState.CANCELLED)
+    finally:
+        catalog.close()
+
+    assert main(["jobs", "--data-dir", str(data), "--cancel", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vizdex: error: job 1 already ended (done): nothing to cancel"
+    )
 
 
 @pytest.mark.parametrize("command", ["ingest", "jobs", "search", "collections", "reindex"])

@@ -20,7 +20,15 @@ from vizdex.core.errors import ConflictError
 from vizdex.encoders.streaming import EncodedBatch, draft_side
 from vizdex.imaging import decode_file
 from vizdex.imaging.settings import ImageInputSettings
-from vizdex.indexer import INTERRUPTED, Indexer, IngestRequest, ProgressSnapshot, Upload
+from vizdex.indexer import (
+    INTERRUPTED,
+    Indexer,
+    IngestRequest,
+    JobFinishedError,
+    ProgressSnapshot,
+    Upload,
+    cancel_job,
+)
 from vizdex.indexer.jobs import JobTracker, open_job
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.sources import Fresh, Item, Known, PathItem, Payload
@@ -315,6 +323,65 @@ def test_a_cancelled_job_stops_and_a_rerun_finishes_it(harness: Harness, tmp_pat
     rest = _ingest(harness, tmp_path / "photos")
     assert (rest.indexed, rest.unchanged) == (12 - report.indexed, report.indexed)
     assert len(harness.check()) == 12
+
+
+def test_a_job_cancelled_from_another_process_stops_at_its_next_write(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Only the catalog says so (as ``vizdex jobs --cancel`` in a shell would): the runner finds
+    out when it next records progress, and stops there."""
+    photo_folder(tmp_path / "photos", 12)
+    job_ids: list[int] = []
+    at_cancel: list[int] = []
+    ready = threading.Event()
+
+    def progress(snapshot: ProgressSnapshot) -> None:
+        ready.wait(10)
+        if snapshot.processed and not at_cancel:
+            at_cancel.append(snapshot.processed)
+            cancel_job(harness.catalog, harness.indexer.store, job_ids[0])
+
+    request = IngestRequest(paths=(str(tmp_path / "photos"),))
+    job = harness.indexer.submit(harness.collection.name, request, progress=progress)
+    job_ids.append(job.id)
+    ready.set()
+    report = harness.indexer.wait(job.id, timeout=120)
+
+    # The batch being written when the cancel came is recorded, and it says stop: at most the
+    # one in flight behind it (batch_size=4) is written too.
+    assert report.state is JobState.CANCELLED and report.indexed <= at_cancel[0] + 4 < 12
+    assert harness.catalog.get_job(job.id).state is JobState.CANCELLED
+    rest = _ingest(harness, tmp_path / "photos")
+    assert (rest.indexed, rest.unchanged) == (12 - report.indexed, report.indexed)
+    assert len(harness.check()) == 12
+
+
+def test_a_job_cancelled_while_it_waits_never_starts(harness: Harness, tmp_path: Path) -> None:
+    photo_folder(tmp_path / "first", 4)
+    photo_folder(tmp_path / "second", 4)
+    release = threading.Event()
+
+    def hold(snapshot: ProgressSnapshot) -> None:
+        release.wait(30)  # the first job holds the only runner until the second is cancelled
+
+    first = harness.indexer.submit(
+        harness.collection.name, IngestRequest(paths=(str(tmp_path / "first"),)), progress=hold
+    )
+    second = harness.indexer.submit(
+        harness.collection.name, IngestRequest(paths=(str(tmp_path / "second"),))
+    )
+    try:
+        assert cancel_job(harness.catalog, harness.indexer.store, second.id).state is (
+            JobState.CANCELLED
+        )
+    finally:
+        release.set()
+    assert harness.indexer.wait(first.id, timeout=120).indexed == 4
+    waited = harness.indexer.wait(second.id, timeout=120)
+    assert (waited.state, waited.indexed) == (JobState.CANCELLED, 0)
+    assert harness.catalog.get_job(second.id).state is JobState.CANCELLED
+    with pytest.raises(JobFinishedError):
+        cancel_job(harness.catalog, harness.indexer.store, first.id)
 
 
 def test_an_interrupted_job_is_marked_and_the_rerun_completes(

@@ -263,7 +263,7 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
         assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
     finally:
         engine.dispose()
-    upgrade(url)  # the later revisions too: this code opens only a current catalog
+    upgrade(url)  # the later revisions (this code opens only the head) leave precisions alone
     catalog = Catalog.open(CatalogSettings(database_url=url))
     old = catalog.get_collection("old")
     assert old.precisions == {}
@@ -285,14 +285,38 @@ def test_0003_gives_existing_collections_no_recorded_precision_and_goes_back(
         engine.dispose()
 
 
-RELEASE_0003 = Path(__file__).resolve().parents[1] / "support" / "catalogs" / "release-0003.db"
-
-
-def _load_release_0003(url: str) -> None:
-    """The catalog vizdex wrote at revision 0003 (float32 vectors), copied row by row into a
-    database of that revision: the same file on SQLite, its rows on PostgreSQL."""
+def test_0004_adds_vector_store_positions_and_goes_back(url: str) -> None:
     upgrade(url, "0003")
-    source = create_catalog_engine(f"sqlite:///{RELEASE_0003}")
+    upgrade(url, "0004")
+    upgrade(url)  # the later revisions too: this code opens only the head
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    record = catalog.create_collection("c", ["clip"])
+    assert catalog.store_position("milvus://m:19530", record.id, "clip") is None
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 7, index_type="HNSW")
+    catalog.set_store_position("milvus://m:19530", record.id, "clip", 9, index_type="HNSW")
+    position = catalog.store_position("milvus://m:19530", record.id, "clip")
+    assert position is not None and (position.applied_seq, position.index_type) == (9, "HNSW")
+    assert catalog.store_positions("elsewhere.db") == []
+    catalog.delete_collection("c")  # its positions go with it
+    assert catalog.store_positions("milvus://m:19530") == []
+    catalog.close()
+    downgrade(url, "0003")
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert "vector_store_positions" not in inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
+
+
+RELEASE_0004 = Path(__file__).resolve().parents[1] / "support" / "catalogs" / "release-0004.db"
+
+
+def _load_release_0004(url: str) -> None:
+    """The catalog vizdex wrote at revision 0004 (float32 vectors), copied row by row into a
+    database of that revision: the same file on SQLite, its rows on PostgreSQL."""
+    upgrade(url, "0004")
+    source = create_catalog_engine(f"sqlite:///{RELEASE_0004}")
     target = create_catalog_engine(url)
     try:
         with source.connect() as reading, target.begin() as writing:
@@ -315,10 +339,10 @@ def _stored_vectors(url: str) -> dict[tuple[int, str], tuple[int, bytes]]:
         engine.dispose()
 
 
-def test_0004_stores_a_previous_release_catalogs_vectors_as_float16_and_goes_back(
+def test_0005_stores_a_previous_release_catalogs_vectors_as_float16_and_goes_back(
     url: str,
 ) -> None:
-    _load_release_0003(url)
+    _load_release_0004(url)
     before = _stored_vectors(url)
     assert len(before) == 35 * 2 + 6 and all(len(v) == 4 * d for d, v in before.values())
 
@@ -352,7 +376,7 @@ def test_0004_stores_a_previous_release_catalogs_vectors_as_float16_and_goes_bac
     finally:
         catalog.close()
 
-    downgrade(url, "0003")
+    downgrade(url, "0004")
     widened = _stored_vectors(url)
     for key, (dim, data) in widened.items():
         assert len(data) == 4 * dim

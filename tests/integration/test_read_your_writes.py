@@ -9,8 +9,11 @@ brings it up to date). The HTTP tests run one real app on SQLite.
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.support.api_helpers import api_client, api_settings, photo_b64
+from tests.support.api_helpers import api_client, api_settings, photo_b64, state_of
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
-from vizdex.search import InvalidQueryError
+from vizdex.search import CollectionRecord, InvalidQueryError, NotCaughtUpError
 from vizdex.search.records import NewImage
 from vizdex.search.service import SearchService
 from vizdex.search.settings import SearchSettings
@@ -109,21 +112,59 @@ def test_a_seq_the_catalog_has_not_handed_out_is_not_caught_up(
     assert raised.value.details == {"min_seq": head + 5, "head_seq": head}
 
 
+def test_a_replica_held_up_past_the_wait_is_not_caught_up(
+    replicas: tuple[SearchService, SearchService],
+) -> None:
+    writer, reader = replicas
+    writer.catalog.create_collection("shared", [MODEL])
+    writer.add_images("shared", [new_image(4)])
+    record = reader.get_collection("shared")
+    assert len(reader.indexes.ids(record, MODEL)) == 1  # loaded, then left alone
+    writer.add_images("shared", [new_image(5)])
+    seq = writer.collection_seq("shared")
+    # Its index is busy (a retrain's swap, a long replay) past the wait: the wait stays bounded.
+    with held_indexes(reader, record), pytest.raises(NotCaughtUpError) as raised:
+        reader.catch_up("shared", seq)
+    assert (raised.value.code, raised.value.retry_after) == ("not_caught_up", 1)
+    assert raised.value.details == {"min_seq": seq, "head_seq": seq}
+    reader.catch_up("shared", seq)  # free again: it catches up at once
+    assert len(reader.indexes.ids(record, MODEL)) == 2
+
+
+@contextmanager
+def held_indexes(service: SearchService, record: CollectionRecord) -> Iterator[None]:
+    """Holds the locks each of the collection's indexes takes to apply changes, as a writer
+    busy on them would."""
+    with ExitStack() as stack:
+        for model in record.models:
+            stack.enter_context(service.indexes._slot(record, model).mutex)
+        yield
+
+
 # -- over HTTP (SQLite) ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+def _stores() -> list[str]:
+    """The local FAISS indexes always; Milvus (a milvus-lite file) where pymilvus is installed."""
+    return ["faiss", "milvus"] if importlib.util.find_spec("milvus_lite") else ["faiss"]
+
+
+@pytest.fixture(scope="module", params=_stores())
 def client(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     cpu_settings: EncoderSettings,
     clip_encoder: Encoder,
     dino_encoder: Encoder,
 ) -> Iterator[Client]:
-    settings = api_settings(tmp_path_factory.mktemp("ryw") / "data", cpu_settings)
+    root = tmp_path_factory.mktemp("ryw")
+    settings = api_settings(root / "data", cpu_settings)
     query = replace(settings.search.query, catch_up_wait_s=0.2)
+    store = str(root / "vectors.db") if request.param == "milvus" else "faiss"
+    index = replace(settings.search.index, vector_store=store)
     settings = replace(
         settings,
-        search=replace(settings.search, query=query),
+        search=replace(settings.search, query=query, index=index),
         limits=replace(LimitSettings(), upload_sync_images=1),
     )
     models = {clip_encoder.name: clip_encoder, dino_encoder.name: dino_encoder}
@@ -197,3 +238,50 @@ def test_ready_reports_no_lag_once_caught_up(client: Client) -> None:
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "lag": 0, "collections_behind": 0}
+
+
+UNAPPLIED_SEEDS = itertools.count(1000)
+
+
+def _unapplied_write(client: Client) -> tuple[SearchService, CollectionRecord, int]:
+    """A write committed to the catalog behind the app's back (as another replica's would be),
+    which its indexes have not applied yet; returns its sequence number."""
+    state = state_of(client.app)
+    service = state.search
+    record = service.get_collection("ryw")
+    seed = next(UNAPPLIED_SEEDS)
+    rng = np.random.default_rng(seed)
+    vectors = {}
+    for model in record.models:
+        vector = rng.standard_normal(state.models[model].dim).astype(np.float32)
+        vectors[model] = vector / np.linalg.norm(vector)
+    image = NewImage(
+        sha256=f"{seed:064x}", width=8, height=8, format="jpeg", byte_size=1, vectors=vectors
+    )
+    service.catalog.add_images(record.id, [image])
+    return service, record, service.catalog.collection_seq(record.id)
+
+
+def test_a_replica_that_cannot_catch_up_in_time_answers_503_with_retry_after(
+    client: Client,
+) -> None:
+    service, record, seq = _unapplied_write(client)
+    with held_indexes(service, record):
+        behind = search(client, min_seq=seq)
+        scan = client.post("/v1/collections/ryw/duplicates", json={"min_seq": seq})
+    for answer in (behind, scan):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.json()["code"] == "not_caught_up"
+    assert search(client, min_seq=seq).status_code == 200
+
+
+def test_a_duplicate_scan_waits_for_min_seq_like_a_search(client: Client) -> None:
+    _, _, seq = _unapplied_write(client)
+    scan = client.post("/v1/collections/ryw/duplicates", json={"min_seq": seq})
+    assert scan.status_code == 200, scan.text
+    assert scan.json()["scanned"] == client.get("/v1/collections/ryw").json()["image_count"]
+    ahead = client.post("/v1/collections/ryw/duplicates", json={"min_seq": seq + 1000})
+    assert (ahead.status_code, ahead.json()["code"]) == (422, "invalid_query")
+    bad = client.post("/v1/collections/ryw/duplicates", json={"min_seq": -1})
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")

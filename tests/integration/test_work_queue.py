@@ -16,6 +16,7 @@ from tests.support.ingest_helpers import Harness, all_images, photo_folder
 from tests.support.ingest_helpers import harness as harness  # the fixture
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.indexer import QueueWorker, WorkerOptions
+from vizdex.indexer.queue import cancel_job
 from vizdex.indexer.sources import IngestRequest, Upload
 from vizdex.search import Catalog, JobFailure, JobState
 
@@ -64,22 +65,26 @@ def test_chunks_are_claimed_once_each_and_a_dead_owners_chunk_is_taken_over(
     )
     assert (catalog.get_job(job_id).done, catalog.get_job(job_id).failed) == (4, 1)
     assert _claim_after_expiry(catalog, "d") == first.id
-    # The dead owner's share left the job's counters: "d" counts the whole chunk again.
+    # The dead owner's share left the job's counters and its failures: "d" counts the whole
+    # chunk again, and meets the same bad file again.
     taken = catalog.get_job(job_id)
-    assert (taken.done, taken.skipped, taken.failed) == (0, 0, 0)
+    assert (taken.done, taken.skipped, taken.failed, taken.failures) == (0, 0, 0, ())
+    assert catalog.record_item_progress(first.id, "d", failures=[JobFailure("x", "corrupt", "bad")])
+    again = catalog.get_job(job_id)
+    assert (again.failed, again.failures) == (1, (JobFailure("x", "corrupt", "bad"),))
     # "a" comes back from its stall: its heartbeat, counts and end are all refused.
     assert not catalog.renew_lease(first.id, "a", lease_s=60)
     assert not catalog.record_item_progress(first.id, "a", done=1)
     assert catalog.finish_work(first.id, "a") is None
     assert catalog.renew_lease(first.id, "d", lease_s=60)
 
-    assert catalog.record_item_progress(first.id, "d", done=5)
+    assert catalog.record_item_progress(first.id, "d", done=4)
     for item, owner in ((first.id, "d"), (second.id, "b")):
         ended = catalog.finish_work(item, owner)
         assert ended is not None and ended.state is JobState.RUNNING  # a chunk is left
     last = catalog.finish_work(third.id, "c", failed=True, error="disk on fire")
     assert last is not None and last.state is JobState.FAILED and last.error == "disk on fire"
-    assert last.finished_at is not None and last.done == 5
+    assert last.finished_at is not None and (last.done, last.failed) == (4, 1)
 
 
 def test_a_cancelled_job_stops_its_running_chunks_and_drops_its_waiting_ones(
@@ -88,12 +93,38 @@ def test_a_cancelled_job_stops_its_running_chunks_and_drops_its_waiting_ones(
     _, job_id = _job(catalog, 2)
     running = catalog.claim_work("a", lease_s=60)
     assert running is not None
-    cancelled = catalog.cancel_queued_job(job_id)
+    cancelled, dropped = catalog.cancel_job(job_id)
     assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
+    assert dropped == [{"paths": ["/photos/1.jpg"]}]  # the waiting chunk's payload
     assert not catalog.renew_lease(running.id, "a", lease_s=60)  # the worker stops at its beat
     assert catalog.claim_work("b", lease_s=60) is None  # the waiting chunk is gone
     assert catalog.finish_work(running.id, "a") is not None
     assert catalog.get_job(job_id).state is JobState.CANCELLED
+
+
+def test_a_cancelled_jobs_spooled_uploads_are_removed(harness: Harness, tmp_path: Path) -> None:
+    files = photo_folder(tmp_path / "photos", 3)
+    indexer, catalog = harness.indexer, harness.catalog
+    uploads = tuple(Upload(path.read_bytes(), name=path.name) for path in files)
+    job = indexer.enqueue("photos", IngestRequest(uploads=uploads), chunk_size=1)
+    spool = indexer.store.resolve("queue")
+
+    def spooled() -> list[str]:
+        return sorted(path.name for path in spool.rglob("*") if path.is_file())
+
+    assert spooled() == ["0", "1", "2"]
+    running = catalog.claim_work("a", lease_s=60)
+    assert running is not None and running.position == 0
+    assert cancel_job(catalog, indexer.store, job.id).state is JobState.CANCELLED
+    assert spooled() == ["0"]  # the waiting chunks' uploads are gone, the running one's stays
+    # Its worker hands it back as it stops (or dies, and its lease runs out): the next worker to
+    # claim it finds the job cancelled, runs nothing and removes what is left.
+    catalog.release_work(running.id, "a")
+    worker = QueueWorker(catalog, indexer.run_chunk, indexer.store, WorkerOptions(poll_s=0.05))
+    assert worker.run(threading.Event(), until_idle=True) == 0
+    assert spooled() == [] and not any(spool.iterdir())
+    assert catalog.claim_work("b", lease_s=60) is None
+    assert catalog.get_job(job.id).state is JobState.CANCELLED
 
 
 def test_released_chunks_are_claimed_again_at_once(catalog: Catalog) -> None:

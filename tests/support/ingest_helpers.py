@@ -23,13 +23,21 @@ def write_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240)) -> Pa
     return path
 
 
-def photo_folder(root: Path, count: int, *, seed: int = 0, per_folder: int = 4) -> list[Path]:
-    """``count`` distinct photos spread over nested folders (``a/``, ``a/b/``, ...)."""
+def photo_folder(
+    root: Path,
+    count: int,
+    *,
+    seed: int = 0,
+    per_folder: int = 4,
+    size: tuple[int, int] = (320, 240),
+) -> list[Path]:
+    """``count`` distinct photos spread over nested folders (``a/``, ``a/b/``, ...), at most
+    ten deep (so ``count <= 10 * per_folder``)."""
     files = []
     for index in range(count):
         depth = index // per_folder
         folder = root.joinpath(*["abcdefghij"[level] for level in range(depth)])
-        files.append(write_photo(folder / f"photo-{index:03d}.jpg", seed + index))
+        files.append(write_photo(folder / f"photo-{index:03d}.jpg", seed + index, size))
     return files
 
 

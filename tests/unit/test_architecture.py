@@ -269,8 +269,23 @@ RUNTIME_PROBE = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in (
-    "torch", "transformers", "litestar", "faiss", "sqlalchemy") or m.startswith("vizdex.web"))))
+    "torch", "transformers", "litestar", "faiss", "sqlalchemy", "pymilvus")
+    or m.startswith("vizdex.web"))))
 """
+
+
+# Each vector engine's client library is imported by its one store module (DESIGN.md).
+ENGINE_MODULES = {"faiss": "vizdex.search.index", "pymilvus": "vizdex.search.milvus_store"}
+
+
+def test_each_vector_engine_is_imported_by_its_store_module_only() -> None:
+    found = []
+    for module, path in MODULES.items():
+        for imported, line in _imports(path, module_level_only=False):
+            owner = ENGINE_MODULES.get(imported.split(".")[0])
+            if owner is not None and module != owner:
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.parametrize(

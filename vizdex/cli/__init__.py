@@ -9,6 +9,7 @@ from types import ModuleType
 from vizdex.cli import collections as collections
 from vizdex.cli import db as db
 from vizdex.cli import duplicates as duplicates
+from vizdex.cli import follow as follow
 from vizdex.cli import ingest as ingest
 from vizdex.cli import models as models
 from vizdex.cli import reindex as reindex
@@ -22,6 +23,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     duplicates,
     collections,
     reindex,
+    follow,
     models,
     serve,
     worker,

@@ -15,6 +15,7 @@ from vizdex.cli.options import (
 )
 from vizdex.core.errors import InvalidInputError
 from vizdex.search import IndexStore
+from vizdex.search.vector_store import is_milvus, open_milvus
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,6 +127,12 @@ def run_delete(args: argparse.Namespace) -> int:
         indexes = IndexStore(catalog, settings.index)
         indexes.drop_collection(record.id)
         indexes.close(snapshot=False)
+        if is_milvus(settings.index.vector_store):
+            store = open_milvus(catalog, settings.index)
+            try:
+                store.drop_collection(record.id)
+            finally:
+                store.close()
     finally:
         catalog.close()
     print(f"deleted collection {record.name!r} ({images:,} images)")

@@ -34,7 +34,7 @@ from vizdex.indexer import (
     reap_interrupted,
     resolve_inputs,
 )
-from vizdex.indexer.queue import CHUNK_SIZE
+from vizdex.indexer.queue import CHUNK_SIZE, cancel_job
 from vizdex.search import (
     Catalog,
     CollectionNotFoundError,
@@ -42,6 +42,7 @@ from vizdex.search import (
     IndexStore,
     InvalidQueryError,
 )
+from vizdex.search.vector_store import is_milvus, open_milvus
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,6 +109,12 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="List recent jobs (newest first), or one job with its failures (--id).",
     )
     jobs.add_argument("--id", type=int, dest="job_id", metavar="N", help="show one job")
+    jobs.add_argument(
+        "--cancel",
+        type=int,
+        metavar="N",
+        help="stop job N wherever it runs (it ends after its current batch) and show it",
+    )
     jobs.add_argument("--collection", "-c", metavar="NAME", help="only this collection's jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list (default 20)")
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -165,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         record, created = _collection(catalog, args, models)
         encoders: dict[str, Encoder] = {name: load_encoder(name, models) for name in record.models}
-        indexes = IndexStore(catalog, search_settings.index)
+        # With Milvus the follower applies the writes: no local FAISS index to keep up.
+        milvus = is_milvus(search_settings.index.vector_store)
+        indexes = None if milvus else IndexStore(catalog, search_settings.index)
         try:
             indexer = Indexer(
                 catalog, indexes, encoders, indexer_settings, ImageInputSettings.from_env(env)
@@ -180,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.finish(report.snapshot())
         finally:
-            indexes.close()
+            if indexes is not None:
+                indexes.close()
+        if milvus:  # into Milvus now, unless another process is the follower
+            store = open_milvus(catalog, search_settings.index)
+            try:
+                store.catch_up(catalog.get_collection(record.name))
+            finally:
+                store.close()
     finally:
         catalog.close()
     if args.json:
@@ -224,7 +240,10 @@ def run_jobs(args: argparse.Namespace) -> int:
         data_dir = IndexerSettings.from_env(command_env(args)).data_dir
         reap_interrupted(catalog, JobLocks(DataStore(data_dir).locks_dir))
         names = {record.id: record.name for record in catalog.list_collections()}
-        if args.job_id is not None:
+        if args.cancel is not None:
+            args.job_id = args.cancel
+            jobs = [cancel_job(catalog, DataStore(data_dir), args.cancel)]
+        elif args.job_id is not None:
             jobs = [catalog.get_job(args.job_id)]
         else:
             collection_id = catalog.get_collection(args.collection).id if args.collection else None

@@ -29,6 +29,7 @@ from vizdex.search import (
     SearchService,
     choose_model,
 )
+from vizdex.search.vector_store import open_vector_store
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_model_loading(args)
     catalog, settings = open_catalog(args)
     indexes = IndexStore(catalog, settings.index)
+    store = None
     try:
+        store = open_vector_store(catalog, indexes, settings.index, settings.query)
         record = catalog.get_collection(args.collection)
         requested = args.model or None
         if requested is not None and requested not in record.models:
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         encoders: dict[str, Encoder] = {}
         if args.image_id is None:
             encoders[model] = load_encoder(model, encoder_settings(args, models=(model,)))
-        service = SearchService(catalog, indexes, encoders, settings.query)
+        service = SearchService(catalog, indexes, encoders, settings.query, store=store)
         options = SearchOptions(k=args.k)
         if args.text is not None:
             result = service.search_text(record.name, args.text, model=model, options=options)
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 record.name, args.image_id, model=model, options=options
             )
     finally:
+        if store is not None:
+            store.close()
         indexes.close()
         catalog.close()
     rows = _hit_rows(result)

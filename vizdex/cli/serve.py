@@ -19,7 +19,7 @@ from vizdex.cli.options import (
 )
 from vizdex.core.errors import InvalidInputError, UnavailableError
 from vizdex.encoders.loading import load_encoders
-from vizdex.search import Catalog
+from vizdex.search import Catalog, IndexBackend
 from vizdex.search.db import is_sqlite
 from vizdex.search.settings import replica_index_dir
 
@@ -130,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     # Everything a first start can trip over, checked before the server starts, so that each
-    # ends the command with its one-line reason: the models (config only), the port, the
-    # data directory and catalog; then the weights themselves.
+    # ends the command with its one-line reason: the models (config only), the index device,
+    # the port, the data directory and catalog; then the weights themselves.
     check_models(settings.encoders.models)
+    IndexBackend.check(settings.search.index.device)
     check_port(settings.host, settings.port)
     check_catalog(settings)
     check_data_dir(settings)

@@ -27,6 +27,7 @@ from vizdex.web.schemas import (
     CollectionName,
     Int32,
     JobIdParam,
+    MinSeq,
     ModelName,
     SearchFilter,
     documented,
@@ -43,7 +44,9 @@ class DuplicatesRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``threshold``: the cosine similarity at or above which two images count as copies,
     between -1 and 1. ``model``: one of the collection's models (default: its vision-only model,
     e.g. DINOv3, else its first). ``filter``: only images matching it are grouped. ``prefer``:
-    which copy each group suggests keeping. ``offset``/``limit``: a page of groups."""
+    which copy each group suggests keeping. ``offset``/``limit``: a page of groups. ``min_seq``:
+    as a search's, scan only once this replica has applied that write (else 503
+    ``not_caught_up``)."""
 
     threshold: Annotated[float, documented(minimum=-1.0, maximum=1.0)] = DUPLICATE_THRESHOLD
     model: ModelName | None = None
@@ -51,6 +54,7 @@ class DuplicatesRequest(msgspec.Struct, forbid_unknown_fields=True):
     prefer: KeeperRule = KeeperRule.PIXELS
     offset: Int32 = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_GROUPS)] = DEFAULT_GROUPS
+    min_seq: MinSeq | None = None
 
 
 class DuplicateImageOut(msgspec.Struct):
@@ -198,6 +202,9 @@ def find_duplicates(
     options = DuplicateOptions(
         threshold=data.threshold, model=data.model, filters=image_filter(data.filter)
     )
+    # A scan reads the catalog up to its current position; `min_seq` first makes sure this
+    # replica's index holds the write the caller means (a queued scan starts from there too).
+    vizdex.search.catch_up(name, data.min_seq)
     finder = vizdex.search.duplicates
     if finder.size(name, options) <= vizdex.settings.limits.duplicates_sync_images:
         scan = finder.scan(name, options)

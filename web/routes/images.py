@@ -51,7 +51,6 @@ FILE_HEADERS = [
 ]
 
 
-
 class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
     """``metadata`` replaces the image's user metadata (a JSON object)."""
 

@@ -1,7 +1,8 @@
-"""Made ``release-0003.db``: a catalog written by vizdex at revision 0003 (float32 vectors),
-which ``test_migrations`` upgrades. Run with that release's code, not this one's:
+"""Made ``release-0004.db``: a catalog written by vizdex at revision 0004 (the last to store
+float32 vectors), which ``test_migrations`` upgrades. Run with that release's code, not this
+one's:
 
-    cd <checkout at 0003> && python -P tests/support/catalogs/make_release_0003.py OUT.db
+    cd <checkout at 0004> && python -P tests/support/catalogs/make_release_catalog.py OUT.db
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from vizdex.search.settings import CatalogSettings
 
 def main(out: Path) -> None:
     out.unlink(missing_ok=True)
-    assert head_revision() == "0003", head_revision()
+    assert head_revision() == "0004", head_revision()
     catalog = Catalog.open(CatalogSettings(database_url=f"sqlite:///{out}"))
     rng = np.random.default_rng(2026)
 

@@ -1,7 +1,7 @@
 """Vectors are stored as float16 instead of float32: half the catalog's largest table.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 
 Only the bytes of ``embeddings.vector`` change (the column stays binary): each float32 row is
@@ -20,8 +20,8 @@ import numpy as np
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,750 @@
+"""Milvus as the vector store: the only module importing pymilvus (imported only when chosen).
+
+One Milvus collection per vizdex collection and model: the image id as primary key, the vector,
+the image's metadata mirrored into a JSON field and its created time in microseconds. Searches
+push k, metadata equality and the created-time range down as a boolean expression, so a filtered
+search returns k hits whenever k images match (no post-filtering of an ANN page).
+
+The catalog stays the source of truth. A follower streams its change feed (vectors and tombstones
+by sequence number, the feed the FAISS replay uses) into Milvus in batches: deletes, then upserts,
+then the watermark is written to the catalog. Upserts and deletes are idempotent, so a follower
+killed mid-batch replays that batch after a restart and Milvus ends up with exactly the catalog's
+vectors. One follower at a time: on PostgreSQL the holder of an advisory lock; a milvus-lite file
+can only be opened by one process anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+from sqlalchemy import Connection, text
+
+from vizdex.search.catalog import Catalog
+from vizdex.search.errors import (
+    CollectionNotFoundError,
+    IndexTypeRefusedError,
+    InvalidQueryError,
+    VectorStoreUnavailableError,
+)
+from vizdex.search.index_store import IndexInfo
+from vizdex.search.queries import Ranked, SearchOptions
+from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord, MetadataValue
+from vizdex.search.settings import MILVUS_INDEX_TYPES, IndexSettings
+
+log = logging.getLogger(__name__)
+
+FIELD_ID = "id"
+FIELD_VECTOR = "vector"
+FIELD_META = "meta"
+FIELD_CREATED = "created_us"
+MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per query
+GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
+UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
+INDEX_WAIT_S = 600.0
+LEADER_RETRY_S = 1.0
+# min_score as a range search: scores in (radius, range_filter]. The slack keeps a bit-identical
+# vector (0.99999994 in float32) at threshold 1, as the FAISS range search does.
+RANGE_SLACK = 1e-6
+RANGE_CEILING = 1.01
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """Where the vectors go: ``uri`` for the client, and ``key``, the name the catalog records
+    the follower's watermark under (the same target always gets the same key)."""
+
+    uri: str
+    key: str
+    lite: bool
+
+    @classmethod
+    def parse(cls, spec: str) -> MilvusTarget:
+        value = spec.strip()
+        if value.startswith("milvus://"):
+            uri = "http://" + value.removeprefix("milvus://")
+            return cls(uri=uri, key=value, lite=False)
+        if value.startswith(("http://", "https://")):
+            return cls(uri=value, key=value, lite=False)
+        path = str(Path(value).expanduser().resolve())
+        return cls(uri=path, key=f"lite:{path}", lite=True)
+
+
+def collection_name(collection_id: int, model: str) -> str:
+    """A Milvus name for (collection, model): letters, digits and '_' only, whatever the model."""
+    digest = hashlib.sha1(model.encode()).hexdigest()[:12]
+    return f"vizdex_{collection_id}_{digest}"
+
+
+def micros(moment: datetime) -> int:
+    """UTC microseconds since the epoch, exactly (no float rounding)."""
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return (aware - EPOCH) // timedelta(microseconds=1)
+
+
+def _literal(value: MetadataValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # quoted, with '"' and '\\' escaped
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidQueryError("a metadata filter value must be a finite number")
+    return repr(value)
+
+
+def filter_expression(filters: ImageFilter | None, exclude: frozenset[int]) -> str:
+    """The Milvus boolean expression for a query's filters and excluded ids ('' for none).
+
+    Keys are safe inside double quotes: ``ImageFilter`` allows only letters, digits, '_', '-',
+    '.' and spaces in them.
+    """
+    terms: list[str] = []
+    if filters is not None:
+        for key, value in sorted(filters.metadata.items()):
+            terms.append(f'{FIELD_META}["{key}"] == {_literal(value)}')
+        if filters.created_after is not None:
+            terms.append(f"{FIELD_CREATED} >= {micros(filters.created_after)}")
+        if filters.created_before is not None:
+            terms.append(f"{FIELD_CREATED} < {micros(filters.created_before)}")
+    if exclude:
+        terms.append(f"{FIELD_ID} not in [{', '.join(str(i) for i in sorted(exclude))}]")
+    return " and ".join(terms)
+
+
+def _ivf_nlist(count: int) -> int:
+    return max(16, min(65_536, round(4 * math.sqrt(max(count, 1)))))
+
+
+def index_params(index_type: str, dim: int, count: int) -> dict[str, Any]:
+    """Build parameters per index type (count: vectors expected, for IVF's list count)."""
+    if index_type == "IVF_FLAT":
+        return {"nlist": _ivf_nlist(count)}
+    if index_type == "HNSW":
+        return {"M": 16, "efConstruction": 200}
+    if index_type == "GPU_CAGRA":
+        return {"intermediate_graph_degree": 64, "graph_degree": 32}
+    if index_type == "GPU_IVF_PQ":
+        m = max(d for d in range(1, min(dim, 64) + 1) if dim % d == 0)
+        return {"nlist": _ivf_nlist(count), "m": m, "nbits": 8}
+    return {}
+
+
+def search_params(index_type: str, limit: int) -> dict[str, Any]:
+    """Query-time effort: HNSW's ef and CAGRA's itopk at least the page; IVF probes 1/8."""
+    if index_type == "HNSW":
+        return {"ef": max(limit, 128)}
+    if index_type == "GPU_CAGRA":
+        return {"itopk_size": max(limit, 128)}
+    if index_type in ("IVF_FLAT", "GPU_IVF_PQ"):
+        return {"nprobe": 64}
+    return {}
+
+
+def _wrap(action: str, error: Exception) -> VectorStoreUnavailableError:
+    return VectorStoreUnavailableError(f"Milvus could not {action}: {error}")
+
+
+class Leadership:
+    """Which process follows the catalog into Milvus: on PostgreSQL the one holding a session
+    advisory lock (keyed by the target), elsewhere this process (a SQLite catalog has one
+    writer process, and milvus-lite locks its file to one process)."""
+
+    def __init__(self, catalog: Catalog, key: str) -> None:
+        self._engine = catalog.engine
+        digest = hashlib.sha1(f"vizdex milvus follower {key}".encode()).digest()[:8]
+        self._lock_key = int.from_bytes(digest, "big", signed=True)
+        self._connection: Connection | None = None
+        self._mutex = threading.Lock()
+        self._next_try = 0.0  # one that lost the race asks again after LEADER_RETRY_S
+
+    @property
+    def shared(self) -> bool:
+        return self._engine.dialect.name == "postgresql"
+
+    def held(self) -> bool:
+        if not self.shared:
+            return True
+        with self._mutex:
+            if self._connection is not None:
+                if self._alive(self._connection):
+                    return True
+                self._connection = None  # its session, and so the lock, is gone
+            if time.monotonic() < self._next_try:  # searches ask often: not a query each time
+                return False
+            self._next_try = time.monotonic() + LEADER_RETRY_S
+            return self._try()
+
+    @staticmethod
+    def _alive(connection: Connection) -> bool:
+        """A session that still answers still holds its session-level lock; one that does not
+        (the database restarted, the network dropped it) may have lost it to another process."""
+        try:
+            connection.execute(text("SELECT 1"))
+            connection.commit()
+            return True
+        except Exception:
+            log.warning("the Milvus follower lost its database session (and its lock)")
+            connection.invalidate()
+            connection.close()
+            return False
+
+    def _try(self) -> bool:
+        connection = self._engine.connect()
+        try:
+            got = connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key}
+            ).scalar()
+            connection.commit()  # a session lock: it outlives the transaction
+        except Exception:
+            connection.close()
+            raise
+        if not got:
+            connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        with self._mutex:
+            connection, self._connection = self._connection, None
+            self._next_try = 0.0
+        if connection is not None:
+            # Ending the session releases its advisory lock; close() would only hand the
+            # connection back to the pool, lock and all.
+            connection.invalidate()
+            connection.close()
+
+
+class MilvusVectorStore:
+    """The vector store seam (``vector_store.VectorStore``) over Milvus."""
+
+    def __init__(
+        self, catalog: Catalog, client: MilvusClient, target: MilvusTarget, settings: IndexSettings
+    ) -> None:
+        self._catalog = catalog
+        self._client = client
+        self._target = target
+        self._default_index = settings.milvus_index.upper()
+        self._batch = settings.milvus_batch
+        self._leader = Leadership(catalog, target.key)
+        self._follow_lock = threading.RLock()
+        self._index_types: dict[str, str] = {}  # Milvus collection -> index type, once known
+        self._loaded: set[str] = set()  # Milvus collections this process has seen loaded
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.check_index_type(self._default_index)
+
+    @classmethod
+    def open(cls, catalog: Catalog, settings: IndexSettings) -> MilvusVectorStore:
+        target = MilvusTarget.parse(settings.vector_store)
+        if target.lite:  # milvus-lite creates the file, not the folder it goes in
+            Path(target.uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client = MilvusClient(uri=target.uri, token=settings.milvus_token)
+        except Exception as error:  # pymilvus raises several types for "cannot connect"
+            raise VectorStoreUnavailableError(
+                f"cannot reach Milvus at {settings.vector_store!r} (VIZDEX_VECTOR_STORE): {error}"
+            ) from None
+        return cls(catalog, client, target, settings)
+
+    @property
+    def name(self) -> str:
+        return "milvus-lite" if self._target.lite else "milvus"
+
+    @property
+    def target(self) -> MilvusTarget:
+        return self._target
+
+    @property
+    def client(self) -> MilvusClient:
+        return self._client
+
+    def check_index_type(self, index_type: str) -> str:
+        """The index type, upper-cased, or IndexTypeRefusedError when this Milvus cannot build
+        it: milvus-lite takes a GPU index type at creation and then never builds it."""
+        wanted = index_type.upper()
+        if wanted.lower() not in MILVUS_INDEX_TYPES:
+            raise IndexTypeRefusedError(
+                f"Milvus index type {index_type!r} is not one vizdex builds: use one of "
+                f"{', '.join(t.upper() for t in MILVUS_INDEX_TYPES)}",
+                index_type=index_type,
+            )
+        if self._target.lite and wanted in GPU_INDEX_TYPES:
+            raise IndexTypeRefusedError(
+                f"milvus-lite cannot build a {wanted} index (it would accept it and search "
+                "without any index): use FLAT, IVF_FLAT or HNSW here, and GPU index types on a "
+                "Milvus standalone or distributed deployment with GPUs",
+                index_type=wanted,
+            )
+        return wanted
+
+    # -- Milvus collections --------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        try:
+            return bool(self._client.has_collection(name))
+        except MilvusException as error:
+            raise _wrap("list its collections", error) from None
+
+    def _searchable(self, name: str) -> bool:
+        """Whether the collection exists, loading it first when this process has not yet (a
+        reopened Milvus, or a restarted lite file, starts with its collections released)."""
+        if name in self._loaded:
+            return True
+        if not self._exists(name):
+            return False
+        try:
+            state = self._client.get_load_state(name).get("state")
+            if "Loaded" not in str(state):
+                self._client.load_collection(name)
+        except MilvusException as error:
+            raise _wrap(f"load collection {name}", error) from None
+        self._loaded.add(name)
+        return True
+
+    def _create(self, name: str, dim: int, index_type: str, expected: int) -> None:
+        index_type = self.check_index_type(index_type)
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(FIELD_ID, DataType.INT64, is_primary=True)
+        schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(FIELD_META, DataType.JSON)
+        schema.add_field(FIELD_CREATED, DataType.INT64)
+        params = self._client.prepare_index_params()
+        params.add_index(
+            field_name=FIELD_VECTOR,
+            index_type=index_type,
+            metric_type="IP",
+            params=index_params(index_type, dim, expected),
+        )
+        try:
+            self._client.create_collection(name, schema=schema, index_params=params)
+            self._client.load_collection(name)
+        except MilvusException as error:
+            raise _wrap(f"create collection {name}", error) from None
+        self.verify_index(name, index_type, wait_s=0.0)
+        self._index_types[name] = index_type
+
+    def _reload(self, name: str, index_type: str) -> None:
+        """Flush, release and load: milvus-lite builds segment indexes on load, and only then
+        fails on a type it cannot build (its describe_index reports any type as built)."""
+        try:
+            self._client.flush(name)
+            self._client.release_collection(name)
+            self._client.load_collection(name)
+        except MilvusException as error:
+            raise IndexTypeRefusedError(
+                f"Milvus could not build the {index_type} index of {name}: {error.message}",
+                index_type=index_type,
+            ) from None
+
+    def verify_index(self, name: str, index_type: str, *, wait_s: float) -> dict[str, Any]:
+        """The index Milvus reports for the vector field, checked to be the one asked for and
+        (after ``wait_s`` at most) built over every row; IndexTypeRefusedError otherwise.
+
+        On milvus-lite the collection is flushed and loaded again first: that is when lite
+        builds (or fails to build) its indexes, whatever describe_index said before.
+        """
+        if self._target.lite and wait_s > 0:
+            self._reload(name, index_type)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                names = self._client.list_indexes(name, field_name=FIELD_VECTOR)
+                described = self._client.describe_index(name, FIELD_VECTOR) if names else {}
+            except MilvusException as error:
+                raise _wrap(f"describe the index of {name}", error) from None
+            reported = str(described.get("index_type", "")).upper()
+            if reported != index_type.upper():
+                raise IndexTypeRefusedError(
+                    f"Milvus collection {name} has no {index_type} index (it reports "
+                    f"{reported or 'none'}): it would be searched without the index asked for",
+                    index_type=index_type,
+                )
+            total = int(described.get("total_rows", 0) or 0)
+            built = int(described.get("indexed_rows", 0) or 0)
+            if built >= total or time.monotonic() >= deadline:
+                if built < total:
+                    raise IndexTypeRefusedError(
+                        f"Milvus built its {index_type} index of {name} over {built} of {total} "
+                        "rows only",
+                        index_type=index_type,
+                    )
+                return dict(described)
+            time.sleep(0.5)
+
+    def _index_type(self, name: str) -> str:
+        known = self._index_types.get(name)
+        if known is None:
+            try:
+                known = str(self._client.describe_index(name, FIELD_VECTOR)["index_type"]).upper()
+            except MilvusException as error:
+                raise _wrap(f"describe the index of {name}", error) from None
+            self._index_types[name] = known
+        return known
+
+    def _drop(self, name: str) -> None:
+        self._index_types.pop(name, None)
+        self._loaded.discard(name)
+        try:
+            if self._client.has_collection(name):
+                self._client.drop_collection(name)
+        except MilvusException as error:
+            raise _wrap(f"drop collection {name}", error) from None
+
+    # -- following the catalog -----------------------------------------------------------------
+
+    @contextmanager
+    def _following(self) -> Iterator[bool]:
+        """Holds this process's follow lock; yields whether this process may follow at all."""
+        with self._follow_lock:
+            yield self._leader.held()
+
+    def _position(self, collection_id: int, model: str) -> tuple[int, str]:
+        position = self._catalog.store_position(self._target.key, collection_id, model)
+        if position is None:
+            return 0, self._default_index
+        return position.applied_seq, position.index_type
+
+    def apply_batch(self, collection: CollectionRecord, model: str) -> bool:
+        """Applies the next batch of the change feed for one model (caller holds the follow
+        lock and the leadership). Returns whether changes remain after it."""
+        applied, index_type = self._position(collection.id, model)
+        head = self._catalog.collection_seq(collection.id)
+        if applied >= head:
+            return False
+        upto = min(head, applied + self._batch)
+        changes = self._catalog.changes(collection.id, model, after_seq=applied, upto_seq=upto)
+        name = collection_name(collection.id, model)
+        added = {int(i) for i in changes.added_ids}
+        removed = [int(i) for i in changes.removed_ids if int(i) not in added]
+        exists = self._exists(name)
+        if added and not exists:
+            _, count, _ = self._catalog.embedding_summary(collection.id, model)
+            self._create(name, int(changes.added_vectors.shape[1]), index_type, count)
+            exists = True
+        try:
+            if removed and exists:
+                self._client.delete(name, ids=removed)
+            if added:
+                images = self._catalog.get_images(collection.id, list(added))
+                self._upsert(name, changes.added_ids, changes.added_vectors, images)
+        except MilvusException as error:
+            raise _wrap(f"apply changes to {name}", error) from None
+        self._catalog.set_store_position(
+            self._target.key, collection.id, model, upto, index_type=index_type
+        )
+        return upto < head
+
+    def _upsert(
+        self,
+        name: str,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        images: dict[int, ImageRecord],
+    ) -> None:
+        rows: list[dict[str, Any]] = []
+        for image_id, vector in zip(ids, vectors, strict=True):
+            image = images.get(int(image_id))
+            if image is None:  # deleted since: its tombstone comes later in the feed
+                continue
+            rows.append(
+                {
+                    FIELD_ID: int(image_id),
+                    FIELD_VECTOR: vector.astype(np.float32).tolist(),
+                    FIELD_META: dict(image.metadata),
+                    FIELD_CREATED: micros(image.created_at),
+                }
+            )
+        for start in range(0, len(rows), UPSERT_ROWS):
+            self._client.upsert(name, rows[start : start + UPSERT_ROWS])
+
+    def catch_up(self, collection: CollectionRecord) -> bool:
+        """Applies the feed up to the catalog's head now, if this process is the follower.
+        Returns whether it is."""
+        with self._following() as leader:
+            if not leader:
+                return False
+            for model in collection.models:
+                while self.apply_batch(collection, model):
+                    pass
+            return True
+
+    def follow(self) -> None:
+        """One round over every collection (what the background follower repeats)."""
+        for collection in self._catalog.list_collections():
+            try:
+                self.catch_up(collection)
+            except CollectionNotFoundError:
+                continue
+
+    def reindex(self, collection: CollectionRecord, index_type: str | None = None) -> list[str]:
+        """Rebuilds the collection's Milvus collections from the catalog (``vizdex reindex``):
+        drop, stream every vector in, flush, then verify the index was really built."""
+        with self._following() as leader:
+            if not leader:
+                raise VectorStoreUnavailableError(
+                    "another process follows the catalog into this Milvus; stop it (or run "
+                    "the reindex there) first"
+                )
+            names = []
+            for model in collection.models:
+                _, current = self._position(collection.id, model)
+                wanted = self.check_index_type(index_type or current)
+                name = collection_name(collection.id, model)
+                self._drop(name)
+                self._catalog.set_store_position(
+                    self._target.key, collection.id, model, 0, index_type=wanted
+                )
+                while self.apply_batch(collection, model):
+                    pass
+                if self._exists(name):
+                    try:
+                        self._client.flush(name)
+                    except MilvusException as error:
+                        raise _wrap(f"flush {name}", error) from None
+                    self.verify_index(name, wanted, wait_s=INDEX_WAIT_S)
+                names.append(name)
+            return names
+
+    def start_following(self, interval_s: float) -> None:
+        if self._follower is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.follow()
+                except Exception:  # Milvus or the database briefly away: next round
+                    log.exception("following the catalog into Milvus failed")
+                    self._leader.release()
+
+        self._follower = threading.Thread(target=loop, name="vizdex-milvus-follower", daemon=True)
+        self._follower.start()
+
+    # -- the seam ------------------------------------------------------------------------------
+
+    def open_collection(self, collection: CollectionRecord) -> None:
+        self.catch_up(collection)
+
+    def sync(self, collection: CollectionRecord) -> None:
+        self.catch_up(collection)
+
+    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
+        """Re-mirrors the images' metadata (it takes no sequence number, so the feed does not
+        carry it): their rows are upserted again with the catalog's vectors."""
+        images = self._catalog.get_images(collection.id, image_ids)
+        for model in collection.models:
+            name = collection_name(collection.id, model)
+            if not self._exists(name):
+                continue
+            ids, vectors = self._catalog.get_vectors(collection.id, model, image_ids)
+            if len(ids):
+                try:
+                    self._upsert(name, ids, vectors, images)
+                except MilvusException as error:
+                    raise _wrap(f"update metadata in {name}", error) from None
+
+    def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.catch_up(collection)
+            if all(self._position(collection.id, m)[0] >= min_seq for m in collection.models):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.05, remaining))
+
+    def applied_seqs(self) -> dict[int, int]:
+        applied: dict[int, int] = {}
+        for position in self._catalog.store_positions(self._target.key):
+            seq = position.applied_seq
+            applied[position.collection_id] = min(applied.get(position.collection_id, seq), seq)
+        return applied
+
+    def dim(self, collection: CollectionRecord, model: str) -> int | None:
+        name = collection_name(collection.id, model)
+        if not self._exists(name):
+            return None
+        try:
+            described = self._client.describe_collection(name)
+        except MilvusException as error:
+            raise _wrap(f"describe collection {name}", error) from None
+        for field in described.get("fields", []):
+            if field.get("name") == FIELD_VECTOR:
+                return int(field.get("params", {}).get("dim", 0)) or None
+        return None
+
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        """The Milvus collection as an index: its type (``milvus-hnsw``, ...), its row count
+        (Milvus's statistics, not a scan), dimensions and the follower's watermark."""
+        name = collection_name(collection.id, model)
+        applied, index_type = self._position(collection.id, model)
+        count = 0
+        if self._exists(name):
+            index_type = self._index_type(name)
+            try:
+                count = int(self._client.get_collection_stats(name).get("row_count", 0))
+            except MilvusException as error:
+                raise _wrap(f"count the rows of {name}", error) from None
+        return IndexInfo(
+            collection_id=collection.id,
+            model=model,
+            kind=f"milvus-{index_type.lower()}",
+            device=self.name,
+            count=count,
+            dim=self.dim(collection, model) or 0,
+            last_seq=applied,
+            nlist=0,
+            nprobe=0,
+            retraining=False,
+            path=Path(self._target.uri) if self._target.lite else Path(name),
+        )
+
+    def drop_collection(self, collection_id: int) -> None:
+        prefix = f"vizdex_{collection_id}_"
+        try:
+            names = [n for n in self._client.list_collections() if n.startswith(prefix)]
+        except MilvusException as error:
+            raise _wrap("list its collections", error) from None
+        for name in names:
+            self._drop(name)
+
+    def count(self, collection: CollectionRecord, model: str) -> int:
+        """Rows Milvus holds for (collection, model), counted by a query (tests, checks)."""
+        return len(self.ids(collection, model))
+
+    def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:
+        """Every id Milvus holds for (collection, model), sorted (O(N): tests and checks)."""
+        name = collection_name(collection.id, model)
+        if not self._searchable(name):
+            return np.zeros(0, dtype=np.int64)
+        found: list[int] = []
+        try:
+            iterator = self._client.query_iterator(
+                name, batch_size=5000, filter=f"{FIELD_ID} >= 0", output_fields=[FIELD_ID]
+            )
+            while rows := iterator.next():
+                found.extend(int(row[FIELD_ID]) for row in rows)
+            iterator.close()
+        except MilvusException as error:
+            raise _wrap(f"read the ids of {name}", error) from None
+        return np.sort(np.asarray(found, dtype=np.int64))
+
+    def vectors(
+        self, collection: CollectionRecord, model: str, ids: Sequence[int]
+    ) -> dict[int, np.ndarray]:
+        """The vectors Milvus holds for ``ids`` (tests compare them with the catalog's)."""
+        name = collection_name(collection.id, model)
+        if not self._searchable(name):
+            return {}
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), UPSERT_ROWS):
+            part = [int(i) for i in ids[start : start + UPSERT_ROWS]]
+            try:
+                rows = self._client.get(name, ids=part, output_fields=[FIELD_VECTOR])
+            except MilvusException as error:
+                raise _wrap(f"read vectors of {name}", error) from None
+            for row in rows:
+                found[int(row[FIELD_ID])] = np.asarray(row[FIELD_VECTOR], dtype=np.float32)
+        return found
+
+    def rank(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        query: np.ndarray,
+        need: int,
+        options: SearchOptions,
+        exclude: frozenset[int],
+    ) -> Ranked:
+        """Milvus ranks with the filters pushed down; the hits' rows come from the catalog.
+
+        ``min_score`` becomes a range search (and still cuts the list, exactly).
+        A hit whose row is gone (deleted a moment ago, the follower not there yet) or whose
+        metadata no longer matches (changed since it was mirrored) is dropped, and the page is
+        asked again deeper until it is full or Milvus has nothing more.
+        """
+        if self._leader.held():  # as the FAISS store syncs on query: this process writes too
+            self.catch_up(collection)
+        name = collection_name(collection.id, model)
+        if not self._searchable(name):
+            return Ranked(hits=[], images={}, approximate=False)
+        filters = (
+            options.filters if options.filters is not None and options.filters.active else None
+        )
+        expression = filter_expression(filters, exclude)
+        index_type = self._index_type(name)
+        limit = min(need, MAX_TOPK)
+        vector = np.asarray(query, dtype=np.float32).tolist()
+        images: dict[int, ImageRecord] = {}
+        while True:
+            found = self._search(name, vector, limit, expression, index_type, options.min_score)
+            missing = [i for i, _ in found if i not in images]
+            images.update(self._catalog.get_images(collection.id, missing))
+            hits: list[tuple[int, float]] = []
+            for image_id, score in found:
+                if options.min_score is not None and score < options.min_score:
+                    break
+                image = images.get(image_id)
+                if image is None or (filters is not None and not filters.matches(image)):
+                    continue
+                hits.append((image_id, score))
+                if len(hits) >= need:
+                    break
+            if len(hits) >= need or len(found) < limit or limit >= MAX_TOPK:
+                break
+            if options.min_score is not None and found and found[-1][1] < options.min_score:
+                break
+            limit = min(2 * limit + (limit - len(hits)), MAX_TOPK)
+        return Ranked(hits=hits[:need], images=images, approximate=index_type != "FLAT")
+
+    def _search(
+        self,
+        name: str,
+        vector: list[float],
+        limit: int,
+        expression: str,
+        index_type: str,
+        min_score: float | None,
+    ) -> list[tuple[int, float]]:
+        params = search_params(index_type, limit)
+        if min_score is not None:  # a range search: Milvus returns only scores above radius
+            params.update(radius=min_score - RANGE_SLACK, range_filter=RANGE_CEILING)
+        try:
+            result = self._client.search(
+                name,
+                data=[vector],
+                limit=limit,
+                filter=expression,
+                output_fields=[],
+                search_params={"metric_type": "IP", "params": params},
+                consistency_level="Strong",
+            )
+        except MilvusException as error:
+            raise _wrap(f"search {name}", error) from None
+        return [(int(hit["id"]), float(hit["distance"])) for hit in result[0]]
+
+    def close(self) -> None:
+        self._stop.set()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.join()
+        self._leader.release()
+        try:
+            self._client.close()
+        except Exception:  # closing is best effort: the process may be stopping anyway
+            log.debug("closing the Milvus client failed", exc_info=True)

@@ -1,0 +1,171 @@
+"""The vector-store seam: what the query service asks of whichever engine holds the vectors.
+
+Two stores implement it. ``FaissVectorStore`` (the default) keeps one local FAISS index per
+collection and model (``index_store``) and filters in SQL. ``MilvusVectorStore``
+(``milvus_store``, imported only when chosen, so the embedded profile needs no ``pymilvus``) hands
+the vectors to Milvus and pushes filters down. ``VIZDEX_VECTOR_STORE`` picks one: ``faiss``,
+``milvus://host:19530`` (or ``http(s)://``), or a milvus-lite file path ending in ``.db``.
+Both follow the catalog's change feed by sequence number; the catalog stays the source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog import Catalog
+from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.queries import Ranked, SearchOptions
+from vizdex.search.ranking import IndexRanking
+from vizdex.search.records import CollectionRecord
+from vizdex.search.settings import IndexSettings, QuerySettings
+
+if TYPE_CHECKING:
+    from vizdex.search.milvus_store import MilvusVectorStore
+
+FAISS = "faiss"
+MILVUS_SCHEMES = ("milvus://", "http://", "https://")
+
+
+class VectorStore(Protocol):
+    """What the service calls; every method takes the catalog's records, never ORM rows."""
+
+    @property
+    def name(self) -> str: ...
+
+    def rank(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        query: np.ndarray,
+        need: int,
+        options: SearchOptions,
+        exclude: frozenset[int],
+    ) -> Ranked:
+        """The best ``need`` hits (after ``exclude``, filters and min_score), best first."""
+        ...
+
+    def open_collection(self, collection: CollectionRecord) -> None:
+        """Gets the collection's vectors ready to search (load, or build from the catalog)."""
+        ...
+
+    def sync(self, collection: CollectionRecord) -> None:
+        """Applies the catalog's changes up to now (after a write in this process)."""
+        ...
+
+    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
+        """Metadata takes no sequence number: a store that mirrors it is told here."""
+        ...
+
+    def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
+        """Whether the store holds sequence number ``min_seq`` within ``timeout_s``."""
+        ...
+
+    def applied_seqs(self) -> dict[int, int]:
+        """Per collection the store has state for, the sequence number it has applied."""
+        ...
+
+    def dim(self, collection: CollectionRecord, model: str) -> int | None: ...
+
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        """What answers the model's searches: kind, vectors, dimensions, position."""
+        ...
+
+    def drop_collection(self, collection_id: int) -> None: ...
+
+    def start_following(self, interval_s: float) -> None:
+        """Follows the change feed every ``interval_s`` in the background, until ``close``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FaissVectorStore:
+    """The local FAISS indexes (``IndexStore``) behind the seam: default, unchanged behaviour."""
+
+    def __init__(self, catalog: Catalog, indexes: IndexStore, settings: QuerySettings) -> None:
+        self._indexes = indexes
+        self._ranking = IndexRanking(catalog, indexes, settings)
+
+    @property
+    def name(self) -> str:
+        return FAISS
+
+    def rank(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        query: np.ndarray,
+        need: int,
+        options: SearchOptions,
+        exclude: frozenset[int],
+    ) -> Ranked:
+        return self._ranking.rank(collection, model, query, need, options, exclude)
+
+    def open_collection(self, collection: CollectionRecord) -> None:
+        self._indexes.open_collection(collection)
+
+    def sync(self, collection: CollectionRecord) -> None:
+        self._indexes.sync(collection)
+
+    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
+        """Nothing to do: FAISS holds no metadata, filters read the catalog's rows."""
+
+    def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
+        return self._indexes.reach(collection, min_seq, timeout_s)
+
+    def applied_seqs(self) -> dict[int, int]:
+        return self._indexes.applied_seqs()
+
+    def dim(self, collection: CollectionRecord, model: str) -> int | None:
+        return self._indexes.dim(collection, model)
+
+    def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
+        return self._indexes.info(collection, model)
+
+    def drop_collection(self, collection_id: int) -> None:
+        self._indexes.drop_collection(collection_id)
+
+    def start_following(self, interval_s: float) -> None:
+        self._indexes.start_following(interval_s)
+
+    def close(self) -> None:
+        """The service closes the ``IndexStore`` itself (it owns it with either store)."""
+
+
+def is_milvus(spec: str) -> bool:
+    """``VIZDEX_VECTOR_STORE`` names Milvus: a server URI or a milvus-lite ``.db`` file."""
+    value = spec.strip()
+    return value.startswith(MILVUS_SCHEMES) or value.endswith(".db")
+
+
+def check_vector_store(spec: str) -> None:
+    if spec.strip().lower() != FAISS and not is_milvus(spec):
+        raise InvalidInputError(
+            f"VIZDEX_VECTOR_STORE={spec!r} is not a vector store: use 'faiss', "
+            "'milvus://host:19530' or a milvus-lite file path ending in '.db'"
+        )
+
+
+def open_milvus(catalog: Catalog, settings: IndexSettings) -> MilvusVectorStore:
+    """The Milvus store named by ``settings.vector_store`` (imports pymilvus only now)."""
+    try:
+        from vizdex.search.milvus_store import MilvusVectorStore
+    except ImportError as error:  # pymilvus missing: say which extra brings it
+        raise InvalidInputError(
+            f"VIZDEX_VECTOR_STORE={settings.vector_store!r} needs pymilvus: install vizdex with "
+            f"the 'milvus' extra (or 'milvus-lite' for a local file) ({error})"
+        ) from None
+    return MilvusVectorStore.open(catalog, settings)
+
+
+def open_vector_store(
+    catalog: Catalog, indexes: IndexStore, settings: IndexSettings, query: QuerySettings
+) -> VectorStore:
+    """The store ``settings.vector_store`` names (``faiss`` unless it names Milvus)."""
+    check_vector_store(settings.vector_store)
+    if is_milvus(settings.vector_store):
+        return open_milvus(catalog, settings)
+    return FaissVectorStore(catalog, indexes, query)

@@ -1,0 +1,410 @@
+"""The vector-store contract: the same searches against local FAISS and Milvus (milvus-lite, a real
+Milvus in this process) on the same catalog and vectors.
+
+FAISS flat is exact, so it is the reference: Milvus FLAT must give the same ids and scores, HNSW
+must reach the recall the issue asks for, and filters, paging, min_score, deletes, re-embeds and
+metadata changes must agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from pymilvus import DataType
+
+from tests.support.postgres import DATABASES, database_url_for
+from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog import Catalog
+from vizdex.search.collections_service import CollectionsService
+from vizdex.search.errors import IndexTypeRefusedError
+from vizdex.search.milvus_store import (
+    FIELD_VECTOR,
+    Leadership,
+    MilvusVectorStore,
+    collection_name,
+    filter_expression,
+)
+from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.service import SearchOptions, SearchService
+from vizdex.search.settings import CatalogSettings, SearchSettings
+from vizdex.search.vector_store import FaissVectorStore
+
+MODEL = "m"
+DIM = 32
+COUNT = 5000
+COLORS = ("red", "green", "blue")
+
+
+def unit_rows(count: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def items(vectors: np.ndarray, first: int) -> list[NewImage]:
+    made = []
+    for offset, vector in enumerate(vectors):
+        key = first + offset
+        metadata: dict[str, object] = {"color": COLORS[key % 3], "n": key, "odd": key % 2 == 1}
+        if key % 331 == 0:
+            metadata["rare tag"] = "yes"  # 16 images of 5,000, a key with a space
+        made.append(
+            NewImage(
+                sha256=f"{key:064x}",
+                width=8,
+                height=8,
+                format="png",
+                byte_size=10,
+                vectors={MODEL: vector},
+                metadata=metadata,
+            )
+        )
+    return made
+
+
+@dataclass
+class Pair:
+    """Two services on one catalog: local FAISS and Milvus."""
+
+    faiss: SearchService
+    milvus: SearchService
+    store: MilvusVectorStore
+    split: object  # created_at of the second batch's first image
+
+    def both(
+        self, query: np.ndarray, options: SearchOptions, collection: str = "c"
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        a = self.faiss.search_vector(collection, query, model=MODEL, options=options)
+        b = self.milvus.search_vector(collection, query, model=MODEL, options=options)
+        return [(h.image_id, h.score) for h in a.hits], [(h.image_id, h.score) for h in b.hits]
+
+
+def open_pair(settings: SearchSettings, lite: Path, index: str) -> tuple[SearchService, ...]:
+    faiss_settings = replace(settings, index=replace(settings.index, device="cpu"))
+    milvus_settings = replace(
+        settings,
+        index=replace(settings.index, device="cpu", vector_store=str(lite), milvus_index=index),
+    )
+    return SearchService.open(faiss_settings, {}), SearchService.open(milvus_settings, {})
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    data = tmp_path_factory.mktemp("stores")
+    faiss, milvus = open_pair(SearchSettings.for_data_dir(data), data / "vectors.db", "flat")
+    faiss.catalog.create_collection("c", [MODEL])
+    vectors = unit_rows(COUNT, seed=1)
+    faiss.add_images("c", items(vectors[: COUNT // 2], 0))
+    time.sleep(0.01)  # the second half is created strictly later
+    added = faiss.add_images("c", items(vectors[COUNT // 2 :], COUNT // 2))
+    split = faiss.catalog.get_image(faiss.get_collection("c").id, added[0].id).created_at
+    assert isinstance(milvus.store, MilvusVectorStore)
+    yield Pair(faiss, milvus, milvus.store, split)
+    milvus.close()
+    faiss.close()
+
+
+def queries(count: int, seed: int = 7) -> np.ndarray:
+    return unit_rows(count, seed)
+
+
+def assert_same(faiss_hits: list[tuple[int, float]], milvus_hits: list[tuple[int, float]]) -> None:
+    assert [i for i, _ in milvus_hits] == [i for i, _ in faiss_hits]
+    np.testing.assert_allclose(
+        [s for _, s in milvus_hits], [s for _, s in faiss_hits], atol=1e-4, rtol=0
+    )
+
+
+def test_the_default_store_is_faiss(pair: Pair) -> None:
+    assert isinstance(pair.faiss.store, FaissVectorStore)
+    assert pair.faiss.writer_indexes is pair.faiss.indexes
+    assert pair.milvus.writer_indexes is None  # Milvus's follower applies the writes
+
+
+def test_milvus_flat_gives_faiss_flat_ids_and_scores(pair: Pair) -> None:
+    for query in queries(20):
+        assert_same(*pair.both(query, SearchOptions(k=10)))
+    record = pair.milvus.get_collection("c")
+    _, count, _ = pair.faiss.catalog.embedding_summary(record.id, MODEL)
+    assert pair.store.count(record, MODEL) == count >= COUNT
+    described = CollectionsService(pair.milvus).describe("c").index_details
+    assert described is not None
+    (info,) = described
+    assert (info.kind, info.count, info.dim) == ("milvus-flat", count, DIM)
+    assert info.device == "milvus-lite" and info.last_seq == pair.faiss.collection_seq("c")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(k=10, offset=30),
+        SearchOptions(k=100),
+        SearchOptions(k=50, min_score=0.35),
+        SearchOptions(k=1000, min_score=0.5),
+    ],
+    ids=["offset", "k100", "min_score", "min_score_cuts_short"],
+)
+def test_paging_and_min_score_agree(pair: Pair, options: SearchOptions) -> None:
+    for query in queries(5, seed=11):
+        faiss_hits, milvus_hits = pair.both(query, options)
+        assert_same(faiss_hits, milvus_hits)
+        if options.min_score is not None:
+            assert all(score >= options.min_score for _, score in milvus_hits)
+
+
+@pytest.mark.parametrize(
+    ("filters", "k", "expected"),
+    [
+        (ImageFilter(metadata={"color": "red"}), 10, 10),
+        (ImageFilter(metadata={"color": "red", "odd": True}), 25, 25),
+        (ImageFilter(metadata={"rare tag": "yes"}), 10, 10),  # 16 match: the page is full
+        (ImageFilter(metadata={"rare tag": "yes"}), 40, 16),  # all 16, no more
+        (ImageFilter(metadata={"n": 4321}), 10, 1),
+        (ImageFilter(metadata={"color": "purple"}), 10, 0),
+    ],
+)
+def test_filtered_searches_are_exact_with_k_hits_when_k_match(
+    pair: Pair, filters: ImageFilter, k: int, expected: int
+) -> None:
+    for query in queries(3, seed=13):
+        faiss_hits, milvus_hits = pair.both(query, SearchOptions(k=k, filters=filters))
+        assert len(milvus_hits) == expected
+        assert_same(faiss_hits, milvus_hits)
+
+
+def test_created_time_filters_are_pushed_down_and_agree(pair: Pair) -> None:
+    after = ImageFilter(created_after=pair.split)  # type: ignore[arg-type]
+    before = ImageFilter(created_before=pair.split, metadata={"color": "blue"})  # type: ignore[arg-type]
+    for filters in (after, before):
+        for query in queries(3, seed=17):
+            faiss_hits, milvus_hits = pair.both(query, SearchOptions(k=20, filters=filters))
+            assert len(milvus_hits) == 20
+            assert_same(faiss_hits, milvus_hits)
+    first_half = {i for i, _ in pair.both(queries(1)[0], SearchOptions(k=200, filters=before))[1]}
+    assert max(first_half) < min(
+        i for i, _ in pair.both(queries(1)[0], SearchOptions(k=200, filters=after))[1]
+    )
+
+
+def test_filter_expression_quotes_keys_and_values() -> None:
+    expression = filter_expression(
+        ImageFilter(metadata={"a b": 'say "hi"', "flag": False, "x": 1.5}), frozenset({3, 1})
+    )
+    assert expression == (
+        'meta["a b"] == "say \\"hi\\"" and meta["flag"] == false and meta["x"] == 1.5 '
+        "and id not in [1, 3]"
+    )
+
+
+def test_similar_excludes_the_image_itself(pair: Pair) -> None:
+    record = pair.milvus.get_collection("c")
+    image_id = next(iter(pair.faiss.catalog.filter_image_ids(record.id, ImageFilter(), limit=1)))
+    a = pair.faiss.search_similar("c", image_id, model=MODEL, options=SearchOptions(k=10))
+    b = pair.milvus.search_similar("c", image_id, model=MODEL, options=SearchOptions(k=10))
+    assert image_id not in {h.image_id for h in b.hits}
+    assert_same([(h.image_id, h.score) for h in a.hits], [(h.image_id, h.score) for h in b.hits])
+
+
+def test_deletes_reembeds_reingest_and_metadata_changes_agree(pair: Pair) -> None:
+    catalog = pair.faiss.catalog
+    record = catalog.create_collection("d", [MODEL])
+    first = pair.faiss.add_images("d", items(unit_rows(2000, seed=31), 0))
+    pair.milvus.catch_up("d", pair.faiss.collection_seq("d"))  # Milvus has them all first
+    rng = np.random.default_rng(3)
+    ids = np.asarray([a.id for a in first])
+    gone = [int(i) for i in rng.choice(ids, size=300, replace=False)]
+    pair.faiss.delete_images("d", gone)
+    kept = sorted(set(ids.tolist()) - set(gone))
+    moved = [int(i) for i in rng.choice(kept, size=100, replace=False)]
+    catalog.put_embeddings(record.id, MODEL, moved, unit_rows(len(moved), seed=5))
+    back = pair.faiss.add_images("d", items(unit_rows(2, seed=31), 0))  # deleted ones again?
+    back += pair.faiss.add_images("d", items(unit_rows(50, seed=9), COUNT + 1000))
+    # Metadata takes no sequence number: the process that changes it mirrors it to Milvus.
+    pair.milvus.update_metadata("d", moved[0], {"color": "purple"})
+    pair.milvus.update_metadata("d", moved[1], {"color": "purple"})
+
+    for query in [*queries(10, seed=19), *unit_rows(3, seed=5)]:  # the last hit re-embeds
+        assert_same(*pair.both(query, SearchOptions(k=10), "d"))
+    purple = ImageFilter(metadata={"color": "purple"})
+    faiss_hits, milvus_hits = pair.both(queries(1)[0], SearchOptions(k=10, filters=purple), "d")
+    assert sorted(i for i, _ in milvus_hits) == sorted(moved[:2])  # both changes seen
+    assert_same(faiss_hits, milvus_hits)
+    expected = sorted(set(kept) | {a.id for a in back})
+    assert pair.store.ids(record, MODEL).tolist() == expected
+    assert sorted(pair.faiss.indexes.ids(record, MODEL).tolist()) == expected
+    stored = pair.store.vectors(record, MODEL, moved[:5])
+    _, truth = catalog.get_vectors(record.id, MODEL, moved[:5])
+    np.testing.assert_allclose(np.stack([stored[i] for i in moved[:5]]), truth, atol=1e-6)
+
+
+def test_read_your_writes_reaches_the_milvus_watermark(pair: Pair) -> None:
+    added = pair.faiss.add_images("c", items(unit_rows(3, seed=21), COUNT + 5000))
+    seq = pair.faiss.collection_seq("c")
+    pair.milvus.catch_up("c", seq)
+    record = pair.milvus.get_collection("c")
+    assert {r.name: applied for r, applied in pair.milvus.lag()}["c"] == seq
+    assert set(pair.store.ids(record, MODEL).tolist()) >= {a.id for a in added}
+
+
+def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
+    record = pair.milvus.get_collection("c")
+    exact = [pair.faiss.search_vector("c", q, model=MODEL) for q in queries(50, seed=23)]
+    pair.store.reindex(record, "HNSW")
+    name = collection_name(record.id, MODEL)
+    assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "HNSW"
+    found = 0
+    for query, truth in zip(queries(50, seed=23), exact, strict=True):
+        result = pair.milvus.search_vector("c", query, model=MODEL)
+        assert result.approximate
+        found += len({h.image_id for h in result.hits} & {h.image_id for h in truth.hits})
+    assert found / (50 * 10) >= 0.95
+    pair.store.reindex(record, "FLAT")  # later tests compare exact results again
+
+
+def test_gpu_index_types_are_refused_on_milvus_lite(pair: Pair, tmp_path: Path) -> None:
+    record = pair.milvus.get_collection("c")
+    for index_type in ("GPU_CAGRA", "GPU_IVF_PQ"):
+        with pytest.raises(IndexTypeRefusedError, match="milvus-lite cannot build"):
+            pair.store.reindex(record, index_type)
+    settings = SearchSettings.for_data_dir(tmp_path)
+    gpu = replace(settings.index, vector_store=str(tmp_path / "v.db"), milvus_index="gpu_cagra")
+    with pytest.raises(IndexTypeRefusedError) as refused:
+        SearchService.open(replace(settings, index=gpu), {})
+    assert refused.value.code == "index_type_refused"
+
+
+def test_an_index_milvus_did_not_build_is_detected(pair: Pair) -> None:
+    """What the up-front refusal guards against: lite takes GPU_CAGRA and describe_index reports
+    it built, yet lite cannot build it and searches by brute force; the check after a build
+    (flush and load, when lite really builds) says so instead of searching without it."""
+    client = pair.store.client
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=DIM)
+    params = client.prepare_index_params()
+    params.add_index(field_name=FIELD_VECTOR, index_type="GPU_CAGRA", metric_type="IP")
+    client.create_collection("unbuilt", schema=schema, index_params=params)
+    try:
+        client.insert(
+            "unbuilt",
+            [{"id": i, FIELD_VECTOR: v.tolist()} for i, v in enumerate(unit_rows(50, seed=2))],
+        )
+        before = client.describe_index("unbuilt", FIELD_VECTOR)
+        assert before["index_type"] == "GPU_CAGRA" and before["state"] == "Finished"  # it says
+        with pytest.raises(IndexTypeRefusedError, match="could not build the GPU_CAGRA"):
+            pair.store.verify_index("unbuilt", "GPU_CAGRA", wait_s=1.0)
+        with pytest.raises(IndexTypeRefusedError, match="has no HNSW index"):
+            pair.store.verify_index("unbuilt", "HNSW", wait_s=0.0)
+    finally:
+        client.drop_collection("unbuilt")
+
+
+def test_an_unknown_vector_store_is_refused(tmp_path: Path) -> None:
+    settings = SearchSettings.for_data_dir(tmp_path)
+    bad = replace(settings, index=replace(settings.index, vector_store="elastic://x"))
+    with pytest.raises(InvalidInputError, match="VIZDEX_VECTOR_STORE"):
+        SearchService.open(bad, {})
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    return database_url_for(request, data_dir)
+
+
+def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
+    search_settings: SearchSettings, data_dir: Path
+) -> None:
+    """On PostgreSQL the advisory lock picks one follower; the other still searches, and reads
+    the watermark the leader wrote. Deleting the collection drops its Milvus collections."""
+    lite = data_dir / "shared.db"
+    faiss, first = open_pair(search_settings, lite, "flat")
+    spare, second = open_pair(search_settings, lite, "flat")
+    spare.close()
+    services = [second, first, faiss]
+    try:
+        faiss.catalog.create_collection("c", [MODEL])
+        faiss.add_images("c", items(unit_rows(40, seed=4), 0))
+        seq = faiss.collection_seq("c")
+        first.catch_up("c", seq)  # first leads from here on
+        a, b = first.store, second.store
+        assert isinstance(a, MilvusVectorStore) and isinstance(b, MilvusVectorStore)
+        record = faiss.get_collection("c")
+        shared = faiss.catalog.engine.dialect.name == "postgresql"
+        assert b.catch_up(record) is not shared
+        faiss.add_images("c", items(unit_rows(5, seed=6), 100))
+        if shared:  # the second reads the leader's watermark
+            assert [applied for _, applied in second.lag()] == [seq]
+        query = unit_rows(1, seed=8)[0]
+        hits = second.search_vector("c", query, model=MODEL, options=SearchOptions(k=45))
+        assert len(hits.hits) == (40 if shared else 45)  # the leader has not applied the 5 yet
+        first.delete_collection("c")
+        assert not a.client.has_collection(collection_name(record.id, MODEL))
+        services.remove(first)
+        first.close()  # the leader goes: its lock with it, and the second takes over
+        faiss.catalog.create_collection("e", [MODEL])
+        faiss.add_images("e", items(unit_rows(7, seed=12), 0))
+        time.sleep(1.1)  # a process that lost the race asks again after a second
+        second.catch_up("e", faiss.collection_seq("e"))  # NotCaughtUpError if it cannot lead
+        query = unit_rows(1, seed=8)[0]
+        hits = second.search_vector("e", query, model=MODEL, options=SearchOptions(k=10))
+        assert len(hits.hits) == 7
+    finally:
+        for service in services:
+            service.close()
+
+
+def test_fusion_over_two_models_agrees(pair: Pair) -> None:
+    """Reciprocal-rank fusion ranks each model's list from the store: the same on both."""
+    catalog = pair.faiss.catalog
+    catalog.create_collection("two", [MODEL, "n"])
+    first, second = unit_rows(300, seed=41), unit_rows(300, seed=42)
+    made = [
+        replace(item, vectors={MODEL: first[i], "n": second[i]})
+        for i, item in enumerate(items(first, 0))
+    ]
+    added = pair.faiss.add_images("two", made)
+    options = SearchOptions(k=15, filters=ImageFilter(metadata={"color": "green"}))
+    for image in added[:3]:
+        a = pair.faiss.search_similar("two", image.id, fuse=True, options=options)
+        b = pair.milvus.search_similar("two", image.id, fuse=True, options=options)
+        assert b.fused and b.model == f"{MODEL}+n" and len(b.hits) == 15
+        assert [h.image_id for h in b.hits] == [h.image_id for h in a.hits]
+        for x, y in zip(a.hits, b.hits, strict=True):
+            assert x.scores.keys() == y.scores.keys()
+            np.testing.assert_allclose(list(y.scores.values()), list(x.scores.values()), atol=1e-4)
+
+
+def test_a_follower_whose_session_died_is_no_longer_the_leader(postgres_url: str) -> None:
+    """The PostgreSQL lock lives as long as its session: a leader whose session was killed
+    must not go on following beside the process that took the lock over."""
+    catalog = Catalog.open(CatalogSettings(postgres_url))
+    first, second = Leadership(catalog, "target"), Leadership(catalog, "target")
+    try:
+        assert first.held() and not second.held()
+        with catalog.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+            connection.commit()
+        time.sleep(1.1)  # a process that lost the race asks again after a second
+        assert second.held()  # the lock was free again: the second takes it
+        assert not first.held()  # the first finds its session gone and the lock taken
+        second.release()
+        time.sleep(1.1)
+        assert first.held()
+    finally:
+        first.release()
+        second.release()
+        catalog.close()
