@@ -45,6 +45,7 @@ VERSION = 1
 HEADER_SIZE = 4096
 SUFFIX = ".f16"
 MIN_CAPACITY = 1024
+GROWTH_ROOM = 3  # rows of capacity per row at creation (sparse: free until used)
 # magic, version, dim, capacity, count, last_seq, collection id, sha1 of the model name
 _HEADER = struct.Struct("<8sIIQQQQ20s")
 _CRC = struct.Struct("<I")
@@ -193,9 +194,10 @@ class VectorFile:
         capacity: int | None = None,
     ) -> VectorFile:
         """Writes ``count`` rows from (ids, vectors) batches to a new file at ``path`` (temp
-        file, fsync, rename), committed at ``last_seq``, and opens it. Room for twice ``count``
-        rows unless ``capacity`` says more."""
-        capacity = max(MIN_CAPACITY, 2 * count, capacity or 0)
+        file, fsync, rename), committed at ``last_seq``, and opens it. Room for three times
+        ``count`` rows unless ``capacity`` says more: the index is retrained (with a new file)
+        when it has doubled, so this one should never need to grow, which blocks searches."""
+        capacity = max(MIN_CAPACITY, GROWTH_ROOM * count, capacity or 0)
         ids_at, vectors_at, size = _layout(dim, capacity)
         path.parent.mkdir(parents=True, exist_ok=True)
         written = 0
