@@ -40,8 +40,8 @@ embeddings = sa.table(
 
 
 def _to_float16(data: bytes) -> bytes:
-    values = np.frombuffer(data, dtype="<f4")
-    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype("<f2").tobytes()
+    values = np.clip(np.frombuffer(data, dtype="<f4"), -FLOAT16_MAX, FLOAT16_MAX)
+    return np.asarray(values, dtype="<f2").tobytes()
 
 
 def _to_float32(data: bytes) -> bytes:
