@@ -1,10 +1,20 @@
-"""Vector search speed: exact (flat) vs IVF, with IVF's recall@10 measured against exact.
+"""Vector search speed and memory: exact (flat), IVF-Flat and the compressed policy (IVF-PQ
+re-ranked with exact float16 vectors from a memory-mapped file), recall@10 against exact.
 
 Runs the same ``search.index.VectorIndex`` the service uses, on random unit vectors clustered in
 two levels, as photo embeddings are (themes > events/bursts > near-duplicates): topics, clusters
 around each topic, ``--cluster-size`` vectors around each cluster. Queries are new
 vectors drawn the same way, not taken from the index. Single-query latency is what one API
 request sees; the batched figure is the throughput ceiling when queries are grouped.
+
+``rss_mb`` is how much the process's resident memory grew while the index was built and
+searched (the vectors it is built from excluded: they are allocated before). The compressed
+index is built in the background while IVF-Flat answers a query every ``--swap-interval-ms``, as
+a retrain does in the service, then swapped in: ``swap_worst_ms`` is the slowest of those
+queries, the first ones on the new index included. It is then saved as the service saves it
+and opened by a fresh process, which reports the time from start to its first answer (index
+memory-mapped, no vector re-added; the files are in the page cache, just written) and its whole
+resident memory after ``--queries`` searches (``serving_rss_mb``).
 
     python -m benchmarks.search --sizes 100000,1000000 --queries 300
 
@@ -21,18 +31,25 @@ a laptop-sized local store costs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
+from vizdex.search.vector_file import VectorFilePlace
 
 
 @dataclass
@@ -49,6 +66,22 @@ class Measurement:
     p99_ms: float
     qps_batch: float
     recall_at_10: float
+    rss_mb: float = 0.0
+    rerank: int = 0
+    swap_worst_ms: float | None = None
+    start_to_first_query_s: float | None = None
+    serving_rss_mb: float | None = None
+    serving_anon_mb: float | None = None
+    disk_mb: float | None = None
+
+
+def rss_mb() -> float:
+    """This process's resident memory (Linux), file-backed mapped pages included."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -98,6 +131,7 @@ def measure(
     queries: np.ndarray,
     k: int,
     truth: np.ndarray | None,
+    rss_before: float,
 ) -> tuple[Measurement, np.ndarray]:
     found, latencies, batch_s = time_queries(index, queries, k)
     ms = np.asarray(latencies) * 1000
@@ -114,6 +148,8 @@ def measure(
         p99_ms=round(float(np.percentile(ms, 99)), 3),
         qps_batch=round(len(queries) / batch_s, 1),
         recall_at_10=1.0 if truth is None else round(recall(found[:, :10], truth[:, :10]), 4),
+        rss_mb=round(rss_mb() - rss_before, 1),
+        rerank=index.spec.rerank,
     )
     return result, found
 
@@ -189,6 +225,109 @@ def measure_milvus(
     )
 
 
+def build_while_serving(
+    serving: VectorIndex,
+    build: Callable[[], VectorIndex],
+    queries: np.ndarray,
+    k: int,
+    interval_s: float,
+) -> tuple[VectorIndex, float, float]:
+    """Builds an index in a thread while ``serving`` answers a query every ``interval_s``,
+    swaps it in, and keeps querying a moment. Returns (index, build seconds, worst query ms)."""
+    current = [serving]
+    built: list[VectorIndex] = []
+    worst = [0.0]
+    stop = threading.Event()
+
+    def load() -> None:
+        row = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            current[0].search(queries[row % len(queries) : row % len(queries) + 1], k)
+            worst[0] = max(worst[0], time.perf_counter() - started)
+            row += 1
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    started = time.perf_counter()
+    try:
+        built.append(build())
+        build_s = time.perf_counter() - started
+        current[0] = built[0]  # the swap: one reference, as IndexStore's slot.index
+        time.sleep(max(1.0, 50 * interval_s))  # the first queries on the new index count too
+    finally:
+        stop.set()
+        thread.join()
+    return built[0], build_s, worst[0] * 1000
+
+
+START_SCRIPT = """
+import json, sys, time
+started = time.perf_counter()
+from pathlib import Path
+import numpy as np
+from vizdex.search.index import IndexBackend, IndexSpec, VectorIndex
+from vizdex.search.vector_file import VectorFilePlace
+folder, fields, spec, seq, dim, queries, k = json.loads(sys.argv[1])
+spec = IndexSpec.from_dict(spec)
+index = VectorIndex.open_mapped(
+    Path(folder) / fields["index_file"], spec, IndexBackend(use_gpu=False), last_seq=seq
+)
+place = VectorFilePlace(Path(folder) / "bench", 1, "bench")
+index.attach_exact(place.open(fields["vector_file"], dim=dim, last_seq=seq))
+queries = np.load(queries)
+index.search(queries[:1], k)
+first = time.perf_counter() - started
+for row in range(len(queries)):
+    index.search(queries[row : row + 1], k)
+memory = {}
+for line in open("/proc/self/status"):
+    if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+        memory[line.split(":")[0]] = int(line.split()[1]) / 1024
+print(json.dumps({"first_s": first, **memory}))
+"""
+
+
+def start_from_snapshot(
+    index: VectorIndex, folder: Path, queries: np.ndarray, k: int
+) -> tuple[float, float, float, float]:
+    """(seconds from a fresh process's start to its first answer, its resident MiB after the
+    queries, of which anonymous (not file pages), MiB on disk) for the index saved as the
+    service saves it. The files are dropped from the page cache first: a cold start."""
+    fields, spec, seq = index.save_files(folder / "bench")
+    # Pages this process maps stay cached whatever it advises: unmap its exact vectors first.
+    index.attach_exact(None)
+    gc.collect()
+    for key in ("index_file", "vector_file"):
+        descriptor = os.open(folder / fields[key], os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+    query_file = folder / "queries.npy"
+    np.save(query_file, queries)
+    argument = json.dumps([str(folder), fields, spec.to_dict(), seq, spec.dim, str(query_file), k])
+    done = subprocess.run(
+        [sys.executable, "-c", START_SCRIPT, argument],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    disk = sum(
+        os.stat(folder / fields[key]).st_blocks * 512 for key in ("index_file", "vector_file")
+    )
+    # The child's clock starts before its imports (numpy, faiss), after the interpreter's boot.
+    return (
+        round(report["first_s"], 2),
+        round(report["VmRSS"], 1),
+        round(report["RssAnon"], 1),
+        round(disk / 2**20, 1),
+    )
+
+
 def run(
     sizes: Sequence[int],
     query_count: int,
@@ -198,6 +337,8 @@ def run(
     device: str,
     cluster_size: int,
     noise: float,
+    rerank: int = 10,
+    swap_interval_s: float = 0.02,
     milvus_uri: str | None = None,
     milvus_indexes: Sequence[str] = (),
 ) -> list[Measurement]:
@@ -210,22 +351,54 @@ def run(
         centers = clustered(rng, max(10, size // cluster_size), topics, noise=1.0)
         vectors = clustered(rng, size, centers, noise=noise)
         queries = clustered(rng, query_count, centers, noise=noise)
+        del centers, topics
         print(f"[{size:,}] data generated in {time.perf_counter() - started:.1f} s", flush=True)
         ids = np.arange(1, size + 1, dtype=np.int64)
 
+        before = rss_mb()
         started = time.perf_counter()
         flat = VectorIndex.build(ids, vectors, IndexPolicy(exact_max=size), backend, last_seq=0)
-        flat_result, truth = measure("flat", flat, time.perf_counter() - started, queries, k, None)
+        flat_result, truth = measure(
+            "flat", flat, time.perf_counter() - started, queries, k, None, before
+        )
         del flat
         print(json.dumps(asdict(flat_result)), flush=True)
 
+        ivf_before = before = rss_mb()
         started = time.perf_counter()
         policy = IndexPolicy(exact_max=0, seed=seed)
         ivf = VectorIndex.build(ids, vectors, policy, backend, last_seq=0)
-        ivf_result, _ = measure("ivf", ivf, time.perf_counter() - started, queries, k, truth)
-        del ivf
+        ivf_result, _ = measure(
+            "ivf", ivf, time.perf_counter() - started, queries, k, truth, before
+        )
         print(json.dumps(asdict(ivf_result)), flush=True)
-        results += [flat_result, ivf_result]
+
+        with tempfile.TemporaryDirectory(prefix="vizdex-bench-") as folder:
+            place = VectorFilePlace(Path(folder) / "bench", 1, "bench")
+            compressed_policy = IndexPolicy(
+                exact_max=0, compress_min=0, rerank=rerank, vector_place=place, seed=seed
+            )
+            compressed, build_s, worst_ms = build_while_serving(
+                ivf,
+                partial(VectorIndex.build, ids, vectors, compressed_policy, backend, last_seq=0),
+                queries,
+                k,
+                swap_interval_s,
+            )
+            del ivf
+            # IVF-Flat's memory went with it: what grew since before it is the compressed one's.
+            result, _ = measure("ivfpq", compressed, build_s, queries, k, truth, ivf_before)
+            result.swap_worst_ms = round(worst_ms, 2)
+            first_s, serving_rss, serving_anon, disk = start_from_snapshot(
+                compressed, Path(folder), queries, k
+            )
+            result.start_to_first_query_s = first_s
+            result.serving_rss_mb = serving_rss
+            result.serving_anon_mb = serving_anon
+            result.disk_mb = disk
+            del compressed
+        print(json.dumps(asdict(result)), flush=True)
+        results += [flat_result, ivf_result, result]
         for index_type in milvus_indexes if milvus_uri else ():
             assert milvus_uri is not None
             measured = measure_milvus(milvus_uri, index_type, ids, vectors, queries, k, truth)
@@ -238,7 +411,8 @@ def run(
 def print_table(results: Sequence[Measurement]) -> None:
     header = (
         f"{'size':>10} {'index':>15} {'dev':>6} {'build s':>8} {'nlist':>6} {'nprobe':>6} "
-        f"{'q/s 1x1':>9} {'p50 ms':>8} {'p99 ms':>8} {'q/s batch':>10} {'recall@10':>9}"
+        f"{'q/s 1x1':>9} {'p50 ms':>8} {'p99 ms':>8} {'q/s batch':>10} {'recall@10':>9} "
+        f"{'RSS MiB':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -246,8 +420,18 @@ def print_table(results: Sequence[Measurement]) -> None:
         print(
             f"{r.size:>10,} {r.kind:>15} {r.device:>6} {r.build_s:>8.1f} {r.nlist:>6} "
             f"{r.nprobe:>6} {r.qps_single:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.qps_batch:>10.1f} {r.recall_at_10:>9.4f}"
+            f"{r.qps_batch:>10.1f} {r.recall_at_10:>9.4f} {r.rss_mb:>8.0f}"
         )
+    for r in results:
+        if r.start_to_first_query_s is not None:
+            print(
+                f"{r.size:,} {r.kind} (rerank x{r.rerank}): worst query during the retrain swap "
+                f"{r.swap_worst_ms} ms; a fresh process answers its first query "
+                f"{r.start_to_first_query_s} s after start (snapshot memory-mapped, cold page "
+                f"cache) and holds {r.serving_rss_mb} MiB resident after {r.queries} queries "
+                f"({r.serving_anon_mb} MiB of it anonymous, the rest mapped file pages); "
+                f"files on disk {r.disk_mb} MiB"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,6 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="vectors per cluster (clusters sit in topics of about 100 clusters each)",
     )
     parser.add_argument("--noise", type=float, default=0.7, help="spread within a cluster")
+    parser.add_argument("--rerank", type=int, default=10, help="compressed: candidates per hit")
+    parser.add_argument(
+        "--swap-interval-ms",
+        type=float,
+        default=20.0,
+        help="while the compressed index builds, IVF-Flat answers a query this often",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument(
         "--store", choices=("faiss", "milvus"), default="faiss", help="milvus: measure it too"
@@ -299,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device,
         args.cluster_size,
         args.noise,
+        args.rerank,
+        args.swap_interval_ms / 1000,
         milvus_uri,
         [t.strip().upper() for t in args.milvus_index.split(",") if t.strip()],
     )

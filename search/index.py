@@ -3,15 +3,22 @@
 Inner product on L2-normalised vectors (cosine similarity); FAISS ids are image ids. A
 ``VectorIndex`` owns a CPU index (the master copy: it is what gets mutated and saved) and, when
 ``IndexBackend`` found a GPU, a GPU replica that serves plain searches.
+
+Large collections get a compressed index (IVF with PQ codes: 64 bytes per 512-d vector instead of
+2 KiB). Its scores are approximate, so it fetches ``rerank`` times more candidates than asked and
+re-scores them with the exact vectors of a memory-mapped float16 file (``vector_file``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 import threading
+import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -19,7 +26,9 @@ import numpy as np
 
 from vizdex.core.errors import InvalidInputError, UnavailableError
 from vizdex.search.errors import IndexCorruptError
+from vizdex.search.index_file import replacing
 from vizdex.search.rwlock import ReadWriteLock
+from vizdex.search.vector_file import VectorFile, VectorFilePlace
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,17 @@ RANGE_SLACK = 1e-6
 KIND_FLAT = "flat"
 KIND_IVF = "ivf"
 KIND_FACTORY = "factory"
+KIND_COMPRESSED = "ivfpq"
+# PQ trains 256 centroids per sub-vector: FAISS wants 39 points per centroid.
+COMPRESSED_MIN_COUNT = 256 * 39
+PQ_DIMS_PER_CODE = 8  # one byte of code per 8 dimensions: 64 bytes for 512-d vectors
+# A compressed index's range search asks FAISS for hits down to ``spec.range_margin`` below the
+# threshold (approximate scores err either way), then keeps those whose exact score reaches it.
+# The margin is measured at build: this quantile of (exact - approximate) on sampled neighbours,
+# plus a little.
+RANGE_MARGIN_QUANTILE = 0.999
+RANGE_MARGIN_EXTRA = 0.01
+RERANK_CHUNK = 64  # queries re-scored at a time (bounds the gathered candidate vectors)
 
 
 def gpu_available() -> bool:
@@ -87,6 +107,8 @@ class IndexSpec:
     nprobe: int = 0
     factory: str | None = None
     trained_on: int = 0
+    rerank: int = 0  # candidates fetched per hit and re-scored with exact vectors; 0: none
+    range_margin: float = 0.0  # how far approximate scores fall below exact ones (measured)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,18 +122,29 @@ class IndexSpec:
             nprobe=int(data.get("nprobe", 0)),
             factory=data.get("factory"),
             trained_on=int(data.get("trained_on", 0)),
+            rerank=int(data.get("rerank", 0)),
+            range_margin=float(data.get("range_margin", 0.0)),
         )
 
 
 @dataclass(frozen=True)
 class IndexPolicy:
-    """Exact up to ``exact_max`` vectors; above, IVF (or the collection's factory string)."""
+    """Exact up to ``exact_max`` vectors; above, IVF (or the collection's factory string); from
+    ``compress_min`` on (None: never), IVF with PQ codes, re-ranked.
+
+    ``rerank``: a lossy index (the compressed kind, or a factory string with PQ or SQ codes)
+    fetches this many candidates per hit and re-scores them with exact vectors from a float16
+    file at ``vector_place``; 0, or no place, turns re-ranking off.
+    """
 
     exact_max: int
     factory: str | None = None
     recall_target: float = 0.95
     tuning_queries: int = 512
     seed: int = 0
+    compress_min: int | None = None
+    rerank: int = 10
+    vector_place: VectorFilePlace | None = None
 
     def kind_for(self, count: int) -> str:
         if count <= self.exact_max:
@@ -119,6 +152,8 @@ class IndexPolicy:
         if self.factory:
             # A factory's fixed nlist needs enough points to train: stay exact until there are.
             return KIND_FACTORY if count >= factory_min_count(self.factory) else KIND_FLAT
+        if self.compress_min is not None and count >= max(self.compress_min, COMPRESSED_MIN_COUNT):
+            return KIND_COMPRESSED
         return KIND_IVF
 
     def needs_retrain(self, spec: IndexSpec, count: int) -> bool:
@@ -190,13 +225,55 @@ def _new_flat(dim: int) -> Any:
 
 
 def _new_trainable(kind: str, dim: int, count: int, factory: str | None) -> Any:
-    if kind == KIND_IVF:
+    metric = faiss.METRIC_INNER_PRODUCT
+    if kind in (KIND_IVF, KIND_COMPRESSED):
         nlist = ivf_nlist(count)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(dim)
+        index: Any
+        if kind == KIND_IVF:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
+        elif dim % PQ_DIMS_PER_CODE == 0:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // PQ_DIMS_PER_CODE, 8, metric)
+        else:  # PQ needs the dimension split evenly: one byte per dimension instead
+            qtype = faiss.ScalarQuantizer.QT_8bit
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qtype, metric)
         index.cp.spherical = True  # centroids on the sphere, like the data
         return index
     assert factory is not None
-    return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    return faiss.index_factory(dim, factory, metric)
+
+
+def _lossy(index: Any, dim: int) -> bool:
+    """Whether the index keeps less than the float32 vectors (PQ or SQ codes): worth re-ranking."""
+    ivf = faiss.extract_index_ivf(index)
+    return isinstance(index, faiss.IndexPreTransform) or int(ivf.code_size) < 4 * dim
+
+
+def rescore(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    approximate: np.ndarray,
+    exact: VectorFile,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of each query's candidates by exact score (an id the file lacks keeps its
+    approximate score; that only happens while a rebuilt file catches up)."""
+    out_scores = np.full((len(queries), k), -np.inf, np.float32)
+    out_ids = np.full((len(queries), k), -1, np.int64)
+    for start in range(0, len(queries), RERANK_CHUNK):
+        stop = min(len(queries), start + RERANK_CHUNK)
+        ids = candidates[start:stop]
+        vectors, found = exact.vectors(ids.reshape(-1))
+        scores = np.einsum(
+            "qcd,qd->qc", vectors.reshape(*ids.shape, -1), queries[start:stop], optimize=True
+        ).astype(np.float32)
+        scores = np.where(found.reshape(ids.shape), scores, approximate[start:stop])
+        scores[ids < 0] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out_scores[start:stop, : top.shape[1]] = np.take_along_axis(scores, top, axis=1)
+        out_ids[start:stop, : top.shape[1]] = np.take_along_axis(ids, top, axis=1)
+    out_ids[out_scores == -np.inf] = -1
+    return out_scores, out_ids
 
 
 def _search_parameters(index: Any, *, nprobe: int | None, selector: Any) -> Any:
@@ -239,11 +316,14 @@ def tune_nprobe(
     target: float,
     queries: int,
     rng: np.random.Generator,
+    exact: VectorFile | None = None,
+    rerank: int = 0,
 ) -> tuple[int, float]:
     """Smallest nprobe whose recall@10 against exact search reaches ``target``.
 
     Queries are vectors sampled from the collection itself (as "find similar" uses it), each
-    scored without its own self-match, which would flatter the recall.
+    scored without its own self-match, which would flatter the recall. With ``exact`` the
+    recall is that of the re-ranked answer, as searches will see it.
     """
     ivf = faiss.extract_index_ivf(index)
     count = len(ids)
@@ -257,7 +337,12 @@ def tune_nprobe(
 
     def recall(nprobe: int) -> float:
         params = _search_parameters(index, nprobe=nprobe, selector=None)
-        _, found = index.search(sample, k + 1, params=params)
+        if exact is None or rerank < 1:
+            _, found = index.search(sample, k + 1, params=params)
+        else:
+            fetch = min(count, (k + 1) * rerank)
+            scores, candidates = index.search(sample, fetch, params=params)
+            _, found = rescore(sample, candidates, scores, exact, k + 1)
         return _recall(_drop_self(found, ids[picked], k), truth)
 
     # Aim a little above the target: the estimate comes from a sample, and queries from outside
@@ -280,16 +365,66 @@ def tune_nprobe(
     return high, measured
 
 
+def measure_range_margin(
+    index: Any, vectors: np.ndarray, exact: VectorFile, nprobe: int, rng: np.random.Generator
+) -> float:
+    """How far below its exact score an approximate score may fall, on neighbours of sampled
+    vectors: what a range search must reach below its threshold not to miss them."""
+    sample = np.ascontiguousarray(vectors[rng.choice(len(vectors), min(len(vectors), 256), False)])
+    params = _search_parameters(index, nprobe=nprobe, selector=None)
+    approximate, candidates = index.search(sample, min(len(vectors), 100), params=params)
+    found = candidates >= 0
+    rows, _ = exact.vectors(candidates[found])
+    owners = np.nonzero(found)[0]
+    gaps = np.einsum("hd,hd->h", rows, sample[owners]) - approximate[found]
+    if not len(gaps):
+        return RANGE_MARGIN_EXTRA
+    return float(max(0.0, np.quantile(gaps, RANGE_MARGIN_QUANTILE))) + RANGE_MARGIN_EXTRA
+
+
+def _rescore_ranges(
+    queries: np.ndarray,
+    lims: np.ndarray,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    exact: VectorFile,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A range search's hits with exact scores, those below ``threshold`` dropped."""
+    vectors, found = exact.vectors(ids)
+    owner = np.repeat(np.arange(len(queries)), np.diff(lims))
+    rescored = np.einsum("hd,hd->h", vectors, queries[owner]).astype(np.float32)
+    rescored = np.where(found, rescored, scores)
+    keep = rescored >= float(threshold) - RANGE_SLACK
+    counts = np.bincount(owner[keep], minlength=len(queries))
+    new_lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return new_lims, rescored[keep], ids[keep]
+
+
+INDEX_FILE_SUFFIX = ".faiss"
+
+
 class VectorIndex:
     """A thread-safe FAISS index plus the last catalog sequence number it contains."""
 
     def __init__(
-        self, cpu_index: Any, spec: IndexSpec, backend: IndexBackend, *, last_seq: int
+        self,
+        cpu_index: Any,
+        spec: IndexSpec,
+        backend: IndexBackend,
+        *,
+        last_seq: int,
+        exact: VectorFile | None = None,
+        mapped: bool = False,
     ) -> None:
         if spec.nprobe:  # before the GPU copy, which takes nprobe from the CPU index
             faiss.extract_index_ivf(cpu_index).nprobe = spec.nprobe
         self._cpu = cpu_index
         self._spec = spec
+        # Exact vectors for re-ranking (spec.rerank > 0); None until loaded or rebuilt.
+        self._exact = exact
+        # Lists memory-mapped from a snapshot (read-only): copied to memory at the first change.
+        self._mapped = mapped
         self._backend = backend
         self._gpu = backend.replica(cpu_index)
         # GPU indexes and their resources are not safe to search from several threads at once.
@@ -328,10 +463,19 @@ class VectorIndex:
         index = _new_trainable(kind, dim, count, policy.factory)
         ivf = faiss.extract_index_ivf(index)
         rng = np.random.default_rng(policy.seed)
-        train_count = min(count, 40 * int(ivf.nlist))
+        # The coarse lists want 40 points per list; PQ codebooks 256 x 39 in all.
+        floor = COMPRESSED_MIN_COUNT if kind == KIND_COMPRESSED else 0
+        train_count = min(count, max(40 * int(ivf.nlist), floor))
         training = vectors[np.sort(rng.choice(count, size=train_count, replace=False))]
         index.train(np.ascontiguousarray(training))
         index.add_with_ids(vectors, ids)
+        rerank = policy.rerank if policy.vector_place is not None and _lossy(index, dim) else 0
+        exact = None
+        if rerank:
+            assert policy.vector_place is not None
+            exact = policy.vector_place.create(
+                [(ids, vectors)], count=count, dim=dim, last_seq=last_seq
+            )
         nprobe, recall = tune_nprobe(
             index,
             vectors,
@@ -339,13 +483,16 @@ class VectorIndex:
             target=policy.recall_target,
             queries=policy.tuning_queries,
             rng=rng,
+            exact=exact,
+            rerank=rerank,
         )
         log.info(
-            "built %s index: %d vectors, nlist=%d, nprobe=%d (recall@10 %.3f)",
+            "built %s index: %d vectors, nlist=%d, nprobe=%d, rerank=%d (recall@10 %.3f)",
             kind,
             count,
             ivf.nlist,
             nprobe,
+            rerank,
             recall,
         )
         spec = IndexSpec(
@@ -355,8 +502,12 @@ class VectorIndex:
             nprobe=nprobe,
             factory=policy.factory if kind == KIND_FACTORY else None,
             trained_on=count,
+            rerank=rerank,
+            range_margin=(
+                measure_range_margin(index, vectors, exact, nprobe, rng) if exact else 0.0
+            ),
         )
-        return cls(index, spec, backend, last_seq=last_seq)
+        return cls(index, spec, backend, last_seq=last_seq, exact=exact)
 
     @classmethod
     def deserialize(
@@ -367,10 +518,109 @@ class VectorIndex:
             raise IndexCorruptError(f"index dimension {index.d} does not match its header")
         return cls(index, spec, backend, last_seq=last_seq)
 
+    @classmethod
+    def open_mapped(
+        cls, path: Path, spec: IndexSpec, backend: IndexBackend, *, last_seq: int
+    ) -> VectorIndex:
+        """An index file written by ``save_files``, memory-mapped: searches start at once and
+        read only the lists they probe; the first change copies the lists to memory."""
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        except RuntimeError as error:
+            raise IndexCorruptError(f"{path.name}: {_faiss_reason(error)}") from None
+        if index.d != spec.dim:
+            raise IndexCorruptError(f"index dimension {index.d} does not match its header")
+        mapped = faiss.try_extract_index_ivf(index) is not None
+        return cls(index, spec, backend, last_seq=last_seq, mapped=mapped)
+
     def serialize(self) -> tuple[np.ndarray, IndexSpec, int]:
         """(bytes, spec, last_seq), consistent with each other: taken under the read lock."""
+        self._materialise()
         with self._lock.read():
             return faiss.serialize_index(self._cpu), self._spec, self._last_seq
+
+    @property
+    def saves_files(self) -> bool:
+        """Saved as files of its own (``save_files``) rather than one snapshot payload: the
+        re-ranked kind, whose index is memory-mapped at start-up and whose exact vectors are a
+        file anyway."""
+        return self._spec.rerank > 0
+
+    def save_files(self, stem: Path) -> tuple[dict[str, Any], IndexSpec, int]:
+        """Writes the FAISS index to a new file ``<stem>-<unique>.faiss`` (temp file, fsync,
+        rename) and commits the exact vectors at the same sequence number.
+
+        Returns (header fields naming both files, spec, last_seq). The snapshot that carries
+        these fields is what makes them current; until it is renamed in place the old snapshot
+        and its files stay valid.
+        """
+        self._materialise()  # FAISS writes mapped lists as a reference to their file, not the data
+        with self._lock.read():
+            if self._exact is None:
+                raise IndexCorruptError("the index has no exact vectors to save")
+            name = f"{stem.name}-{uuid.uuid4().hex[:12]}{INDEX_FILE_SUFFIX}"
+            path = stem.with_name(name)
+            digest = hashlib.sha256()
+            with replacing(path) as handle:
+
+                def write(data: bytes) -> int:
+                    digest.update(data)
+                    return handle.write(data)
+
+                writer = faiss.PyCallbackIOWriter(write)  # type: ignore[attr-defined]
+                faiss.write_index(self._cpu, writer)
+            self._exact.commit(self._last_seq)
+            fields = {
+                "index_file": name,
+                "index_size": path.stat().st_size,
+                "index_sha256": digest.hexdigest(),
+                "vector_file": self._exact.path.name,
+            }
+            return fields, self._spec, self._last_seq
+
+    def _materialise(self) -> None:
+        if self._mapped:
+            with self._lock.write():
+                self._materialise_locked()
+
+    def _materialise_locked(self) -> None:
+        """Copies memory-mapped (read-only) lists into memory so that they can change. Under the
+        write lock: the mapped lists are unmapped here, under any search still reading them."""
+        if not self._mapped:
+            return
+        ivf = faiss.extract_index_ivf(self._cpu)
+        source = ivf.invlists
+        assert source is not None
+        lists: Any = faiss.ArrayInvertedLists(source.nlist, source.code_size)
+        for number in range(source.nlist):
+            size = source.list_size(number)
+            if size:
+                lists.add_entries(number, size, source.get_ids(number), source.get_codes(number))
+        ivf.replace_invlists(lists, True)
+        lists.this.disown()  # the index owns it now
+        self._mapped = False
+
+    # -- exact vectors -------------------------------------------------------------------------
+
+    @property
+    def needs_exact(self) -> bool:
+        """Re-ranked, but without its exact vectors (missing or damaged file): rebuild them."""
+        return self._spec.rerank > 0 and self._exact is None
+
+    @property
+    def exact_file(self) -> Path | None:
+        return self._exact.path if self._exact is not None else None
+
+    def attach_exact(self, exact: VectorFile | None) -> None:
+        with self._lock.write():
+            old, self._exact = self._exact, exact
+        if old is not None and old is not exact:
+            old.close()
+
+    def exact_ids(self) -> np.ndarray | None:
+        """The ids the exact vectors cover (for consistency checks), or None without them."""
+        with self._lock.read():
+            return self._exact.live_ids() if self._exact is not None else None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -397,6 +647,10 @@ class VectorIndex:
     @property
     def approximate(self) -> bool:
         return self._spec.kind != KIND_FLAT
+
+    @property
+    def mapped(self) -> bool:
+        return self._mapped
 
     def ids(self) -> np.ndarray:
         """Every id in the index (for consistency checks; O(N))."""
@@ -428,10 +682,15 @@ class VectorIndex:
         added = _as_ids(added_ids)
         vectors = _as_matrix(added_vectors, self.dim) if len(added) else None
         with self._lock.write():
+            if len(removed) or vectors is not None:
+                self._materialise_locked()
             if len(removed):
                 self._cpu.remove_ids(faiss.IDSelectorBatch(removed))
             if vectors is not None:
                 self._cpu.add_with_ids(vectors, added)
+            if self._exact is not None:
+                empty = np.zeros((0, self.dim), np.float32)
+                self._exact.apply(removed, added, vectors if vectors is not None else empty)
             self._refresh_replica(removed=len(removed) > 0, added=added, vectors=vectors)
             self._last_seq = max(self._last_seq, upto_seq)
 
@@ -485,16 +744,20 @@ class VectorIndex:
                 shape = (matrix.shape[0], max(k, 0))
                 return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64)
             k_eff = min(k, total)
+            exact = self._exact if self._spec.rerank else None
+            fetch = min(total, k_eff * self._spec.rerank) if exact is not None else k_eff
             selector = None if allowed_ids is None else faiss.IDSelectorBatch(_as_ids(allowed_ids))
             ivf = faiss.try_extract_index_ivf(self._cpu)
             nprobe = int(ivf.nlist) if exhaustive and ivf is not None else None
             use_gpu = self._gpu is not None and selector is None and nprobe is None
-            if use_gpu and k_eff <= GPU_MAX_K:
+            if use_gpu and fetch <= GPU_MAX_K:
                 with self._gpu_lock:
-                    scores, ids = self._gpu.search(matrix, k_eff)
+                    scores, ids = self._gpu.search(matrix, fetch)
             else:
                 params = _search_parameters(self._cpu, nprobe=nprobe, selector=selector)
-                scores, ids = self._cpu.search(matrix, k_eff, params=params)
+                scores, ids = self._cpu.search(matrix, fetch, params=params)
+            if exact is not None:
+                scores, ids = rescore(matrix, np.asarray(ids), np.asarray(scores), exact, k_eff)
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         scores[ids < 0] = -np.inf
@@ -519,17 +782,20 @@ class VectorIndex:
                 empty = np.zeros(0, dtype=np.int64)
                 return np.zeros(len(matrix) + 1, np.int64), np.zeros(0, np.float32), empty
             params = _search_parameters(self._cpu, nprobe=nprobe, selector=None)
+            exact = self._exact if self._spec.rerank else None
+            margin = self._spec.range_margin if exact is not None else 0.0
             try:
                 lims, scores, ids = self._cpu.range_search(
-                    matrix, float(threshold) - RANGE_SLACK, params=params
+                    matrix, float(threshold) - RANGE_SLACK - margin, params=params
                 )
             except RuntimeError as error:  # an index type without range search (HNSW, ...)
                 raise InvalidInputError(
                     f"this index ({self._spec.factory or self._spec.kind}) cannot answer a "
                     f"range search: {_faiss_reason(error)}"
                 ) from None
-        return (
-            np.asarray(lims, dtype=np.int64),
-            np.asarray(scores, dtype=np.float32),
-            np.asarray(ids, dtype=np.int64),
-        )
+            lims = np.asarray(lims, dtype=np.int64)
+            scores = np.asarray(scores, dtype=np.float32)
+            ids = np.asarray(ids, dtype=np.int64)
+            if exact is not None:
+                lims, scores, ids = _rescore_ranges(matrix, lims, scores, ids, exact, threshold)
+        return lims, scores, ids

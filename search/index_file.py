@@ -9,6 +9,7 @@ directory is fsynced: after a crash there is either the old file or the new one,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,8 +17,9 @@ import os
 import struct
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -48,6 +50,23 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+@contextlib.contextmanager
+def replacing(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
+    """A file written under a temporary name, then fsynced and renamed over ``path`` (and the
+    rename made durable) when the block ends; removed instead if the block fails."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    try:
+        with open(temporary, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
 def write_snapshot(path: Path, header: dict[str, Any], payload: np.ndarray) -> int:
     """Atomically replaces ``path`` with a new snapshot; returns its size in bytes."""
     # The index folders are ours: a file or a link in their place is moved aside, like a
@@ -60,24 +79,15 @@ def write_snapshot(path: Path, header: dict[str, Any], payload: np.ndarray) -> i
     header_bytes = json.dumps(
         {**header, "format": FORMAT_VERSION, "payload_size": int(body.size)}, sort_keys=True
     ).encode("utf-8")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     digest = hashlib.sha256()
-    try:
-        with open(temporary, "wb") as handle:
-            for piece in (MAGIC, _HEADER_LENGTH.pack(len(header_bytes)), header_bytes):
-                digest.update(piece)
-                handle.write(piece)
-            view = body.data
-            digest.update(view)
-            handle.write(view)
-            handle.write(digest.digest())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    with replacing(path) as handle:
+        for piece in (MAGIC, _HEADER_LENGTH.pack(len(header_bytes)), header_bytes):
+            digest.update(piece)
+            handle.write(piece)
+        view = body.data
+        digest.update(view)
+        handle.write(view)
+        handle.write(digest.digest())
     return _PREFIX + len(header_bytes) + int(body.size) + _DIGEST_SIZE
 
 

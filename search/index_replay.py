@@ -16,7 +16,7 @@ import numpy as np
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
 from vizdex.search.index_file import move_aside, remove_stale_temporaries
-from vizdex.search.index_slot import Slot, read_index_file
+from vizdex.search.index_slot import Slot, read_index_file, remove_unnamed_files
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,45 @@ class Replay:
             move_aside(slot.path, "index does not match the catalog after replay")
             slot.index = self.build(slot)
             slot.generation += 1
+        if self.ensure_exact(slot):
+            slot.generation += 1  # the snapshot on disk names the old vector file: write anew
+        remove_unnamed_files(slot)
         return slot.index is not None and slot.saved != (slot.generation, slot.seq)
+
+    def ensure_exact(self, slot: Slot) -> bool:
+        """Rebuilds a re-ranked index's exact vectors from the catalog when their file was
+        missing, torn, of another sequence number, or holds other ids than the index.
+
+        Returns whether it did. Rows come from the catalog up to the index's own position, so
+        the file and the index then follow the same changes.
+        """
+        index = slot.index
+        place = slot.policy.vector_place
+        if index is None or place is None or index.spec.rerank == 0:
+            return False
+        held = index.exact_ids()
+        if held is not None:
+            ids = index.ids()
+            if len(held) == len(ids) and int(held.sum()) == int(ids.sum()):
+                return False
+            log.error(
+                "exact vectors of collection %d / %s hold %d ids, the index %d: rebuilding them",
+                slot.collection_id,
+                slot.model,
+                len(held),
+                len(ids),
+            )
+        upto = index.last_seq
+        _, count, _ = self._catalog.embedding_summary(slot.collection_id, slot.model)
+        batches = self._catalog.iter_embeddings(slot.collection_id, slot.model, upto_seq=upto)
+        index.attach_exact(place.create(batches, count=count, dim=index.dim, last_seq=upto))
+        log.info(
+            "rebuilt the exact vectors of collection %d / %s from the catalog (%d)",
+            slot.collection_id,
+            slot.model,
+            count,
+        )
+        return True
 
     def consistent(self, slot: Slot) -> bool:
         """Same vector count and id sum as the catalog, checked at one consistent position."""

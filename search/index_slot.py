@@ -2,12 +2,18 @@
 
 A slot holds the loaded index with what is known about it (its generation, what the file on disk
 holds); the file is a snapshot the catalog's changes are replayed onto at start-up.
+
+A re-ranked (compressed) index is saved as files of its own beside the snapshot, which names
+them: the FAISS index (``<stem>-<unique>.faiss``, memory-mapped at start-up) and its exact
+vectors (``<stem>-<unique>.f16``, see ``vector_file``). New files get new names and the snapshot's
+rename switches to them, so a crash leaves the old set whole; files nothing names are removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import stat
 import threading
@@ -16,10 +22,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vizdex.search.catalog import Catalog
 from vizdex.search.errors import IndexCorruptError
-from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
+from vizdex.search.index import (
+    INDEX_FILE_SUFFIX,
+    IndexBackend,
+    IndexPolicy,
+    IndexSpec,
+    VectorIndex,
+)
 from vizdex.search.index_file import move_aside, read_snapshot, write_snapshot
+from vizdex.search.vector_file import SUFFIX as VECTOR_FILE_SUFFIX
+from vizdex.search.vector_file import VectorFileError
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +64,54 @@ class Slot:
     retraining: bool = False
     snapshot_queued: bool = False
     dropped: bool = False
+    files: frozenset[str] = frozenset()  # the files beside it that the snapshot on disk names
 
     @property
     def seq(self) -> int:
         return self.index.last_seq if self.index is not None else self.empty_seq
+
+    @property
+    def stem(self) -> Path:
+        """Files of this slot's index other than the snapshot are named ``<stem>-...``."""
+        return self.path.with_suffix("")
+
+
+def _own_file(slot: Slot, name: object, suffix: str) -> Path:
+    if (
+        not isinstance(name, str)
+        or "/" in name
+        or not name.startswith(slot.stem.name + "-")
+        or not name.endswith(suffix)
+    ):
+        raise IndexCorruptError(f"the snapshot names {name!r}, not one of its own files")
+    return slot.path.with_name(name)
+
+
+def _open_files(
+    slot: Slot, header: dict[str, Any], spec: IndexSpec, backend: IndexBackend, last_seq: int
+) -> VectorIndex:
+    """The memory-mapped index file the snapshot names (verified whole), with its exact
+    vectors when their file is whole and committed at the same number (else they are rebuilt
+    from the catalog by the caller: ``needs_exact``)."""
+    path = _own_file(slot, header.get("index_file"), INDEX_FILE_SUFFIX)
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size != int(header["index_size"]):
+            raise IndexCorruptError(f"{path.name}: size does not match the snapshot")
+        if hashlib.file_digest(handle, "sha256").hexdigest() != header.get("index_sha256"):
+            raise IndexCorruptError(f"{path.name}: checksum mismatch")
+    index = VectorIndex.open_mapped(path, spec, backend, last_seq=last_seq)
+    place = slot.policy.vector_place
+    name = header.get("vector_file")
+    if place is None:
+        return index
+    try:
+        _own_file(slot, name, VECTOR_FILE_SUFFIX)
+        index.attach_exact(place.open(str(name), dim=spec.dim, last_seq=last_seq))
+    except (VectorFileError, IndexCorruptError) as error:
+        if isinstance(name, str) and "/" not in name:
+            move_aside(slot.path.with_name(name), error.message)
+        log.warning("exact vectors of %d / %s: %s", slot.collection_id, slot.model, error)
+    return index
 
 
 def read_index_file(slot: Slot, catalog: Catalog, backend: IndexBackend) -> VectorIndex | None:
@@ -79,7 +139,10 @@ def read_index_file(slot: Slot, catalog: Catalog, backend: IndexBackend) -> Vect
                 "the file is ahead of the catalog (was the database restored or replaced?)"
             )
         spec = IndexSpec.from_dict(header["spec"])
-        index = VectorIndex.deserialize(payload, spec, backend, last_seq=last_seq)
+        if "index_file" in header:
+            index = _open_files(slot, header, spec, backend, last_seq)
+        else:
+            index = VectorIndex.deserialize(payload, spec, backend, last_seq=last_seq)
         if index.ntotal != int(header["count"]):
             raise IndexCorruptError("vector count does not match the header")
     except IndexCorruptError as error:
@@ -92,6 +155,9 @@ def read_index_file(slot: Slot, catalog: Catalog, backend: IndexBackend) -> Vect
         move_aside(slot.path, f"unreadable: {error.strerror or error}")
         return None
     slot.saved = (slot.generation + 1, last_seq)  # the generation the loader is about to assign
+    slot.files = frozenset(
+        str(header[key]) for key in ("index_file", "vector_file") if key in header
+    )
     log.info(
         "loaded index for collection %d / %s at seq %d (%d vectors)",
         slot.collection_id,
@@ -108,9 +174,16 @@ def write_index_file(slot: Slot) -> bool:
         index, generation = slot.index, slot.generation
         if index is None or slot.dropped:
             return False
-        payload, spec, seq = index.serialize()
-        if slot.saved == (generation, seq):
-            return False
+        fields: dict[str, Any] = {}
+        if index.saves_files:
+            if slot.saved == (generation, index.last_seq) or index.needs_exact:
+                return False
+            fields, spec, seq = index.save_files(slot.stem)
+            payload = np.zeros(0, dtype=np.uint8)
+        else:
+            payload, spec, seq = index.serialize()
+            if slot.saved == (generation, seq):
+                return False
         header: dict[str, Any] = {
             "collection_id": slot.collection_id,
             "model": slot.model,
@@ -118,9 +191,14 @@ def write_index_file(slot: Slot) -> bool:
             "count": index.ntotal,
             "spec": spec.to_dict(),
             "written_at": datetime.now(UTC).isoformat(),
+            **fields,
         }
         size = write_snapshot(slot.path, header, payload)
         slot.saved = (generation, seq)
+        named = frozenset(str(value) for key, value in fields.items() if key.endswith("_file"))
+        for stale in slot.files - named:  # the files only the replaced snapshot named
+            slot.path.with_name(stale).unlink(missing_ok=True)
+        slot.files = named
     log.info(
         "saved index of collection %d / %s at seq %d (%d bytes)",
         slot.collection_id,
@@ -129,3 +207,18 @@ def write_index_file(slot: Slot) -> bool:
         size,
     )
     return True
+
+
+def remove_unnamed_files(slot: Slot) -> None:
+    """Deletes index and vector files of the slot that neither the snapshot on disk nor the
+    loaded index uses (left by a crash between writing them and the snapshot's rename, or by a
+    rebuild). Only at load: later, a retrain may be writing new ones."""
+    keep = set(slot.files)
+    index = slot.index
+    exact = index.exact_file if index is not None else None
+    if exact is not None:
+        keep.add(exact.name)
+    for suffix in (INDEX_FILE_SUFFIX, VECTOR_FILE_SUFFIX):
+        for path in slot.path.parent.glob(f"{slot.stem.name}-*{suffix}"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)

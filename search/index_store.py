@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from vizdex.search.index_replay import Replay
 from vizdex.search.index_slot import FILE_SUFFIX, Slot, index_file_name, write_index_file
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings
+from vizdex.search.vector_file import VectorFilePlace
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class IndexStore:
             recall_target=self._settings.recall_target,
             tuning_queries=self._settings.tuning_queries,
             seed=self._settings.seed,
+            compress_min=self._settings.compress_min or None,
+            rerank=self._settings.rerank,
         )
 
     def path_for(self, collection_id: int, model: str) -> Path:
@@ -143,11 +146,13 @@ class IndexStore:
         with self._slots_lock:
             slot = self._slots.get(key)
             if slot is None:
+                path = self.path_for(collection.id, model)
+                place = VectorFilePlace(path.with_suffix(""), collection.id, model)
                 slot = Slot(
                     collection_id=collection.id,
                     model=model,
-                    policy=self.policy_for(collection),
-                    path=self.path_for(collection.id, model),
+                    policy=replace(self.policy_for(collection), vector_place=place),
+                    path=path,
                 )
                 self._slots[key] = slot
         if not slot.loaded:

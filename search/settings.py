@@ -59,7 +59,11 @@ class IndexSettings:
     search on a sample of the collection's own vectors (``VIZDEX_INDEX_RECALL_TARGET``).
     ``snapshot_every``: write a new index file after this many applied changes
     (``VIZDEX_INDEX_SNAPSHOT_EVERY``). ``device``: ``auto`` uses a GPU when FAISS has GPU support
-    and sees one (``VIZDEX_INDEX_DEVICE``).
+    and sees one (``VIZDEX_INDEX_DEVICE``). ``compress_min``: from this many vectors on, IVF with
+    PQ codes (64 bytes per 512-d vector) re-ranked with exact float16 vectors from a
+    memory-mapped file (``VIZDEX_INDEX_COMPRESS_MIN``; 0 turns compression off).
+    ``rerank``: how many candidates per hit a compressed index re-scores
+    (``VIZDEX_INDEX_RERANK``).
 
     ``vector_store``: ``faiss`` (local indexes), ``milvus://host:19530`` or a milvus-lite
     ``.db`` file (``VIZDEX_VECTOR_STORE``). ``milvus_index``: the index type a new Milvus
@@ -75,6 +79,8 @@ class IndexSettings:
     tuning_queries: int = 512
     snapshot_every: int = setting("INDEX_SNAPSHOT_EVERY", 10_000, minimum=1)
     device: str = setting("INDEX_DEVICE", "auto", choices=INDEX_DEVICES)
+    compress_min: int = setting("INDEX_COMPRESS_MIN", 1_000_000, minimum=0)
+    rerank: int = setting("INDEX_RERANK", 10, minimum=1)
     vector_store: str = setting("VECTOR_STORE", "faiss")
     milvus_index: str = setting("MILVUS_INDEX", "hnsw", choices=MILVUS_INDEX_TYPES)
     milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)
@@ -89,6 +95,8 @@ class IndexSettings:
             raise InvalidInputError("index recall target must be in (0, 1]")
         if self.exact_max < 0:
             raise InvalidInputError("index exact_max must be >= 0")
+        if self.compress_min < 0 or self.rerank < 1:
+            raise InvalidInputError("index compress_min must be >= 0 and rerank >= 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:

@@ -18,7 +18,7 @@ from vizdex.core.precision import Precision
 from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.rows import image_record, image_values, metadata_object
 from vizdex.search.catalog.session import CatalogSession, allocate, chunks
-from vizdex.search.catalog.vectors import check_dims, tombstone, vector
+from vizdex.search.catalog.vectors import check_dims, encode, tombstone, vector
 from vizdex.search.errors import ImageNotFoundError
 from vizdex.search.models import Embedding, Image, utcnow
 from vizdex.search.records import (
@@ -140,7 +140,7 @@ class ImagesPart(CatalogSession):
                                 "collection_id": collection_id,
                                 "seq": seq,
                                 "dim": vectors[model].shape[0],
-                                "vector": vectors[model].tobytes(),
+                                "vector": encode(vectors[model]),
                             }
                         )
                         seq += 1

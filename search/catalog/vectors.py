@@ -2,6 +2,9 @@
 
 Every vector written and every vector that leaves (image deleted, or re-embedded) takes a number
 from its collection's counter; ``changes`` between two numbers is what an index applies to catch up.
+
+Vectors are stored as float16 (``search.float16``: half the bytes of float32, unit vectors come
+back unit length); they are handed out as float32.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from vizdex.core.precision import Precision
 from vizdex.search.catalog.precisions import settle_precisions
 from vizdex.search.catalog.session import CatalogSession, allocate, chunks
 from vizdex.search.errors import CollectionNotFoundError, ImageNotFoundError
+from vizdex.search.float16 import MAX as FLOAT16_MAX
+from vizdex.search.float16 import from_float16, to_float16
 from vizdex.search.models import Collection, Embedding, EmbeddingTombstone, Image, utcnow
 from vizdex.search.records import ChangeSet
 
@@ -29,15 +34,24 @@ def vector(value: Any, *, model: str) -> np.ndarray:
         raise InvalidInputError(f"vector for model {model!r} must be one non-empty row")
     if not np.isfinite(array).all():
         raise InvalidInputError(f"vector for model {model!r} has NaN or infinite values")
+    if np.abs(array).max() > FLOAT16_MAX:
+        raise InvalidInputError(
+            f"vector for model {model!r} has values beyond ±{FLOAT16_MAX:g} (stored as float16)"
+        )
     return np.ascontiguousarray(array)
+
+
+def encode(row: np.ndarray) -> bytes:
+    """One vector as the catalog stores it: little-endian float16."""
+    return to_float16(row).tobytes()
 
 
 def decode(rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     if not rows:
         return ids, np.zeros((0, 0), dtype=np.float32)
-    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-    return ids, vectors.reshape(len(rows), -1)
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f2")
+    return ids, from_float16(vectors.reshape(len(rows), -1))
 
 
 def check_dims(
@@ -148,7 +162,7 @@ class VectorsPart(CatalogSession):
                         "collection_id": collection_id,
                         "seq": seq + offset,
                         "dim": row.shape[0],
-                        "vector": row.tobytes(),
+                        "vector": encode(row),
                     }
                     for offset, (image_id, row) in enumerate(zip(ids, rows, strict=True))
                 ],

@@ -95,7 +95,12 @@ def test_vectors_are_the_encoders_own(harness: Harness, tmp_path: Path) -> None:
     side = draft_side(encoders)
     images = [decode_file(path, ImageInputSettings(), min_side=side).image for path in files]
     for name, encoder in harness.encoders.items():
-        assert np.allclose(harness.vectors(name, ids), encoder.encode_images(images), atol=1e-5)
+        stored, own = harness.vectors(name, ids), encoder.encode_images(images)
+        # The catalog keeps float16 (about 3 significant digits): the same vectors, not the
+        # same bits. A cosine this close to 1 is what no other image's vector would reach.
+        cosines = np.sum(stored * own, axis=1) / np.linalg.norm(own, axis=1)
+        assert cosines.min() > 1 - 1e-5
+        assert np.allclose(stored, own, atol=1e-3)
 
 
 def test_a_rescan_skips_unchanged_files_without_reading_them(

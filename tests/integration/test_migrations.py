@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ImageFactory
@@ -323,6 +323,7 @@ def test_0005_gives_existing_collections_ready_models_no_defaults_and_goes_back(
         upgrade(url, "0005")
     finally:
         engine.dispose()
+    upgrade(url)  # this code opens only the head; the later revisions leave these columns alone
     catalog = Catalog.open(CatalogSettings(database_url=url))
     old = catalog.get_collection("old")
     catalog.close()
@@ -339,3 +340,86 @@ def test_0005_gives_existing_collections_ready_models_no_defaults_and_goes_back(
         assert kept == 7
     finally:
         engine.dispose()
+
+
+RELEASE_0004 = Path(__file__).resolve().parents[1] / "support" / "catalogs" / "release-0004.db"
+
+
+def _load_release_0004(url: str) -> None:
+    """The catalog vizdex wrote at revision 0004 (float32 vectors), copied row by row into a
+    database of that revision: the same file on SQLite, its rows on PostgreSQL."""
+    upgrade(url, "0004")
+    source = create_catalog_engine(f"sqlite:///{RELEASE_0004}")
+    target = create_catalog_engine(url)
+    # The tables as they were at 0004 (the models' are the head's, with later columns).
+    tables = MetaData()
+    tables.reflect(source)
+    try:
+        with source.connect() as reading, target.begin() as writing:
+            for table in tables.sorted_tables:
+                if table.name == "alembic_version":  # the target's own says 0004 already
+                    continue
+                rows = [dict(row._mapping) for row in reading.execute(table.select())]
+                if rows:
+                    writing.execute(table.insert(), rows)
+    finally:
+        source.dispose()
+        target.dispose()
+
+
+def _stored_vectors(url: str) -> dict[tuple[int, str], tuple[int, bytes]]:
+    engine = create_catalog_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT image_id, model, dim, vector FROM embeddings"))
+            return {(row[0], row[1]): (row[2], bytes(row[3])) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def test_0006_stores_a_previous_release_catalogs_vectors_as_float16_and_goes_back(
+    url: str,
+) -> None:
+    _load_release_0004(url)
+    before = _stored_vectors(url)
+    assert len(before) == 35 * 2 + 6 and all(len(v) == 4 * d for d, v in before.values())
+
+    upgrade(url)
+    after = _stored_vectors(url)
+    assert after.keys() == before.keys()
+    assert all(len(v) == 2 * d for d, v in after.values())  # half the bytes
+    catalog = Catalog.open(CatalogSettings(database_url=url))
+    try:
+        for name in ("photos", "raw"):
+            collection = catalog.get_collection(name)
+            for model in collection.models:
+                seq = catalog.collection_seq(collection.id)
+                batches = list(catalog.iter_embeddings(collection.id, model, upto_seq=seq))
+                ids = np.concatenate([b[0] for b in batches])
+                vectors = np.concatenate([b[1] for b in batches])
+                original = np.stack([np.frombuffer(before[(int(i), model)][1], "<f4") for i in ids])
+                # float16 keeps ~3 significant digits: cosines with the float32 originals stay
+                # within 1e-6 of 1; unit vectors come back unit length.
+                cosine = np.sum(vectors * original, axis=1) / (
+                    np.linalg.norm(vectors, axis=1) * np.linalg.norm(original, axis=1)
+                )
+                assert cosine.min() > 1 - 1e-6
+                np.testing.assert_allclose(vectors, original, rtol=1e-3, atol=1e-3)
+                if name == "photos":
+                    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+        # Nothing else moved: the change feed and its tombstones are as the release left them.
+        photos = catalog.get_collection("photos")
+        changes = catalog.changes(photos.id, "clip", after_seq=0, upto_seq=photos.last_seq)
+        assert len(changes.removed_ids) == 8 and len(changes.added_ids) == 35
+    finally:
+        catalog.close()
+
+    downgrade(url, "0005")
+    widened = _stored_vectors(url)
+    for key, (dim, data) in widened.items():
+        assert len(data) == 4 * dim
+        np.testing.assert_allclose(
+            np.frombuffer(data, "<f4"), np.frombuffer(before[key][1], "<f4"), rtol=1e-3, atol=1e-3
+        )
+    upgrade(url)  # and up again: an interrupted or repeated upgrade converts each row once
+    assert _stored_vectors(url) == after

@@ -34,6 +34,7 @@ from vizdex.search.errors import (
     InvalidQueryError,
     ModelNotLoadedError,
 )
+from vizdex.search.float16 import from_float16, to_float16
 from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.model_choice import ModelUse, choose_model
 from vizdex.search.records import ImageFilter, NewImage
@@ -106,7 +107,10 @@ class Photos:
         ids = [o.id for o in self.service.add_images(self.name, items)]
         for image_id, item in zip(ids, items, strict=True):
             for name in self.vectors:
-                self.vectors[name][image_id] = np.asarray(item.vectors[name])
+                # What the catalog keeps (float16, unit length restored), which the index
+                # searches: the expected ranking is over the same values, not float32's.
+                kept = from_float16(to_float16(np.asarray(item.vectors[name]))[None])[0]
+                self.vectors[name][image_id] = kept
         return ids
 
     def delete(self, ids: list[int]) -> None:

@@ -137,7 +137,8 @@ def test_adding_images_dedupes_by_sha256_and_keeps_their_facts(
     assert [i.id for i in catalog.find_by_source(collection.id, "/photos/a.jpg")] == [1]
     ids, stored = catalog.get_vectors(collection.id, "clip", [2, 1, 99])
     assert ids.tolist() == [2, 1]
-    np.testing.assert_array_equal(stored, vectors[[1, 0]])
+    # Stored as float16 (about 3 significant digits), handed back as float32.
+    np.testing.assert_allclose(stored, vectors[[1, 0]], atol=1e-3)
     assert catalog.count_images(collection.id) == 2
 
 
@@ -219,7 +220,7 @@ def test_replacing_a_vector_leaves_a_tombstone_then_the_new_vector(
     change = catalog.changes(collection.id, "clip", after_seq=2, upto_seq=4)
     assert change.removed_ids.tolist() == [ids[0]]
     assert change.added_ids.tolist() == [ids[0]]
-    np.testing.assert_array_equal(change.added_vectors[0], vectors[2])
+    np.testing.assert_allclose(change.added_vectors[0], vectors[2], atol=1e-3)  # float16
     with pytest.raises(ImageNotFoundError):
         catalog.put_embeddings(collection.id, "clip", [999], vectors[:1])
     with pytest.raises(InvalidInputError):
@@ -471,3 +472,37 @@ def test_an_unreachable_server_is_reported_with_the_drivers_reason() -> None:
             Catalog.open(CatalogSettings(url))
     message = refused.value.message
     assert "cannot open the catalog database" in message and "Connection refused" in message
+
+
+def test_vectors_are_stored_as_float16_and_unit_vectors_come_back_unit_length(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vectors = unit_vectors(20, 512)
+    catalog.add_images(collection.id, [new_image(i, {"clip": vectors[i]}) for i in range(20)])
+    with catalog.engine.connect() as connection:
+        sizes = {
+            row[0] for row in connection.execute(text("SELECT length(vector) FROM embeddings"))
+        }
+    assert sizes == {2 * 512}  # half of float32's bytes
+    _, stored = catalog.get_vectors(collection.id, "clip", list(range(1, 21)))
+    assert stored.dtype == np.float32
+    # A float16 copy's squared norm is off by ~1e-5; renormalised it is exact to float32, so a
+    # vector still scores 1 against itself (what a duplicate at threshold 1 needs).
+    np.testing.assert_allclose(np.sum(stored * stored, axis=1), 1.0, atol=1e-6)
+    assert (np.sum(stored * vectors, axis=1) > 1 - 1e-6).all()
+
+
+def test_a_vector_beyond_float16_range_is_refused(
+    catalog: Catalog, new_image: ImageFactory
+) -> None:
+    collection = catalog.create_collection("photos", ["clip"])
+    vector = np.ones(4, dtype=np.float32)
+    vector[2] = 70_000.0
+    with pytest.raises(InvalidInputError, match="float16"):
+        catalog.add_images(collection.id, [new_image("x", {"clip": vector})])
+    # Large but in range: kept as it was given, not renormalised.
+    vector[2] = 60_000.0
+    catalog.add_images(collection.id, [new_image("y", {"clip": vector})])
+    _, stored = catalog.get_vectors(collection.id, "clip", [1, 2])
+    np.testing.assert_allclose(stored[0], vector, rtol=1e-3)

@@ -1,0 +1,328 @@
+"""Exact vectors of one (collection, model) in a memory-mapped float16 file, for re-ranking.
+
+A compressed index (IVF with PQ codes) finds candidates from approximate scores; re-ranking them
+needs their exact vectors, many at a time and fast. Reading them from the catalog row by row is
+too slow, and keeping them in RAM is what compression avoids, so they live here: a file derived
+from the catalog like the index, mapped into memory, where only the pages of the rows a query
+touches are read.
+
+Layout: a 4 KiB header (magic, dimension, capacity, committed row count and sequence number, the
+owner, a CRC), then ``capacity`` int64 ids, then ``capacity`` float16 rows. Rows are appended; a
+removed row gets id -1 in place; a full file is rewritten, without its removed rows, to a new
+name at twice the size (the file is sparse: capacity not yet used takes no disk).
+
+Crash safety: the header says which rows and which sequence number are committed, and is written
+(after the rows it covers are flushed) only when the index snapshot it belongs to is written.
+After a crash the committed rows are whole; rows appended later lie past the committed count and
+are overwritten; removals applied in place after the commit are applied again, harmlessly, when
+the catalog's changes after the committed number are replayed. A short file, a bad header, or
+one that belongs to another collection, model or sequence number raises ``VectorFileError`` and
+the caller rebuilds it from the catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import struct
+import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from vizdex.search.errors import IndexCorruptError
+from vizdex.search.float16 import from_float16, to_float16
+from vizdex.search.index_file import replacing
+
+MAGIC = b"VZDXF16\x01"
+VERSION = 1
+HEADER_SIZE = 4096
+SUFFIX = ".f16"
+MIN_CAPACITY = 1024
+GROWTH_ROOM = 3  # rows of capacity per row at creation (sparse: free until used)
+# magic, version, dim, capacity, count, last_seq, collection id, sha1 of the model name
+_HEADER = struct.Struct("<8sIIQQQQ20s")
+_CRC = struct.Struct("<I")
+_PAGE = 4096
+_WRITE_CHUNK = 65_536  # rows converted to float16 and written at a time (bounds temporary memory)
+# Ids appended since the sorted map was built are looked up in a dict until there are this many.
+_RECENT_MAX = 65_536
+
+
+class VectorFileError(IndexCorruptError):
+    """The vector file is short, damaged, or not the one expected: rebuild it from the catalog."""
+
+
+def _model_digest(model: str) -> bytes:
+    return hashlib.sha1(model.encode("utf-8")).digest()
+
+
+def _align(size: int) -> int:
+    return (size + _PAGE - 1) // _PAGE * _PAGE
+
+
+def _layout(dim: int, capacity: int) -> tuple[int, int, int]:
+    """(offset of the ids, offset of the vectors, file size)."""
+    vectors_at = HEADER_SIZE + _align(8 * capacity)
+    return HEADER_SIZE, vectors_at, vectors_at + _align(2 * dim * capacity)
+
+
+def _pack_header(
+    dim: int, capacity: int, count: int, last_seq: int, collection_id: int, model: str
+) -> bytes:
+    body = _HEADER.pack(
+        MAGIC, VERSION, dim, capacity, count, last_seq, collection_id, _model_digest(model)
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def file_name(stem: str) -> str:
+    """A new, unique name: a retrain writes its file beside the live one, never over it."""
+    return f"{stem}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class VectorFilePlace:
+    """Where one (collection, model)'s vector files live: ``<stem>-<unique>.f16``."""
+
+    stem: Path
+    collection_id: int
+    model: str
+
+    def create(
+        self,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        *,
+        count: int,
+        dim: int,
+        last_seq: int,
+    ) -> VectorFile:
+        path = self.stem.with_name(file_name(self.stem.name))
+        return VectorFile.create(
+            path,
+            batches,
+            count=count,
+            collection_id=self.collection_id,
+            model=self.model,
+            dim=dim,
+            last_seq=last_seq,
+        )
+
+    def open(self, name: str, *, dim: int, last_seq: int) -> VectorFile:
+        """The file ``name`` (a bare name in the stem's folder), committed at ``last_seq``."""
+        if "/" in name or not name.startswith(self.stem.name + "-") or not name.endswith(SUFFIX):
+            raise VectorFileError(f"{name!r} is not one of this index's vector files")
+        opened = VectorFile(
+            self.stem.with_name(name), collection_id=self.collection_id, model=self.model, dim=dim
+        )
+        if opened.last_seq != last_seq:
+            opened.close()
+            raise VectorFileError(
+                f"{name}: committed at sequence {opened.last_seq}, its index at {last_seq}"
+            )
+        return opened
+
+
+class VectorFile:
+    """One mapped vector file. Not thread-safe: its owner (``VectorIndex``) serialises
+    mutations against lookups with its read/write lock."""
+
+    def __init__(self, path: Path, *, collection_id: int, model: str, dim: int) -> None:
+        self.path = path
+        self.collection_id = collection_id
+        self.model = model
+        self.dim = dim
+        try:
+            with open(path, "r+b") as handle:  # the map keeps its own descriptor
+                size = self._read_header(handle, collection_id, model, dim)
+                self._map = mmap.mmap(handle.fileno(), size)
+            # Re-ranking reads scattered rows: without this, each page fault reads ahead up to
+            # 128 KiB around it and the whole file soon sits in memory.
+            self._map.madvise(mmap.MADV_RANDOM)
+        except OSError as error:
+            raise VectorFileError(f"{path.name}: unreadable: {error.strerror}") from None
+        ids_at, vectors_at, _ = _layout(dim, self.capacity)
+        self._ids = np.frombuffer(self._map, dtype="<i8", count=self.capacity, offset=ids_at)
+        self._vectors = np.frombuffer(
+            self._map, dtype="<f2", count=self.capacity * dim, offset=vectors_at
+        ).reshape(self.capacity, dim)
+        self._index_positions()
+
+    def _read_header(self, handle: BinaryIO, collection_id: int, model: str, dim: int) -> int:
+        """Checks the header against the owner and the file's size; returns the size to map."""
+        name = self.path.name
+        raw = handle.read(_HEADER.size + _CRC.size)
+        if len(raw) < _HEADER.size + _CRC.size:
+            raise VectorFileError(f"{name}: truncated header")
+        body, (crc,) = raw[: _HEADER.size], _CRC.unpack(raw[_HEADER.size :])
+        if zlib.crc32(body) != crc:
+            raise VectorFileError(f"{name}: header checksum mismatch")
+        magic, version, fdim, capacity, count, last_seq, owner, digest = _HEADER.unpack(body)
+        if magic != MAGIC or version != VERSION:
+            raise VectorFileError(f"{name}: not a vizdex vector file")
+        if owner != collection_id or digest != _model_digest(model) or fdim != dim:
+            raise VectorFileError(f"{name}: belongs to another collection or model")
+        if count > capacity:
+            raise VectorFileError(f"{name}: header counts more rows than it holds")
+        size = _layout(dim, capacity)[2]
+        if os.fstat(handle.fileno()).st_size < size:
+            raise VectorFileError(f"{name}: truncated ({capacity:,} rows announced)")
+        self.capacity = int(capacity)
+        self.count = int(count)  # rows in use, removed ones included
+        self.last_seq = int(last_seq)  # what the header says is committed
+        return size
+
+    # -- creation -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        *,
+        count: int,
+        collection_id: int,
+        model: str,
+        dim: int,
+        last_seq: int,
+        capacity: int | None = None,
+    ) -> VectorFile:
+        """Writes ``count`` rows from (ids, vectors) batches to a new file at ``path`` (temp
+        file, fsync, rename), committed at ``last_seq``, and opens it. Room for three times
+        ``count`` rows unless ``capacity`` says more: the index is retrained (with a new file)
+        when it has doubled, so this one should never need to grow, which blocks searches."""
+        capacity = max(MIN_CAPACITY, GROWTH_ROOM * count, capacity or 0)
+        ids_at, vectors_at, size = _layout(dim, capacity)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with replacing(path, "w+b") as handle:
+            handle.truncate(size)  # sparse: the unused capacity costs no disk
+            for ids, vectors in batches:
+                if written + len(ids) > capacity:
+                    raise ValueError("more rows than the file was sized for")
+                rows = np.asarray(vectors).reshape(len(ids), dim)
+                handle.seek(ids_at + 8 * written)
+                handle.write(np.ascontiguousarray(ids, dtype="<i8").tobytes())
+                for start in range(0, len(ids), _WRITE_CHUNK):
+                    chunk = rows[start : start + _WRITE_CHUNK]
+                    handle.seek(vectors_at + 2 * dim * (written + start))
+                    handle.write(to_float16(chunk).tobytes())
+                written += len(ids)
+            handle.seek(0)
+            handle.write(_pack_header(dim, capacity, written, last_seq, collection_id, model))
+        return cls(path, collection_id=collection_id, model=model, dim=dim)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def _index_positions(self) -> None:
+        """The id -> row map: a sorted array (one argsort at load) plus a dict of recent rows."""
+        ids = self._ids[: self.count]
+        live = np.flatnonzero(ids >= 0)
+        order = np.argsort(ids[live], kind="stable")
+        self._sorted_ids = np.ascontiguousarray(ids[live][order])
+        self._sorted_rows = live[order].astype(np.int64)
+        self._recent: dict[int, int] = {}
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id, or -1 where the file does not hold it."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        rows = np.full(len(wanted), -1, dtype=np.int64)
+        if len(self._sorted_ids):
+            at = np.minimum(np.searchsorted(self._sorted_ids, wanted), len(self._sorted_ids) - 1)
+            hit = self._sorted_ids[at] == wanted
+            rows[hit] = self._sorted_rows[at[hit]]
+        if self._recent:  # newer than the sorted map: a re-added id has its new row here
+            for slot, image_id in enumerate(wanted.tolist()):
+                rows[slot] = self._recent.get(image_id, rows[slot])
+        valid = rows >= 0
+        # A removed row keeps its place in the map: its id in the file says -1 now.
+        valid[valid] = self._ids[rows[valid]] == wanted[valid]
+        rows[~valid] = -1
+        return rows
+
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 rows, found mask) for ``ids``; rows not found are zeros."""
+        rows = self.positions(ids)
+        found = rows >= 0
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        if found.any():
+            out[found] = from_float16(self._vectors[rows[found]])
+        return out, found
+
+    def live_ids(self) -> np.ndarray:
+        ids = self._ids[: self.count]
+        return np.array(ids[ids >= 0])
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def apply(self, removed_ids: np.ndarray, added_ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Removals (in place), then additions (appended; an id already held is replaced)."""
+        removed = np.asarray(removed_ids, dtype=np.int64)
+        added = np.asarray(added_ids, dtype=np.int64)
+        gone = self.positions(np.concatenate([removed, added]))
+        gone = gone[gone >= 0]
+        self._ids[gone] = -1
+        if not len(added):
+            return
+        if self.count + len(added) > self.capacity:
+            self._grow(len(added))
+        start = self.count
+        self._vectors[start : start + len(added)] = to_float16(vectors)
+        self._ids[start : start + len(added)] = added
+        self.count += len(added)
+        for offset, image_id in enumerate(added.tolist()):
+            self._recent[image_id] = start + offset
+        if len(self._recent) > _RECENT_MAX:
+            self._index_positions()
+
+    def _grow(self, extra: int) -> None:
+        """Moves the live rows to a new file with room to spare (removed rows are dropped).
+
+        The new file's header commits nothing new: its rows are the state at ``last_seq`` plus
+        the changes applied since, which a replay from ``last_seq`` would apply twice. So it gets
+        the sequence number of the state it holds only at the next ``commit``, like any file.
+        """
+        live = np.flatnonzero(self._ids[: self.count] >= 0)
+        total = len(live) + extra
+
+        def batches() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+            for start in range(0, len(live), _WRITE_CHUNK):
+                rows = live[start : start + _WRITE_CHUNK]
+                yield np.array(self._ids[rows]), self._vectors[rows]
+
+        stem = self.path.name.rsplit("-", 1)[0]
+        grown = VectorFile.create(
+            self.path.with_name(file_name(stem)),
+            batches(),
+            count=len(live),
+            collection_id=self.collection_id,
+            model=self.model,
+            dim=self.dim,
+            last_seq=0,  # not referenced by any snapshot until committed: see the docstring
+            capacity=2 * total,
+        )
+        self.close()
+        self.__dict__.update(grown.__dict__)
+
+    def commit(self, last_seq: int) -> None:
+        """Flushes the rows, then writes the header that makes them (and ``last_seq``) count."""
+        self._map.flush()
+        header = _pack_header(
+            self.dim, self.capacity, self.count, last_seq, self.collection_id, self.model
+        )
+        self._map[: len(header)] = header
+        self._map.flush(0, _PAGE)
+        self.last_seq = last_seq
+
+    def close(self) -> None:
+        # Views into the map must go before the map can close.
+        self._ids = np.zeros(0, dtype="<i8")
+        self._vectors = np.zeros((0, self.dim), dtype="<f2")
+        with contextlib.suppress(BufferError):  # a view still lives: the map goes with it
+            self._map.close()

@@ -1,0 +1,280 @@
+"""Re-ranked indexes kept with the catalog: their own files, memory-mapped on reopen, the exact
+vectors' file checked and rebuilt when torn or stale, and a background retrain into the
+compressed kind."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import vizdex.search.index_store as index_store_module
+from tests.conftest import ImageFactory, UnitVectors
+from tests.integration.test_index_store import GatedStore
+from vizdex.search.catalog import Catalog
+from vizdex.search.index import COMPRESSED_MIN_COUNT
+from vizdex.search.index_file import read_snapshot
+from vizdex.search.index_store import IndexStore
+from vizdex.search.records import CollectionRecord
+from vizdex.search.settings import IndexSettings, SearchSettings
+from vizdex.search.vector_file import VectorFile
+
+DIM = 32
+FACTORY = "IVF16,PQ8"  # 8 bytes per 32-d vector: lossy, so re-ranked
+
+
+@pytest.fixture
+def index_settings(search_settings: SearchSettings) -> IndexSettings:
+    return replace(search_settings.index, snapshot_every=1_000_000, device="cpu")
+
+
+@pytest.fixture
+def collection(catalog: Catalog) -> CollectionRecord:
+    return catalog.create_collection("photos", ["m"], index_factory=FACTORY, exact_max=0)
+
+
+class Writer:
+    def __init__(
+        self,
+        catalog: Catalog,
+        collection: CollectionRecord,
+        unit_vectors: UnitVectors,
+        new_image: ImageFactory,
+    ) -> None:
+        self.catalog, self.collection = catalog, collection
+        self.unit_vectors, self.new_image = unit_vectors, new_image
+        self.count = 0
+
+    def add(self, count: int, dim: int = DIM) -> list[int]:
+        vectors = self.unit_vectors(count, dim)
+        items = [self.new_image(("img", self.count + i), {"m": vectors[i]}) for i in range(count)]
+        self.count += count
+        return [o.id for o in self.catalog.add_images(self.collection.id, items)]
+
+
+@pytest.fixture
+def writer(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    unit_vectors: UnitVectors,
+    new_image: ImageFactory,
+) -> Writer:
+    return Writer(catalog, collection, unit_vectors, new_image)
+
+
+@pytest.fixture
+def store(catalog: Catalog, index_settings: IndexSettings) -> Iterator[IndexStore]:
+    opened = IndexStore(catalog, index_settings)
+    yield opened
+    opened.close(snapshot=False)
+
+
+def _catalog_vectors(catalog: Catalog, collection: CollectionRecord) -> tuple[Any, Any]:
+    seq = catalog.collection_seq(collection.id)
+    batches = list(catalog.iter_embeddings(collection.id, "m", upto_seq=seq))
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def assert_reranked_and_consistent(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord
+) -> None:
+    """Index ids, exact-vector ids and catalog ids agree, and searches score exactly: a stored
+    vector finds itself at cosine 1 (PQ alone would score it well below)."""
+    ids, vectors = _catalog_vectors(catalog, collection)
+    index = store._slot(collection, "m").index
+    assert index is not None and index.spec.rerank == 10
+    assert sorted(index.ids().tolist()) == sorted(ids.tolist())
+    held = index.exact_ids()
+    assert held is not None and sorted(held.tolist()) == sorted(ids.tolist())
+    sample = np.arange(0, len(ids), max(1, len(ids) // 200))
+    output = store.search(collection, "m", vectors[sample], 5)
+    found_self = output.ids[:, 0] == ids[sample]
+    assert found_self.mean() >= 0.95
+    np.testing.assert_allclose(output.scores[found_self, 0], 1.0, atol=1e-5)
+
+
+def _files(store: IndexStore, collection: CollectionRecord, suffix: str) -> list[Path]:
+    return sorted(store.path_for(collection.id, "m").parent.glob(f"*{suffix}"))
+
+
+def test_a_pq_factory_index_is_reranked_saved_as_files_and_mapped_again_on_reopen(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = IndexStore(catalog, index_settings)
+    first = writer.add(1200)
+    store.sync(collection)
+    info = store.info(collection, "m")
+    assert (info.kind, info.count) == ("factory", 1200)
+    store.snapshot(collection)
+    header, payload = read_snapshot(store.path_for(collection.id, "m"))
+    assert payload.size == 0  # the index is a file of its own, memory-mapped on reopen
+    assert [p.name for p in _files(store, collection, ".faiss")] == [header["index_file"]]
+    assert [p.name for p in _files(store, collection, ".f16")] == [header["vector_file"]]
+
+    # Changes after the snapshot: replayed on reopen, into the index and the exact vectors.
+    added = writer.add(150)
+    catalog.delete_images(collection.id, first[:40] + added[:10])
+    catalog.put_embeddings(collection.id, "m", first[100:110], unit_vectors(10, DIM))
+    store.sync(collection)
+    store.close(snapshot=False)
+
+    builds: list[int] = []
+    real = IndexStore.build_index
+
+    def counting(self: IndexStore, *args: Any, **kwargs: Any) -> Any:
+        builds.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(index_store_module.IndexStore, "build_index", counting)
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        assert reopened.info(collection, "m").count == 1200 + 150 - 50
+        assert_reranked_and_consistent(reopened, catalog, collection)
+        assert builds == []  # loaded and replayed, never rebuilt
+        reopened.snapshot(collection)
+    finally:
+        reopened.close(snapshot=False)
+    # An up-to-date snapshot opens mapped and stays mapped while nothing changes.
+    again = IndexStore(catalog, index_settings)
+    try:
+        index = again._slot(collection, "m").index
+        assert index is not None and index.mapped
+        assert_reranked_and_consistent(again, catalog, collection)
+        assert builds == []
+    finally:
+        again.close(snapshot=False)
+    assert len(_files(again, collection, ".faiss")) == len(_files(again, collection, ".f16")) == 1
+
+
+def _torn(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _bad_header(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _committed_elsewhere(path: Path) -> None:
+    """The crash between committing the vector file and renaming the new snapshot in: the file
+    says a later sequence number than the snapshot that names it."""
+    exact = VectorFile(path, collection_id=1, model="m", dim=DIM)
+    exact.commit(exact.last_seq + 7)
+    exact.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_torn, _bad_header, _committed_elsewhere, Path.unlink],
+    ids=["torn", "bad-header", "other-seq", "missing"],
+)
+def test_a_damaged_vector_file_is_detected_and_rebuilt_from_the_catalog(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    damage: Any,
+) -> None:
+    assert collection.id == 1
+    store = IndexStore(catalog, index_settings)
+    writer.add(1000)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    header, _ = read_snapshot(store.path_for(collection.id, "m"))
+    damage(store.path_for(collection.id, "m").with_name(header["vector_file"]))
+
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        assert_reranked_and_consistent(reopened, catalog, collection)
+        index = reopened._slot(collection, "m").index
+        assert index is not None and index.exact_file is not None
+        assert index.exact_file.name != header["vector_file"]  # a new file from the catalog
+        reopened.wait_idle(timeout=60)  # the snapshot due after the rebuild
+        fresh, _ = read_snapshot(reopened.path_for(collection.id, "m"))
+        assert fresh["vector_file"] == index.exact_file.name
+        assert fresh["index_file"] != header["index_file"]
+    finally:
+        reopened.close(snapshot=False)
+    # Exactly one set of files is left (a damaged one may stay aside as *.corrupt).
+    assert [p.name for p in _files(reopened, collection, ".f16")] == [fresh["vector_file"]]
+    assert [p.name for p in _files(reopened, collection, ".faiss")] == [fresh["index_file"]]
+
+
+def test_growth_past_compress_min_retrains_into_the_compressed_kind_without_pausing_queries(
+    catalog: Catalog,
+    index_settings: IndexSettings,
+    unit_vectors: UnitVectors,
+    new_image: ImageFactory,
+) -> None:
+    collection = catalog.create_collection("big", ["m"], exact_max=0)
+    writer = Writer(catalog, collection, unit_vectors, new_image)
+    settings = replace(index_settings, compress_min=COMPRESSED_MIN_COUNT)
+    store = GatedStore(catalog, settings)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    done = [0]
+
+    def searcher() -> None:
+        queries = unit_vectors(4, 64)
+        while not stop.is_set():
+            try:
+                assert (store.search(collection, "m", queries, 5).ids >= 0).all()
+                done[0] += 1
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+                return
+
+    thread = threading.Thread(target=searcher)
+    try:
+        first = writer.add(6000, dim=64)
+        store.release.set()  # the first build (IVF) passes the gate
+        store.sync(collection)
+        store.wait_idle(timeout=300)
+        store.release.clear()
+        store.built.clear()
+        assert store.info(collection, "m").kind == "ivf"
+        thread.start()
+        writer.add(COMPRESSED_MIN_COUNT - 6000 + 100, dim=64)
+        store.sync(collection)  # past compress_min: a retrain into IVF-PQ in the background
+        assert store.built.wait(timeout=300)
+        assert store.info(collection, "m").retraining
+        # Meanwhile the IVF index keeps serving and following writes.
+        during = writer.add(200, dim=64)
+        catalog.delete_images(collection.id, first[:30] + during[:5])
+        store.sync(collection)
+        searched = done[0]
+        store.release.set()
+        store.wait_idle(timeout=300)
+        stop.set()
+        thread.join(timeout=30)
+        assert not errors and done[0] > searched
+        info = store.info(collection, "m")
+        assert info.kind == "ivfpq" and not info.retraining
+        assert info.count == COMPRESSED_MIN_COUNT + 100 + 200 - 35
+        assert_reranked_and_consistent(store, catalog, collection)  # writes made meanwhile too
+        header, _ = read_snapshot(store.path_for(collection.id, "m"))
+        assert header["spec"]["kind"] == "ivfpq" and header["count"] == info.count
+        # Online changes after the swap reach the compressed index and its exact vectors.
+        later = writer.add(50, dim=64)
+        catalog.delete_images(collection.id, later[:5] + first[30:35])
+        store.sync(collection)
+        assert_reranked_and_consistent(store, catalog, collection)
+    finally:
+        stop.set()
+        store.release.set()
+        if thread.is_alive():
+            thread.join(timeout=30)
+        store.close(snapshot=False)

@@ -1,0 +1,233 @@
+"""Compressed indexes (IVF with PQ codes) re-ranked with exact float16 vectors from a mapped file:
+the policy, recall against exact search, re-ranking doing the work, online changes, the files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.unit.test_index import _normalise, brute_force, clustered, recall_at
+from vizdex.search.index import (
+    COMPRESSED_MIN_COUNT,
+    IndexBackend,
+    IndexPolicy,
+    VectorIndex,
+)
+from vizdex.search.vector_file import HEADER_SIZE, VectorFile, VectorFileError, VectorFilePlace
+
+CPU = IndexBackend(use_gpu=False)
+DIM = 64
+COUNT = 12_000
+
+
+@dataclass
+class Data:
+    ids: np.ndarray
+    vectors: np.ndarray
+    queries: np.ndarray
+    centers: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    rng = np.random.default_rng(11)
+    centers = _normalise(rng.standard_normal((1500, DIM)))
+    vectors = clustered(rng, COUNT, centers, noise=0.8)
+    queries = clustered(rng, 300, centers, noise=0.8)  # new points, not in the index
+    return Data(np.arange(1, COUNT + 1, dtype=np.int64) * 3, vectors, queries, centers)
+
+
+def _policy(place: VectorFilePlace | None, rerank: int = 10) -> IndexPolicy:
+    return IndexPolicy(exact_max=0, compress_min=0, rerank=rerank, vector_place=place)
+
+
+@pytest.fixture(scope="module")
+def built(data: Data, tmp_path_factory: pytest.TempPathFactory) -> VectorIndex:
+    """One compressed, re-ranked index for the tests that only search it."""
+    place = VectorFilePlace(tmp_path_factory.mktemp("vectors") / "c", 1, "m")
+    return VectorIndex.build(data.ids, data.vectors, _policy(place), CPU, last_seq=7)
+
+
+def _fresh(data: Data, tmp_path: Path) -> VectorIndex:
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    return VectorIndex.build(data.ids, data.vectors, _policy(place), CPU, last_seq=7)
+
+
+def test_the_policy_compresses_from_compress_min_and_a_factory_still_overrides() -> None:
+    policy = IndexPolicy(exact_max=1000, compress_min=50_000)
+    assert [policy.kind_for(n) for n in (1000, 1001, 49_999, 50_000)] == [
+        "flat",
+        "ivf",
+        "ivf",
+        "ivfpq",
+    ]
+    # PQ codebooks need enough points to train: a tiny compress_min waits for them.
+    small = IndexPolicy(exact_max=0, compress_min=1)
+    assert small.kind_for(COMPRESSED_MIN_COUNT - 1) == "ivf"
+    assert small.kind_for(COMPRESSED_MIN_COUNT) == "ivfpq"
+    assert IndexPolicy(exact_max=1000).kind_for(10**8) == "ivf"  # compression off by default
+    factory = IndexPolicy(exact_max=0, compress_min=1, factory="IVF8,Flat")
+    assert factory.kind_for(10**6) == "factory"
+
+
+def test_recall_at_10_reaches_095_with_reranking_and_falls_without(
+    data: Data, built: VectorIndex
+) -> None:
+    assert built.spec.kind == "ivfpq" and built.spec.rerank == 10 and built.approximate
+    assert 1 <= built.spec.nprobe <= built.spec.nlist
+    _, truth = brute_force(data.queries, data.vectors, data.ids, 10)
+    _, found = built.search(data.queries, 10)
+    assert recall_at(found, truth) >= 0.95
+
+    # The control: the same kind of index without re-ranking, even probing every list, misses
+    # many true neighbours: the PQ codes alone do not rank well enough.
+    control = VectorIndex.build(data.ids, data.vectors, _policy(None), CPU, last_seq=7)
+    assert control.spec.kind == "ivfpq" and control.spec.rerank == 0
+    _, plain = control.search(data.queries, 10, exhaustive=True)
+    assert recall_at(plain, truth) < 0.9
+
+
+def test_reranked_scores_are_exact_cosines(data: Data, built: VectorIndex) -> None:
+    scores, found = built.search(data.queries[:20], 10)
+    position = {int(i): n for n, i in enumerate(data.ids)}
+    for query, row_scores, row_ids in zip(data.queries[:20], scores, found, strict=True):
+        expected = np.array([data.vectors[position[int(i)]] @ query for i in row_ids])
+        # float16 storage: exact up to ~1e-3 (PQ scores are off by ~1e-1)
+        np.testing.assert_allclose(row_scores, expected, atol=2e-3)
+        assert (np.diff(row_scores) <= 1e-6).all()  # best first
+
+
+def test_allowed_ids_and_range_search_are_reranked_too(data: Data, built: VectorIndex) -> None:
+    allowed = data.ids[::7]
+    _, found = built.search(data.queries[:30], 10, allowed_ids=allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+
+    query = data.vectors[:5]
+    lims, scores, ids = built.range_search(query, 0.8)
+    position = {int(i): n for n, i in enumerate(data.ids)}
+    for row in range(5):
+        hits = ids[lims[row] : lims[row + 1]]
+        assert data.ids[row] in hits  # a vector finds itself at its exact score ~1
+        exact = np.array([data.vectors[position[int(i)]] @ query[row] for i in hits])
+        np.testing.assert_allclose(scores[lims[row] : lims[row + 1]], exact, atol=2e-3)
+        assert (scores[lims[row] : lims[row + 1]] >= 0.8 - 1e-6).all()
+
+
+def test_adds_and_deletes_go_in_online_and_the_vector_file_follows(
+    data: Data, tmp_path: Path
+) -> None:
+    index = _fresh(data, tmp_path)
+    rng = np.random.default_rng(5)
+    new = clustered(rng, 50, data.centers, noise=0.8)
+    new_ids = np.arange(10**9, 10**9 + 50, dtype=np.int64)
+    index.add(new_ids, new, upto_seq=8)
+    scores, found = index.search(new, 1)
+    np.testing.assert_array_equal(found[:, 0], new_ids)
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)  # unit length kept in float16
+
+    gone = np.concatenate([data.ids[:100], new_ids[:10]])
+    index.remove(gone, upto_seq=9)
+    _, found = index.search(np.concatenate([data.vectors[:100], new[:10]]), 10)
+    assert not np.isin(found, gone).any()
+    held = index.exact_ids()
+    assert held is not None
+    assert sorted(held.tolist()) == sorted(index.ids().tolist())
+    assert index.ntotal == COUNT + 50 - 110
+
+    # A re-embedded image (removed and added again) is scored with its new vector.
+    moved = clustered(rng, 1, data.centers, noise=0.8)
+    index.apply(
+        removed_ids=data.ids[200:201], added_ids=data.ids[200:201], added_vectors=moved, upto_seq=10
+    )
+    scores, found = index.search(moved, 1)
+    assert found[0, 0] == data.ids[200] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_vector_file_grows_past_its_capacity(tmp_path: Path) -> None:
+    place = VectorFilePlace(tmp_path / "c", 3, "m")
+    rng = np.random.default_rng(0)
+    first = _normalise(rng.standard_normal((10, 8)))
+    exact = place.create([(np.arange(10), first)], count=10, dim=8, last_seq=1)
+    assert exact.capacity == 1024
+    before = exact.path
+    more = _normalise(rng.standard_normal((3000, 8)))
+    exact.apply(np.arange(5), np.arange(100, 3100), more)
+    # A new file under a new name: the snapshot on disk still names the old one, whole.
+    assert exact.capacity >= 3005 and exact.path != before and before.exists()
+    got, found = exact.vectors(np.array([7, 100, 3099, 2]))
+    assert found.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(got[1], more[0], atol=1e-3)
+    assert sorted(exact.live_ids().tolist()) == [5, 6, 7, 8, 9, *range(100, 3100)]
+
+
+def test_saved_files_are_mapped_back_and_copied_to_memory_at_the_first_change(
+    data: Data, tmp_path: Path
+) -> None:
+    index = _fresh(data, tmp_path)
+    fields, spec, seq = index.save_files(tmp_path / "c")
+    assert seq == 7 and fields["index_file"].endswith(".faiss")
+    mapped = VectorIndex.open_mapped(tmp_path / fields["index_file"], spec, CPU, last_seq=seq)
+    assert mapped.mapped and mapped.ntotal == COUNT
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    mapped.attach_exact(place.open(fields["vector_file"], dim=DIM, last_seq=7))
+    expected = index.search(data.queries[:50], 10)
+    got = mapped.search(data.queries[:50], 10)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-6)
+
+    mapped.remove(data.ids[:3], upto_seq=8)  # read-only mapped lists: copied, then changed
+    assert not mapped.mapped and mapped.ntotal == COUNT - 3
+    _, found = mapped.search(data.vectors[:3], 5)
+    assert not np.isin(found, data.ids[:3]).any()
+
+
+def test_a_torn_or_foreign_vector_file_is_refused(data: Data, tmp_path: Path) -> None:
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    rng = np.random.default_rng(0)
+    vectors = _normalise(rng.standard_normal((500, DIM)))
+    exact = place.create([(np.arange(500), vectors)], count=500, dim=DIM, last_seq=4)
+    name, path = exact.path.name, exact.path
+    exact.close()
+    assert place.open(name, dim=DIM, last_seq=4).count == 500
+
+    with pytest.raises(VectorFileError, match="committed at sequence 4"):
+        place.open(name, dim=DIM, last_seq=5)  # the index snapshot moved on without it
+    with pytest.raises(VectorFileError, match="another collection"):
+        VectorFilePlace(tmp_path / "c", 2, "m").open(name, dim=DIM, last_seq=4)
+
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # a short (torn) file
+    with pytest.raises(VectorFileError, match="truncated"):
+        place.open(name, dim=DIM, last_seq=4)
+    damaged = bytearray(whole)
+    damaged[20] ^= 0xFF  # a header byte
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(VectorFileError, match="checksum"):
+        place.open(name, dim=DIM, last_seq=4)
+    path.write_bytes(whole[: HEADER_SIZE // 512])
+    with pytest.raises(VectorFileError, match="truncated header"):
+        place.open(name, dim=DIM, last_seq=4)
+
+
+def test_rows_appended_after_the_commit_are_not_trusted_after_a_crash(tmp_path: Path) -> None:
+    """Only what a commit covered counts: rows appended later are overwritten by the replay
+    from the committed number, and removals made in place are simply made again."""
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    rng = np.random.default_rng(1)
+    vectors = _normalise(rng.standard_normal((20, 8)))
+    exact = place.create([(np.arange(20), vectors[:20])], count=20, dim=8, last_seq=3)
+    exact.apply(np.array([1, 2]), np.array([50, 51]), _normalise(rng.standard_normal((2, 8))))
+    name = exact.path.name
+    exact._map.flush()  # the pages reached the disk, the header did not: a crash now
+    reopened = VectorFile(tmp_path / name, collection_id=1, model="m", dim=8)
+    assert reopened.count == 20 and reopened.last_seq == 3
+    assert sorted(reopened.live_ids().tolist()) == [0, *range(3, 20)]  # removals came through
+    # Replaying seq 4..: the same removals (no-ops) and the additions, once.
+    reopened.apply(np.array([1, 2]), np.array([50, 51]), _normalise(rng.standard_normal((2, 8))))
+    assert sorted(reopened.live_ids().tolist()) == [0, *range(3, 20), 50, 51]
+    reopened.commit(4)
+    again = VectorFile(tmp_path / name, collection_id=1, model="m", dim=8)
+    assert again.last_seq == 4 and again.count == 22
