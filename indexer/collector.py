@@ -99,6 +99,13 @@ class StorageCollector:
                 kept = self._referenced({_sha_of(name) for name in names})
                 orphans = [f"{folder}/{name}" for name in names if f"{folder}/{name}" not in kept]
                 self._remove(report, orphans, grace_s=grace)
+        # Uploads spooled for queued jobs that will never run them (the job's collection was
+        # deleted, or it was cancelled while its chunk was running). Young ones are spared: an
+        # enqueue writes its spool before the chunks that name it are committed.
+        with self._store.files_lock(exclusive=True):
+            wanted = self._search.catalog.spool_references()
+            spooled = [name for name in self._store.spooled_files() if name not in wanted]
+            self._remove(report, spooled, grace_s=grace)
         if prune:
             report.tombstones_pruned = self.prune_tombstones()
         report.temporaries_removed = self._store.sweep_temporaries(older_than_s=max(grace, 60.0))

@@ -247,6 +247,19 @@ class DataStore:
                     names = [entry.name for entry in os.scandir(shard.path) if entry.is_file()]
                     yield f"{area}/{shard.name}", sorted(names)
 
+    def spooled_files(self) -> list[str]:
+        """Every upload spooled for a queued job (``queue/<job token>/<position>``), relative."""
+        top = self.root / "queue"
+        if not top.is_dir():
+            return []
+        return sorted(
+            f"queue/{folder.name}/{entry.name}"
+            for folder in os.scandir(top)
+            if folder.is_dir(follow_symlinks=False)
+            for entry in os.scandir(folder.path)
+            if entry.is_file(follow_symlinks=False)
+        )
+
     def remove_files(self, names: Iterable[str], *, min_age_s: float) -> tuple[int, int]:
         """Unlinks the stored files ``names`` (relative) older than ``min_age_s``, then their
         emptied shard folders; the caller holds ``files_lock(exclusive=True)`` and has checked

@@ -293,6 +293,19 @@ class QueuePart(CatalogSession):
             session.flush()
             return job_record(job), dropped
 
+    def spool_references(self) -> set[str]:
+        """The spooled upload files that chunks still to run (queued or running) name: any
+        other file in the spool belongs to a job that ended, was cancelled or was deleted."""
+        with self._read() as session:
+            payloads = session.scalars(
+                select(WorkItem.payload).where(
+                    WorkItem.state.in_((ItemState.QUEUED, ItemState.RUNNING))
+                )
+            )
+            return {
+                str(entry["file"]) for payload in payloads for entry in payload.get("uploads", [])
+            }
+
     def queued_job_ids(self, job_ids: Sequence[int]) -> set[int]:
         """Those of ``job_ids`` that run through the queue (their lease, not a process, decides
         whether they are alive)."""

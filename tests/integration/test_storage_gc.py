@@ -404,3 +404,40 @@ def test_tombstones_an_external_store_has_not_applied_stay(
     search.catalog.set_store_position("milvus://m:19530", record.id, "m", 6, index_type="HNSW")
     assert search.catalog.prune_tombstones(record.id, 8) == 2
     assert search.catalog.pruned_seq(record.id) == 6
+
+
+def test_the_sweep_removes_uploads_spooled_for_jobs_that_will_never_run_them(
+    search: SearchService, data_dir: Path
+) -> None:
+    """A queued upload job whose collection is deleted (its chunks go with it) or that is
+    cancelled while its chunk runs leaves its spooled bytes behind: the sweep takes them, and
+    leaves a live job's alone."""
+    store = DataStore(data_dir)
+    catalog = search.catalog
+    jobs = {}
+    for name in ("kept", "dropped", "cancelled"):
+        spooled = store.resolve(f"queue/{name}-token/0")
+        spooled.parent.mkdir(parents=True)
+        spooled.write_bytes(b"uploaded bytes")
+        collection = catalog.create_collection(name, ["clip"])
+        jobs[name] = catalog.enqueue_job(
+            collection.id,
+            kind="upload",
+            source="1 upload",
+            total=1,
+            chunks=[{"uploads": [{"file": f"queue/{name}-token/0", "name": "a.jpg"}]}],
+        )
+    search.delete_collection("dropped")
+    running = catalog.claim_work("worker", lease_s=60)
+    assert running is not None and running.job_id == jobs["kept"].id
+    running = catalog.claim_work("worker", lease_s=60)
+    assert running is not None and running.job_id == jobs["cancelled"].id
+    catalog.cancel_job(jobs["cancelled"].id)
+    catalog.finish_work(running.id, "worker")  # its worker stops: nothing removed its spool
+
+    young = StorageCollector(search, store, grace_s=3600).sweep()
+    assert young.files_removed == 0 and len(store.spooled_files()) == 3  # may be in flight
+    swept = StorageCollector(search, store, grace_s=0).sweep()
+    assert swept.files_removed == 2
+    assert store.spooled_files() == ["queue/kept-token/0"]  # its chunk still runs
+    assert not store.resolve("queue/dropped-token").exists()
