@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -123,10 +124,9 @@ def embed_on_ray(
 
     dataset = ray.data.from_items([{"id": image_id, "path": path} for image_id, path in rows])
     decoded = dataset.map_batches(
-        _decode_batch,
+        partial(_decode_batch, images=asdict(images), side=draft),
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"images": asdict(images), "side": draft},
     )
     settings = {**asdict(encoder_settings), "models": (model,)}
     encoded = decoded.map_batches(
