@@ -683,9 +683,7 @@ class MilvusVectorStore:
         name = collection_name(collection.id, model)
         if not self._searchable(name):
             return Ranked(hits=[], images={}, approximate=False)
-        filters = (
-            options.filters if options.filters is not None and options.filters.active else None
-        )
+        filters = options.active_filters
         expression = filter_expression(filters, exclude)
         index_type = self._index_type(name)
         limit = min(need, MAX_TOPK)

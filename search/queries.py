@@ -19,6 +19,11 @@ class SearchOptions:
     min_score: float | None = None
     filters: ImageFilter | None = None
 
+    @property
+    def active_filters(self) -> ImageFilter | None:
+        """The filters when they restrict anything, else None (an empty filter is no filter)."""
+        return self.filters if self.filters is not None and self.filters.active else None
+
 
 @dataclass(frozen=True)
 class SearchHit:

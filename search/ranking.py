@@ -151,9 +151,7 @@ class IndexRanking:
         exclude: frozenset[int],
     ) -> Ranked:
         """The best ``need`` hits of one model that pass the filters, exclusions and min_score."""
-        filters = (
-            options.filters if options.filters is not None and options.filters.active else None
-        )
+        filters = options.active_filters
         images: dict[int, ImageRecord] = {}
         fetch = need + len(exclude) if filters is None else max(4 * need, 64) + len(exclude)
         exhaustive = False
@@ -206,9 +204,7 @@ class IndexRanking:
         Returns (hits, whether the min_score cut-off was reached). Ids without a row (deleted in
         the catalog a moment ago) are dropped, so a deleted image is never returned.
         """
-        filters = (
-            options.filters if options.filters is not None and options.filters.active else None
-        )
+        filters = options.active_filters
         hits: list[tuple[int, float]] = []
         chunk = max(2 * need, 100)
         for start in range(0, len(candidates), chunk):

@@ -15,7 +15,7 @@ import pytest
 
 import vizdex.search.index_store as index_store_module
 from tests.conftest import ImageFactory, UnitVectors
-from tests.integration.test_index_store import GatedStore
+from tests.integration.test_index_store import GatedStore, Writer
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import COMPRESSED_MIN_COUNT
 from vizdex.search.index_file import read_snapshot
@@ -38,25 +38,6 @@ def collection(catalog: Catalog) -> CollectionRecord:
     return catalog.create_collection("photos", ["m"], index_factory=FACTORY, exact_max=0)
 
 
-class Writer:
-    def __init__(
-        self,
-        catalog: Catalog,
-        collection: CollectionRecord,
-        unit_vectors: UnitVectors,
-        new_image: ImageFactory,
-    ) -> None:
-        self.catalog, self.collection = catalog, collection
-        self.unit_vectors, self.new_image = unit_vectors, new_image
-        self.count = 0
-
-    def add(self, count: int, dim: int = DIM) -> list[int]:
-        vectors = self.unit_vectors(count, dim)
-        items = [self.new_image(("img", self.count + i), {"m": vectors[i]}) for i in range(count)]
-        self.count += count
-        return [o.id for o in self.catalog.add_images(self.collection.id, items)]
-
-
 @pytest.fixture
 def writer(
     catalog: Catalog,
@@ -64,7 +45,7 @@ def writer(
     unit_vectors: UnitVectors,
     new_image: ImageFactory,
 ) -> Writer:
-    return Writer(catalog, collection, unit_vectors, new_image)
+    return Writer(catalog, collection, unit_vectors, new_image, dim=DIM)
 
 
 @pytest.fixture

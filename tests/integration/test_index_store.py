@@ -65,13 +65,15 @@ class Writer:
         collection: CollectionRecord,
         unit_vectors: UnitVectors,
         new_image: ImageFactory,
+        dim: int = DIM,
     ) -> None:
         self.catalog, self.collection = catalog, collection
         self.unit_vectors, self.new_image = unit_vectors, new_image
+        self.dim = dim
         self.count = 0
 
-    def add(self, count: int) -> list[int]:
-        vectors = self.unit_vectors(count, DIM)
+    def add(self, count: int, dim: int | None = None) -> list[int]:
+        vectors = self.unit_vectors(count, dim or self.dim)
         items = [self.new_image(("img", self.count + i), {"m": vectors[i]}) for i in range(count)]
         self.count += count
         return [o.id for o in self.catalog.add_images(self.collection.id, items)]
@@ -567,8 +569,8 @@ def two_models(
     both = catalog.create_collection("both", ["m", "n"])
 
     class BothWriter(Writer):
-        def add(self, count: int) -> list[int]:
-            vectors = self.unit_vectors(2 * count, DIM)
+        def add(self, count: int, dim: int | None = None) -> list[int]:
+            vectors = self.unit_vectors(2 * count, dim or self.dim)
             items = [
                 self.new_image(("both", self.count + i), {"m": vectors[i], "n": vectors[count + i]})
                 for i in range(count)

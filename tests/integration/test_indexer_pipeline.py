@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from vizdex.indexer.jobs import JobTracker, open_job
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.sources import Fresh, Item, Known, PathItem, Payload
 from vizdex.indexer.writer import BatchWriter
-from vizdex.search import JobState, NewImage, SourceKind
+from vizdex.search import JobRecord, JobState, NewImage, SourceKind
 
 
 def _ingest(h: Harness, *paths: Path, prune: bool = False) -> IngestReport:
@@ -298,8 +299,12 @@ def test_submit_returns_at_once_and_the_job_is_readable_while_it_runs(
     assert harness.catalog.get_job(job.id).state is JobState.DONE
 
 
-def test_a_cancelled_job_stops_and_a_rerun_finishes_it(harness: Harness, tmp_path: Path) -> None:
-    photo_folder(tmp_path / "photos", 12)
+def _cancel_after_first_progress(
+    harness: Harness, folder: Path, cancel: Callable[[int], object]
+) -> tuple[JobRecord, IngestReport, int]:
+    """Ingests 12 photos of ``folder`` and calls ``cancel(job_id)`` from the first progress
+    report that counts a processed image; returns the job, its report and that count."""
+    photo_folder(folder, 12)
     job_ids: list[int] = []
     at_cancel: list[int] = []
     ready = threading.Event()
@@ -308,17 +313,24 @@ def test_a_cancelled_job_stops_and_a_rerun_finishes_it(harness: Harness, tmp_pat
         ready.wait(10)
         if snapshot.processed and not at_cancel:
             at_cancel.append(snapshot.processed)
-            harness.indexer.cancel(job_ids[0])
+            cancel(job_ids[0])
 
-    request = IngestRequest(paths=(str(tmp_path / "photos"),))
+    request = IngestRequest(paths=(str(folder),))
     job = harness.indexer.submit(harness.collection.name, request, progress=progress)
     job_ids.append(job.id)
     ready.set()
     report = harness.indexer.wait(job.id, timeout=120)
+    return job, report, at_cancel[0]
+
+
+def test_a_cancelled_job_stops_and_a_rerun_finishes_it(harness: Harness, tmp_path: Path) -> None:
+    job, report, at_cancel = _cancel_after_first_progress(
+        harness, tmp_path / "photos", lambda job_id: harness.indexer.cancel(job_id)
+    )
 
     # The first batch (at most batch_size=4; smaller when the model started on what was ready)
     # was written when the cancel came; the ones queued behind it are dropped.
-    assert report.state is JobState.CANCELLED and report.indexed == at_cancel[0] <= 4
+    assert report.state is JobState.CANCELLED and report.indexed == at_cancel <= 4
     assert harness.catalog.get_job(job.id).state is JobState.CANCELLED
     rest = _ingest(harness, tmp_path / "photos")
     assert (rest.indexed, rest.unchanged) == (12 - report.indexed, report.indexed)
@@ -330,26 +342,15 @@ def test_a_job_cancelled_from_another_process_stops_at_its_next_write(
 ) -> None:
     """Only the catalog says so (as ``vizdex jobs --cancel`` in a shell would): the runner finds
     out when it next records progress, and stops there."""
-    photo_folder(tmp_path / "photos", 12)
-    job_ids: list[int] = []
-    at_cancel: list[int] = []
-    ready = threading.Event()
-
-    def progress(snapshot: ProgressSnapshot) -> None:
-        ready.wait(10)
-        if snapshot.processed and not at_cancel:
-            at_cancel.append(snapshot.processed)
-            cancel_job(harness.catalog, harness.indexer.store, job_ids[0])
-
-    request = IngestRequest(paths=(str(tmp_path / "photos"),))
-    job = harness.indexer.submit(harness.collection.name, request, progress=progress)
-    job_ids.append(job.id)
-    ready.set()
-    report = harness.indexer.wait(job.id, timeout=120)
+    job, report, at_cancel = _cancel_after_first_progress(
+        harness,
+        tmp_path / "photos",
+        lambda job_id: cancel_job(harness.catalog, harness.indexer.store, job_id),
+    )
 
     # The batch being written when the cancel came is recorded, and it says stop: at most the
     # one in flight behind it (batch_size=4) is written too.
-    assert report.state is JobState.CANCELLED and report.indexed <= at_cancel[0] + 4 < 12
+    assert report.state is JobState.CANCELLED and report.indexed <= at_cancel + 4 < 12
     assert harness.catalog.get_job(job.id).state is JobState.CANCELLED
     rest = _ingest(harness, tmp_path / "photos")
     assert (rest.indexed, rest.unchanged) == (12 - report.indexed, report.indexed)

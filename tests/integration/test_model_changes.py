@@ -5,7 +5,6 @@ atomically, remove a model; and queries naming a model the server has not loaded
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import time
 from collections.abc import Iterator
@@ -18,7 +17,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.support.api_helpers import api_client, api_settings, photo_jpeg, state_of
+from tests.support.api_helpers import (
+    api_client,
+    api_settings,
+    photo_b64,
+    state_of,
+    upload_photos,
+)
 from vizdex.core.errors import UnavailableError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
@@ -28,17 +33,6 @@ from vizdex.search import ModelNotLoadedError, ModelUse, choose_model
 from vizdex.web.settings import ServiceSettings
 
 Client = TestClient[Litestar]
-
-
-def _b64(seed: int) -> str:
-    return base64.b64encode(photo_jpeg(seed)).decode("ascii")
-
-
-def _upload(client: Client, collection: str, seeds: list[int]) -> list[int]:
-    items = [{"data": _b64(seed), "name": f"p{seed}.jpg"} for seed in seeds]
-    answer = client.post(f"/v1/collections/{collection}/images", json={"images": items})
-    assert answer.status_code in (200, 201), answer.text
-    return [int(result["id"]) for result in answer.json()["results"]]
 
 
 def _settings(root: Path, cpu_settings: EncoderSettings, models: list[str]) -> ServiceSettings:
@@ -72,7 +66,7 @@ def _wait_job(client: Client, url: str) -> dict[str, Any]:
 
 def _image_search(client: Client, collection: str, seed: int, **extra: Any) -> Any:
     return client.post(
-        f"/v1/collections/{collection}/search", json={"image": _b64(seed), "k": 3, **extra}
+        f"/v1/collections/{collection}/search", json={"image": photo_b64(seed), "k": 3, **extra}
     )
 
 
@@ -92,8 +86,8 @@ def test_add_a_model_backfill_switch_the_default_and_remove_the_old_one(
         client.post("/v1/collections", json={"name": "ref", "models": [clip, dino]}).status_code
         == 201
     )
-    ids = _upload(client, "c", [0, 1, 2, 3, 4])
-    reference = _upload(client, "ref", [0, 1, 2, 3, 4])  # the same images, ingested with both
+    ids = upload_photos(client, "c", [0, 1, 2, 3, 4])
+    reference = upload_photos(client, "ref", [0, 1, 2, 3, 4])  # the same images, ingested with both
     before = client.get("/v1/collections/c").json()
     assert (before["text_model"], before["image_model"]) == (clip, clip)
 
@@ -113,7 +107,7 @@ def test_add_a_model_backfill_switch_the_default_and_remove_the_old_one(
     # Image queries naming no model keep using CLIP meanwhile.
     assert _image_search(client, "c", 1).json()["model"] == clip
     # A new image meanwhile gets its DINOv3 vector at once (the ingest knows the model now).
-    ids += _upload(client, "c", [5])
+    ids += upload_photos(client, "c", [5])
 
     answer = client.post("/v1/collections/c/models", json={"model": dino})
     assert answer.status_code == 202, answer.text
@@ -194,8 +188,8 @@ def test_an_image_query_needing_a_model_this_server_has_not_loaded_is_409_not_a_
     with api_client(_settings(root, cpu_settings, list(both)), both) as full:
         assert full.post("/v1/collections", json={"name": "new"}).status_code == 201
         assert full.post("/v1/collections", json={"name": "old"}).status_code == 201
-        _upload(full, "new", [0, 1])
-        _upload(full, "old", [0, 1])
+        upload_photos(full, "new", [0, 1])
+        upload_photos(full, "old", [0, 1])
         # "old": as a collection from before stored defaults (0004) looks.
         state = state_of(full.app)
         state.search.catalog.set_default_models(
@@ -249,7 +243,7 @@ def test_a_ray_backfill_without_ray_is_refused_before_anything_changes(
         ).status_code
         == 201
     )
-    _upload(client, "r", [1])
+    upload_photos(client, "r", [1])
     changes = ModelChanges(state.search, state.indexer)
     with pytest.raises(UnavailableError) as refused:
         changes.add_model("r", dino_encoder.name, ray_address="auto")

@@ -22,7 +22,14 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.conftest import UnitVectors
-from tests.support.api_helpers import api_client, api_settings, photo_jpeg, state_of
+from tests.support.api_helpers import (
+    api_client,
+    api_settings,
+    photo_b64,
+    photo_jpeg,
+    state_of,
+    upload_photos,
+)
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.cli.main import main
 from vizdex.core.errors import InvalidInputError
@@ -61,17 +68,6 @@ def _size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def _b64(seed: int) -> str:
-    return base64.b64encode(photo_jpeg(seed)).decode("ascii")
-
-
-def _upload(client: Client, collection: str, seeds: list[int]) -> list[int]:
-    items = [{"data": _b64(seed), "name": f"p{seed}.jpg"} for seed in seeds]
-    answer = client.post(f"/v1/collections/{collection}/images", json={"images": items})
-    assert answer.status_code in (200, 201), answer.text
-    return [int(result["id"]) for result in answer.json()["results"]]
-
-
 @pytest.fixture
 def client(
     tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
@@ -85,10 +81,20 @@ def client(
 
 def _search_ids(client: Client, collection: str, seed: int) -> list[int]:
     answer = client.post(
-        f"/v1/collections/{collection}/search", json={"image": _b64(seed), "k": 10}
+        f"/v1/collections/{collection}/search", json={"image": photo_b64(seed), "k": 10}
     )
     assert answer.status_code == 200, answer.text
     return [int(hit["id"]) for hit in answer.json()["hits"]]
+
+
+def _plain_images(vectors: np.ndarray) -> list[NewImage]:
+    """One catalog row per vector of model "m", with no file behind it."""
+    return [
+        NewImage(
+            sha256=f"{i:064x}", width=1, height=1, format="JPEG", byte_size=1, vectors={"m": v}
+        )
+        for i, v in enumerate(vectors)
+    ]
 
 
 def test_ingest_delete_everything_gc_leaves_the_data_dir_as_empty_as_it_began(
@@ -102,8 +108,8 @@ def test_ingest_delete_everything_gc_leaves_the_data_dir_as_empty_as_it_began(
     state.search.catalog.vacuum()
     empty = _size(root)
 
-    a_ids = _upload(client, "a", [0, 1, 2, 3, 4, 5])
-    b_ids = _upload(client, "b", [4, 5, 6])  # 4 and 5: the same content (and files) as in "a"
+    a_ids = upload_photos(client, "a", [0, 1, 2, 3, 4, 5])
+    b_ids = upload_photos(client, "b", [4, 5, 6])  # 4 and 5: the same content (and files) as in "a"
     assert len(_files(root, "thumbs")) == 7 and len(_files(root, "originals")) == 7
 
     # An image whose content only "a" holds: its two files go with it, at once.
@@ -134,7 +140,7 @@ def test_ingest_delete_everything_gc_leaves_the_data_dir_as_empty_as_it_began(
     assert _size(root) <= empty + FIXED_OVERHEAD, (sizes, empty)
 
     # Still right afterwards: new images are found, none of the deleted ones come back.
-    fresh = _upload(client, "b", [7, 8])
+    fresh = upload_photos(client, "b", [7, 8])
     assert _search_ids(client, "b", 8)[0] == fresh[1]
     assert sorted(_search_ids(client, "b", 7)) == sorted(fresh)
 
@@ -243,17 +249,7 @@ def test_pruned_tombstones_make_an_older_snapshot_rebuild_instead_of_missing_a_d
 ) -> None:
     record = search.catalog.create_collection("c", ["m"])
     vectors = unit_vectors(6, DIM)
-    items = [
-        NewImage(
-            sha256=f"{i:064x}",
-            width=1,
-            height=1,
-            format="JPEG",
-            byte_size=1,
-            vectors={"m": vectors[i]},
-        )
-        for i in range(6)
-    ]
+    items = _plain_images(vectors)
     ids = [added.id for added in search.add_images("c", items)]
     search.indexes.snapshot(record)  # a replica's snapshot from before the deletes
     old_file = search.indexes.path_for(record.id, "m").read_bytes()
@@ -303,12 +299,12 @@ def test_http_metadata_key_refusal_names_the_key(client: Client) -> None:
     assert client.post("/v1/collections", json={"name": "m"}).status_code == 201
     answer = client.post(
         "/v1/collections/m/images",
-        json={"images": [{"data": _b64(1), "metadata": {'a"b': 1}}]},
+        json={"images": [{"data": photo_b64(1), "metadata": {'a"b': 1}}]},
     )
     assert answer.status_code == 422, answer.text
     body = answer.json()
     assert body["code"] == "invalid_metadata_key" and body["details"]["key"] == 'a"b'
-    ok = _upload(client, "m", [2])
+    ok = upload_photos(client, "m", [2])
     patched = client.patch(f"/v1/collections/m/images/{ok[0]}", json={"metadata": {"": 1}})
     assert patched.status_code == 422 and patched.json()["code"] == "invalid_metadata_key"
     assert patched.json()["details"]["key"] == ""
@@ -342,17 +338,7 @@ def test_model_states_in_the_catalog(search: SearchService, unit_vectors: UnitVe
     empty = catalog.create_collection("e", ["m"])
     assert catalog.add_model(empty.id, "n").model_states == {}  # no images: ready at once
     vectors = unit_vectors(3, DIM)
-    items = [
-        NewImage(
-            sha256=f"{i:064x}",
-            width=1,
-            height=1,
-            format="JPEG",
-            byte_size=1,
-            vectors={"m": vectors[i]},
-        )
-        for i in range(3)
-    ]
+    items = _plain_images(vectors)
     ids = [added.id for added in search.add_images("c", items)]
     added = catalog.add_model(record.id, "n")
     assert added.models == ("m", "n") and added.ready_models == ("m",)
@@ -386,17 +372,7 @@ def test_tombstones_an_external_store_has_not_applied_stay(
 ) -> None:
     record = search.catalog.create_collection("c", ["m"])
     vectors = unit_vectors(4, DIM)
-    items = [
-        NewImage(
-            sha256=f"{i:064x}",
-            width=1,
-            height=1,
-            format="JPEG",
-            byte_size=1,
-            vectors={"m": vectors[i]},
-        )
-        for i in range(4)
-    ]
+    items = _plain_images(vectors)
     ids = [added.id for added in search.add_images("c", items)]
     search.catalog.set_store_position("milvus://m:19530", record.id, "m", 4, index_type="HNSW")
     search.delete_images("c", ids)  # tombstones 5..8

@@ -44,6 +44,14 @@ def photo_b64(seed: int, width: int = 96, height: int = 72) -> str:
     return base64.b64encode(photo_jpeg(seed, width, height)).decode("ascii")
 
 
+def upload_photos(client: TestClient[Litestar], collection: str, seeds: list[int]) -> list[int]:
+    """Uploads one synthetic photo per seed in one JSON request; returns their image ids."""
+    items = [{"data": photo_b64(seed), "name": f"p{seed}.jpg"} for seed in seeds]
+    answer = client.post(f"/v1/collections/{collection}/images", json={"images": items})
+    assert answer.status_code in (200, 201), answer.text
+    return [int(result["id"]) for result in answer.json()["results"]]
+
+
 def state_of(app: Litestar) -> ServiceState:
     state: ServiceState = app.state["vizdex"]
     return state
