@@ -370,3 +370,31 @@ def test_arithmetic_coded_jpegs_are_refused_on_both_paths() -> None:
     assert error.code == "unsupported_format" and "arithmetic" in error.message
     with pytest.raises(ImageRejectedError, match="arithmetic"):
         read_header(bytes(data), "JPEG", SETTINGS)  # the device path's check
+
+
+@pytest.mark.parametrize("where", [0.25, 0.5, 0.75])
+def test_a_png_whose_compressed_data_is_damaged_is_refused(where: float) -> None:
+    """Bytes flipped inside IDAT: Pillow's load() fails. Reading EXIF first used to load the
+    pixels inside a forgiving metadata read, so the failure was swallowed and the half-decoded
+    image indexed."""
+    pixels = photo(256, 256, seed=3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"IDAT") + 4
+    length = int.from_bytes(data[start - 8 : start - 4], "big")
+    middle = start + int(length * where)
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    assert refusal(bytes(data)).code == "corrupt"
+
+
+def test_a_png_keeps_its_exif_orientation() -> None:
+    """The orientation is still read (now after the pixels) and applied."""
+    pixels = photo(64, 32, seed=4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", exif=exif)
+    decoded = decode_image_bytes(buffer.getvalue(), SETTINGS)
+    assert (decoded.width, decoded.height) == (32, 64)
+    assert np.array_equal(np.asarray(decoded.image), np.rot90(pixels, k=-1))

@@ -97,7 +97,6 @@ def _decode(
     with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
         width, height = opened.size  # from the header; no pixel is decoded yet
         _check_pixels(width, height, settings)
-        orientation = exif_orientation(opened)
         if fmt == "JPEG":
             image = decode_jpeg(data, opened, min_side)  # strict: damage is refused
         else:
@@ -108,6 +107,9 @@ def _decode(
             if fmt == "PNG":
                 png.check_complete(data, opened)
             image = to_rgb(opened)
+        # Read after the pixels: a PNG's getexif() loads them itself, and exif_orientation
+        # forgives any error (damaged metadata), so before load() it would swallow damaged data.
+        orientation = exif_orientation(opened)
     if orientation in ORIENTATION_FIX:
         image = image.transpose(ORIENTATION_FIX[orientation])
     if orientation in SWAPS_AXES:
