@@ -42,8 +42,10 @@ class IngestRequest:
         if not (self.paths or self.files_from or self.uploads or self.urls):
             raise InvalidInputError("nothing to ingest: give folders, files, uploads or URLs")
         for url in self.urls:
-            if split_url(url).scheme.lower() not in ("http", "https"):
-                raise InvalidInputError(f"{url!r} is not an http(s) URL")
+            # Syntax refuses the whole request (invalid_url), as undecodable base64 does; a
+            # scheme other than http(s) is the fetch policy's to refuse, item by item
+            # (forbidden_url), as on every other route.
+            split_url(url)
         sent = len(self.uploads) + len(self.urls)
         if self.positions and (
             len(self.positions) != sent

@@ -175,3 +175,27 @@ def test_a_background_upload_names_items_by_their_place(client: httpx.Client, im
     )
     # The broken image is the request's second item, whatever came before it.
     assert sorted(failure["item"] for failure in job["failures"]) == [page, "upload #2 (bad.gif)"]
+
+
+def test_a_url_the_policy_refuses_fails_alone_and_a_malformed_one_refuses_the_request(
+    client: httpx.Client,
+) -> None:
+    """A scheme other than http(s) is refused by the fetch policy, item by item, with the code
+    every other route gives it (forbidden_url; it was a whole-request invalid_input here). A URL
+    that does not parse is the request's syntax, like undecodable base64: nothing is indexed."""
+    path = _collection(client, "schemes")
+    good = {"data": b64(photo_jpeg(7)), "name": "good.jpg"}
+    for url in ("ftp://127.0.0.1/a.jpg", "file:///etc/passwd", "gopher://127.0.0.1/x"):
+        out = client.post(path, json={"images": [good, {"url": url}]})
+        assert out.status_code in (200, 201), out.text
+        assert [row[2:] for row in _rows(out.json())] == [
+            ("indexed" if url.startswith("ftp") else "duplicate", None),
+            ("failed", "forbidden_url"),
+        ], url
+        encode = client.post("/v1/vision/encode", json={"images": [{"url": url}]})
+        assert (encode.status_code, encode.json()["code"]) == (403, "forbidden_url")
+    other = {"data": b64(photo_jpeg(8)), "name": "other.jpg"}
+    out = client.post(path, json={"images": [other, {"url": "http://[::1/"}]})
+    assert (out.status_code, out.json()["code"]) == (422, "invalid_url"), out.text
+    listed = client.get(path).json()
+    assert [image["original_name"] for image in listed["images"]] == ["good.jpg"]
