@@ -32,7 +32,7 @@ from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import draft_side
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
 from vizdex.indexer.jobs import JobTracker
-from vizdex.indexer.ray_backfill import embed_on_ray
+from vizdex.indexer.ray_embed import RayWork, embed_on_ray
 from vizdex.indexer.storage import DataStore
 from vizdex.search import (
     Catalog,
@@ -54,7 +54,7 @@ class BackfillOptions:
     batch_size: int = 32
     share: float = 0.5  # of the device: VIZDEX_BACKFILL_SHARE
     workers: int = 2  # decode threads
-    ray_address: str | None = None  # run the batches on this Ray cluster (indexer.ray_backfill)
+    ray_address: str | None = None  # run the batches on this Ray cluster (indexer.ray_embed)
 
 
 @dataclass(frozen=True)
@@ -175,21 +175,20 @@ class Backfill:
             dtype=self._encoder.precision.value,
             batch_size=self._options.batch_size,
         )
-        written = 0
-        for ids, vectors, failed in embed_on_ray(
-            rows,
-            model,
-            settings,
-            self._images,
+        work = RayWork(
+            models=((model, settings),),
+            images=self._images,
             batch_size=self._options.batch_size,
             draft=draft_side([self._encoder]),
             gpus=1.0 if self._encoder.device.type == "cuda" else 0.0,
-        ):
+        )
+        written = 0
+        for batch in embed_on_ray(rows, work):
             failures.extend(
                 (image_id, JobFailure(names[image_id], code, f"image {image_id}: {message}"))
-                for image_id, code, message in failed
+                for image_id, code, message in batch.failures
             )
-            written += self._write(collection_id, model, list(ids), vectors)
+            written += self._write(collection_id, model, batch.keys.tolist(), batch.vectors[model])
         return written, failures
 
     def _batch(

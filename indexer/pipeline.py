@@ -17,9 +17,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from functools import partial
 from types import TracebackType
 
 from vizdex.core.errors import (
@@ -63,7 +64,8 @@ from vizdex.indexer.queue import (
     enqueue_request,
     request_for,
 )
-from vizdex.indexer.ray_backfill import connect
+from vizdex.indexer.ray_embed import connect
+from vizdex.indexer.ray_ingest import RayIngestStream, ray_work
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -88,6 +90,8 @@ log = logging.getLogger(__name__)
 
 RETRY_PASSES = 1  # items whose known image vanished mid-run get this many more tries
 KEEP_FINISHED = 100  # reports of finished background jobs kept for ``wait``
+# Items to the encoded batches the writer commits: the local stream or the Ray cluster's.
+Encode = Callable[[Iterable[Item]], Generator[EncodedBatch[Item, Payload], None, None]]
 
 
 class _WriterThread:
@@ -203,10 +207,20 @@ class Indexer:
         request: IngestRequest,
         *,
         progress: ProgressCallback | None = None,
+        ray_address: str | None = None,
     ) -> IngestReport:
-        """Run one job to its end in this thread; the report says what happened."""
+        """Run one job to its end in this thread; the report says what happened.
+
+        ``ray_address``: decode and encode on that Ray cluster (``indexer.ray_ingest``; folders
+        and files only), checked before the job exists."""
+        if ray_address is not None:
+            if request.uploads or request.urls:
+                raise InvalidInputError(
+                    "an ingest on Ray takes folders and files; send uploads and URLs without it"
+                )
+            connect(ray_address)  # refuse before a job when Ray is missing or unreachable
         job, lease, reaped = self._open(collection, request)
-        return self._run(job, lease, request, progress, reaped)
+        return self._run(job, lease, request, progress, reaped, ray=ray_address is not None)
 
     def submit(
         self,
@@ -508,6 +522,8 @@ class Indexer:
         request: IngestRequest,
         progress: ProgressCallback | None,
         reaped: Sequence[int],
+        *,
+        ray: bool = False,
     ) -> IngestReport:
         with self._state_lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
@@ -529,7 +545,7 @@ class Indexer:
             if not cancel.is_set():
                 if reaped:
                     log.info("job %d resumes interrupted jobs %s", job.id, list(reaped))
-                self._execute(collection, request, report, tracker, cancel, on_batch)
+                self._execute(collection, request, report, tracker, cancel, on_batch, ray=ray)
             state = JobState.CANCELLED if cancel.is_set() else JobState.DONE
         except KeyboardInterrupt:
             state, error = JobState.CANCELLED, "interrupted by the user"
@@ -576,6 +592,8 @@ class Indexer:
         cancel: threading.Event,
         on_batch: Callable[[], None],
         inputs: Inputs | None = None,
+        *,
+        ray: bool = False,
     ) -> None:
         encoders = self._encoders_for(collection)
         if inputs is None:
@@ -621,15 +639,24 @@ class Indexer:
             clock=clock,
             precisions=_precisions(collection, encoders),
         )
+        encode: Encode = partial(self._local_stream, encoders, loader, clock)
+        if ray:
+            encode = RayIngestStream(
+                catalog=self._catalog,
+                collection_id=collection.id,
+                store=self.store,
+                work=ray_work(collection.models, encoders, settings, self._images),
+                encoders=encoders,
+            )
         with closing(thumbnails):
             items = self._items(collection, request, inputs)
-            self._stream(items, encoders, loader, writer, cancel, clock)
+            self._stream(encode(items), writer, cancel)
             for _ in range(RETRY_PASSES):
                 if not writer.retry or cancel.is_set():
                     break
                 again, writer.retry = writer.retry, []
                 log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
-                self._stream(iter(again), encoders, loader, writer, cancel, clock)
+                self._stream(encode(iter(again)), writer, cancel)
         if writer.retry and not cancel.is_set():
             writer.fail(
                 writer.retry,
@@ -665,17 +692,15 @@ class Indexer:
         files = discover(inputs, settings.extensions, include_hidden=settings.include_hidden)
         yield from plan_paths(self._catalog, collection.id, files)
 
-    def _stream(
+    def _local_stream(
         self,
-        items: Iterator[Item],
         encoders: Sequence[Encoder],
         loader: ItemLoader,
-        writer: BatchWriter,
-        cancel: threading.Event,
         clock: StageClock,
-    ) -> None:
+        items: Iterable[Item],
+    ) -> Generator[EncodedBatch[Item, Payload], None, None]:
         settings = self._settings
-        batches = encode_stream(
+        return encode_stream(
             items,
             encoders,
             loader,
@@ -684,6 +709,13 @@ class Indexer:
             preview_side=settings.thumbnail_size,
             clock=clock,
         )
+
+    @staticmethod
+    def _stream(
+        batches: Generator[EncodedBatch[Item, Payload], None, None],
+        writer: BatchWriter,
+        cancel: threading.Event,
+    ) -> None:
         with _WriterThread(writer, cancel) as sink, closing(batches):
             for batch in batches:
                 sink.put(batch)
