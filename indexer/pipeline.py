@@ -90,6 +90,7 @@ log = logging.getLogger(__name__)
 
 RETRY_PASSES = 1  # items whose known image vanished mid-run get this many more tries
 KEEP_FINISHED = 100  # reports of finished background jobs kept for ``wait``
+BACKFILL = "backfill"  # a queued chunk's payload key: the model to back-fill
 # Items to the encoded batches the writer commits: the local stream or the Ray cluster's.
 Encode = Callable[[Iterable[Item]], Generator[EncodedBatch[Item, Payload], None, None]]
 
@@ -288,6 +289,8 @@ class Indexer:
         The chunk's counts go to the chunk and its job together; if another worker has taken the
         chunk over meanwhile, ``cancel`` is set and the chunk stops at its next batch.
         """
+        if BACKFILL in claimed.payload:
+            return self._backfill_chunk(claimed, owner, cancel)
         collection = self._catalog.get_collection_by_id(claimed.collection_id)
         request = request_for(claimed, self.store)
         report = IngestReport(job_id=claimed.job_id, collection=collection.name)
@@ -399,7 +402,9 @@ class Indexer:
     ) -> JobRecord:
         """Embeds the collection's images that lack a ``model`` vector (a job of kind
         ``backfill``): on a thread of its own (``background``), or in the calling thread.
-        A back-fill of the same model already running here is returned instead of a second."""
+        A back-fill of the same model already running here is returned instead of a second.
+        In queue mode (PostgreSQL) a background back-fill goes to the work queue instead, as
+        one chunk any worker may claim; one already queued or running is returned."""
         record = self._catalog.get_collection(collection)
         encoder = self._encoders.get(model)
         if encoder is None:
@@ -410,6 +415,17 @@ class Indexer:
             )
         if ray_address is not None:
             connect(ray_address)  # refuse before a job when Ray is missing or unreachable
+        elif self._queue and background:
+            # Through the work queue: a worker with the model runs it, and should that worker
+            # (or the replica that accepted it) die, a survivor finishes it from the catalog.
+            return self._catalog.enqueue_job(
+                record.id,
+                kind="backfill",
+                source=model,
+                total=self._catalog.count_lacking(record.id, model),
+                chunks=[{BACKFILL: model}],
+                unique=True,
+            )
         with self._state_lock:
             running = self._backfills.get((record.id, model))
             if running is not None and running.is_alive():
@@ -421,19 +437,7 @@ class Indexer:
         cancel = threading.Event()
         with self._state_lock:
             self._cancels[job.id] = cancel
-        runner = Backfill(
-            catalog=self._catalog,
-            indexes=self._indexes,
-            store=self.store,
-            encoder=encoder,
-            images=self._images,
-            options=BackfillOptions(
-                batch_size=self._settings.batch_size,
-                share=self._settings.backfill_share,
-                workers=max(1, self._settings.workers or 2),
-                ray_address=ray_address,
-            ),
-        )
+        runner = self._backfill_runner(encoder, ray_address)
 
         def work() -> None:
             state, error = JobState.FAILED, None
@@ -463,6 +467,49 @@ class Indexer:
             self._backfill_jobs[(record.id, model)] = job.id
         thread.start()
         return job
+
+    def _backfill_runner(self, encoder: Encoder, ray_address: str | None) -> Backfill:
+        return Backfill(
+            catalog=self._catalog,
+            indexes=self._indexes,
+            store=self.store,
+            encoder=encoder,
+            images=self._images,
+            options=BackfillOptions(
+                batch_size=self._settings.batch_size,
+                share=self._settings.backfill_share,
+                workers=max(1, self._settings.workers or 2),
+                ray_address=ray_address,
+            ),
+        )
+
+    def _backfill_chunk(
+        self, claimed: ClaimedItem, owner: str, cancel: threading.Event
+    ) -> IngestReport:
+        """A queued back-fill (one chunk: its work list is the catalog), run by a worker."""
+        model = str(claimed.payload[BACKFILL])
+        collection = self._catalog.get_collection_by_id(claimed.collection_id)
+        encoder = self._encoders.get(model)
+        if encoder is None:  # the chunk fails saying so: every worker needs the models
+            raise ModelNotLoadedError(
+                f"model {model!r} is not loaded by this worker, so it cannot back-fill "
+                f"{collection.name!r}; loaded: {sorted(self._encoders)}",
+                model=model,
+            )
+        tracker = ChunkTracker(self._catalog, claimed, owner, cancel, interval_s=self._job_flush_s)
+        # What an earlier owner committed before it stopped is no longer lacking: skipped, as a
+        # resumed ingestion chunk counts the files it finds already in.
+        queued = self._catalog.get_job(claimed.job_id).total
+        tracker.add(skipped=max(0, queued - self._catalog.count_lacking(collection.id, model)))
+        try:
+            outcome = self._backfill_runner(encoder, None).run(
+                collection.id, model, tracker, cancel
+            )
+        finally:
+            tracker.flush()
+        report = IngestReport(job_id=claimed.job_id, collection=collection.name)
+        report.indexed, report.failed = outcome.done, outcome.failed
+        return report
 
     def resume_backfills(self) -> list[JobRecord]:
         """Starts the back-fill of every back-filling model this process has loaded (after a
