@@ -475,12 +475,7 @@ class Indexer:
             store=self.store,
             encoder=encoder,
             images=self._images,
-            options=BackfillOptions(
-                batch_size=self._settings.batch_size,
-                share=self._settings.backfill_share,
-                workers=max(1, self._settings.workers or 2),
-                ray_address=ray_address,
-            ),
+            options=BackfillOptions.of(self._settings, ray_address),
         )
 
     def _backfill_chunk(
