@@ -6,8 +6,9 @@ stopped: whatever it committed is no longer lacking, and nothing is embedded twi
 read from the stored originals (or the folder paths), passed through the image door, encoded,
 and written in one transaction (``put_embeddings``); an image that cannot be read fails alone.
 
-Throttle: after a batch that took ``t`` seconds the back-fill rests ``t * (1 - share) / share``,
-so it holds the device at most ``share`` of the time and queries keep their latency.
+Throttle (``indexer.throttle``): after a batch that took ``t`` seconds the back-fill rests
+``t * (1 - share) / share``, so it holds the device at most ``share`` of the time and queries keep
+their latency.
 
 When nothing is lacking, ``mark_ready`` flips the model to ``ready`` under the collection lock;
 images whose files failed keep it ``backfilling`` (the job lists them): delete or re-upload them
@@ -32,8 +33,10 @@ from vizdex.encoders.settings import EncoderSettings
 from vizdex.encoders.streaming import draft_side
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
 from vizdex.indexer.jobs import JobTracker
-from vizdex.indexer.ray_backfill import embed_on_ray
+from vizdex.indexer.ray_embed import RayWork, embed_on_ray
+from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.storage import DataStore
+from vizdex.indexer.throttle import Clock, Rest, Throttle, rest_unless_cancelled
 from vizdex.search import (
     Catalog,
     ImageNotFoundError,
@@ -54,7 +57,16 @@ class BackfillOptions:
     batch_size: int = 32
     share: float = 0.5  # of the device: VIZDEX_BACKFILL_SHARE
     workers: int = 2  # decode threads
-    ray_address: str | None = None  # run the batches on this Ray cluster (indexer.ray_backfill)
+    ray_address: str | None = None  # run the batches on this Ray cluster (indexer.ray_embed)
+
+    @classmethod
+    def of(cls, settings: IndexerSettings, ray_address: str | None = None) -> BackfillOptions:
+        return cls(
+            batch_size=settings.batch_size,
+            share=settings.backfill_share,
+            workers=max(1, settings.workers or 2),
+            ray_address=ray_address,
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,13 @@ class Backfill:
         encoder: Encoder,
         images: ImageInputSettings,
         options: BackfillOptions,
+        clock: Clock = time.monotonic,
+        rest: Rest = rest_unless_cancelled,
     ) -> None:
+        """``clock`` and ``rest``: the throttle's (tests check its accounting with their own)."""
+        self.throttle = Throttle(
+            options.share, clock=clock, **({} if rest is None else {"rest": rest})
+        )
         self._catalog = catalog
         self._indexes = indexes
         self._store = store
@@ -128,17 +146,16 @@ class Backfill:
                         break
                     after = rows[-1].id
                     batch = [record for record in rows if record.id not in failed]
-                    started = time.monotonic()
-                    if self._options.ray_address is not None:
-                        written, failures = self._ray_page(collection_id, model, batch)
-                    else:
-                        written, failures = self._batch(collection_id, model, batch, pool)
+                    with self.throttle.batch(cancel):
+                        if self._options.ray_address is not None:
+                            written, failures = self._ray_page(collection_id, model, batch)
+                        else:
+                            written, failures = self._batch(collection_id, model, batch, pool)
                     failed.update(failure_id for failure_id, _ in failures)
                     done += written
                     tracker.add(done=written, failures=[failure for _, failure in failures])
                     if progress is not None:
                         progress(done + len(failed), total)
-                    self._rest(time.monotonic() - started, cancel)
                 if cancel.is_set():
                     break
                 ready = catalog.mark_ready(collection_id, model)
@@ -175,21 +192,20 @@ class Backfill:
             dtype=self._encoder.precision.value,
             batch_size=self._options.batch_size,
         )
-        written = 0
-        for ids, vectors, failed in embed_on_ray(
-            rows,
-            model,
-            settings,
-            self._images,
+        work = RayWork(
+            models=((model, settings),),
+            images=self._images,
             batch_size=self._options.batch_size,
             draft=draft_side([self._encoder]),
             gpus=1.0 if self._encoder.device.type == "cuda" else 0.0,
-        ):
+        )
+        written = 0
+        for batch in embed_on_ray(rows, work):
             failures.extend(
                 (image_id, JobFailure(names[image_id], code, f"image {image_id}: {message}"))
-                for image_id, code, message in failed
+                for image_id, code, message in batch.failures
             )
-            written += self._write(collection_id, model, list(ids), vectors)
+            written += self._write(collection_id, model, batch.keys.tolist(), batch.vectors[model])
         return written, failures
 
     def _batch(
@@ -240,8 +256,3 @@ class Backfill:
     def _sync(self, collection_id: int) -> None:
         if self._indexes is not None:
             self._indexes.sync(self._catalog.get_collection_by_id(collection_id))
-
-    def _rest(self, elapsed: float, cancel: threading.Event) -> None:
-        share = self._options.share
-        if share < 1.0:
-            cancel.wait(elapsed * (1.0 - share) / share)

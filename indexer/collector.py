@@ -9,7 +9,8 @@ and not committed its row yet (``DataStore.files_lock`` and ``_reuse`` make that
 as a fresh mtime).
 
 The sweep also prunes tombstones that every index snapshot of this process includes (each index
-is snapshotted first), so the catalog does not grow with deletes either.
+is snapshotted first), and deletes finished jobs older than ``VIZDEX_JOB_RETENTION_S`` with their
+work-queue chunks, so the catalog does not grow with deletes or with jobs either.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from vizdex.indexer.storage import DataStore
 from vizdex.search import CollectionRecord, FileRef, SearchService, SourceKind
+
+JOB_RETENTION_S = 30 * 86400.0  # as IndexerSettings.job_retention_s
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class SweepReport:
     bytes_freed: int = 0
     files_kept_young: int = 0
     tombstones_pruned: int = 0
+    jobs_pruned: int = 0
     temporaries_removed: int = 0
     rows: dict[str, int] = field(default_factory=dict)
 
@@ -52,10 +57,18 @@ def _sha_of(file_name: str) -> str:
 class StorageCollector:
     """Deletes images and collections with their files; sweeps what no row references."""
 
-    def __init__(self, search: SearchService, store: DataStore, *, grace_s: float) -> None:
+    def __init__(
+        self,
+        search: SearchService,
+        store: DataStore,
+        *,
+        grace_s: float,
+        job_retention_s: float = JOB_RETENTION_S,
+    ) -> None:
         self._search = search
         self._store = store
         self._grace_s = grace_s
+        self._job_retention_s = job_retention_s
 
     # -- deletes -------------------------------------------------------------------------------
 
@@ -108,14 +121,19 @@ class StorageCollector:
             self._remove(report, spooled, grace_s=grace)
         if prune:
             report.tombstones_pruned = self.prune_tombstones()
+        # A job's end was written by some process's clock (the database's for queued ones): a
+        # retention of days is not upset by a few seconds of skew between them.
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._job_retention_s)
+        report.jobs_pruned = self._search.catalog.prune_jobs(cutoff)
         report.temporaries_removed = self._store.sweep_temporaries(older_than_s=max(grace, 60.0))
         report.rows = self._search.catalog.row_counts()
-        if report.files_removed or report.tombstones_pruned:
+        if report.files_removed or report.tombstones_pruned or report.jobs_pruned:
             log.info(
-                "storage sweep: %d files (%d bytes) removed, %d tombstones pruned",
+                "storage sweep: %d files (%d bytes) removed, %d tombstones and %d jobs pruned",
                 report.files_removed,
                 report.bytes_freed,
                 report.tombstones_pruned,
+                report.jobs_pruned,
             )
         return report
 

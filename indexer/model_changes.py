@@ -12,7 +12,7 @@ from vizdex.core.errors import CapabilityError, InvalidInputError
 from vizdex.core.kinds import ModelKind
 from vizdex.indexer.backfill import BackfillProgress
 from vizdex.indexer.pipeline import Indexer
-from vizdex.indexer.ray_backfill import connect
+from vizdex.indexer.ray_embed import connect
 from vizdex.search import CollectionRecord, JobRecord, SearchService
 from vizdex.search.index import validate_factory
 

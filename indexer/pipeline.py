@@ -17,9 +17,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from functools import partial
 from types import TracebackType
 
 from vizdex.core.errors import (
@@ -63,7 +64,8 @@ from vizdex.indexer.queue import (
     enqueue_request,
     request_for,
 )
-from vizdex.indexer.ray_backfill import connect
+from vizdex.indexer.ray_embed import connect
+from vizdex.indexer.ray_ingest import RayIngestStream, ray_work
 from vizdex.indexer.report import IngestReport
 from vizdex.indexer.settings import IndexerSettings
 from vizdex.indexer.sources import IngestRequest, Item, Payload, UploadItem, UrlItem
@@ -88,6 +90,9 @@ log = logging.getLogger(__name__)
 
 RETRY_PASSES = 1  # items whose known image vanished mid-run get this many more tries
 KEEP_FINISHED = 100  # reports of finished background jobs kept for ``wait``
+BACKFILL = "backfill"  # a queued chunk's payload key: the model to back-fill
+# Items to the encoded batches the writer commits: the local stream or the Ray cluster's.
+Encode = Callable[[Iterable[Item]], Generator[EncodedBatch[Item, Payload], None, None]]
 
 
 class _WriterThread:
@@ -203,10 +208,20 @@ class Indexer:
         request: IngestRequest,
         *,
         progress: ProgressCallback | None = None,
+        ray_address: str | None = None,
     ) -> IngestReport:
-        """Run one job to its end in this thread; the report says what happened."""
+        """Run one job to its end in this thread; the report says what happened.
+
+        ``ray_address``: decode and encode on that Ray cluster (``indexer.ray_ingest``; folders
+        and files only), checked before the job exists."""
+        if ray_address is not None:
+            if request.uploads or request.urls:
+                raise InvalidInputError(
+                    "an ingest on Ray takes folders and files; send uploads and URLs without it"
+                )
+            connect(ray_address)  # refuse before a job when Ray is missing or unreachable
         job, lease, reaped = self._open(collection, request)
-        return self._run(job, lease, request, progress, reaped)
+        return self._run(job, lease, request, progress, reaped, ray=ray_address is not None)
 
     def submit(
         self,
@@ -274,6 +289,8 @@ class Indexer:
         The chunk's counts go to the chunk and its job together; if another worker has taken the
         chunk over meanwhile, ``cancel`` is set and the chunk stops at its next batch.
         """
+        if BACKFILL in claimed.payload:
+            return self._backfill_chunk(claimed, owner, cancel)
         collection = self._catalog.get_collection_by_id(claimed.collection_id)
         request = request_for(claimed, self.store)
         report = IngestReport(job_id=claimed.job_id, collection=collection.name)
@@ -385,7 +402,9 @@ class Indexer:
     ) -> JobRecord:
         """Embeds the collection's images that lack a ``model`` vector (a job of kind
         ``backfill``): on a thread of its own (``background``), or in the calling thread.
-        A back-fill of the same model already running here is returned instead of a second."""
+        A back-fill of the same model already running here is returned instead of a second.
+        In queue mode (PostgreSQL) a background back-fill goes to the work queue instead, as
+        one chunk any worker may claim; one already queued or running is returned."""
         record = self._catalog.get_collection(collection)
         encoder = self._encoders.get(model)
         if encoder is None:
@@ -396,6 +415,17 @@ class Indexer:
             )
         if ray_address is not None:
             connect(ray_address)  # refuse before a job when Ray is missing or unreachable
+        elif self._queue and background:
+            # Through the work queue: a worker with the model runs it, and should that worker
+            # (or the replica that accepted it) die, a survivor finishes it from the catalog.
+            return self._catalog.enqueue_job(
+                record.id,
+                kind="backfill",
+                source=model,
+                total=self._catalog.count_lacking(record.id, model),
+                chunks=[{BACKFILL: model}],
+                unique=True,
+            )
         with self._state_lock:
             running = self._backfills.get((record.id, model))
             if running is not None and running.is_alive():
@@ -407,19 +437,7 @@ class Indexer:
         cancel = threading.Event()
         with self._state_lock:
             self._cancels[job.id] = cancel
-        runner = Backfill(
-            catalog=self._catalog,
-            indexes=self._indexes,
-            store=self.store,
-            encoder=encoder,
-            images=self._images,
-            options=BackfillOptions(
-                batch_size=self._settings.batch_size,
-                share=self._settings.backfill_share,
-                workers=max(1, self._settings.workers or 2),
-                ray_address=ray_address,
-            ),
-        )
+        runner = self._backfill_runner(encoder, ray_address)
 
         def work() -> None:
             state, error = JobState.FAILED, None
@@ -449,6 +467,44 @@ class Indexer:
             self._backfill_jobs[(record.id, model)] = job.id
         thread.start()
         return job
+
+    def _backfill_runner(self, encoder: Encoder, ray_address: str | None) -> Backfill:
+        return Backfill(
+            catalog=self._catalog,
+            indexes=self._indexes,
+            store=self.store,
+            encoder=encoder,
+            images=self._images,
+            options=BackfillOptions.of(self._settings, ray_address),
+        )
+
+    def _backfill_chunk(
+        self, claimed: ClaimedItem, owner: str, cancel: threading.Event
+    ) -> IngestReport:
+        """A queued back-fill (one chunk: its work list is the catalog), run by a worker."""
+        model = str(claimed.payload[BACKFILL])
+        collection = self._catalog.get_collection_by_id(claimed.collection_id)
+        encoder = self._encoders.get(model)
+        if encoder is None:  # the chunk fails saying so: every worker needs the models
+            raise ModelNotLoadedError(
+                f"model {model!r} is not loaded by this worker, so it cannot back-fill "
+                f"{collection.name!r}; loaded: {sorted(self._encoders)}",
+                model=model,
+            )
+        tracker = ChunkTracker(self._catalog, claimed, owner, cancel, interval_s=self._job_flush_s)
+        # What an earlier owner committed before it stopped is no longer lacking: skipped, as a
+        # resumed ingestion chunk counts the files it finds already in.
+        queued = self._catalog.get_job(claimed.job_id).total
+        tracker.add(skipped=max(0, queued - self._catalog.count_lacking(collection.id, model)))
+        try:
+            outcome = self._backfill_runner(encoder, None).run(
+                collection.id, model, tracker, cancel
+            )
+        finally:
+            tracker.flush()
+        report = IngestReport(job_id=claimed.job_id, collection=collection.name)
+        report.indexed, report.failed = outcome.done, outcome.failed
+        return report
 
     def resume_backfills(self) -> list[JobRecord]:
         """Starts the back-fill of every back-filling model this process has loaded (after a
@@ -508,6 +564,8 @@ class Indexer:
         request: IngestRequest,
         progress: ProgressCallback | None,
         reaped: Sequence[int],
+        *,
+        ray: bool = False,
     ) -> IngestReport:
         with self._state_lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
@@ -529,7 +587,7 @@ class Indexer:
             if not cancel.is_set():
                 if reaped:
                     log.info("job %d resumes interrupted jobs %s", job.id, list(reaped))
-                self._execute(collection, request, report, tracker, cancel, on_batch)
+                self._execute(collection, request, report, tracker, cancel, on_batch, ray=ray)
             state = JobState.CANCELLED if cancel.is_set() else JobState.DONE
         except KeyboardInterrupt:
             state, error = JobState.CANCELLED, "interrupted by the user"
@@ -576,6 +634,8 @@ class Indexer:
         cancel: threading.Event,
         on_batch: Callable[[], None],
         inputs: Inputs | None = None,
+        *,
+        ray: bool = False,
     ) -> None:
         encoders = self._encoders_for(collection)
         if inputs is None:
@@ -621,15 +681,24 @@ class Indexer:
             clock=clock,
             precisions=_precisions(collection, encoders),
         )
+        encode: Encode = partial(self._local_stream, encoders, loader, clock)
+        if ray:
+            encode = RayIngestStream(
+                catalog=self._catalog,
+                collection_id=collection.id,
+                store=self.store,
+                work=ray_work(collection.models, encoders, settings, self._images),
+                encoders=encoders,
+            )
         with closing(thumbnails):
             items = self._items(collection, request, inputs)
-            self._stream(items, encoders, loader, writer, cancel, clock)
+            self._stream(encode(items), writer, cancel)
             for _ in range(RETRY_PASSES):
                 if not writer.retry or cancel.is_set():
                     break
                 again, writer.retry = writer.retry, []
                 log.info("retrying %d items whose catalog entry changed meanwhile", len(again))
-                self._stream(iter(again), encoders, loader, writer, cancel, clock)
+                self._stream(encode(iter(again)), writer, cancel)
         if writer.retry and not cancel.is_set():
             writer.fail(
                 writer.retry,
@@ -665,17 +734,15 @@ class Indexer:
         files = discover(inputs, settings.extensions, include_hidden=settings.include_hidden)
         yield from plan_paths(self._catalog, collection.id, files)
 
-    def _stream(
+    def _local_stream(
         self,
-        items: Iterator[Item],
         encoders: Sequence[Encoder],
         loader: ItemLoader,
-        writer: BatchWriter,
-        cancel: threading.Event,
         clock: StageClock,
-    ) -> None:
+        items: Iterable[Item],
+    ) -> Generator[EncodedBatch[Item, Payload], None, None]:
         settings = self._settings
-        batches = encode_stream(
+        return encode_stream(
             items,
             encoders,
             loader,
@@ -684,6 +751,13 @@ class Indexer:
             preview_side=settings.thumbnail_size,
             clock=clock,
         )
+
+    @staticmethod
+    def _stream(
+        batches: Generator[EncodedBatch[Item, Payload], None, None],
+        writer: BatchWriter,
+        cancel: threading.Event,
+    ) -> None:
         with _WriterThread(writer, cancel) as sink, closing(batches):
             for batch in batches:
                 sink.put(batch)

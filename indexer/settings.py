@@ -12,6 +12,7 @@ from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import SCAN_EXTENSIONS
 
 MAX_WORKER_LEASE_S = 86400.0  # a day: longer, a dead worker's chunk waits for ever
+MAX_JOB_RETENTION_S = 100 * 365 * 86400.0  # a century: beyond, the cut-off date overflows
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = SCAN_EXTENSIONS
 
@@ -36,6 +37,9 @@ class IndexerSettings:
     ``gc_interval_s``: how often a server sweeps files no row references and prunes tombstones,
     0 = never (``VIZDEX_GC_INTERVAL_S``); ``gc_grace_s``: files younger than this are left for a
     later sweep, since an ingest in flight may be about to reference them (``VIZDEX_GC_GRACE_S``).
+    ``job_retention_s``: finished jobs (done, failed, cancelled) older than this are deleted by
+    the sweep, with their work-queue chunks; pending and running ones never
+    (``VIZDEX_JOB_RETENTION_S``, 30 days; 0 deletes every finished job at the next sweep).
     ``backfill_share``: the share of the device a model back-fill may take, between 0.05 and 1;
     it sleeps after each batch so queries keep their latency (``VIZDEX_BACKFILL_SHARE``).
     """
@@ -53,6 +57,7 @@ class IndexerSettings:
     worker_lease_s: float = setting("WORKER_LEASE_S", 30.0)
     gc_interval_s: float = setting("GC_INTERVAL_S", 3600.0, minimum=0.0)
     gc_grace_s: float = setting("GC_GRACE_S", 600.0, minimum=0.0)
+    job_retention_s: float = setting("JOB_RETENTION_S", 30 * 86400.0, minimum=0.0)
     backfill_share: float = setting("BACKFILL_SHARE", 0.5, minimum=0.05)
 
     def __post_init__(self) -> None:
@@ -75,6 +80,11 @@ class IndexerSettings:
             raise InvalidInputError(
                 f"worker lease must be more than 0 and at most {MAX_WORKER_LEASE_S:g} seconds, "
                 f"got {self.worker_lease_s}"
+            )
+        if not 0 <= self.job_retention_s <= MAX_JOB_RETENTION_S:
+            raise InvalidInputError(
+                f"job retention must be between 0 and {MAX_JOB_RETENTION_S:g} seconds, "
+                f"got {self.job_retention_s}"
             )
         if not 0.05 <= self.backfill_share <= 1.0:
             raise InvalidInputError(

@@ -79,7 +79,13 @@ class ServiceState:
     @property
     def storage(self) -> StorageCollector:
         """Deletes that take their files along (after the commit), and the sweep."""
-        return StorageCollector(self.search, self.store, grace_s=self.settings.indexer.gc_grace_s)
+        indexer = self.settings.indexer
+        return StorageCollector(
+            self.search,
+            self.store,
+            grace_s=indexer.gc_grace_s,
+            job_retention_s=indexer.job_retention_s,
+        )
 
     @property
     def model_changes(self) -> ModelChanges:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vizdex.search.catalog.rows import job_record
-from vizdex.search.catalog.session import CatalogSession
+from vizdex.search.catalog.session import CatalogSession, chunks
 from vizdex.search.errors import JobNotFoundError
-from vizdex.search.models import Job, utcnow
+from vizdex.search.models import Job, WorkItem, utcnow
 from vizdex.search.records import JobFailure, JobRecord, JobState
+
+FINISHED_STATES = tuple(state.value for state in JobState if state.finished)
 
 # A job keeps its first failures with reasons; the counters stay exact beyond that.
 MAX_JOB_FAILURES = 1000
@@ -149,3 +152,21 @@ class JobsPart(CatalogSession):
             row.finished_at = now if state.finished else None
             session.flush()
             return job_record(row)
+
+    def prune_jobs(self, finished_before: datetime) -> int:
+        """Deletes finished jobs (done, failed, cancelled) that ended before ``finished_before``,
+        with their work-queue chunks; pending and running jobs stay whatever their age. Returns
+        how many jobs went. A job that ended without ``finished_at`` (written by an older release)
+        counts from its last update."""
+        with self._write() as session:
+            ended = func.coalesce(Job.finished_at, Job.updated_at)
+            old = list(
+                session.scalars(
+                    select(Job.id).where(Job.state.in_(FINISHED_STATES), ended < finished_before)
+                )
+            )
+            for chunk in chunks(old):
+                # The chunks first: they reference their job.
+                session.execute(delete(WorkItem).where(WorkItem.job_id.in_(chunk)))
+                session.execute(delete(Job).where(Job.id.in_(chunk)))
+            return len(old)

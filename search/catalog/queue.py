@@ -1,4 +1,5 @@
-"""The work queue: ingestion jobs split into chunks that any number of workers claim.
+"""The work queue: jobs split into chunks that any number of workers claim (ingestion chunks of
+files or uploads; a model back-fill is one chunk, its work list being the catalog).
 
 Locks are always taken chunk first, then its job (claim, progress, finish, cancel), so that no two
 of these can wait on each other.
@@ -108,10 +109,29 @@ class QueuePart(CatalogSession):
         source: str,
         total: int,
         chunks: Sequence[Mapping[str, Any]],
+        unique: bool = False,
     ) -> JobRecord:
-        """A pending job and its chunks, in one transaction: workers see all of it or nothing."""
+        """A pending job and its chunks, in one transaction: workers see all of it or nothing.
+
+        ``unique``: an unfinished job of this kind and source in the collection is returned
+        instead of a second one (decided under the collection's lock: two replicas accepting
+        the same back-fill at once make one job)."""
         with self._write() as session:
             self._lock(session, collection_id)
+            if unique:
+                running = session.scalars(
+                    select(Job)
+                    .where(
+                        Job.collection_id == collection_id,
+                        Job.kind == kind,
+                        Job.source == source,
+                        Job.state.in_((JobState.PENDING.value, JobState.RUNNING.value)),
+                    )
+                    .order_by(Job.id)
+                    .limit(1)
+                ).one_or_none()
+                if running is not None:
+                    return job_record(running)
             job = Job(
                 collection_id=collection_id,
                 kind=kind,

@@ -235,7 +235,7 @@ def test_a_ray_backfill_without_ray_is_refused_before_anything_changes(
     client: Client, clip_encoder: Encoder, dino_encoder: Encoder
 ) -> None:
     if importlib.util.find_spec("ray") is not None:
-        pytest.skip("ray is installed here: tests/integration/test_ray_backfill.py covers it")
+        pytest.skip("ray is installed here: tests/integration/test_ray.py covers it")
     state = state_of(client.app)
     assert (
         client.post(

@@ -14,12 +14,14 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import update
 
 from tests.conftest import UnitVectors
 from tests.support.api_helpers import (
@@ -37,11 +39,12 @@ from vizdex.encoders.base import Encoder
 from vizdex.encoders.settings import EncoderSettings
 from vizdex.imaging import load_image
 from vizdex.imaging.settings import ImageInputSettings
-from vizdex.indexer import DataStore, StorageCollector
+from vizdex.indexer import DataStore, IndexerSettings, StorageCollector
 from vizdex.indexer.storage import RESERVE_BYTES
 from vizdex.search import (
     MAX_SIMILARITY_INPUTS,
     IndexStore,
+    JobState,
     ModelInUseError,
     ModelNotReadyError,
     NewImage,
@@ -49,6 +52,7 @@ from vizdex.search import (
     SearchSettings,
     SourceKind,
 )
+from vizdex.search.models import Job
 from vizdex.web.openapi import json_schema
 from vizdex.web.routes.vision import SimilarityRequest
 
@@ -417,3 +421,72 @@ def test_the_sweep_removes_uploads_spooled_for_jobs_that_will_never_run_them(
     assert swept.files_removed == 2
     assert store.spooled_files() == ["queue/kept-token/0"]  # its chunk still runs
     assert not store.resolve("queue/dropped-token").exists()
+
+
+def _ended(search: SearchService, job_id: int, ago: timedelta) -> None:
+    """Back-dates a job's end (and last update) by ``ago``, as if it had ended then."""
+    when = datetime.now(UTC) - ago
+    with search.catalog.engine.begin() as connection:
+        connection.execute(
+            update(Job).where(Job.id == job_id).values(finished_at=when, updated_at=when)
+        )
+
+
+def test_finished_jobs_older_than_the_retention_are_pruned_with_their_chunks_live_ones_never(
+    search: SearchService, data_dir: Path
+) -> None:
+    catalog = search.catalog
+    record = catalog.create_collection("c", ["m"])
+    old, recent = timedelta(days=40), timedelta(hours=1)
+    finished: dict[str, int] = {}
+    for state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+        job = catalog.create_job(record.id, kind="ingest", source=state.value)
+        catalog.set_job_state(job.id, state)
+        _ended(search, job.id, old)
+        finished[state.value] = job.id
+    # A queued job that ran to its end: its chunks go with it.
+    queued = catalog.enqueue_job(
+        record.id, kind="ingest", source="q", total=2, chunks=[{"paths": []}, {"paths": []}]
+    )
+    for _ in range(2):
+        claimed = catalog.claim_work("w", lease_s=60)
+        assert claimed is not None
+        catalog.finish_work(claimed.id, "w")
+    assert catalog.get_job(queued.id).state is JobState.DONE
+    _ended(search, queued.id, old)
+    young = catalog.create_job(record.id, kind="ingest", source="young")
+    catalog.set_job_state(young.id, JobState.DONE)
+    _ended(search, young.id, recent)
+    # Live jobs stay whatever their age: a running one (its process alive) and a pending one,
+    # with a queued chunk nobody claimed yet.
+    running = catalog.create_job(record.id, kind="backfill", source="m")
+    catalog.start_job(running.id)
+    _ended(search, running.id, old)
+    pending = catalog.enqueue_job(
+        record.id, kind="ingest", source="p", total=1, chunks=[{"paths": []}]
+    )
+    _ended(search, pending.id, old)
+    assert catalog.row_counts()["work_items"] == 3
+
+    report = StorageCollector(search, DataStore(data_dir), grace_s=0).sweep()  # 30 days
+    assert report.jobs_pruned == 4
+    left = {job.id for job in catalog.list_jobs()}
+    assert left == {young.id, running.id, pending.id}
+    assert catalog.row_counts()["work_items"] == 1  # the pending job's chunk
+
+    env = {
+        "VIZDEX_DATABASE_URL": catalog.engine.url.render_as_string(False),
+        "VIZDEX_JOB_RETENTION_S": "60",
+    }
+    assert _gc_cli(data_dir, env)["jobs_pruned"] == 1  # the one that ended an hour ago
+    assert {job.id for job in catalog.list_jobs()} == {running.id, pending.id}
+    assert catalog.get_job(running.id).state is JobState.RUNNING
+    assert catalog.claim_work("w", lease_s=60) is not None  # the pending job's chunk is intact
+
+
+def test_the_job_retention_setting_is_bounded() -> None:
+    with pytest.raises(InvalidInputError, match="job retention"):
+        IndexerSettings(data_dir=Path("."), job_retention_s=-1)
+    with pytest.raises(InvalidInputError, match="job retention"):
+        IndexerSettings(data_dir=Path("."), job_retention_s=1e12)
+    assert IndexerSettings.from_env({"VIZDEX_JOB_RETENTION_S": "0"}).job_retention_s == 0

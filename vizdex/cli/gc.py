@@ -18,7 +18,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "Sweep the data directory: thumbnails and stored originals that no image row of any "
             "collection references (left by a crash between a delete's commit and its unlink) "
             "are removed; tombstones every index snapshot includes are pruned (each index is "
-            "snapshotted first). A server does the same every VIZDEX_GC_INTERVAL_S."
+            "snapshotted first); finished jobs older than VIZDEX_JOB_RETENTION_S (30 days) are "
+            "deleted. A server does the same every VIZDEX_GC_INTERVAL_S."
         ),
     )
     parser.add_argument(
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"removed {report.files_removed:,} files ({report.bytes_freed:,} bytes), kept "
         f"{report.files_kept_young:,} younger than the grace period; pruned "
-        f"{report.tombstones_pruned:,} tombstones"
+        f"{report.tombstones_pruned:,} tombstones and {report.jobs_pruned:,} finished jobs"
     )
     print("catalog rows: " + ", ".join(f"{t} {n:,}" for t, n in report.rows.items()))
     return 0

@@ -92,6 +92,13 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "sees the files and the catalog) instead of ingesting here; prints the job and exits",
     )
     parser.add_argument(
+        "--ray",
+        metavar="auto|ray://HOST:10001",
+        help="decode and embed on a Ray cluster (Ray Data tasks decode, an actor pool runs the "
+        "models; needs `vizdex[ray]` here and on the workers, the files at the same paths); "
+        "discovery and the catalog writes stay here, so a rerun resumes; folders and files only",
+    )
+    parser.add_argument(
         "--chunk-size",
         type=int,
         default=CHUNK_SIZE,
@@ -162,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     request = _request(args)
     resolve_inputs(request.paths, request.files_from)  # a typo fails before anything is loaded
     quiet_model_loading(args)
+    if args.ray is not None and args.enqueue:
+        raise InvalidQueryError("--ray runs the ingest here on a Ray cluster: leave out --enqueue")
     catalog, search_settings = open_catalog(args)
     if args.enqueue:
         try:
@@ -182,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
             )
             progress = None if args.quiet else TextProgress(sys.stderr)
             try:
-                report = indexer.ingest(record.name, request, progress=progress)
+                report = indexer.ingest(
+                    record.name, request, progress=progress, ray_address=args.ray
+                )
             except BaseException:
                 if progress is not None:
                     progress.abort()

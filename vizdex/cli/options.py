@@ -135,7 +135,12 @@ def open_storage(
     try:
         yield (
             search,
-            StorageCollector(search, DataStore(indexer.data_dir), grace_s=indexer.gc_grace_s),
+            StorageCollector(
+                search,
+                DataStore(indexer.data_dir),
+                grace_s=indexer.gc_grace_s,
+                job_retention_s=indexer.job_retention_s,
+            ),
         )
     finally:
         search.close()
