@@ -345,13 +345,21 @@ class DataStore:
 
 def _reuse(target: Path) -> bool:
     """Whether ``target`` is already stored; if so its mtime becomes now, so a removal running
-    beside this writer sees it as young and keeps it until the writer's row is committed."""
+    beside this writer sees it as young and keeps it until the writer's row is committed.
+
+    Only a regular file (or a link to one: the operator's) counts: a folder or a FIFO standing
+    there would be served as the file, so it is moved aside and the file written anew."""
     try:
-        os.utime(target)
-    except FileNotFoundError:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:  # nothing there, or a link to nothing: the rename replaces it
         return False
-    except OSError:  # e.g. a file someone else owns: still stored, only not refreshed
-        return target.exists()
+    except OSError:  # e.g. a looping link
+        mode = 0
+    if not stat.S_ISREG(mode):
+        move_aside(target, f"{_what_is(target)} stood where a stored file belongs")
+        return False
+    with contextlib.suppress(OSError):  # e.g. someone else's file: stored, only not refreshed
+        os.utime(target)
     return True
 
 

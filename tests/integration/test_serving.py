@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -185,3 +186,43 @@ def test_the_cli_json_of_a_job_is_what_it_always_printed(search: SearchService) 
     printed = job_json(job_out(record, "photos"))
     assert printed == expected and list(printed) == list(expected)  # same keys, same order
     assert job_out(record, "photos").progress == 1.0  # the API's view adds progress
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "looping link"])
+def test_what_is_not_a_file_where_a_thumbnail_belongs_is_moved_aside_and_remade(
+    search: SearchService, data_dir: Path, tmp_path: Path, unit_vectors: UnitVectors, what: str
+) -> None:
+    """A folder there was served as the thumbnail (500 naming the server's path), a FIFO as an
+    empty 200: the thumbnail is made again, and what stood there kept aside."""
+    search.catalog.create_collection("photos", ["clip"])
+    path, sha = _photo(tmp_path / "folder")
+    image = NewImage(
+        sha256=sha,
+        width=640,
+        height=480,
+        format="JPEG",
+        byte_size=path.stat().st_size,
+        vectors={"clip": unit_vectors(1, DIM)[0]},
+        source_kind=SourceKind.PATH,
+        source_uri=str(path),
+        thumbnail_path=DataStore.thumbnail_name(sha),
+    )
+    (added,) = search.add_images("photos", [image])
+    store = DataStore(data_dir)
+    files = ImageFiles(search, store, IndexerSettings(data_dir=data_dir), ImageInputSettings())
+    where = store.resolve(DataStore.thumbnail_name(sha))
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if what == "folder":
+        where.mkdir()
+    elif what == "fifo":
+        os.mkfifo(where)
+    else:
+        where.symlink_to(where.name)
+
+    thumbnail = files.thumbnail("photos", added.id)
+    assert thumbnail == where and thumbnail.is_file() and not thumbnail.is_symlink()
+    with Image.open(io.BytesIO(thumbnail.read_bytes())) as made:
+        assert made.format == "WEBP" and max(made.size) == 256
+    assert [p.name.startswith(f"{sha}.webp.corrupt") for p in where.parent.iterdir()].count(
+        True
+    ) == 1
