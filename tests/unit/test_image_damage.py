@@ -13,6 +13,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from tests.support.image_corpus import (
 )
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes, load_image, read_header
+from vizdex.imaging.budget import PixelBudget
 from vizdex.imaging.jpeg import check_structure
 
 SETTINGS = ImageInputSettings()
@@ -398,3 +400,91 @@ def test_a_png_keeps_its_exif_orientation() -> None:
     decoded = decode_image_bytes(buffer.getvalue(), SETTINGS)
     assert (decoded.width, decoded.height) == (32, 64)
     assert np.array_equal(np.asarray(decoded.image), np.rot90(pixels, k=-1))
+
+
+CONCURRENT_PEAK = textwrap.dedent(
+    """
+    import sys, threading
+    from vizdex.imaging import ImageInputSettings, load_image
+
+    def kb(field):
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+    data = open(sys.argv[1], "rb").read()
+    threads, budget = int(sys.argv[2]), int(sys.argv[3])
+    settings = ImageInputSettings(decode_budget_pixels=budget)
+    start = threading.Barrier(threads)
+
+    def decode():
+        start.wait()
+        load_image(data, settings).image.close()
+
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    before = kb("VmRSS:")
+    workers = [threading.Thread(target=decode) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print((kb("VmHWM:") - before) // 1024)
+    """
+)
+
+
+def _concurrent_peak_mb(path: Path, threads: int, budget: int) -> int:
+    run = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_PEAK, str(path), str(threads), str(budget)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return int(run.stdout)
+
+
+def test_concurrent_decodes_share_one_pixel_budget(tmp_path: Path) -> None:
+    """Four requests each sending a few-KB PNG near the cap peaked at four times one decode's
+    memory (an adversarial run: +1.9 GB). With a budget of one such image they queue: the
+    peak stays near one decode's. The control, a budget for all four, shows the bound can fail."""
+    width, height = 20_000, 400  # 8 MP, a few KB as a PNG
+    image = tmp_path / "wide.png"
+    image.write_bytes(png_of_size(width, height))
+    assert image.stat().st_size < 100_000
+    one = _concurrent_peak_mb(image, 1, width * height)
+    queued = _concurrent_peak_mb(image, 4, width * height)
+    unbounded = _concurrent_peak_mb(image, 4, 4 * width * height)
+    assert one > 20, one  # the decode costs something to bound
+    assert queued <= 1.6 * one + 8, (one, queued)
+    assert unbounded >= 2.5 * one, (one, unbounded)
+
+
+def test_the_pixel_budget_admits_what_fits_and_an_oversized_image_alone() -> None:
+    budget = PixelBudget()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def big() -> None:
+        with budget.hold(150, limit=100):  # larger than the budget: runs alone
+            entered.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=big)
+    holder.start()
+    assert entered.wait(30) and budget.held == 100
+    waited = threading.Event()
+
+    def small() -> None:
+        with budget.hold(10, limit=100):
+            waited.set()
+
+    second = threading.Thread(target=small)
+    second.start()
+    assert not waited.wait(0.2)  # the whole budget is held: it waits (not a timing bound)
+    release.set()
+    holder.join(30)
+    second.join(30)
+    assert waited.is_set() and budget.held == 0 and budget.peak == 100
+    with budget.hold(40, limit=100), budget.hold(60, limit=100):  # what fits goes together
+        assert budget.held == 100

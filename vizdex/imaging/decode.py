@@ -22,9 +22,10 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import png, tiff
+from vizdex.imaging.budget import DECODING
 from vizdex.imaging.formats import sniff_format
 from vizdex.imaging.inputs import checked_size, read_input
-from vizdex.imaging.jpeg import check_structure, decode_jpeg
+from vizdex.imaging.jpeg import check_structure, decode_jpeg, draft_scale
 from vizdex.imaging.paths import read_regular_file
 from vizdex.imaging.pixels import ORIENTATION_FIX, SWAPS_AXES, exif_orientation, to_rgb
 from vizdex.imaging.settings import ImageInputSettings, format_megapixels
@@ -97,16 +98,18 @@ def _decode(
     with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
         width, height = opened.size  # from the header; no pixel is decoded yet
         _check_pixels(width, height, settings)
-        if fmt == "JPEG":
-            image = decode_jpeg(data, opened, min_side)  # strict: damage is refused
-        else:
-            # Pillow fills with black the rows a PNG or a JPEG-compressed TIFF does not hold.
-            if fmt == "TIFF":
-                tiff.check_complete(data, opened)
-            opened.load()
-            if fmt == "PNG":
-                png.check_complete(data, opened)
-            image = to_rgb(opened)
+        scale = draft_scale(width, height, min_side) if fmt == "JPEG" else 1
+        with DECODING.hold(width * height // scale**2, settings.decode_budget_pixels):
+            if fmt == "JPEG":
+                image = decode_jpeg(data, opened, min_side)  # strict: damage is refused
+            else:
+                # Pillow fills with black the rows a PNG or a JPEG-compressed TIFF lacks.
+                if fmt == "TIFF":
+                    tiff.check_complete(data, opened)
+                opened.load()
+                if fmt == "PNG":
+                    png.check_complete(data, opened)
+                image = to_rgb(opened)
         # Read after the pixels: a PNG's getexif() loads them itself, and exif_orientation
         # forgives any error (damaged metadata), so before load() it would swallow damaged data.
         orientation = exif_orientation(opened)

@@ -56,7 +56,7 @@ def decode_jpeg(data: bytes, opened: Image.Image, min_side: int | None) -> Image
     """
     check_structure(data)
     width, height = opened.size
-    scale = _draft_scale(width, height, min_side)
+    scale = draft_scale(width, height, min_side)
     wanted = (math.ceil(width / scale), math.ceil(height / scale))
     # Pillow's mode, not simplejpeg's header reader: that one refuses harmless warnings.
     if opened.mode in _DIRECT:
@@ -72,7 +72,7 @@ def decode_jpeg(data: bytes, opened: Image.Image, min_side: int | None) -> Image
     return to_rgb(opened)
 
 
-def _draft_scale(width: int, height: int, min_side: int | None) -> int:
+def draft_scale(width: int, height: int, min_side: int | None) -> int:
     if not min_side:
         return 1
     most = min(width // min_side, height // min_side)

@@ -30,6 +30,8 @@ class ImageInputSettings:
     # Models scale the short side to ~224 px, so the long side grows with the ratio: at 1:100
     # a 224×22,400 intermediate (~60 MB in float32); a 1×50,000,000 image would need 600 GB.
     max_aspect_ratio: float = setting("MAX_ASPECT_RATIO", 100.0)
+    # Pixels decoded at once in this process, all requests together (vizdex.imaging.budget).
+    decode_budget_pixels: int = setting("DECODE_BUDGET_PIXELS", 100_000_000)
     allowed_roots: tuple[str, ...] = setting("ALLOWED_ROOTS", ())
     allow_urls: bool = setting("ALLOW_URLS", False)
     url_timeout_s: float = setting("URL_TIMEOUT", 5.0)
@@ -48,6 +50,11 @@ class ImageInputSettings:
             raise InvalidInputError(
                 f"max_pixels can be at most Pillow's limit of {pillow_cap:,} pixels "
                 f"(PIL.Image.MAX_IMAGE_PIXELS), got {self.max_pixels:,}"
+            )
+        if self.decode_budget_pixels < 1:
+            raise InvalidInputError(
+                "decode_budget_pixels (VIZDEX_DECODE_BUDGET_PIXELS) must be at least 1, "
+                f"got {self.decode_budget_pixels}"
             )
         if not 1 <= self.max_aspect_ratio <= 100_000:  # also refuses inf and nan
             raise InvalidInputError(
