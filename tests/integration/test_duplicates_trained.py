@@ -7,7 +7,8 @@ by ``tests/support/train_near_copy_dino.py`` (command, seed and figures in its d
 README's "Near-duplicates") on other photos: training seeds start at 1,000,000, the sets here are
 drawn from seeds below 100,000, so every picture is one the model never saw. The service loads it
 itself from ``VIZDEX_MODELS``, ingests each set over the API and groups it through
-``POST /v1/collections/{name}/duplicates``: for every seed the groups must *be* the known sets -
+``POST /v1/collections/{name}/duplicates`` (and one set through ``vizdex ingest`` and
+``vizdex duplicates``): for every seed the groups must *be* the known sets -
 each base's seven copies together, each palette look-alike alone - and each group's keeper the one
 the ``prefer`` rule names.
 
@@ -20,8 +21,10 @@ copy - below the documented default 0.9 for one crop of seed 7,000 here (0.852),
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +32,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api_helpers import api_client, api_settings
-from tests.support.near_copies import NearCopy, expected_groups, near_copy_set
+from tests.support.near_copies import NearCopy, expected_groups, near_copy_set, write_set
 from tests.support.train_near_copy_dino import MODEL_DIR, NEAR_COPY_THRESHOLD, TRAIN_SEED
+from vizdex.cli.main import main
 from vizdex.encoders.settings import EncoderSettings
 
 Client = TestClient[Litestar]
@@ -97,3 +101,24 @@ def test_groups_are_the_known_near_copy_sets(client: Client, seed: int) -> None:
         if prefer == "pixels":  # full size, and the best JPEG of those: the original
             kept = {names[group["keeper_id"]] for group in body["groups"]}
             assert kept == {f"base{i}-original.jpg" for i in range(4)}
+
+
+def test_the_cli_finds_the_same_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VIZDEX_MODELS", str(MODEL_DIR))  # the command's default models
+    photos = near_copy_set(4, seed=SEEDS[-1])
+    write_set(tmp_path / "photos", photos)
+    data = ["--data-dir", str(tmp_path / "data")]
+    ingest_argv = ["ingest", str(tmp_path / "photos"), "-c", "near", *data, "--device", "cpu"]
+    assert main([*ingest_argv, "--dtype", "float32", "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    threshold = ["--threshold", str(NEAR_COPY_THRESHOLD)]
+    assert main(["duplicates", "-c", "near", *threshold, *data, "--json"]) == 0
+    result: Any = json.loads(capsys.readouterr().out)
+    assert result["model"] == str(MODEL_DIR) and result["scanned"] == len(photos)
+    groups = {
+        frozenset(Path(image["source"]).name for image in group["images"])
+        for group in result["groups"]
+    }
+    assert groups == expected_groups(photos)
