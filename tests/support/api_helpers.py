@@ -59,9 +59,12 @@ def state_of(app: Litestar) -> ServiceState:
 
 @contextmanager
 def api_client(
-    settings: ServiceSettings, models: Mapping[str, Encoder], **headers: str
+    settings: ServiceSettings, models: Mapping[str, Encoder] | None, **headers: str
 ) -> Iterator[TestClient[Litestar]]:
-    """An in-process client; the app's lifespan (warm-up, catalog) runs around the block."""
+    """An in-process client; the app's lifespan (warm-up, catalog) runs around the block.
+
+    ``models`` None: the app loads ``settings.encoders`` itself, as the service does.
+    """
     app = create_app(settings, encoders=models)
     with TestClient(app, raise_server_exceptions=False) as client:
         client.headers.update(headers)
