@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +125,29 @@ def _download_config(model_id: str) -> dict[str, Any]:
             model=model_id,
         ) from error
     return _read_local_config(Path(path).parent, model_id)
+
+
+def model_spelling(given: str, known: Iterable[str]) -> str:
+    """The name ``given`` is recorded under beside the ``known`` ones.
+
+    A local directory is one model however it is spelled (relative, with a trailing slash,
+    through a link): the known spelling is kept, and a new directory is recorded as its absolute
+    path, which means the same to every process. A hub id is kept as given.
+    """
+    known = list(known)
+    if given in known:
+        return given
+    candidate = Path(given).expanduser()
+    if not (candidate.is_absolute() or given.startswith((".", "~")) or candidate.is_dir()):
+        return given
+    for name in known:
+        other = Path(name).expanduser()
+        try:
+            if other.is_dir() and candidate.is_dir() and os.path.samefile(candidate, other):
+                return name
+        except OSError:
+            continue
+    return os.path.abspath(str(candidate))
 
 
 def discover_model(model_id: str) -> ModelSpec:

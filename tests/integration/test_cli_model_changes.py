@@ -62,3 +62,36 @@ def test_models_change_through_the_command_line(
     report = _run("gc", "--grace", "0", "--json", *data)
     assert report["files_removed"] == 0 and report["rows"]["images"] == 4
     assert "removed 0 files" in _run("gc", *data)
+
+
+def test_a_model_directory_spelled_otherwise_is_the_same_model(
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_dino_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`clip/` or `./clip` named a second model (embedded again, under a name no server had
+    loaded, so uploads were refused): the collection's own spelling is used, and a new
+    directory is recorded as its absolute path (meaningful to every process)."""
+    clip, dino = str(tiny_clip_dir), str(tiny_dino_dir)
+    data = ["--data-dir", str(tmp_path / "data")]
+    photo_folder(tmp_path / "photos", 2)
+    _run("ingest", str(tmp_path / "photos"), "-c", "c", "--model", clip, "--quiet", *data)
+    monkeypatch.chdir(tiny_dino_dir.parent)
+    added = _run(
+        "collections", "add-model", "c", "--model", f"./{tiny_dino_dir.name}/", "--json", *data
+    )
+    assert [m["model"] for m in added["models"]] == [clip, dino]
+    for spelling in (f"{clip}/", str(Path(clip).parent / "." / Path(clip).name)):
+        again = _run("collections", "add-model", "c", "--model", spelling, "--json", *data)
+        assert [m["model"] for m in again["models"]] == [clip, dino], spelling
+        assert again["job"]["done"] == 0
+    switched = _run(
+        "collections", "set-default", "c", "--image", f"{tiny_dino_dir.name}/", "--json", *data
+    )
+    assert switched["image_model"] == dino
+    _run("collections", "set-default", "c", "--image", clip, *data)
+    removed = _run(
+        "collections", "remove-model", "c", "--model", f"./{tiny_dino_dir.name}", "--json", *data
+    )
+    assert [m["model"] for m in removed["models"]] == [clip]

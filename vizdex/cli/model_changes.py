@@ -20,11 +20,13 @@ from vizdex.cli.options import (
     discovered_kind,
     encoder_settings,
     json_option,
+    open_catalog,
     open_storage,
     quiet_model_loading,
 )
 from vizdex.core.errors import CapabilityError, InvalidInputError
 from vizdex.core.kinds import ModelKind
+from vizdex.encoders.discovery import model_spelling
 from vizdex.encoders.loading import load_encoder
 from vizdex.imaging import ImageInputSettings
 from vizdex.indexer import Indexer, IndexerSettings, ModelChanges
@@ -114,7 +116,19 @@ def _print(args: argparse.Namespace, shown: dict[str, Any], extra: dict[str, Any
         print(f"  {row['model']}: {row['state']}, {row['coverage']:.1%} covered")
 
 
+def _recorded(args: argparse.Namespace, *given: str | None) -> list[str | None]:
+    """Each model as the collection records it: a directory spelled otherwise (``./clip``,
+    ``clip/``) is the model the collection has, not a second one; a new one is absolute."""
+    catalog, _ = open_catalog(args)
+    try:
+        known = catalog.get_collection(args.name).models
+    finally:
+        catalog.close()
+    return [None if model is None else model_spelling(model, known) for model in given]
+
+
 def run_add(args: argparse.Namespace) -> int:
+    (args.model,) = _recorded(args, args.model)
     env = command_env(args)
     settings = IndexerSettings.from_env(env)
     if args.share is not None:
@@ -158,6 +172,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    (args.model,) = _recorded(args, args.model)
     with open_storage(args) as (search, _):
         record = search.get_collection(args.name)
         search.catalog.remove_model(record.id, args.model)
@@ -170,6 +185,7 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_set_default(args: argparse.Namespace) -> int:
     if args.text is None and args.image is None:
         raise InvalidInputError("give --text MODEL and/or --image MODEL")
+    args.text, args.image = _recorded(args, args.text, args.image)
     changes = {
         key: value
         for key, value in (("text_model", args.text), ("image_model", args.image))
