@@ -95,3 +95,40 @@ def test_a_model_directory_spelled_otherwise_is_the_same_model(
         "collections", "remove-model", "c", "--model", f"./{tiny_dino_dir.name}", "--json", *data
     )
     assert [m["model"] for m in removed["models"]] == [clip]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gc", "--grace", "nan"],  # nan compared as no grace period at all: young files went
+        ["gc", "--grace", "inf"],
+        ["gc", "--grace", "-5"],
+        ["collections", "add-model", "c", "--model", "m", "--share", "nan"],
+        ["duplicates", "--collection", "c", "--threshold", "nan"],
+        ["worker", "--poll", "inf"],
+        ["follow", "--interval", "nan"],
+    ],
+)
+def test_float_flags_refuse_what_is_not_a_finite_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    capsys.readouterr()
+    try:
+        code = main([*argv, "--data-dir", str(tmp_path / "data")])
+    except SystemExit as usage:  # argparse refuses a flag's value itself
+        code = int(str(usage.code))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and ("finite" in err or ">= 0" in err), err
+    assert not (tmp_path / "data").exists()  # refused before anything is opened
+
+
+def test_settings_below_their_minimum_are_refused_not_raised_to_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VIZDEX_JOB_RETENTION_S=-1 ("keep forever" to many) pruned every finished job, and
+    VIZDEX_GC_GRACE_S=-1 removed files an ingest was about to reference."""
+    for name in ("VIZDEX_JOB_RETENTION_S", "VIZDEX_GC_GRACE_S"):
+        monkeypatch.setenv(name, "-1")
+        err = _refused(capsys, "gc", "--data-dir", str(tmp_path / "data"))
+        assert err.count("\n") == 1 and f"{name} must be at least 0, got -1" in err, err
+        monkeypatch.delenv(name)

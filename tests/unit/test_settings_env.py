@@ -71,9 +71,16 @@ def test_each_type_is_parsed_from_its_variable() -> None:
     assert read == Example(1000, 0.25, True, ("b", "c"), "y", Path("/srv"), 9)
 
 
-def test_blank_variables_keep_the_default_and_minimums_clamp() -> None:
+def test_blank_variables_keep_the_default_and_minimums_refuse() -> None:
+    """Below the minimum is refused, not clamped: VIZDEX_JOB_RETENTION_S=-1 ("keep forever" to
+    many) was read as 0 and pruned every finished job."""
     assert read_settings(Example, {"VIZDEX_COUNT": "  ", "VIZDEX_MODE": ""}) == Example()
-    assert read_settings(Example, {"VIZDEX_COUNT": "-4"}).count == 1
+    assert read_settings(Example, {"VIZDEX_COUNT": "1"}).count == 1
+    for below in ("0", "-4"):
+        with pytest.raises(
+            InvalidInputError, match=f"VIZDEX_COUNT must be at least 1, got {below}"
+        ):
+            read_settings(Example, {"VIZDEX_COUNT": below})
 
 
 def test_given_values_win_over_the_environment() -> None:

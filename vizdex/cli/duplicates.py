@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from vizdex.cli.options import add_data_option, discovered_kind, open_catalog
+from vizdex.cli.options import add_data_option, discovered_kind, finite_float, open_catalog
 from vizdex.search import (
     DUPLICATE_THRESHOLD,
     KEEPER_RULES,
@@ -58,7 +58,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--collection", "-c", required=True, metavar="NAME")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=finite_float,
         default=DUPLICATE_THRESHOLD,
         help=f"cosine similarity in [-1, 1] (default {DUPLICATE_THRESHOLD})",
     )

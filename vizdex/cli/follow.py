@@ -9,7 +9,7 @@ import signal
 import threading
 from types import FrameType
 
-from vizdex.cli.options import add_data_option, open_catalog
+from vizdex.cli.options import add_data_option, finite_float, open_catalog
 from vizdex.core.errors import InvalidInputError, VizdexError
 from vizdex.search.vector_store import is_milvus, open_milvus
 
@@ -29,7 +29,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument("--once", action="store_true", help="catch up once, then exit")
     parser.add_argument(
-        "--interval", type=float, default=1.0, metavar="S", help="seconds between rounds"
+        "--interval", type=finite_float, default=1.0, metavar="S", help="seconds between rounds"
     )
     parser.add_argument("--json", action="store_true", help="print JSON (with --once)")
     add_data_option(parser)

@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from vizdex.cli.options import add_data_option, open_storage
+from vizdex.cli.options import add_data_option, finite_float, open_storage
 from vizdex.core.errors import InvalidInputError
 
 
@@ -24,7 +24,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="SECONDS",
         help="keep files younger than this, which an ingest in flight may be about to reference "

@@ -19,6 +19,7 @@ from vizdex.cli.options import (
     command_env,
     discovered_kind,
     encoder_settings,
+    finite_float,
     json_option,
     open_catalog,
     open_storage,
@@ -46,7 +47,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add.add_argument("--model", required=True, metavar="ID_OR_DIR")
     add.add_argument(
         "--share",
-        type=float,
+        type=finite_float,
         default=None,
         help="share of the device the back-fill may take, 0.05-1 (VIZDEX_BACKFILL_SHARE)",
     )

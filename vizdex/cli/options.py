@@ -4,6 +4,7 @@ environment), ``--data-dir``, ``--json``, and opening what they name."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +46,18 @@ def add_runtime_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         help="compute precision: auto (float16 on CUDA; bfloat16 on a CPU with AMX or "
         "AVX512-BF16, else float32), float32, float16 (CUDA), bfloat16, int8 (CPU)",
     )
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a number that is not nan or ±inf (nan passes every bound check: as a
+    grace period it meant none at all; inf never ends a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def encoder_settings(

@@ -21,6 +21,7 @@ from vizdex.cli.options import (
     check_models,
     command_env,
     encoder_settings,
+    finite_float,
     open_catalog,
     quiet_model_loading,
 )
@@ -46,14 +47,14 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--lease",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="how long a chunk stays this worker's without a heartbeat (default "
         "VIZDEX_WORKER_LEASE_S, else 30): after a crash, another worker takes the chunk over "
         "once this has run out",
     )
     parser.add_argument(
-        "--poll", type=float, default=1.0, metavar="SECONDS", help="idle wait (default 1)"
+        "--poll", type=finite_float, default=1.0, metavar="SECONDS", help="idle wait (default 1)"
     )
     parser.add_argument(
         "--until-idle", action="store_true", help="exit when no chunk is left to claim"

@@ -101,7 +101,7 @@ def setting(
 ) -> T:
     """A settings field read from ``VIZDEX_<name>``: its default is written here, and only here.
 
-    ``minimum`` clamps what the environment says (a constructor call is validated, not clamped);
+    ``minimum`` bounds what the environment may say (below it is refused, naming the variable);
     ``choices`` limits a string to those values.
     """
     meta = {"env": name, "minimum": minimum, "choices": choices}
@@ -139,4 +139,8 @@ def _read_field(item: Field[Any], env: Mapping[str, str] | None) -> Any:
         value = Path(env_str(name, str(default), env))
     else:
         value = env_str(name, default, env)
-    return value if minimum is None else max(minimum, value)
+    if minimum is not None and value < minimum:
+        # Refused, not raised to the minimum: -1 often means "never" to whoever wrote it, and
+        # read as the minimum it would mean the opposite (prune every job, no grace period).
+        raise InvalidInputError(f"{PREFIX}{name} must be at least {minimum:g}, got {value!r}")
+    return value
