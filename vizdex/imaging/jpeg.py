@@ -48,7 +48,9 @@ _SOF_OTHER = frozenset({0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0x
 _SOF_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length
 # In a scan, 0xFF is stuffed as FF 00 and restart markers are FF D0-D7: anything else ends it.
-_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# The match starts at the last 0xFF of any fill run. Written without ``\xff+``, which found the
+# same place ~10x slower (60 ms over a 3 MB photo's scan: a quarter of a decode).
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 
 
@@ -242,7 +244,7 @@ def _check_scan(
     found = _SCAN_END.search(data, start)
     if found is None:
         return len(data)  # no end marker: the door's decode reports the truncation
-    end = found.end() - 2
+    end = found.start()
     if frame is None or not components or any(c not in frame.sampling for c in components):
         return end
     blocks, mcus = frame.blocks(components)
