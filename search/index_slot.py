@@ -12,6 +12,7 @@ rename switches to them, so a crash leaves the old set whole; files nothing name
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +88,14 @@ def _own_file(slot: Slot, name: object, suffix: str) -> Path:
     return slot.path.with_name(name)
 
 
-def _open_regular(path: Path) -> BinaryIO:
+def _open_regular(path: Path) -> io.BufferedReader:
     """``path`` opened for reading if it is a regular file: a FIFO where the snapshot's index
     file belongs blocked a plain open, and with it the server's start, for ever."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             raise IndexCorruptError(f"{path.name}: not a regular file")
-        return os.fdopen(descriptor, "rb")
+        return open(descriptor, "rb")  # the caller's with closes it
     except BaseException:
         os.close(descriptor)
         raise

@@ -176,6 +176,20 @@ def _committed_elsewhere(path: Path) -> None:
     exact.close()
 
 
+def _saved_snapshot(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> tuple[dict[str, Any], Path]:
+    """1000 vectors indexed and snapshotted, the store closed: the snapshot's header and folder."""
+    store = IndexStore(catalog, index_settings)
+    writer.add(1000)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    path = store.path_for(collection.id, "m")
+    header, _ = read_snapshot(path)
+    return header, path.parent
+
+
 @pytest.mark.parametrize(
     "damage",
     [_torn, _bad_header, _committed_elsewhere, Path.unlink],
@@ -189,13 +203,8 @@ def test_a_damaged_vector_file_is_detected_and_rebuilt_from_the_catalog(
     damage: Any,
 ) -> None:
     assert collection.id == 1
-    store = IndexStore(catalog, index_settings)
-    writer.add(1000)
-    store.sync(collection)
-    store.snapshot(collection)
-    store.close(snapshot=False)
-    header, _ = read_snapshot(store.path_for(collection.id, "m"))
-    damage(store.path_for(collection.id, "m").with_name(header["vector_file"]))
+    header, folder = _saved_snapshot(catalog, collection, index_settings, writer)
+    damage(folder / header["vector_file"])
 
     reopened = IndexStore(catalog, index_settings)
     try:
@@ -303,13 +312,8 @@ def test_something_else_where_a_snapshot_file_belongs_is_rebuilt_not_waited_on(
 ) -> None:
     """Found by the hardening round: a FIFO where the snapshot's index file belongs blocked the
     open, and the server's start with it, for ever; the vector file's refusal read "None"."""
-    store = IndexStore(catalog, index_settings)
-    writer.add(1000)
-    store.sync(collection)
-    store.snapshot(collection)
-    store.close(snapshot=False)
-    header, _ = read_snapshot(store.path_for(collection.id, "m"))
-    damage(store.path_for(collection.id, "m").with_name(header[which]))
+    header, folder = _saved_snapshot(catalog, collection, index_settings, writer)
+    damage(folder / header[which])
     opened: list[IndexStore] = []
     reopen = threading.Thread(
         target=lambda: opened.append(IndexStore(catalog, index_settings)), daemon=True
