@@ -136,7 +136,7 @@ class DataStore:
         return name
 
     def has(self, name: str) -> bool:
-        return (self.root / name).exists()
+        return (self.root / name).is_file()
 
     def put_files(self, files: Sequence[tuple[str, bytes]], pool: Executor | None = None) -> None:
         """Write several files (relative names), each whole or absent; existing ones are kept.
@@ -352,7 +352,12 @@ def _reuse(target: Path) -> bool:
         return False
     except OSError:  # e.g. a file someone else owns: still stored, only not refreshed
         return target.exists()
-    return True
+    if target.is_file():
+        return True
+    # A folder or a FIFO counted as stored: an upload's original was never kept, and the
+    # thumbnail route answered with a folder. Set it aside; the file is written in its place.
+    move_aside(target, "not a regular file where a stored file belongs")
+    return False
 
 
 def _what_is(path: Path) -> str:
