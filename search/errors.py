@@ -95,3 +95,10 @@ class IndexTypeRefusedError(CapabilityError):
     milvus-lite, which would silently search without it)."""
 
     code = "index_type_refused"
+
+
+class FollowerFencedError(ConflictError):
+    """A vector store follower's term was overtaken: another process became the follower, so
+    this one's watermark write is refused (it stands down)."""
+
+    code = "follower_fenced"

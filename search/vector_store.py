@@ -55,10 +55,6 @@ class VectorStore(Protocol):
         """Applies the catalog's changes up to now (after a write in this process)."""
         ...
 
-    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
-        """Metadata takes no sequence number: a store that mirrors it is told here."""
-        ...
-
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         """Whether the store holds sequence number ``min_seq`` within ``timeout_s``."""
         ...
@@ -74,6 +70,10 @@ class VectorStore(Protocol):
         ...
 
     def drop_collection(self, collection_id: int) -> None: ...
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        """Drops what the store holds for a model removed from the collection."""
+        ...
 
     def start_following(self, interval_s: float) -> None:
         """Follows the change feed every ``interval_s`` in the background, until ``close``."""
@@ -110,9 +110,6 @@ class FaissVectorStore:
     def sync(self, collection: CollectionRecord) -> None:
         self._indexes.sync(collection)
 
-    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
-        """Nothing to do: FAISS holds no metadata, filters read the catalog's rows."""
-
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         return self._indexes.reach(collection, min_seq, timeout_s)
 
@@ -127,6 +124,9 @@ class FaissVectorStore:
 
     def drop_collection(self, collection_id: int) -> None:
         self._indexes.drop_collection(collection_id)
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        self._indexes.drop_model(collection_id, model)
 
     def start_following(self, interval_s: float) -> None:
         self._indexes.start_following(interval_s)

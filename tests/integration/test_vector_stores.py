@@ -22,6 +22,14 @@ pytest.importorskip("milvus_lite")
 
 from pymilvus import DataType
 
+from tests.support.milvus import (
+    DIM,
+    MODEL,
+    items,
+    milvus_device,
+    open_pair,
+    unit_rows,
+)
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
@@ -31,44 +39,14 @@ from vizdex.search.milvus_store import (
     FIELD_VECTOR,
     Leadership,
     MilvusVectorStore,
-    collection_name,
     filter_expression,
 )
-from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.records import ImageFilter
 from vizdex.search.service import SearchOptions, SearchService
 from vizdex.search.settings import CatalogSettings, SearchSettings
 from vizdex.search.vector_store import FaissVectorStore
 
-MODEL = "m"
-DIM = 32
 COUNT = 5000
-COLORS = ("red", "green", "blue")
-
-
-def unit_rows(count: int, seed: int) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def items(vectors: np.ndarray, first: int) -> list[NewImage]:
-    made = []
-    for offset, vector in enumerate(vectors):
-        key = first + offset
-        metadata: dict[str, object] = {"color": COLORS[key % 3], "n": key, "odd": key % 2 == 1}
-        if key % 331 == 0:
-            metadata["rare tag"] = "yes"  # 16 images of 5,000, a key with a space
-        made.append(
-            NewImage(
-                sha256=f"{key:064x}",
-                width=8,
-                height=8,
-                format="png",
-                byte_size=10,
-                vectors={MODEL: vector},
-                metadata=metadata,
-            )
-        )
-    return made
 
 
 @dataclass
@@ -86,15 +64,6 @@ class Pair:
         a = self.faiss.search_vector(collection, query, model=MODEL, options=options)
         b = self.milvus.search_vector(collection, query, model=MODEL, options=options)
         return [(h.image_id, h.score) for h in a.hits], [(h.image_id, h.score) for h in b.hits]
-
-
-def open_pair(settings: SearchSettings, lite: Path, index: str) -> tuple[SearchService, ...]:
-    faiss_settings = replace(settings, index=replace(settings.index, device="cpu"))
-    milvus_settings = replace(
-        settings,
-        index=replace(settings.index, device="cpu", vector_store=str(lite), milvus_index=index),
-    )
-    return SearchService.open(faiss_settings, {}), SearchService.open(milvus_settings, {})
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +109,7 @@ def test_milvus_flat_gives_faiss_flat_ids_and_scores(pair: Pair) -> None:
     assert described is not None
     (info,) = described
     assert (info.kind, info.count, info.dim) == ("milvus-flat", count, DIM)
-    assert info.device == "milvus-lite" and info.last_seq == pair.faiss.collection_seq("c")
+    assert info.device == milvus_device() and info.last_seq == pair.faiss.collection_seq("c")
 
 
 @pytest.mark.parametrize(
@@ -228,8 +197,9 @@ def test_deletes_reembeds_reingest_and_metadata_changes_agree(pair: Pair) -> Non
     catalog.put_embeddings(record.id, MODEL, moved, unit_rows(len(moved), seed=5))
     back = pair.faiss.add_images("d", items(unit_rows(2, seed=31), 0))  # deleted ones again?
     back += pair.faiss.add_images("d", items(unit_rows(50, seed=9), COUNT + 1000))
-    # Metadata takes no sequence number: the process that changes it mirrors it to Milvus.
-    pair.milvus.update_metadata("d", moved[0], {"color": "purple"})
+    # A metadata change takes a sequence number: Milvus follows it whichever process made it
+    # (the one configured with FAISS here, the one with Milvus there).
+    pair.faiss.update_metadata("d", moved[0], {"color": "purple"})
     pair.milvus.update_metadata("d", moved[1], {"color": "purple"})
 
     for query in [*queries(10, seed=19), *unit_rows(3, seed=5)]:  # the last hit re-embeds
@@ -259,7 +229,7 @@ def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
     record = pair.milvus.get_collection("c")
     exact = [pair.faiss.search_vector("c", q, model=MODEL) for q in queries(50, seed=23)]
     pair.store.reindex(record, "HNSW")
-    name = collection_name(record.id, MODEL)
+    name = pair.store.name_of(record.id, MODEL)
     assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "HNSW"
     found = 0
     for query, truth in zip(queries(50, seed=23), exact, strict=True):
@@ -347,7 +317,7 @@ def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
         hits = second.search_vector("c", query, model=MODEL, options=SearchOptions(k=45))
         assert len(hits.hits) == (40 if shared else 45)  # the leader has not applied the 5 yet
         first.delete_collection("c")
-        assert not a.client.has_collection(collection_name(record.id, MODEL))
+        assert not a.client.has_collection(a.name_of(record.id, MODEL))
         services.remove(first)
         first.close()  # the leader goes: its lock with it, and the second takes over
         faiss.catalog.create_collection("e", [MODEL])
