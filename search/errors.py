@@ -102,3 +102,16 @@ class FollowerFencedError(ConflictError):
     this one's watermark write is refused (it stands down)."""
 
     code = "follower_fenced"
+
+
+class PageTooDeepError(InvalidQueryError):
+    """offset + k beyond what the vector store answers per query (Milvus: 16,384 hits)."""
+
+    code = "page_too_deep"
+
+
+class TooManyNeighboursError(InvalidQueryError):
+    """A duplicate scan met an image with more neighbours above the threshold than the vector
+    store answers per query (Milvus: 16,384)."""
+
+    code = "too_many_neighbours"

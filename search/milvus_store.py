@@ -38,9 +38,11 @@ from vizdex.search.errors import (
     FollowerFencedError,
     IndexTypeRefusedError,
     InvalidQueryError,
+    PageTooDeepError,
+    TooManyNeighboursError,
     VectorStoreUnavailableError,
 )
-from vizdex.search.index_store import IndexInfo
+from vizdex.search.index_store import IndexInfo, RangeOutput
 from vizdex.search.queries import Ranked, SearchOptions
 from vizdex.search.records import (
     ChangeSet,
@@ -66,8 +68,18 @@ LEADER_RETRY_S = 1.0
 # vector (0.99999994 in float32) at threshold 1, as the FAISS range search does.
 RANGE_SLACK = 1e-6
 RANGE_CEILING = 1.01
+RANGE_QUERIES = 256  # queries per Milvus range search (duplicate scans)
+RANGE_FIRST_LIMIT = 64  # hits asked per query first; one that fills it is asked again deeper
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PREFIX = "vizdex"
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which hits a search asks Milvus for: ``limit`` of them after the first ``offset``."""
+
+    offset: int
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -830,14 +842,28 @@ class MilvusVectorStore:
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        """Milvus ranks with the filters pushed down; the hits' rows come from the catalog.
+        """Milvus ranks with the filters and the offset (``skip``) pushed down; the hits' rows
+        come from the catalog.
 
-        ``min_score`` becomes a range search (and still cuts the list, exactly).
-        A hit whose row is gone (deleted a moment ago, the follower not there yet) or whose
-        metadata no longer matches (changed since it was mirrored) is dropped, and the page is
-        asked again deeper until it is full or Milvus has nothing more.
+        ``min_score`` becomes a range search (and still cuts the list, exactly). Milvus answers
+        at most 16,384 hits past the offset's start (offset + limit): a deeper page is refused
+        (PageTooDeepError, 422). A hit whose row is gone (deleted a moment ago, the follower not
+        there yet) or whose metadata no longer matches (changed since it was mirrored) is
+        dropped, and the page is asked again deeper until it is full or Milvus has nothing
+        more; such a hit among the skipped ones is not seen, so it shifts the page by one until
+        the follower applies the change (``min_seq`` waits for that).
         """
+        if skip + need > MAX_TOPK:
+            raise PageTooDeepError(
+                f"offset {skip} + k {need} is more than the {MAX_TOPK:,} hits Milvus answers per "
+                "query: narrow the search with filters or min_score instead of paging this deep",
+                offset=skip,
+                k=need,
+                max_depth=MAX_TOPK,
+            )
         if self._leader.held():  # as the FAISS store syncs on query: this process writes too
             self.catch_up(collection)
         name = self.name_of(collection.id, model)
@@ -848,11 +874,14 @@ class MilvusVectorStore:
         )
         expression = filter_expression(filters, exclude)
         index_type = self._index_type(name)
-        limit = min(need, MAX_TOPK)
+        deepest = MAX_TOPK - skip
+        limit = need
         vector = np.asarray(query, dtype=np.float32).tolist()
         images: dict[int, ImageRecord] = {}
         while True:
-            found = self._search(name, vector, limit, expression, index_type, options.min_score)
+            found = self._search(
+                name, vector, Page(skip, limit), expression, index_type, options.min_score
+            )
             missing = [i for i, _ in found if i not in images]
             images.update(self._catalog.get_images(collection.id, missing))
             hits: list[tuple[int, float]] = []
@@ -865,30 +894,95 @@ class MilvusVectorStore:
                 hits.append((image_id, score))
                 if len(hits) >= need:
                     break
-            if len(hits) >= need or len(found) < limit or limit >= MAX_TOPK:
+            if len(hits) >= need or len(found) < limit or limit >= deepest:
                 break
             if options.min_score is not None and found and found[-1][1] < options.min_score:
                 break
-            limit = min(2 * limit + (limit - len(hits)), MAX_TOPK)
+            limit = min(2 * limit + (limit - len(hits)), deepest)
         return Ranked(hits=hits[:need], images=images, approximate=index_type != "FLAT")
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        """Every vector scoring at least ``threshold`` with each query, from Milvus's own range
+        search (``radius``), in FAISS's layout (what duplicate scans read). Milvus answers at
+        most 16,384 hits per query: a query that has more is refused (TooManyNeighboursError).
+        ``nprobe`` is ignored: Milvus probes 64 IVF lists, as for every search."""
+        matrix = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        name = self.name_of(collection.id, model)
+        lims = np.zeros(len(matrix) + 1, dtype=np.int64)
+        if not len(matrix) or not self._searchable(name):
+            empty = np.zeros(0, dtype=np.int64)
+            return RangeOutput(lims, np.zeros(0, np.float32), empty, False, 0)
+        index_type = self._index_type(name)
+        found: list[list[tuple[int, float]]] = [[] for _ in range(len(matrix))]
+        pending, limit = list(range(len(matrix))), RANGE_FIRST_LIMIT
+        while pending:
+            full: list[int] = []
+            for start in range(0, len(pending), RANGE_QUERIES):
+                part = pending[start : start + RANGE_QUERIES]
+                answers = self._range(name, matrix[part], limit, threshold, index_type)
+                for row, hits in zip(part, answers, strict=True):
+                    found[row] = hits
+                    if len(hits) >= limit:
+                        full.append(row)  # it may have more: ask it again, deeper
+            if full and limit >= MAX_TOPK:
+                raise TooManyNeighboursError(
+                    f"an image has more than {MAX_TOPK:,} neighbours at or above {threshold:g} "
+                    "(Milvus answers at most that many per query): raise the threshold",
+                    threshold=threshold,
+                    max_neighbours=MAX_TOPK,
+                )
+            pending, limit = full, min(8 * limit, MAX_TOPK)
+        lims[1:] = np.cumsum([len(hits) for hits in found])
+        ids = np.asarray([i for hits in found for i, _ in hits], dtype=np.int64)
+        scores = np.asarray([s for hits in found for _, s in hits], dtype=np.float32)
+        approximate = index_type != "FLAT"
+        probes = search_params(index_type, 1).get("nprobe", 0)
+        return RangeOutput(lims, scores, ids, approximate, int(probes))
+
+    def _range(
+        self, name: str, queries: np.ndarray, limit: int, threshold: float, index_type: str
+    ) -> list[list[tuple[int, float]]]:
+        params = search_params(index_type, limit)
+        params.update(radius=float(threshold) - RANGE_SLACK, range_filter=RANGE_CEILING)
+        try:
+            result = self._client.search(
+                name,
+                data=queries.tolist(),
+                limit=limit,
+                output_fields=[],
+                search_params={"metric_type": "IP", "params": params},
+                consistency_level="Strong",
+            )
+        except MilvusException as error:
+            raise _wrap(f"range search {name}", error) from None
+        return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in result]
 
     def _search(
         self,
         name: str,
         vector: list[float],
-        limit: int,
+        page: Page,
         expression: str,
         index_type: str,
         min_score: float | None,
     ) -> list[tuple[int, float]]:
-        params = search_params(index_type, limit)
+        params = search_params(index_type, page.offset + page.limit)
         if min_score is not None:  # a range search: Milvus returns only scores above radius
             params.update(radius=min_score - RANGE_SLACK, range_filter=RANGE_CEILING)
         try:
             result = self._client.search(
                 name,
                 data=[vector],
-                limit=limit,
+                limit=page.limit,
+                offset=page.offset,
                 filter=expression,
                 output_fields=[],
                 search_params={"metric_type": "IP", "params": params},

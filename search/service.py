@@ -154,7 +154,7 @@ class SearchService:
         """Near-duplicate groups; the model rule is an image query's (DINOv3 when there is one)."""
         return DuplicateFinder(
             self._catalog,
-            self._indexes,
+            self._store,
             lambda record, model: self._collection_model(record, model, ModelUse.IMAGE),
         )
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
-from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.index_store import IndexInfo, IndexStore, RangeOutput
 from vizdex.search.queries import Ranked, SearchOptions
 from vizdex.search.ranking import IndexRanking
 from vizdex.search.records import CollectionRecord
@@ -43,8 +43,23 @@ class VectorStore(Protocol):
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        """The best ``need`` hits (after ``exclude``, filters and min_score), best first."""
+        """The best ``need`` hits after the first ``skip`` (after ``exclude``, filters and
+        min_score), best first: a page, its offset pushed down where the store can."""
+        ...
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        """Every vector scoring at least ``threshold`` with each query (duplicate scans)."""
         ...
 
     def open_collection(self, collection: CollectionRecord) -> None:
@@ -101,8 +116,23 @@ class FaissVectorStore:
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        return self._ranking.rank(collection, model, query, need, options, exclude)
+        """FAISS has no offset: the first ``skip + need`` hits, less the first ``skip``."""
+        ranked = self._ranking.rank(collection, model, query, skip + need, options, exclude)
+        return Ranked(hits=ranked.hits[skip:], images=ranked.images, approximate=ranked.approximate)
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        return self._indexes.range_search(collection, model, queries, threshold, nprobe=nprobe)
 
     def open_collection(self, collection: CollectionRecord) -> None:
         self._indexes.open_collection(collection)

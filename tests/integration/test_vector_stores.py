@@ -34,7 +34,8 @@ from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
 from vizdex.search.collections_service import CollectionsService
-from vizdex.search.errors import IndexTypeRefusedError
+from vizdex.search.duplicates import DuplicateOptions
+from vizdex.search.errors import IndexTypeRefusedError, PageTooDeepError
 from vizdex.search.milvus_store import (
     FIELD_VECTOR,
     Leadership,
@@ -130,6 +131,29 @@ def test_paging_and_min_score_agree(pair: Pair, options: SearchOptions) -> None:
             assert all(score >= options.min_score for _, score in milvus_hits)
 
 
+def test_offset_is_milvus_own_and_a_page_past_its_limit_is_refused(pair: Pair) -> None:
+    """The offset goes to Milvus: a page deep in the list reads only its own hits' rows (not
+    offset + k of them) and is still FAISS's page; offset + k past Milvus's 16,384 is a 422."""
+    record = pair.milvus.get_collection("c")
+    for query in queries(3, seed=29):
+        deep = SearchOptions(k=10, offset=3000)
+        ranked = pair.store.rank(record, MODEL, query, 10, deep, frozenset(), skip=3000)
+        assert len(ranked.hits) == 10 and set(ranked.images) == {i for i, _ in ranked.hits}
+        assert_same(*pair.both(query, deep))
+        last = SearchOptions(k=10, offset=COUNT - 4, filters=ImageFilter(metadata={"n": -1}))
+        assert pair.both(query, last) == ([], [])
+    # Past VIZDEX_SEARCH_MAX_WINDOW (10,000 by default, settable higher) Milvus's own limit.
+    query, nothing = queries(1)[0], frozenset[int]()
+    edge = pair.store.rank(record, MODEL, query, 1000, SearchOptions(k=1000), nothing, skip=15_384)
+    assert edge.hits == []  # 5,003 vectors: nothing that deep, but a page Milvus may answer
+    with pytest.raises(PageTooDeepError) as refused:
+        pair.store.rank(record, MODEL, query, 1000, SearchOptions(k=1000), nothing, skip=15_385)
+    assert refused.value.code == "page_too_deep" and refused.value.details["max_depth"] == 16_384
+    # FAISS has no such limit: the same page there is simply empty.
+    faiss = pair.faiss.store.rank(record, MODEL, query, 1000, SearchOptions(), nothing, skip=15_385)
+    assert faiss.hits == []
+
+
 @pytest.mark.parametrize(
     ("filters", "k", "expected"),
     [
@@ -214,6 +238,34 @@ def test_deletes_reembeds_reingest_and_metadata_changes_agree(pair: Pair) -> Non
     stored = pair.store.vectors(record, MODEL, moved[:5])
     _, truth = catalog.get_vectors(record.id, MODEL, moved[:5])
     np.testing.assert_allclose(np.stack([stored[i] for i in moved[:5]]), truth, atol=1e-6)
+
+
+def test_duplicate_scans_use_milvus_range_search_and_find_faiss_groups(pair: Pair) -> None:
+    """40 pictures with 1 to 4 near-copies each (cosine ~0.985 to their original) among 1,500
+    others: Milvus's range search (``radius``) gives the groups the FAISS range search gives,
+    and the Milvus process builds no local FAISS index for it."""
+    catalog = pair.faiss.catalog
+    record = catalog.create_collection("dups", [MODEL])
+    rng = np.random.default_rng(81)
+    bases = unit_rows(40, seed=82)
+    copies = [
+        base + 0.03 * rng.standard_normal(DIM).astype(np.float32)
+        for number, base in enumerate(bases)
+        for _ in range(1 + number % 4)
+    ]
+    vectors = np.concatenate([bases, np.stack(copies), unit_rows(1500, seed=83)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pair.faiss.add_images("dups", items(vectors, 20_000))
+    options = DuplicateOptions(threshold=0.95, model=MODEL)
+    expected = pair.faiss.duplicates.scan("dups", options)
+    found = pair.milvus.duplicates.scan("dups", options)
+    assert len(expected.groups) == 40
+    assert [g.image_ids for g in found.groups] == [g.image_ids for g in expected.groups]
+    for mine, theirs in zip(found.groups, expected.groups, strict=True):
+        np.testing.assert_allclose(mine.similarities, theirs.similarities, atol=1e-4)
+    assert (found.scanned, found.pairs) == (expected.scanned, expected.pairs)
+    assert record.id not in pair.milvus.indexes.applied_seqs()  # no local index was built
+    assert record.id in pair.faiss.indexes.applied_seqs()
 
 
 def test_read_your_writes_reaches_the_milvus_watermark(pair: Pair) -> None:
