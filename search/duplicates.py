@@ -58,6 +58,8 @@ class RangeSource(Protocol):
         *,
         nprobe: int | None = None,
     ) -> RangeOutput: ...
+
+
 Progress = Callable[[int, int], None]  # (vectors scanned, vectors to scan)
 
 

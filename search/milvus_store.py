@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -402,9 +403,25 @@ class MilvusVectorStore:
             self._client.create_collection(name, schema=schema, index_params=params)
             self._client.load_collection(name)
         except MilvusException as error:
+            if "index type" in str(error.message).lower():  # e.g. a GPU type on a CPU build
+                self._drop(name)
+                raise IndexTypeRefusedError(
+                    f"this Milvus cannot build a {index_type} index: {error.message}",
+                    index_type=index_type,
+                ) from None
             raise _wrap(f"create collection {name}", error) from None
         self.verify_index(name, index_type, wait_s=0.0)
         self._index_types[name] = index_type
+
+    def _probe(self, index_type: str, dim: int) -> None:
+        """Creates and drops an empty collection with ``index_type``: a server refuses a type
+        it cannot build (a GPU type on a CPU build) only when asked to create one, and a
+        rebuild must learn that before it drops the collection it would replace."""
+        name = f"{self._prefix}_probe_{index_type.lower()}"
+        try:
+            self._create(name, dim, index_type, 0)
+        finally:
+            self._drop(name)
 
     def _reload(self, name: str, index_type: str) -> None:
         """Flush, release and load: milvus-lite builds segment indexes on load, and only then
@@ -660,6 +677,9 @@ class MilvusVectorStore:
                 _, current = self._position(collection.id, model)
                 wanted = self.check_index_type(index_type or current)
                 name = self.name_of(collection.id, model)
+                dim = self.dim(collection, model)
+                if dim is not None and wanted != current.upper():
+                    self._probe(wanted, dim)  # refused before the collection is dropped
                 self._drop(name)
                 self._catalog.set_store_position(
                     self._target.key,
@@ -743,7 +763,7 @@ class MilvusVectorStore:
         if self._exists(name):
             index_type = self._index_type(name)
             try:
-                count = int(self._client.get_collection_stats(name).get("row_count", 0))
+                count = self._row_count(name)
             except MilvusException as error:
                 raise _wrap(f"count the rows of {name}", error) from None
         return IndexInfo(
@@ -766,7 +786,19 @@ class MilvusVectorStore:
             names = self._client.list_collections()
         except MilvusException as error:
             raise _wrap("list its collections", error) from None
-        return [name for name in names if name.startswith(f"{self._prefix}_")]
+        # Exactly collection_name's shape: another catalog's prefix may start with this one.
+        mine = re.compile(rf"{re.escape(self._prefix)}_[0-9]+_[0-9a-f]{{12}}")
+        return [name for name in names if mine.fullmatch(name)]
+
+    def _row_count(self, name: str) -> int:
+        """Rows now, by ``count(*)`` at strong consistency: a server's collection statistics
+        count flushed segments only (0 right after inserts), lite's count everything."""
+        if not self._searchable(name):
+            return 0
+        rows = self._client.query(
+            name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
 
     def drop_collection(self, collection_id: int) -> None:
         for name in self._owned():
@@ -807,7 +839,11 @@ class MilvusVectorStore:
         found: list[int] = []
         try:
             iterator = self._client.query_iterator(
-                name, batch_size=5000, filter=f"{FIELD_ID} >= 0", output_fields=[FIELD_ID]
+                name,
+                batch_size=5000,
+                filter=f"{FIELD_ID} >= 0",
+                output_fields=[FIELD_ID],
+                consistency_level="Strong",
             )
             while rows := iterator.next():
                 found.extend(int(row[FIELD_ID]) for row in rows)
@@ -827,7 +863,9 @@ class MilvusVectorStore:
         for start in range(0, len(ids), UPSERT_ROWS):
             part = [int(i) for i in ids[start : start + UPSERT_ROWS]]
             try:
-                rows = self._client.get(name, ids=part, output_fields=[FIELD_VECTOR])
+                rows = self._client.get(
+                    name, ids=part, output_fields=[FIELD_VECTOR], consistency_level="Strong"
+                )
             except MilvusException as error:
                 raise _wrap(f"read vectors of {name}", error) from None
             for row in rows:

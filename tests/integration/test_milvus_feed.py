@@ -108,6 +108,9 @@ def test_a_removal_or_deletion_elsewhere_is_pruned_by_the_follower(
     faiss.add_images("c", two_model_items(10))
     faiss.add_images("g", items(unit_rows(5, seed=8), 0))
     store.follow()
+    # Another catalog's collection whose prefix starts with this one's: never this one's to drop.
+    foreign = store.name_of(gone.id, MODEL).replace("_", "_b_", 1)
+    store.client.create_collection(foreign, dimension=4)
     names = [store.name_of(record.id, m) for m in (MODEL, OTHER)] + [store.name_of(gone.id, MODEL)]
     assert all(store.client.has_collection(name) for name in names)
     faiss.remove_model("c", OTHER)  # FAISS-configured: they stay in Milvus for now
@@ -115,6 +118,8 @@ def test_a_removal_or_deletion_elsewhere_is_pruned_by_the_follower(
     assert all(store.client.has_collection(name) for name in names)
     store.follow()
     assert [store.client.has_collection(name) for name in names] == [True, False, False]
+    assert store.client.has_collection(foreign)
+    store.client.drop_collection(foreign)
 
 
 def test_metadata_changes_reach_milvus_from_a_faiss_configured_process(

@@ -20,13 +20,14 @@ from sqlalchemy import text
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from pymilvus import DataType
+from pymilvus import DataType, MilvusClient, MilvusException
 
 from tests.support.milvus import (
     DIM,
     MODEL,
     items,
     milvus_device,
+    milvus_server,
     open_pair,
     unit_rows,
 )
@@ -282,7 +283,10 @@ def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
     exact = [pair.faiss.search_vector("c", q, model=MODEL) for q in queries(50, seed=23)]
     pair.store.reindex(record, "HNSW")
     name = pair.store.name_of(record.id, MODEL)
-    assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "HNSW"
+    described = pair.store.client.describe_index(name, FIELD_VECTOR)
+    assert described["index_type"] == "HNSW"
+    if milvus_server() is not None:  # a server reports its build over every (flushed) row
+        assert int(described["indexed_rows"]) == int(described["total_rows"]) >= COUNT
     found = 0
     for query, truth in zip(queries(50, seed=23), exact, strict=True):
         result = pair.milvus.search_vector("c", query, model=MODEL)
@@ -292,11 +296,21 @@ def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
     pair.store.reindex(record, "FLAT")  # later tests compare exact results again
 
 
-def test_gpu_index_types_are_refused_on_milvus_lite(pair: Pair, tmp_path: Path) -> None:
+def test_gpu_index_types_are_refused_where_they_cannot_be_built(pair: Pair, tmp_path: Path) -> None:
+    """On milvus-lite before anything is created (it would accept the type and search without
+    an index); on a Milvus server built without GPUs when a probe collection is refused, before
+    the collection being rebuilt is dropped. Either way the collection keeps its FLAT index."""
     record = pair.milvus.get_collection("c")
+    refusal = "milvus-lite cannot build" if milvus_server() is None else "cannot build a GPU_"
     for index_type in ("GPU_CAGRA", "GPU_IVF_PQ"):
-        with pytest.raises(IndexTypeRefusedError, match="milvus-lite cannot build"):
+        with pytest.raises(IndexTypeRefusedError, match=refusal):
             pair.store.reindex(record, index_type)
+    assert_same(*pair.both(queries(1)[0], SearchOptions(k=10)))  # still there, still FLAT
+    name = pair.store.name_of(record.id, MODEL)
+    assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "FLAT"
+    if milvus_server() is not None:  # the up-front refusal is lite's alone
+        assert pair.store.check_index_type("gpu_cagra") == "GPU_CAGRA"
+        return
     settings = SearchSettings.for_data_dir(tmp_path)
     gpu = replace(settings.index, vector_store=str(tmp_path / "v.db"), milvus_index="gpu_cagra")
     with pytest.raises(IndexTypeRefusedError) as refused:
@@ -304,17 +318,27 @@ def test_gpu_index_types_are_refused_on_milvus_lite(pair: Pair, tmp_path: Path) 
     assert refused.value.code == "index_type_refused"
 
 
-def test_an_index_milvus_did_not_build_is_detected(pair: Pair) -> None:
-    """What the up-front refusal guards against: lite takes GPU_CAGRA and describe_index reports
-    it built, yet lite cannot build it and searches by brute force; the check after a build
-    (flush and load, when lite really builds) says so instead of searching without it."""
-    client = pair.store.client
+def _unbuilt(client: MilvusClient, index_type: str) -> None:
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=DIM)
     params = client.prepare_index_params()
-    params.add_index(field_name=FIELD_VECTOR, index_type="GPU_CAGRA", metric_type="IP")
+    params.add_index(field_name=FIELD_VECTOR, index_type=index_type, metric_type="IP")
     client.create_collection("unbuilt", schema=schema, index_params=params)
+
+
+def test_an_index_milvus_did_not_build_is_detected(pair: Pair) -> None:
+    """What the up-front refusal guards against: lite takes GPU_CAGRA and describe_index reports
+    it built, yet lite cannot build it and searches by brute force; the check after a build
+    (flush and load, when lite really builds) says so instead of searching without it. A
+    Milvus server without GPUs refuses the type at creation instead."""
+    client = pair.store.client
+    if milvus_server() is not None:
+        with pytest.raises(MilvusException, match="invalid index type: GPU_CAGRA"):
+            _unbuilt(client, "GPU_CAGRA")
+        assert not client.has_collection("unbuilt")
+        return
+    _unbuilt(client, "GPU_CAGRA")
     try:
         client.insert(
             "unbuilt",
