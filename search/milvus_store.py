@@ -64,6 +64,8 @@ MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per 
 GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
 INDEX_WAIT_S = 600.0
+PROBE_ROWS = 2048  # a probe build's rows: above the 1,024 from which Milvus indexes a segment
+PROBE_WAIT_S = 60.0  # how long a probe build may take before its index type is refused
 LEADER_RETRY_S = 1.0
 # min_score as a range search: scores in (radius, range_filter]. The slack keeps a bit-identical
 # vector (0.99999994 in float32) at threshold 1, as the FAISS range search does.
@@ -414,12 +416,29 @@ class MilvusVectorStore:
         self._index_types[name] = index_type
 
     def _probe(self, index_type: str, dim: int) -> None:
-        """Creates and drops an empty collection with ``index_type``: a server refuses a type
-        it cannot build (a GPU type on a CPU build) only when asked to create one, and a
-        rebuild must learn that before it drops the collection it would replace."""
+        """Builds ``index_type`` over a small collection of random vectors and checks it really
+        exists, before a rebuild drops the collection it would replace. A server refuses some
+        types it cannot build at creation (GPU_CAGRA on a CPU build) but takes others and then
+        retries the build for ever while reporting the index "Finished" over 0 rows
+        (GPU_IVF_PQ): only a build over enough rows (Milvus indexes segments of at least
+        1,024) shows which."""
         name = f"{self._prefix}_probe_{index_type.lower()}"
+        self._drop(name)
         try:
-            self._create(name, dim, index_type, 0)
+            self._create(name, dim, index_type, PROBE_ROWS)
+            vectors = np.random.default_rng(0).standard_normal((PROBE_ROWS, dim))
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            rows = [
+                {FIELD_ID: i, FIELD_VECTOR: v.tolist(), FIELD_META: {}, FIELD_CREATED: 0}
+                for i, v in enumerate(vectors.astype(np.float32))
+            ]
+            try:
+                for start in range(0, len(rows), UPSERT_ROWS):
+                    self._client.insert(name, rows[start : start + UPSERT_ROWS])
+                self._client.flush(name)
+            except MilvusException as error:
+                raise _wrap(f"fill the probe collection {name}", error) from None
+            self.verify_index(name, index_type, wait_s=PROBE_WAIT_S)
         finally:
             self._drop(name)
 
@@ -678,7 +697,7 @@ class MilvusVectorStore:
                 wanted = self.check_index_type(index_type or current)
                 name = self.name_of(collection.id, model)
                 dim = self.dim(collection, model)
-                if dim is not None and wanted != current.upper():
+                if dim is not None and wanted != current.upper() and not self._target.lite:
                     self._probe(wanted, dim)  # refused before the collection is dropped
                 self._drop(name)
                 self._catalog.set_store_position(
@@ -836,18 +855,25 @@ class MilvusVectorStore:
         name = self.name_of(collection.id, model)
         if not self._searchable(name):
             return np.zeros(0, dtype=np.int64)
+        # Windows of ids, each holding at most MAX_TOPK rows, until count(*) rows are found (a
+        # query iterator takes its snapshot time from the client's clock when the server does
+        # not hand one out, as Milvus 2.3 does not, and can then miss the newest rows).
+        total = self._row_count(name)
+        highest = self._catalog.highest_image_id(collection.id)
         found: list[int] = []
+        start = 0
         try:
-            iterator = self._client.query_iterator(
-                name,
-                batch_size=5000,
-                filter=f"{FIELD_ID} >= 0",
-                output_fields=[FIELD_ID],
-                consistency_level="Strong",
-            )
-            while rows := iterator.next():
+            while len(found) < total and start <= highest:
+                window = f"{FIELD_ID} >= {start} and {FIELD_ID} < {start + MAX_TOPK}"
+                rows = self._client.query(
+                    name,
+                    filter=window,
+                    output_fields=[FIELD_ID],
+                    limit=MAX_TOPK,
+                    consistency_level="Strong",
+                )
                 found.extend(int(row[FIELD_ID]) for row in rows)
-            iterator.close()
+                start += MAX_TOPK
         except MilvusException as error:
             raise _wrap(f"read the ids of {name}", error) from None
         return np.sort(np.asarray(found, dtype=np.int64))

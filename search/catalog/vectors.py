@@ -271,6 +271,20 @@ class VectorsPart(CatalogSession):
                 )
             ]
 
+    def highest_image_id(self, collection_id: int) -> int:
+        """The largest image id the collection's change feed has named (a present image, or a
+        tombstone's): no store following the feed holds a larger one. 0 when none."""
+        with self._read() as session:
+            present = session.scalar(
+                select(func.max(Image.id)).where(Image.collection_id == collection_id)
+            )
+            gone = session.scalar(
+                select(func.max(EmbeddingTombstone.image_id)).where(
+                    EmbeddingTombstone.collection_id == collection_id
+                )
+            )
+        return max(int(present or 0), int(gone or 0))
+
     def requeue_images(self, collection_id: int, model: str, image_ids: Sequence[int]) -> int:
         """Puts these images into the change feed again, as they are now: a present image by a
         new ``metadata_seq`` (the follower re-reads its row and vector), a deleted one by a new
