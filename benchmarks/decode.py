@@ -2,8 +2,11 @@
 
 Plain PIL: ``Image.open(BytesIO(data)).convert("RGB")``. The door: ``decode_image_bytes`` (magic
 check, caps, sha256, format-restricted open, EXIF orientation, RGB). Also the draft-mode speed-up
-(JPEG DCT scaling) with ``min_side``. Each image is timed ``--rounds`` times per decoder, decoders
-taking turns; the per-image best times are summed into images/s.
+(JPEG DCT scaling) with ``min_side``, and what the device path (nvJPEG) costs the CPU per JPEG:
+the header and marker check alone, and with the strict data check at 1/8 scale that refuses
+damaged files as the door does (``VIZDEX_DEVICE_DECODE_CHECK``). Each image is timed
+``--rounds`` times per decoder, decoders taking turns; the per-image best times are summed into
+images/s.
 
     python -m benchmarks.decode
     python -m benchmarks.decode --photos 10 --small 50 --rounds 2   # quicker
@@ -19,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from vizdex.imaging import ImageInputSettings, decode_image_bytes
+from vizdex.imaging import ImageInputSettings, decode_image_bytes, read_header
 
 DOOR = ImageInputSettings()
 
@@ -57,8 +60,16 @@ def door_draft(min_side: int) -> Callable[[bytes], Image.Image]:
     return decode
 
 
+def device_header(data: bytes) -> None:
+    read_header(data, "JPEG", DOOR)
+
+
+def device_checked(data: bytes) -> None:
+    read_header(data, "JPEG", DOOR, check_data=True)
+
+
 def best_rate(
-    jpegs: list[bytes], decoders: dict[str, Callable[[bytes], Image.Image]], rounds: int
+    jpegs: list[bytes], decoders: dict[str, Callable[[bytes], object]], rounds: int
 ) -> dict[str, float]:
     """Images/s per decoder from the best time of each image over ``rounds``.
 
@@ -84,7 +95,13 @@ def report(title: str, jpegs: list[bytes], rounds: int, min_side: int) -> None:
     print(f"\n{title}: {len(jpegs)} JPEGs of {size[0]}x{size[1]}, mean {mean_mb:.2f} MB")
     rates = best_rate(
         jpegs,
-        {"plain PIL": plain_pil, "door": door, f"door min_side={min_side}": door_draft(min_side)},
+        {
+            "plain PIL": plain_pil,
+            "door": door,
+            f"door min_side={min_side}": door_draft(min_side),
+            "device: header only": device_header,
+            "device: data checked": device_checked,
+        },
         rounds,
     )
     for name, value in rates.items():
@@ -92,6 +109,11 @@ def report(title: str, jpegs: list[bytes], rounds: int, min_side: int) -> None:
     print(f"  door / plain PIL       {rates['door'] / rates['plain PIL']:8.3f}")
     drafted = rates[f"door min_side={min_side}"]
     print(f"  draft speed-up         {drafted / rates['door']:8.2f}x vs full door decode")
+    # Time per image relative to a full door decode (rates are images/s, so invert).
+    checked = rates["door"] / rates["device: data checked"]
+    print(f"  device check / door    {checked:8.3f} (CPU time per JPEG, data checked)")
+    header = rates["door"] / rates["device: header only"]
+    print(f"  header only / door     {header:8.3f} (CPU time per JPEG, markers only)")
     decoded = decode_image_bytes(jpegs[0], DOOR, min_side=min_side).image.size
     print(f"  draft decoded size     {decoded[0]}x{decoded[1]}")
 

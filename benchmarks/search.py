@@ -154,6 +154,19 @@ def measure(
     return result, found
 
 
+def wait_for_index(client: Any, name: str, timeout_s: float = 3600.0) -> None:
+    """Until a Milvus server's index covers every row of ``name`` (or ``timeout_s`` passed)."""
+    from vizdex.search.milvus_store import FIELD_VECTOR
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = client.describe_index(name, FIELD_VECTOR)
+        if int(described.get("indexed_rows", 0)) >= int(described.get("total_rows", 0)):
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"Milvus did not finish the index of {name} in {timeout_s:g} s")
+
+
 def measure_milvus(
     uri: str,
     index_type: str,
@@ -191,6 +204,8 @@ def measure_milvus(
         ]
         client.insert(name, rows)
     client.flush(name)
+    if not uri.endswith(".db"):  # a server builds asynchronously: the build ends when it covers
+        wait_for_index(client, name)  # every row (lite builds on load, below)
     client.release_collection(name)
     client.load_collection(name)  # milvus-lite builds its segment indexes here
     build_s = time.perf_counter() - started

@@ -2,7 +2,8 @@
 
 On a GPU the CPU is usually what limits ingest of large photos; decoding there frees it. The
 bytes must already have passed the image door's byte cap and format sniffing; the pixel cap is
-checked from the header here (``read_jpeg_header``), before any pixel is decoded.
+checked from the header here (``read_jpeg_header``), before any pixel is decoded, and so is the
+data, strictly, so that a damaged file is refused as the CPU door refuses it.
 
 EXIF orientation is applied here rather than by torchvision: its decoder honours
 ``apply_exif_orientation`` on the CPU only, so CUDA-decoded photos came out sideways.
@@ -42,9 +43,17 @@ class JpegHeader(NamedTuple):
     orientation: int  # EXIF 1-8; 1 = as stored
 
 
-def read_jpeg_header(data: bytes, settings: ImageInputSettings) -> JpegHeader:
-    """Displayed size and orientation from the JPEG header, with the door's pixel cap."""
-    return JpegHeader(*read_header(data, "JPEG", settings))
+def read_jpeg_header(
+    data: bytes, settings: ImageInputSettings, *, check_data: bool = True
+) -> JpegHeader:
+    """Displayed size and orientation from the JPEG header, with the door's pixel cap.
+
+    ``check_data`` (on unless the caller only wants the header): refuse the file exactly when
+    the CPU door would, by reading its data strictly at the smallest DCT scale before the device
+    decodes it. A scan cut short with an end marker appended has whole-looking markers, and what
+    nvJPEG makes of one (grey, an error, garbage) is not something to rely on.
+    """
+    return JpegHeader(*read_header(data, "JPEG", settings, check_data=check_data))
 
 
 def ends_complete(data: bytes) -> bool:
@@ -122,6 +131,6 @@ def warm_up_decoder(device: torch.device) -> bool:
 
 def _orientation_of(data: bytes) -> int:
     try:
-        return read_jpeg_header(data, _NO_PIXEL_CAP).orientation
+        return read_jpeg_header(data, _NO_PIXEL_CAP, check_data=False).orientation
     except ImageRejectedError:
         return 1  # the decoder will refuse it, or decode it as stored

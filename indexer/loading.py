@@ -175,9 +175,9 @@ class ItemLoader:
         min_side: int | None,
         keep_original: bool,
     ) -> Loaded:
-        """Only the header is read here: the pixels are decoded on the GPU, and the thumbnail is
-        made by the writer from the stream's preview of them."""
-        header = read_jpeg_header(data, self._images)
+        """Only the header is read here, and the data checked: the pixels are decoded on the
+        GPU, and the thumbnail is made by the writer from the stream's preview of them."""
+        header = read_jpeg_header(data, self._images, check_data=self._settings.device_decode_check)
         if keep_original:
             self._store.put_original(sha, "JPEG", data)
         images = self._images

@@ -76,7 +76,4 @@ class ModelChanges:
         return self._search.catalog.set_default_models(record.id, **changes)
 
     def remove_model(self, collection: str, model: str) -> CollectionRecord:
-        record = self._search.get_collection(collection)
-        updated = self._search.catalog.remove_model(record.id, model)
-        self._search.indexes.drop_model(record.id, model)
-        return updated
+        return self._search.remove_model(collection, model)

@@ -30,6 +30,9 @@ class IndexerSettings:
     ``thumbnail_size`` / ``thumbnail_quality``: longest side and WebP quality of the thumbnails
     (``VIZDEX_THUMBNAIL_SIZE`` / ``VIZDEX_THUMBNAIL_QUALITY``).
     ``device_decode``: decode JPEGs on the GPU when every model runs there.
+    ``device_decode_check``: before a JPEG goes to the GPU, read its data strictly on the CPU at
+    the smallest DCT scale (about half a full CPU decode), so a damaged file is refused as the CPU
+    path refuses it instead of being left to the device decoder (``VIZDEX_DEVICE_DECODE_CHECK``).
     ``serve_worker``: a server whose catalog is PostgreSQL queues its background jobs in the
     catalog (``vizdex worker``s run them) and, with this on, works the queue too
     (``VIZDEX_SERVE_WORKER``). ``worker_lease_s``: how long a queued chunk stays a worker's
@@ -53,6 +56,8 @@ class IndexerSettings:
     thumbnail_quality: int = setting("THUMBNAIL_QUALITY", 80)
     # An escape hatch should nvJPEG mishandle some files on a given driver.
     device_decode: bool = setting("DEVICE_DECODE", True)
+    # Off only for trusted files on a host whose CPU limits ingest: damage then reaches nvJPEG.
+    device_decode_check: bool = setting("DEVICE_DECODE_CHECK", True)
     serve_worker: bool = setting("SERVE_WORKER", True)
     worker_lease_s: float = setting("WORKER_LEASE_S", 30.0)
     gc_interval_s: float = setting("GC_INTERVAL_S", 3600.0, minimum=0.0)

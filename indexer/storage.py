@@ -136,7 +136,7 @@ class DataStore:
         return name
 
     def has(self, name: str) -> bool:
-        return (self.root / name).exists()
+        return (self.root / name).is_file()
 
     def put_files(self, files: Sequence[tuple[str, bytes]], pool: Executor | None = None) -> None:
         """Write several files (relative names), each whole or absent; existing ones are kept.

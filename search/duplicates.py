@@ -2,7 +2,8 @@
 
 A scan reads the collection's vectors of one model from the catalog in batches and asks that
 model's index for every vector within the cosine ``threshold`` of each (a FAISS range search, on
-the exact index or on IVF with its tuned ``nprobe``); the pairs found are joined into connected
+the exact index or on IVF with its tuned ``nprobe``; Milvus's own range search when Milvus holds
+the vectors); the pairs found are joined into connected
 groups by a union-find (``duplicate_groups``). Membership is transitive: two copies that each
 match a third are in one group even when they score below the threshold with each other.
 
@@ -17,7 +18,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from vizdex.search.duplicate_groups import (
     unique_pairs,
 )
 from vizdex.search.errors import InvalidQueryError
-from vizdex.search.index_store import IndexStore
+from vizdex.search.index_store import RangeOutput
 from vizdex.search.keepers import KeeperRule, choose_keeper
 from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord
 
@@ -40,6 +41,25 @@ READ_BATCH = 20_000  # vectors per catalog read
 
 # The collection's model a scan uses, given the one asked for (``SearchService``'s image rule).
 ModelFor = Callable[[CollectionRecord, str | None], str]
+
+
+class RangeSource(Protocol):
+    """What a scan asks of the vector store (``vector_store.VectorStore``): the local FAISS
+    index's range search, or Milvus's own (``radius``) when Milvus holds the vectors."""
+
+    def sync(self, collection: CollectionRecord) -> None: ...
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput: ...
+
+
 Progress = Callable[[int, int], None]  # (vectors scanned, vectors to scan)
 
 
@@ -154,9 +174,9 @@ class SimilarPairs:
 class DuplicateFinder:
     """Scans a collection for near-duplicate groups and shows pages of them."""
 
-    def __init__(self, catalog: Catalog, indexes: IndexStore, model_for: ModelFor) -> None:
+    def __init__(self, catalog: Catalog, store: RangeSource, model_for: ModelFor) -> None:
         self._catalog = catalog
-        self._indexes = indexes
+        self._store = store
         self._model_for = model_for
 
     def size(self, collection: str, options: DuplicateOptions) -> int:
@@ -199,7 +219,7 @@ class DuplicateFinder:
         record = self._catalog.get_collection(collection)
         model = self._model_for(record, options.model)
         allowed = self._allowed(record, options.filters)
-        self._indexes.sync(record)
+        self._store.sync(record)
         upto = self._catalog.collection_seq(record.id)
         total = len(allowed) if allowed is not None else self.size(collection, options)
         found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -220,7 +240,7 @@ class DuplicateFinder:
                     break
                 part = slice(start, start + QUERY_BATCH)
                 queries = _unit_rows(vectors[part])
-                out = self._indexes.range_search(
+                out = self._store.range_search(
                     record, model, queries, options.threshold, nprobe=options.nprobe
                 )
                 approximate, nprobe = out.approximate, out.nprobe

@@ -95,3 +95,23 @@ class IndexTypeRefusedError(CapabilityError):
     milvus-lite, which would silently search without it)."""
 
     code = "index_type_refused"
+
+
+class FollowerFencedError(ConflictError):
+    """A vector store follower's term was overtaken: another process became the follower, so
+    this one's watermark write is refused (it stands down)."""
+
+    code = "follower_fenced"
+
+
+class PageTooDeepError(InvalidQueryError):
+    """offset + k beyond what the vector store answers per query (Milvus: 16,384 hits)."""
+
+    code = "page_too_deep"
+
+
+class TooManyNeighboursError(InvalidQueryError):
+    """A duplicate scan met an image with more neighbours above the threshold than the vector
+    store answers per query (Milvus: 16,384)."""
+
+    code = "too_many_neighbours"

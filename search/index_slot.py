@@ -12,6 +12,7 @@ rename switches to them, so a crash leaves the old set whole; files nothing name
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -87,6 +88,19 @@ def _own_file(slot: Slot, name: object, suffix: str) -> Path:
     return slot.path.with_name(name)
 
 
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file: a FIFO where the snapshot's index
+    file belongs blocked a plain open, and with it the server's start, for ever."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise IndexCorruptError(f"{path.name}: not a regular file")
+        return open(descriptor, "rb")  # the caller's with closes it
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
 def _open_files(
     slot: Slot, header: dict[str, Any], spec: IndexSpec, backend: IndexBackend, last_seq: int
 ) -> VectorIndex:
@@ -94,7 +108,7 @@ def _open_files(
     vectors when their file is whole and committed at the same number (else they are rebuilt
     from the catalog by the caller: ``needs_exact``)."""
     path = _own_file(slot, header.get("index_file"), INDEX_FILE_SUFFIX)
-    with open(path, "rb") as handle:
+    with _open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size != int(header["index_size"]):
             raise IndexCorruptError(f"{path.name}: size does not match the snapshot")
         if hashlib.file_digest(handle, "sha256").hexdigest() != header.get("index_sha256"):
@@ -220,5 +234,9 @@ def remove_unnamed_files(slot: Slot) -> None:
         keep.add(exact.name)
     for suffix in (INDEX_FILE_SUFFIX, VECTOR_FILE_SUFFIX):
         for path in slot.path.parent.glob(f"{slot.stem.name}-*{suffix}"):
-            if path.name not in keep:
+            if path.name in keep:
+                continue
+            try:
                 path.unlink(missing_ok=True)
+            except IsADirectoryError:  # a folder cannot be unlinked; it stopped the load
+                move_aside(path, "a folder where an index file belongs")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,13 +36,22 @@ from sqlalchemy import Connection, text
 from vizdex.search.catalog import Catalog
 from vizdex.search.errors import (
     CollectionNotFoundError,
+    FollowerFencedError,
     IndexTypeRefusedError,
     InvalidQueryError,
+    PageTooDeepError,
+    TooManyNeighboursError,
     VectorStoreUnavailableError,
 )
-from vizdex.search.index_store import IndexInfo
+from vizdex.search.index_store import IndexInfo, RangeOutput
 from vizdex.search.queries import Ranked, SearchOptions
-from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord, MetadataValue
+from vizdex.search.records import (
+    ChangeSet,
+    CollectionRecord,
+    ImageFilter,
+    ImageRecord,
+    MetadataValue,
+)
 from vizdex.search.settings import MILVUS_INDEX_TYPES, IndexSettings
 
 log = logging.getLogger(__name__)
@@ -54,12 +64,25 @@ MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per 
 GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
 INDEX_WAIT_S = 600.0
+PROBE_ROWS = 2048  # a probe build's rows: above the 1,024 from which Milvus indexes a segment
+PROBE_WAIT_S = 60.0  # how long a probe build may take before its index type is refused
 LEADER_RETRY_S = 1.0
 # min_score as a range search: scores in (radius, range_filter]. The slack keeps a bit-identical
 # vector (0.99999994 in float32) at threshold 1, as the FAISS range search does.
 RANGE_SLACK = 1e-6
 RANGE_CEILING = 1.01
+RANGE_QUERIES = 256  # queries per Milvus range search (duplicate scans)
+RANGE_FIRST_LIMIT = 64  # hits asked per query first; one that fills it is asked again deeper
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_PREFIX = "vizdex"
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which hits a search asks Milvus for: ``limit`` of them after the first ``offset``."""
+
+    offset: int
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -83,10 +106,10 @@ class MilvusTarget:
         return cls(uri=path, key=f"lite:{path}", lite=True)
 
 
-def collection_name(collection_id: int, model: str) -> str:
+def collection_name(collection_id: int, model: str, prefix: str = DEFAULT_PREFIX) -> str:
     """A Milvus name for (collection, model): letters, digits and '_' only, whatever the model."""
     digest = hashlib.sha1(model.encode()).hexdigest()[:12]
-    return f"vizdex_{collection_id}_{digest}"
+    return f"{prefix}_{collection_id}_{digest}"
 
 
 def micros(moment: datetime) -> int:
@@ -160,13 +183,22 @@ def _wrap(action: str, error: Exception) -> VectorStoreUnavailableError:
 class Leadership:
     """Which process follows the catalog into Milvus: on PostgreSQL the one holding a session
     advisory lock (keyed by the target), elsewhere this process (a SQLite catalog has one
-    writer process, and milvus-lite locks its file to one process)."""
+    writer process, and milvus-lite locks its file to one process).
+
+    Each time a process becomes the follower it takes the next term from the catalog (its
+    fencing token): its watermark writes carry the term and are refused once another process
+    took a newer one, so a leader paused through a takeover (the lock lost with its session)
+    cannot move the watermark back when it resumes.
+    """
 
     def __init__(self, catalog: Catalog, key: str) -> None:
+        self._catalog = catalog
         self._engine = catalog.engine
+        self._key = key
         digest = hashlib.sha1(f"vizdex milvus follower {key}".encode()).digest()[:8]
         self._lock_key = int.from_bytes(digest, "big", signed=True)
         self._connection: Connection | None = None
+        self._term: int | None = None
         self._mutex = threading.Lock()
         self._next_try = 0.0  # one that lost the race asks again after LEADER_RETRY_S
 
@@ -174,14 +206,24 @@ class Leadership:
     def shared(self) -> bool:
         return self._engine.dialect.name == "postgresql"
 
+    @property
+    def term(self) -> int | None:
+        """This process's term while it leads (None before it first led, or after it stood
+        down)."""
+        return self._term
+
     def held(self) -> bool:
         if not self.shared:
+            with self._mutex:
+                if self._term is None:
+                    self._term = self._catalog.begin_store_term(self._key)
             return True
         with self._mutex:
             if self._connection is not None:
                 if self._alive(self._connection):
                     return True
                 self._connection = None  # its session, and so the lock, is gone
+                self._term = None
             if time.monotonic() < self._next_try:  # searches ask often: not a query each time
                 return False
             self._next_try = time.monotonic() + LEADER_RETRY_S
@@ -208,7 +250,10 @@ class Leadership:
                 text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key}
             ).scalar()
             connection.commit()  # a session lock: it outlives the transaction
+            if got:
+                self._term = self._catalog.begin_store_term(self._key)
         except Exception:
+            connection.invalidate()  # ends the session, and the lock with it
             connection.close()
             raise
         if not got:
@@ -220,12 +265,34 @@ class Leadership:
     def release(self) -> None:
         with self._mutex:
             connection, self._connection = self._connection, None
+            self._term = None
             self._next_try = 0.0
         if connection is not None:
             # Ending the session releases its advisory lock; close() would only hand the
             # connection back to the pool, lock and all.
             connection.invalidate()
             connection.close()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of the change feed for one model, read under ``term``: what to delete, what
+    to write (vectors with their rows, and rows whose metadata changed), and the watermark."""
+
+    collection_id: int
+    model: str
+    name: str
+    term: int | None
+    index_type: str
+    upto: int
+    head: int
+    removed: list[int]
+    changes: ChangeSet
+    remirror: list[int]  # images whose metadata changed: their rows are written again
+
+    @property
+    def touched(self) -> list[int]:
+        return sorted({*self.removed, *(int(i) for i in self.changes.added_ids), *self.remirror})
 
 
 class MilvusVectorStore:
@@ -239,6 +306,7 @@ class MilvusVectorStore:
         self._target = target
         self._default_index = settings.milvus_index.upper()
         self._batch = settings.milvus_batch
+        self._prefix = settings.milvus_prefix
         self._leader = Leadership(catalog, target.key)
         self._follow_lock = threading.RLock()
         self._index_types: dict[str, str] = {}  # Milvus collection -> index type, once known
@@ -271,6 +339,10 @@ class MilvusVectorStore:
     @property
     def client(self) -> MilvusClient:
         return self._client
+
+    def name_of(self, collection_id: int, model: str) -> str:
+        """The Milvus collection holding (collection, model)'s vectors."""
+        return collection_name(collection_id, model, self._prefix)
 
     def check_index_type(self, index_type: str) -> str:
         """The index type, upper-cased, or IndexTypeRefusedError when this Milvus cannot build
@@ -333,9 +405,42 @@ class MilvusVectorStore:
             self._client.create_collection(name, schema=schema, index_params=params)
             self._client.load_collection(name)
         except MilvusException as error:
+            if "index type" in str(error.message).lower():  # e.g. a GPU type on a CPU build
+                self._drop(name)
+                raise IndexTypeRefusedError(
+                    f"this Milvus cannot build a {index_type} index: {error.message}",
+                    index_type=index_type,
+                ) from None
             raise _wrap(f"create collection {name}", error) from None
         self.verify_index(name, index_type, wait_s=0.0)
         self._index_types[name] = index_type
+
+    def _probe(self, index_type: str, dim: int) -> None:
+        """Builds ``index_type`` over a small collection of random vectors and checks it really
+        exists, before a rebuild drops the collection it would replace. A server refuses some
+        types it cannot build at creation (GPU_CAGRA on a CPU build) but takes others and then
+        retries the build for ever while reporting the index "Finished" over 0 rows
+        (GPU_IVF_PQ): only a build over enough rows (Milvus indexes segments of at least
+        1,024) shows which."""
+        name = f"{self._prefix}_probe_{index_type.lower()}"
+        self._drop(name)
+        try:
+            self._create(name, dim, index_type, PROBE_ROWS)
+            vectors = np.random.default_rng(0).standard_normal((PROBE_ROWS, dim))
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            rows = [
+                {FIELD_ID: i, FIELD_VECTOR: v.tolist(), FIELD_META: {}, FIELD_CREATED: 0}
+                for i, v in enumerate(vectors.astype(np.float32))
+            ]
+            try:
+                for start in range(0, len(rows), UPSERT_ROWS):
+                    self._client.insert(name, rows[start : start + UPSERT_ROWS])
+                self._client.flush(name)
+            except MilvusException as error:
+                raise _wrap(f"fill the probe collection {name}", error) from None
+            self.verify_index(name, index_type, wait_s=PROBE_WAIT_S)
+        finally:
+            self._drop(name)
 
     def _reload(self, name: str, index_type: str) -> None:
         """Flush, release and load: milvus-lite builds segment indexes on load, and only then
@@ -412,6 +517,20 @@ class MilvusVectorStore:
         with self._follow_lock:
             yield self._leader.held()
 
+    @property
+    def leader_term(self) -> int | None:
+        """This process's fencing token while it follows the catalog (None otherwise)."""
+        return self._leader.term
+
+    def stand_down(self) -> None:
+        """Stops following (releases the leadership); the next round may take it again."""
+        self._leader.release()
+
+    def store_position_of(self, collection_id: int, model: str) -> int | None:
+        """The watermark recorded for (collection, model), None when there is none."""
+        position = self._catalog.store_position(self._target.key, collection_id, model)
+        return position.applied_seq if position is not None else None
+
     def _position(self, collection_id: int, model: str) -> tuple[int, str]:
         position = self._catalog.store_position(self._target.key, collection_id, model)
         if position is None:
@@ -421,32 +540,97 @@ class MilvusVectorStore:
     def apply_batch(self, collection: CollectionRecord, model: str) -> bool:
         """Applies the next batch of the change feed for one model (caller holds the follow
         lock and the leadership). Returns whether changes remain after it."""
+        batch = self.read_batch(collection, model)
+        if batch is None:
+            return False
+        self.write_batch(batch)
+        return self.commit_batch(batch)
+
+    def read_batch(self, collection: CollectionRecord, model: str) -> Batch | None:
+        """The next batch after the watermark (None when caught up), read under this
+        process's current term."""
+        term = self._leader.term
         applied, index_type = self._position(collection.id, model)
         head = self._catalog.collection_seq(collection.id)
         if applied >= head:
-            return False
+            return None
         upto = min(head, applied + self._batch)
         changes = self._catalog.changes(collection.id, model, after_seq=applied, upto_seq=upto)
-        name = collection_name(collection.id, model)
         added = {int(i) for i in changes.added_ids}
-        removed = [int(i) for i in changes.removed_ids if int(i) not in added]
+        remirror = self._catalog.metadata_changes(collection.id, after_seq=applied, upto_seq=upto)
+        return Batch(
+            collection_id=collection.id,
+            model=model,
+            name=self.name_of(collection.id, model),
+            term=term,
+            index_type=index_type,
+            upto=upto,
+            head=head,
+            removed=[int(i) for i in changes.removed_ids if int(i) not in added],
+            changes=changes,
+            remirror=[i for i in remirror if i not in added],
+        )
+
+    def write_batch(self, batch: Batch) -> None:
+        """Deletes, then upserts (vectors, and rows whose metadata changed), after checking the
+        term is still current: an overtaken leader stops before writing, not only at its
+        watermark."""
+        if batch.term is not None:
+            self._catalog.check_store_term(self._target.key, batch.term)
+        name, changes = batch.name, batch.changes
         exists = self._exists(name)
-        if added and not exists:
-            _, count, _ = self._catalog.embedding_summary(collection.id, model)
-            self._create(name, int(changes.added_vectors.shape[1]), index_type, count)
+        if len(changes.added_ids) and not exists:
+            _, count, _ = self._catalog.embedding_summary(batch.collection_id, batch.model)
+            self._create(name, int(changes.added_vectors.shape[1]), batch.index_type, count)
             exists = True
+        if not exists:
+            return  # nothing to delete from, nothing to add
         try:
-            if removed and exists:
-                self._client.delete(name, ids=removed)
-            if added:
-                images = self._catalog.get_images(collection.id, list(added))
-                self._upsert(name, changes.added_ids, changes.added_vectors, images)
+            if batch.removed:
+                self._client.delete(name, ids=batch.removed)
+            ids, vectors = changes.added_ids, changes.added_vectors
+            if batch.remirror:  # the catalog's vector of each, as it is now
+                more_ids, more_vectors = self._catalog.get_vectors(
+                    batch.collection_id, batch.model, batch.remirror
+                )
+                if len(ids):
+                    ids = np.concatenate([ids, more_ids])
+                    vectors = np.concatenate([vectors, more_vectors])
+                else:
+                    ids, vectors = more_ids, more_vectors
+                if vanished := sorted(set(batch.remirror) - {int(i) for i in more_ids}):
+                    self._client.delete(name, ids=vanished)  # no vector here (any more)
+            if len(ids):
+                images = self._catalog.get_images(batch.collection_id, [int(i) for i in ids])
+                self._upsert(name, ids, vectors, images)
         except MilvusException as error:
             raise _wrap(f"apply changes to {name}", error) from None
-        self._catalog.set_store_position(
-            self._target.key, collection.id, model, upto, index_type=index_type
-        )
-        return upto < head
+
+    def commit_batch(self, batch: Batch) -> bool:
+        """Moves the watermark to the batch's end, if this process's term is still current.
+        Returns whether changes remain after it.
+
+        An overtaken leader (FollowerFencedError) may have written its batch after the new
+        leader's newer ones: it puts the batch's images into the feed again, so the current
+        leader writes the catalog's state over them, and stands down.
+        """
+        try:
+            written = self._catalog.set_store_position(
+                self._target.key,
+                batch.collection_id,
+                batch.model,
+                batch.upto,
+                index_type=batch.index_type,
+                term=batch.term,
+            )
+        except FollowerFencedError:
+            self._catalog.requeue_images(batch.collection_id, batch.model, batch.touched)
+            self.stand_down()
+            raise
+        if not written:  # removed (or the collection deleted) while this batch went in
+            self._drop(batch.name)
+            return False
+        return batch.upto < batch.head
 
     def _upsert(
         self,
@@ -477,18 +661,26 @@ class MilvusVectorStore:
         with self._following() as leader:
             if not leader:
                 return False
-            for model in collection.models:
-                while self.apply_batch(collection, model):
-                    pass
+            try:
+                for model in collection.models:
+                    while self.apply_batch(collection, model):
+                        pass
+            except FollowerFencedError:
+                log.warning("another process took over following the catalog into Milvus")
+                return False
             return True
 
     def follow(self) -> None:
-        """One round over every collection (what the background follower repeats)."""
+        """One round over every collection (what the background follower repeats), then the
+        Milvus collections of deleted collections and removed models go."""
         for collection in self._catalog.list_collections():
             try:
                 self.catch_up(collection)
             except CollectionNotFoundError:
                 continue
+        with self._following() as leader:
+            if leader:
+                self.prune()
 
     def reindex(self, collection: CollectionRecord, index_type: str | None = None) -> list[str]:
         """Rebuilds the collection's Milvus collections from the catalog (``vizdex reindex``):
@@ -503,10 +695,18 @@ class MilvusVectorStore:
             for model in collection.models:
                 _, current = self._position(collection.id, model)
                 wanted = self.check_index_type(index_type or current)
-                name = collection_name(collection.id, model)
+                name = self.name_of(collection.id, model)
+                dim = self.dim(collection, model)
+                if dim is not None and wanted != current.upper() and not self._target.lite:
+                    self._probe(wanted, dim)  # refused before the collection is dropped
                 self._drop(name)
                 self._catalog.set_store_position(
-                    self._target.key, collection.id, model, 0, index_type=wanted
+                    self._target.key,
+                    collection.id,
+                    model,
+                    0,
+                    index_type=wanted,
+                    term=self._leader.term,
                 )
                 while self.apply_batch(collection, model):
                     pass
@@ -542,21 +742,6 @@ class MilvusVectorStore:
     def sync(self, collection: CollectionRecord) -> None:
         self.catch_up(collection)
 
-    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
-        """Re-mirrors the images' metadata (it takes no sequence number, so the feed does not
-        carry it): their rows are upserted again with the catalog's vectors."""
-        images = self._catalog.get_images(collection.id, image_ids)
-        for model in collection.models:
-            name = collection_name(collection.id, model)
-            if not self._exists(name):
-                continue
-            ids, vectors = self._catalog.get_vectors(collection.id, model, image_ids)
-            if len(ids):
-                try:
-                    self._upsert(name, ids, vectors, images)
-                except MilvusException as error:
-                    raise _wrap(f"update metadata in {name}", error) from None
-
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -576,7 +761,7 @@ class MilvusVectorStore:
         return applied
 
     def dim(self, collection: CollectionRecord, model: str) -> int | None:
-        name = collection_name(collection.id, model)
+        name = self.name_of(collection.id, model)
         if not self._exists(name):
             return None
         try:
@@ -591,13 +776,13 @@ class MilvusVectorStore:
     def info(self, collection: CollectionRecord, model: str) -> IndexInfo:
         """The Milvus collection as an index: its type (``milvus-hnsw``, ...), its row count
         (Milvus's statistics, not a scan), dimensions and the follower's watermark."""
-        name = collection_name(collection.id, model)
+        name = self.name_of(collection.id, model)
         applied, index_type = self._position(collection.id, model)
         count = 0
         if self._exists(name):
             index_type = self._index_type(name)
             try:
-                count = int(self._client.get_collection_stats(name).get("row_count", 0))
+                count = self._row_count(name)
             except MilvusException as error:
                 raise _wrap(f"count the rows of {name}", error) from None
         return IndexInfo(
@@ -614,14 +799,52 @@ class MilvusVectorStore:
             path=Path(self._target.uri) if self._target.lite else Path(name),
         )
 
-    def drop_collection(self, collection_id: int) -> None:
-        prefix = f"vizdex_{collection_id}_"
+    def _owned(self) -> list[str]:
+        """The Milvus collections under this catalog's prefix."""
         try:
-            names = [n for n in self._client.list_collections() if n.startswith(prefix)]
+            names = self._client.list_collections()
         except MilvusException as error:
             raise _wrap("list its collections", error) from None
-        for name in names:
+        # Exactly collection_name's shape: another catalog's prefix may start with this one.
+        mine = re.compile(rf"{re.escape(self._prefix)}_[0-9]+_[0-9a-f]{{12}}")
+        return [name for name in names if mine.fullmatch(name)]
+
+    def _row_count(self, name: str) -> int:
+        """Rows now, by ``count(*)`` at strong consistency: a server's collection statistics
+        count flushed segments only (0 right after inserts), lite's count everything."""
+        if not self._searchable(name):
+            return 0
+        rows = self._client.query(
+            name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def drop_collection(self, collection_id: int) -> None:
+        for name in self._owned():
+            if name.startswith(f"{self._prefix}_{collection_id}_"):
+                self._drop(name)
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        """Drops the Milvus collection of a model removed from the collection (the catalog
+        dropped its vectors and watermark in the same transaction that removed it)."""
+        with self._follow_lock:  # not while this process applies a batch to it
+            self._drop(self.name_of(collection_id, model))
+
+    def prune(self) -> list[str]:
+        """Drops the Milvus collections under this prefix that no collection and model of the
+        catalog has any more: what a deletion or model removal left behind when the process
+        that made it did not drop them (another store configured, or a batch in flight that
+        re-created one). Returns their names."""
+        wanted = {
+            self.name_of(collection.id, model)
+            for collection in self._catalog.list_collections()
+            for model in collection.models
+        }
+        stale = [name for name in self._owned() if name not in wanted]
+        for name in stale:
+            log.info("dropping Milvus collection %s: the catalog no longer has it", name)
             self._drop(name)
+        return stale
 
     def count(self, collection: CollectionRecord, model: str) -> int:
         """Rows Milvus holds for (collection, model), counted by a query (tests, checks)."""
@@ -629,17 +852,28 @@ class MilvusVectorStore:
 
     def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:
         """Every id Milvus holds for (collection, model), sorted (O(N): tests and checks)."""
-        name = collection_name(collection.id, model)
+        name = self.name_of(collection.id, model)
         if not self._searchable(name):
             return np.zeros(0, dtype=np.int64)
+        # Windows of ids, each holding at most MAX_TOPK rows, until count(*) rows are found (a
+        # query iterator takes its snapshot time from the client's clock when the server does
+        # not hand one out, as Milvus 2.3 does not, and can then miss the newest rows).
+        total = self._row_count(name)
+        highest = self._catalog.highest_image_id(collection.id)
         found: list[int] = []
+        start = 0
         try:
-            iterator = self._client.query_iterator(
-                name, batch_size=5000, filter=f"{FIELD_ID} >= 0", output_fields=[FIELD_ID]
-            )
-            while rows := iterator.next():
+            while len(found) < total and start <= highest:
+                window = f"{FIELD_ID} >= {start} and {FIELD_ID} < {start + MAX_TOPK}"
+                rows = self._client.query(
+                    name,
+                    filter=window,
+                    output_fields=[FIELD_ID],
+                    limit=MAX_TOPK,
+                    consistency_level="Strong",
+                )
                 found.extend(int(row[FIELD_ID]) for row in rows)
-            iterator.close()
+                start += MAX_TOPK
         except MilvusException as error:
             raise _wrap(f"read the ids of {name}", error) from None
         return np.sort(np.asarray(found, dtype=np.int64))
@@ -648,14 +882,16 @@ class MilvusVectorStore:
         self, collection: CollectionRecord, model: str, ids: Sequence[int]
     ) -> dict[int, np.ndarray]:
         """The vectors Milvus holds for ``ids`` (tests compare them with the catalog's)."""
-        name = collection_name(collection.id, model)
+        name = self.name_of(collection.id, model)
         if not self._searchable(name):
             return {}
         found: dict[int, np.ndarray] = {}
         for start in range(0, len(ids), UPSERT_ROWS):
             part = [int(i) for i in ids[start : start + UPSERT_ROWS]]
             try:
-                rows = self._client.get(name, ids=part, output_fields=[FIELD_VECTOR])
+                rows = self._client.get(
+                    name, ids=part, output_fields=[FIELD_VECTOR], consistency_level="Strong"
+                )
             except MilvusException as error:
                 raise _wrap(f"read vectors of {name}", error) from None
             for row in rows:
@@ -670,27 +906,44 @@ class MilvusVectorStore:
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        """Milvus ranks with the filters pushed down; the hits' rows come from the catalog.
+        """Milvus ranks with the filters and the offset (``skip``) pushed down; the hits' rows
+        come from the catalog.
 
-        ``min_score`` becomes a range search (and still cuts the list, exactly).
-        A hit whose row is gone (deleted a moment ago, the follower not there yet) or whose
-        metadata no longer matches (changed since it was mirrored) is dropped, and the page is
-        asked again deeper until it is full or Milvus has nothing more.
+        ``min_score`` becomes a range search (and still cuts the list, exactly). Milvus answers
+        at most 16,384 hits past the offset's start (offset + limit): a deeper page is refused
+        (PageTooDeepError, 422). A hit whose row is gone (deleted a moment ago, the follower not
+        there yet) or whose metadata no longer matches (changed since it was mirrored) is
+        dropped, and the page is asked again deeper until it is full or Milvus has nothing
+        more; such a hit among the skipped ones is not seen, so it shifts the page by one until
+        the follower applies the change (``min_seq`` waits for that).
         """
+        if skip + need > MAX_TOPK:
+            raise PageTooDeepError(
+                f"offset {skip} + k {need} is more than the {MAX_TOPK:,} hits Milvus answers per "
+                "query: narrow the search with filters or min_score instead of paging this deep",
+                offset=skip,
+                k=need,
+                max_depth=MAX_TOPK,
+            )
         if self._leader.held():  # as the FAISS store syncs on query: this process writes too
             self.catch_up(collection)
-        name = collection_name(collection.id, model)
+        name = self.name_of(collection.id, model)
         if not self._searchable(name):
             return Ranked(hits=[], images={}, approximate=False)
         filters = options.active_filters
         expression = filter_expression(filters, exclude)
         index_type = self._index_type(name)
-        limit = min(need, MAX_TOPK)
+        deepest = MAX_TOPK - skip
+        limit = need
         vector = np.asarray(query, dtype=np.float32).tolist()
         images: dict[int, ImageRecord] = {}
         while True:
-            found = self._search(name, vector, limit, expression, index_type, options.min_score)
+            found = self._search(
+                name, vector, Page(skip, limit), expression, index_type, options.min_score
+            )
             missing = [i for i, _ in found if i not in images]
             images.update(self._catalog.get_images(collection.id, missing))
             hits: list[tuple[int, float]] = []
@@ -703,30 +956,95 @@ class MilvusVectorStore:
                 hits.append((image_id, score))
                 if len(hits) >= need:
                     break
-            if len(hits) >= need or len(found) < limit or limit >= MAX_TOPK:
+            if len(hits) >= need or len(found) < limit or limit >= deepest:
                 break
             if options.min_score is not None and found and found[-1][1] < options.min_score:
                 break
-            limit = min(2 * limit + (limit - len(hits)), MAX_TOPK)
+            limit = min(2 * limit + (limit - len(hits)), deepest)
         return Ranked(hits=hits[:need], images=images, approximate=index_type != "FLAT")
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        """Every vector scoring at least ``threshold`` with each query, from Milvus's own range
+        search (``radius``), in FAISS's layout (what duplicate scans read). Milvus answers at
+        most 16,384 hits per query: a query that has more is refused (TooManyNeighboursError).
+        ``nprobe`` is ignored: Milvus probes 64 IVF lists, as for every search."""
+        matrix = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        name = self.name_of(collection.id, model)
+        lims = np.zeros(len(matrix) + 1, dtype=np.int64)
+        if not len(matrix) or not self._searchable(name):
+            empty = np.zeros(0, dtype=np.int64)
+            return RangeOutput(lims, np.zeros(0, np.float32), empty, False, 0)
+        index_type = self._index_type(name)
+        found: list[list[tuple[int, float]]] = [[] for _ in range(len(matrix))]
+        pending, limit = list(range(len(matrix))), RANGE_FIRST_LIMIT
+        while pending:
+            full: list[int] = []
+            for start in range(0, len(pending), RANGE_QUERIES):
+                part = pending[start : start + RANGE_QUERIES]
+                answers = self._range(name, matrix[part], limit, threshold, index_type)
+                for row, hits in zip(part, answers, strict=True):
+                    found[row] = hits
+                    if len(hits) >= limit:
+                        full.append(row)  # it may have more: ask it again, deeper
+            if full and limit >= MAX_TOPK:
+                raise TooManyNeighboursError(
+                    f"an image has more than {MAX_TOPK:,} neighbours at or above {threshold:g} "
+                    "(Milvus answers at most that many per query): raise the threshold",
+                    threshold=threshold,
+                    max_neighbours=MAX_TOPK,
+                )
+            pending, limit = full, min(8 * limit, MAX_TOPK)
+        lims[1:] = np.cumsum([len(hits) for hits in found])
+        ids = np.asarray([i for hits in found for i, _ in hits], dtype=np.int64)
+        scores = np.asarray([s for hits in found for _, s in hits], dtype=np.float32)
+        approximate = index_type != "FLAT"
+        probes = search_params(index_type, 1).get("nprobe", 0)
+        return RangeOutput(lims, scores, ids, approximate, int(probes))
+
+    def _range(
+        self, name: str, queries: np.ndarray, limit: int, threshold: float, index_type: str
+    ) -> list[list[tuple[int, float]]]:
+        params = search_params(index_type, limit)
+        params.update(radius=float(threshold) - RANGE_SLACK, range_filter=RANGE_CEILING)
+        try:
+            result = self._client.search(
+                name,
+                data=queries.tolist(),
+                limit=limit,
+                output_fields=[],
+                search_params={"metric_type": "IP", "params": params},
+                consistency_level="Strong",
+            )
+        except MilvusException as error:
+            raise _wrap(f"range search {name}", error) from None
+        return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in result]
 
     def _search(
         self,
         name: str,
         vector: list[float],
-        limit: int,
+        page: Page,
         expression: str,
         index_type: str,
         min_score: float | None,
     ) -> list[tuple[int, float]]:
-        params = search_params(index_type, limit)
+        params = search_params(index_type, page.offset + page.limit)
         if min_score is not None:  # a range search: Milvus returns only scores above radius
             params.update(radius=min_score - RANGE_SLACK, range_filter=RANGE_CEILING)
         try:
             result = self._client.search(
                 name,
                 data=[vector],
-                limit=limit,
+                limit=page.limit,
+                offset=page.offset,
                 filter=expression,
                 output_fields=[],
                 search_params={"metric_type": "IP", "params": params},

@@ -107,6 +107,7 @@ class Image(Base):
         Index("ix_images_collection_created", "collection_id", "created_at"),
         Index("ix_images_collection_source", "collection_id", "source_uri"),
         Index("ix_images_collection_status", "collection_id", "status"),
+        Index("ix_images_collection_metadata_seq", "collection_id", "metadata_seq"),
         {"sqlite_autoincrement": True},
     )
 
@@ -128,6 +129,9 @@ class Image(Base):
     status: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The sequence number of the last metadata change (or request to mirror the image again):
+    # stores that mirror metadata (Milvus) follow it from the feed. None: never changed.
+    metadata_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Embedding(Base):
@@ -179,6 +183,18 @@ class VectorStorePosition(Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     index_type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class VectorStoreTerm(Base):
+    """The fencing token of an external vector store's follower: each process that becomes the
+    follower takes the next ``term``, and a watermark write carries its term and is refused once
+    another has taken a newer one (a leader paused through a takeover cannot move it back)."""
+
+    __tablename__ = "vector_store_terms"
+
+    store: Mapped[str] = mapped_column(String(300), primary_key=True)
+    term: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

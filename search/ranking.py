@@ -35,6 +35,8 @@ class RankSource(Protocol):
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked: ...
 
 
@@ -64,10 +66,11 @@ class Ranker:
         *,
         exclude: frozenset[int],
     ) -> SearchResult:
-        need = options.offset + options.k
         query = unit(vector, what="query")
-        ranked = self._source.rank(collection, model, query, need, options, exclude)
-        page = ranked.hits[options.offset : need]
+        ranked = self._source.rank(
+            collection, model, query, options.k, options, exclude, skip=options.offset
+        )
+        page = ranked.hits[: options.k]
         hits = [
             SearchHit(
                 image_id=image_id,

@@ -129,6 +129,9 @@ class ImageRecord:
     status: ImageStatus
     created_at: datetime
     updated_at: datetime
+    # The sequence number of its last metadata change (None: never changed since added), which
+    # stores mirroring metadata (Milvus) follow in the change feed.
+    metadata_seq: int | None = None
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ class SearchService:
         """Near-duplicate groups; the model rule is an image query's (DINOv3 when there is one)."""
         return DuplicateFinder(
             self._catalog,
-            self._indexes,
+            self._store,
             lambda record, model: self._collection_model(record, model, ModelUse.IMAGE),
         )
 
@@ -201,6 +201,15 @@ class SearchService:
     def list_collections(self) -> list[CollectionRecord]:
         return self._catalog.list_collections()
 
+    def remove_model(self, collection: str, model: str) -> CollectionRecord:
+        """Removes the model with its vectors (catalog), then what the store and the local FAISS
+        indexes hold for it (a Milvus follower elsewhere drops it too: the catalog lacks it)."""
+        record = self._catalog.get_collection(collection)
+        updated = self._catalog.remove_model(record.id, model)
+        self._store.drop_model(record.id, model)
+        self._indexes.drop_model(record.id, model)  # idempotent: the FAISS store did it already
+        return updated
+
     def delete_collection(self, name: str) -> CollectionRecord:
         record = self._catalog.delete_collection(name)
         self._store.drop_collection(record.id)
@@ -211,7 +220,7 @@ class SearchService:
 
     def collection_seq(self, collection: str) -> int:
         """The collection's last sequence number: what a write answers as ``seq``, read after
-        its commit (so at least the write's own number; metadata changes take none)."""
+        its commit (so at least the write's own number; a metadata change takes one too)."""
         return self._catalog.collection_seq(self._catalog.get_collection(collection).id)
 
     def catch_up(self, collection: str, min_seq: int | None) -> None:
@@ -273,7 +282,7 @@ class SearchService:
     ) -> ImageRecord:
         record = self._catalog.get_collection(collection)
         image = self._catalog.update_image(record.id, image_id, metadata=metadata)
-        self._store.metadata_changed(record, [image_id])
+        self._store.sync(record)  # the change took a sequence number: Milvus mirrors it
         return image
 
     # -- model choice --------------------------------------------------------------------------

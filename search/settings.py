@@ -13,6 +13,7 @@ from vizdex.core.errors import InvalidInputError
 INDEX_DEVICES = ("auto", "cpu", "gpu")
 # Milvus index types vizdex builds: CPU ones, and GPU ones for a Milvus with GPUs (never lite).
 MILVUS_INDEX_TYPES = ("flat", "ivf_flat", "hnsw", "gpu_cagra", "gpu_ivf_pq")
+MILVUS_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MAX_K = 1000  # the most hits one query may ask for (the HTTP schema says the same)
 # Images (or texts) per side of a similarity matrix or zero-shot match (the schema says the same).
 MAX_SIMILARITY_INPUTS = 256
@@ -70,7 +71,10 @@ class IndexSettings:
     collection gets (``VIZDEX_MILVUS_INDEX``; ``vizdex reindex --index-type`` sets one per
     collection). ``milvus_batch``: sequence numbers the Milvus follower applies per batch
     (``VIZDEX_MILVUS_BATCH``). ``milvus_token``: ``user:password`` or an API key for a secured
-    Milvus (``VIZDEX_MILVUS_TOKEN``).
+    Milvus (``VIZDEX_MILVUS_TOKEN``). ``milvus_prefix``: the start of every Milvus collection
+    name this catalog owns (``VIZDEX_MILVUS_PREFIX``): two catalogs sharing one Milvus need
+    different prefixes, and the follower drops collections under its prefix that the catalog no
+    longer has.
     """
 
     directory: Path
@@ -85,6 +89,7 @@ class IndexSettings:
     milvus_index: str = setting("MILVUS_INDEX", "hnsw", choices=MILVUS_INDEX_TYPES)
     milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)
     milvus_token: str = setting("MILVUS_TOKEN", "")
+    milvus_prefix: str = setting("MILVUS_PREFIX", "vizdex")
     sync_on_query: bool = True
     seed: int = 0
 
@@ -97,6 +102,11 @@ class IndexSettings:
             raise InvalidInputError("index exact_max must be >= 0")
         if self.compress_min < 0 or self.rerank < 1:
             raise InvalidInputError("index compress_min must be >= 0 and rerank >= 1")
+        if not MILVUS_PREFIX.fullmatch(self.milvus_prefix):
+            raise InvalidInputError(
+                f"VIZDEX_MILVUS_PREFIX={self.milvus_prefix!r} must be a letter then up to 63 "
+                "letters, digits or '_' (it starts Milvus collection names)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:

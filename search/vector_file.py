@@ -146,7 +146,8 @@ class VectorFile:
             # 128 KiB around it and the whole file soon sits in memory.
             self._map.madvise(mmap.MADV_RANDOM)
         except OSError as error:
-            raise VectorFileError(f"{path.name}: unreadable: {error.strerror}") from None
+            # A FIFO or a device is refused by the buffered open (not seekable), without errno.
+            raise VectorFileError(f"{path.name}: unreadable: {error.strerror or error}") from None
         ids_at, vectors_at, _ = _layout(dim, self.capacity)
         self._ids = np.frombuffer(self._map, dtype="<i8", count=self.capacity, offset=ids_at)
         self._vectors = np.frombuffer(

@@ -16,7 +16,7 @@ import numpy as np
 
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
-from vizdex.search.index_store import IndexInfo, IndexStore
+from vizdex.search.index_store import IndexInfo, IndexStore, RangeOutput
 from vizdex.search.queries import Ranked, SearchOptions
 from vizdex.search.ranking import IndexRanking
 from vizdex.search.records import CollectionRecord
@@ -43,8 +43,23 @@ class VectorStore(Protocol):
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        """The best ``need`` hits (after ``exclude``, filters and min_score), best first."""
+        """The best ``need`` hits after the first ``skip`` (after ``exclude``, filters and
+        min_score), best first: a page, its offset pushed down where the store can."""
+        ...
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        """Every vector scoring at least ``threshold`` with each query (duplicate scans)."""
         ...
 
     def open_collection(self, collection: CollectionRecord) -> None:
@@ -53,10 +68,6 @@ class VectorStore(Protocol):
 
     def sync(self, collection: CollectionRecord) -> None:
         """Applies the catalog's changes up to now (after a write in this process)."""
-        ...
-
-    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
-        """Metadata takes no sequence number: a store that mirrors it is told here."""
         ...
 
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
@@ -74,6 +85,10 @@ class VectorStore(Protocol):
         ...
 
     def drop_collection(self, collection_id: int) -> None: ...
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        """Drops what the store holds for a model removed from the collection."""
+        ...
 
     def start_following(self, interval_s: float) -> None:
         """Follows the change feed every ``interval_s`` in the background, until ``close``."""
@@ -101,17 +116,29 @@ class FaissVectorStore:
         need: int,
         options: SearchOptions,
         exclude: frozenset[int],
+        *,
+        skip: int = 0,
     ) -> Ranked:
-        return self._ranking.rank(collection, model, query, need, options, exclude)
+        """FAISS has no offset: the first ``skip + need`` hits, less the first ``skip``."""
+        ranked = self._ranking.rank(collection, model, query, skip + need, options, exclude)
+        return Ranked(hits=ranked.hits[skip:], images=ranked.images, approximate=ranked.approximate)
+
+    def range_search(
+        self,
+        collection: CollectionRecord,
+        model: str,
+        queries: np.ndarray,
+        threshold: float,
+        *,
+        nprobe: int | None = None,
+    ) -> RangeOutput:
+        return self._indexes.range_search(collection, model, queries, threshold, nprobe=nprobe)
 
     def open_collection(self, collection: CollectionRecord) -> None:
         self._indexes.open_collection(collection)
 
     def sync(self, collection: CollectionRecord) -> None:
         self._indexes.sync(collection)
-
-    def metadata_changed(self, collection: CollectionRecord, image_ids: list[int]) -> None:
-        """Nothing to do: FAISS holds no metadata, filters read the catalog's rows."""
 
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         return self._indexes.reach(collection, min_seq, timeout_s)
@@ -127,6 +154,9 @@ class FaissVectorStore:
 
     def drop_collection(self, collection_id: int) -> None:
         self._indexes.drop_collection(collection_id)
+
+    def drop_model(self, collection_id: int, model: str) -> None:
+        self._indexes.drop_model(collection_id, model)
 
     def start_following(self, interval_s: float) -> None:
         self._indexes.start_following(interval_s)

@@ -18,9 +18,10 @@ from vizdex.search import CollectionRecord, CollectionSummary, ImageRecord
 
 # The image view is built from ImageRecord, so a new image field needs only the model and the
 # record: every record field, less those that stay on the server (stat data for rescans, where
-# thumbnails are stored), the collection's name in place of its id, `source` for `source_kind`,
-# enums as their string values; then the links to the file and the thumbnail.
-_IMAGE_HIDDEN = frozenset({"source_size", "source_mtime_ns", "thumbnail_path"})
+# thumbnails are stored, the feed position of its metadata), the collection's name in place of
+# its id, `source` for `source_kind`, enums as their string values; then the links to the file
+# and the thumbnail.
+_IMAGE_HIDDEN = frozenset({"source_size", "source_mtime_ns", "thumbnail_path", "metadata_seq"})
 _IMAGE_RENAMED = {"collection_id": "collection", "source_kind": "source"}
 # (record field, view field) in the record's order.
 _IMAGE_SHOWN = tuple(

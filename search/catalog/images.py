@@ -200,13 +200,18 @@ class ImagesPart(CatalogSession):
         thumbnail_path: str | None = None,
         status: ImageStatus | None = None,
     ) -> ImageRecord:
-        """Changes what no index holds (metadata, thumbnail, status): no sequence number."""
+        """Changes what no FAISS index holds (metadata, thumbnail, status). A metadata change
+        takes a sequence number (``metadata_seq``): stores that mirror metadata follow it."""
         with self._write() as session:
+            # The collection's counter first, as every write that takes a number (the lock
+            # orders this change among the others; an unknown image rolls it back).
+            seq = allocate(self._lock(session, collection_id), 1) if metadata is not None else None
             row = session.get(Image, image_id)
             if row is None or row.collection_id != collection_id:
                 raise ImageNotFoundError(f"image {image_id} does not exist in this collection")
             if metadata is not None:
                 row.user_metadata = metadata_object(metadata)
+                row.metadata_seq = seq
             if thumbnail_path is not None:
                 row.thumbnail_path = thumbnail_path
             if status is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, exists, func, select
 
 from vizdex.core.errors import InvalidInputError
+from vizdex.search.catalog.positions import forget_positions
 from vizdex.search.catalog.rows import collection_record, image_record
 from vizdex.search.catalog.session import CatalogSession
 from vizdex.search.errors import ModelInUseError, ModelNotReadyError
@@ -116,6 +117,7 @@ class ModelStatesPart(CatalogSession):
                 session.execute(
                     delete(table).where(table.collection_id == collection_id, table.model == model)
                 )
+            forget_positions(session, collection_id, model)
             row.models = [name for name in row.models if name != model]
             row.model_states = {k: v for k, v in row.model_states.items() if k != model}
             row.precisions = {k: v for k, v in row.precisions.items() if k != model}

@@ -1,13 +1,16 @@
-"""Where external vector stores (Milvus) stand in the change feed: their followers' watermarks."""
+"""Where external vector stores (Milvus) stand in the change feed: their followers' watermarks,
+and the terms (fencing tokens) that make a watermark write conditional on still leading."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from vizdex.search.catalog.session import CatalogSession
-from vizdex.search.models import VectorStorePosition
+from vizdex.search.errors import FollowerFencedError
+from vizdex.search.models import VectorStorePosition, VectorStoreTerm
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,22 @@ class StorePosition:
 
 def _position(row: VectorStorePosition) -> StorePosition:
     return StorePosition(row.collection_id, row.model, int(row.applied_seq), row.index_type)
+
+
+def _check_term(session: Session, store: str, term: int, *, lock: bool) -> None:
+    """Raises FollowerFencedError unless ``term`` is the store's current one. With ``lock`` the
+    row is read locked (FOR SHARE): a takeover that bumps it waits for this transaction, and
+    this one for a takeover in progress, so a write never commits under an overtaken term."""
+    query = select(VectorStoreTerm.term).where(VectorStoreTerm.store == store)
+    current = session.scalars(query.with_for_update(read=True) if lock else query).one_or_none()
+    if current is None or int(current) != term:
+        raise FollowerFencedError(
+            f"the follower of {store} holds term {term} but the catalog's is {current}: another "
+            "process took over following it",
+            store=store,
+            term=term,
+            current_term=current,
+        )
 
 
 class PositionsPart(CatalogSession):
@@ -35,6 +54,29 @@ class PositionsPart(CatalogSession):
             ).all()
             return [_position(row) for row in rows]
 
+    def begin_store_term(self, store: str) -> int:
+        """The next term of ``store``'s follower (1 the first time): the caller just became it."""
+        with self._write() as session:
+            row = session.get(VectorStoreTerm, store, with_for_update=True, populate_existing=True)
+            if row is None:
+                row = VectorStoreTerm(store=store, term=1)
+                session.add(row)
+            else:
+                row.term = int(row.term) + 1
+            session.flush()
+            return int(row.term)
+
+    def store_term(self, store: str) -> int | None:
+        with self._read() as session:
+            row = session.get(VectorStoreTerm, store)
+            return int(row.term) if row is not None else None
+
+    def check_store_term(self, store: str, term: int) -> None:
+        """FollowerFencedError unless ``term`` is still current (asked before writing to the
+        store, so an overtaken leader stops before its batch, not only at the watermark)."""
+        with self._read() as session:
+            _check_term(session, store, term, lock=False)
+
     def set_store_position(
         self,
         store: str,
@@ -43,10 +85,21 @@ class PositionsPart(CatalogSession):
         applied_seq: int,
         *,
         index_type: str,
-    ) -> None:
+        term: int | None = None,
+    ) -> bool:
         """Records the watermark (creating the row the first time); only after the store holds
-        every change up to ``applied_seq``, so a restart never skips one."""
+        every change up to ``applied_seq``, so a restart never skips one.
+
+        With ``term``: only while it is the store's current term (FollowerFencedError
+        otherwise). Returns False, writing nothing, when the collection was deleted or the model
+        removed meanwhile (the caller drops what it just wrote for them).
+        """
         with self._write() as session:
+            if term is not None:
+                _check_term(session, store, term, lock=True)
+            collection = self._lock_if_present(session, collection_id)
+            if collection is None or model not in collection.models:
+                return False
             row = session.get(VectorStorePosition, (store, collection_id, model))
             if row is None:
                 session.add(
@@ -61,3 +114,13 @@ class PositionsPart(CatalogSession):
             else:
                 row.applied_seq = applied_seq
                 row.index_type = index_type
+            return True
+
+
+def forget_positions(session: Session, collection_id: int, model: str) -> None:
+    """Every store's watermark of a model that leaves the collection (``remove_model``)."""
+    session.execute(
+        delete(VectorStorePosition).where(
+            VectorStorePosition.collection_id == collection_id, VectorStorePosition.model == model
+        )
+    )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vizdex.core.errors import InvalidInputError
@@ -255,6 +255,56 @@ class VectorsPart(CatalogSession):
             added_ids=added_ids,
             added_vectors=added_vectors,
         )
+
+    def metadata_changes(self, collection_id: int, *, after_seq: int, upto_seq: int) -> list[int]:
+        """Images whose metadata changed (or that were asked to be mirrored again) between two
+        sequence numbers, by their last such change: what a store mirroring metadata re-reads."""
+        with self._read() as session:
+            return [
+                int(image_id)
+                for image_id in session.scalars(
+                    select(Image.id).where(
+                        Image.collection_id == collection_id,
+                        Image.metadata_seq > after_seq,
+                        Image.metadata_seq <= upto_seq,
+                    )
+                )
+            ]
+
+    def highest_image_id(self, collection_id: int) -> int:
+        """The largest image id the collection's change feed has named (a present image, or a
+        tombstone's): no store following the feed holds a larger one. 0 when none."""
+        with self._read() as session:
+            present = session.scalar(
+                select(func.max(Image.id)).where(Image.collection_id == collection_id)
+            )
+            gone = session.scalar(
+                select(func.max(EmbeddingTombstone.image_id)).where(
+                    EmbeddingTombstone.collection_id == collection_id
+                )
+            )
+        return max(int(present or 0), int(gone or 0))
+
+    def requeue_images(self, collection_id: int, model: str, image_ids: Sequence[int]) -> int:
+        """Puts these images into the change feed again, as they are now: a present image by a
+        new ``metadata_seq`` (the follower re-reads its row and vector), a deleted one by a new
+        tombstone. A fenced follower asks this for the batch it wrote too late, so the current
+        follower writes the catalog's state over it. Returns the last sequence number taken
+        (0 when the collection is gone)."""
+        with self._write() as session:
+            collection = self._lock_if_present(session, collection_id)
+            if collection is None or not image_ids:
+                return 0
+            wanted = sorted({int(i) for i in image_ids})
+            present: set[int] = set()
+            for chunk in chunks(wanted):
+                mine = Image.collection_id == collection_id
+                present.update(session.scalars(select(Image.id).where(mine, Image.id.in_(chunk))))
+            for image_id in sorted(present):
+                seq = allocate(collection, 1)
+                session.execute(update(Image).where(Image.id == image_id).values(metadata_seq=seq))
+            tombstone(session, collection, [(i, model) for i in wanted if i not in present])
+            return int(collection.last_seq)
 
     def embedding_summary(self, collection_id: int, model: str) -> tuple[int, int, int]:
         """(last_seq, count, sum of ids) in one statement, so the three agree with each other."""

@@ -80,6 +80,39 @@ def test_writes_answer_507_reads_go_on_and_space_brings_writes_back(
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_every_other_write_route_answers_507_on_a_full_disk(disk: Path, server: LiveServer) -> None:
+    """Neighbours of the routes above: the model routes, deletes and a background upload."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for name in ("c", "e"):
+            assert client.post("/v1/collections", json={"name": name}).status_code == 201
+        image_id = _upload(client, 1, 2).json()["results"][0]["id"]
+        model = client.get("/v1/collections/c").json()["models"][0]
+        filler = fill(disk)
+        # More images than a synchronous upload takes: accepted as a job, spooled first.
+        background = [
+            ("files", (f"{seed}.jpg", photo_jpeg(seed, 32, 24), "image/jpeg"))
+            for seed in range(10, 27)
+        ]
+        for answer in (
+            client.patch("/v1/collections/c", json={"text_model": None, "image_model": None}),
+            client.post("/v1/collections/c/models", json={"model": model}),
+            client.delete(f"/v1/collections/c/images/{image_id}"),
+            client.delete("/v1/collections/e"),
+            client.post("/v1/collections/c/images", files=background),
+        ):
+            assert answer.status_code == 507, (
+                answer.request.method,
+                answer.request.url,
+                answer.text,
+            )
+            assert answer.json()["code"] == "storage_full"
+        filler.unlink()
+        described = client.get("/v1/collections/c").json()
+        assert (described["text_model"], described["image_model"]) == (model, model)
+        assert described["image_count"] == 2
+        assert client.get("/v1/collections/e").status_code == 200
+
+
 def test_a_sync_upload_on_a_full_disk_finishes_its_job(disk: Path, server: LiveServer) -> None:
     """Found: a 507 upload could leave its job `pending` or `running` (its end could not be
     written either) until a reaper failed it as "interrupted". How much room is left decides

@@ -39,6 +39,13 @@ def test_ingest_search_reindex_and_delete_go_to_milvus(
     assert hits[0]["source"] == str(files[3]) and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert len(hits) == 3
 
+    # A duplicate scan asks Milvus's range search: at threshold -1 every image pairs with every
+    # other (one group of 8), and still no local FAISS index is built for it.
+    assert main(["duplicates", "-c", "p", "--threshold", "-1", "--json", *where]) == 0
+    scanned = json.loads(capsys.readouterr().out)
+    assert [group["size"] for group in scanned["groups"]] == [8]
+    assert not list(data.glob(f"**/*{FILE_SUFFIX}"))
+
     assert main(["reindex", "-c", "p", "--index-type", "hnsw", "--json", *where]) == 0
     rebuilt = json.loads(capsys.readouterr().out)
     assert rebuilt["store"] == "milvus"

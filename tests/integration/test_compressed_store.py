@@ -4,6 +4,7 @@ compressed kind."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -156,6 +157,20 @@ def _committed_elsewhere(path: Path) -> None:
     exact.close()
 
 
+def _saved_snapshot(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> tuple[dict[str, Any], Path]:
+    """1000 vectors indexed and snapshotted, the store closed: the snapshot's header and folder."""
+    store = IndexStore(catalog, index_settings)
+    writer.add(1000)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    path = store.path_for(collection.id, "m")
+    header, _ = read_snapshot(path)
+    return header, path.parent
+
+
 @pytest.mark.parametrize(
     "damage",
     [_torn, _bad_header, _committed_elsewhere, Path.unlink],
@@ -169,13 +184,8 @@ def test_a_damaged_vector_file_is_detected_and_rebuilt_from_the_catalog(
     damage: Any,
 ) -> None:
     assert collection.id == 1
-    store = IndexStore(catalog, index_settings)
-    writer.add(1000)
-    store.sync(collection)
-    store.snapshot(collection)
-    store.close(snapshot=False)
-    header, _ = read_snapshot(store.path_for(collection.id, "m"))
-    damage(store.path_for(collection.id, "m").with_name(header["vector_file"]))
+    header, folder = _saved_snapshot(catalog, collection, index_settings, writer)
+    damage(folder / header["vector_file"])
 
     reopened = IndexStore(catalog, index_settings)
     try:
@@ -259,3 +269,43 @@ def test_growth_past_compress_min_retrains_into_the_compressed_kind_without_paus
         if thread.is_alive():
             thread.join(timeout=30)
         store.close(snapshot=False)
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("which", ["index_file", "vector_file"])
+@pytest.mark.parametrize("damage", [_fifo, _folder], ids=["fifo", "folder"])
+def test_something_else_where_a_snapshot_file_belongs_is_rebuilt_not_waited_on(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    damage: Any,
+    which: str,
+) -> None:
+    """Found by the hardening round: a FIFO where the snapshot's index file belongs blocked the
+    open, and the server's start with it, for ever; the vector file's refusal read "None"."""
+    header, folder = _saved_snapshot(catalog, collection, index_settings, writer)
+    damage(folder / header[which])
+    opened: list[IndexStore] = []
+    reopen = threading.Thread(
+        target=lambda: opened.append(IndexStore(catalog, index_settings)), daemon=True
+    )
+    reopen.start()
+    reopen.join(timeout=120)
+    assert opened, "opening the store waits on what stands where its file belongs"
+    try:
+        assert_reranked_and_consistent(opened[0], catalog, collection)
+        index = opened[0]._slot(collection, "m").index
+        assert index is not None and index.exact_file is not None
+        assert index.exact_file.name != header["vector_file"]  # rebuilt from the catalog
+    finally:
+        opened[0].close(snapshot=False)

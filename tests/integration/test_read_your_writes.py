@@ -193,7 +193,13 @@ def test_writes_answer_their_seq_and_searches_wait_for_it(client: Client) -> Non
     patched = client.patch(
         f"/v1/collections/ryw/images/{image_id}", json={"metadata": {"tag": "x"}}
     )
-    assert patched.status_code == 200 and int(patched.headers["Vizdex-Seq"]) >= seq
+    # A metadata change takes a sequence number (the feed carries it to Milvus): a search with
+    # it as min_seq finds the new metadata, in Milvus's own filter too.
+    assert patched.status_code == 200 and int(patched.headers["Vizdex-Seq"]) > seq
+    tagged = search(
+        client, min_seq=int(patched.headers["Vizdex-Seq"]), filter={"metadata": {"tag": "x"}}
+    )
+    assert [hit["id"] for hit in tagged.json()["hits"]] == [image_id]
     deleted = client.delete(f"/v1/collections/ryw/images/{image_id}")
     assert deleted.status_code == 204
     after_delete = int(deleted.headers["Vizdex-Seq"])  # the delete's own change
@@ -286,3 +292,37 @@ def test_a_duplicate_scan_waits_for_min_seq_like_a_search(client: Client) -> Non
     assert (ahead.status_code, ahead.json()["code"]) == (422, "invalid_query")
     bad = client.post("/v1/collections/ryw/duplicates", json={"min_seq": -1})
     assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")
+
+
+def _holds(service: SearchService, record: CollectionRecord, model: str) -> bool:
+    """Whether the store holds vectors of ``model``: its Milvus collection, or a local index."""
+    from vizdex.search.milvus_store import MilvusVectorStore  # pymilvus only where installed
+
+    store = service.store
+    if isinstance(store, MilvusVectorStore):
+        return bool(store.client.has_collection(store.name_of(record.id, model)))
+    return service.indexes.info(record, model).count > 0
+
+
+def test_removing_a_model_over_http_drops_what_the_store_holds_for_it(client: Client) -> None:
+    """DELETE /v1/collections/{name}/models?model=: the catalog forgets the model, and the
+    store its vectors (the Milvus collection, or the local FAISS index)."""
+    created = client.post("/v1/collections", json={"name": "rm"}).json()
+    clip, dino = created["text_model"], created["image_model"]
+    assert sorted(created["models"]) == sorted([clip, dino]) and clip != dino
+    added = client.post("/v1/collections/rm/images", json={"images": [{"data": photo_b64(21)}]})
+    image_id, seq = added.json()["results"][0]["id"], added.json()["seq"]
+    for model in (clip, dino):  # each model's vectors reach the store
+        answer = client.post(
+            "/v1/collections/rm/search",
+            json={"image_id": image_id, "model": model, "min_seq": seq, "fuse": False},
+        )
+        assert answer.status_code == 200, answer.text
+    service = state_of(client.app).search
+    record = service.get_collection("rm")
+    assert _holds(service, record, clip) and _holds(service, record, dino)
+    assert client.patch("/v1/collections/rm", json={"image_model": clip}).status_code == 200
+    removed = client.delete("/v1/collections/rm/models", params={"model": dino})
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["models"] == [clip]
+    assert not _holds(service, record, dino) and _holds(service, record, clip)

@@ -20,55 +20,35 @@ from sqlalchemy import text
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from pymilvus import DataType
+from pymilvus import DataType, MilvusClient, MilvusException
 
+from tests.support.milvus import (
+    DIM,
+    MODEL,
+    items,
+    milvus_device,
+    milvus_server,
+    open_pair,
+    unit_rows,
+)
 from tests.support.postgres import DATABASES, database_url_for
 from vizdex.core.errors import InvalidInputError
 from vizdex.search.catalog import Catalog
 from vizdex.search.collections_service import CollectionsService
-from vizdex.search.errors import IndexTypeRefusedError
+from vizdex.search.duplicates import DuplicateOptions
+from vizdex.search.errors import IndexTypeRefusedError, PageTooDeepError
 from vizdex.search.milvus_store import (
     FIELD_VECTOR,
     Leadership,
     MilvusVectorStore,
-    collection_name,
     filter_expression,
 )
-from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.records import ImageFilter
 from vizdex.search.service import SearchOptions, SearchService
 from vizdex.search.settings import CatalogSettings, SearchSettings
 from vizdex.search.vector_store import FaissVectorStore
 
-MODEL = "m"
-DIM = 32
 COUNT = 5000
-COLORS = ("red", "green", "blue")
-
-
-def unit_rows(count: int, seed: int) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def items(vectors: np.ndarray, first: int) -> list[NewImage]:
-    made = []
-    for offset, vector in enumerate(vectors):
-        key = first + offset
-        metadata: dict[str, object] = {"color": COLORS[key % 3], "n": key, "odd": key % 2 == 1}
-        if key % 331 == 0:
-            metadata["rare tag"] = "yes"  # 16 images of 5,000, a key with a space
-        made.append(
-            NewImage(
-                sha256=f"{key:064x}",
-                width=8,
-                height=8,
-                format="png",
-                byte_size=10,
-                vectors={MODEL: vector},
-                metadata=metadata,
-            )
-        )
-    return made
 
 
 @dataclass
@@ -86,15 +66,6 @@ class Pair:
         a = self.faiss.search_vector(collection, query, model=MODEL, options=options)
         b = self.milvus.search_vector(collection, query, model=MODEL, options=options)
         return [(h.image_id, h.score) for h in a.hits], [(h.image_id, h.score) for h in b.hits]
-
-
-def open_pair(settings: SearchSettings, lite: Path, index: str) -> tuple[SearchService, ...]:
-    faiss_settings = replace(settings, index=replace(settings.index, device="cpu"))
-    milvus_settings = replace(
-        settings,
-        index=replace(settings.index, device="cpu", vector_store=str(lite), milvus_index=index),
-    )
-    return SearchService.open(faiss_settings, {}), SearchService.open(milvus_settings, {})
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +111,7 @@ def test_milvus_flat_gives_faiss_flat_ids_and_scores(pair: Pair) -> None:
     assert described is not None
     (info,) = described
     assert (info.kind, info.count, info.dim) == ("milvus-flat", count, DIM)
-    assert info.device == "milvus-lite" and info.last_seq == pair.faiss.collection_seq("c")
+    assert info.device == milvus_device() and info.last_seq == pair.faiss.collection_seq("c")
 
 
 @pytest.mark.parametrize(
@@ -159,6 +130,29 @@ def test_paging_and_min_score_agree(pair: Pair, options: SearchOptions) -> None:
         assert_same(faiss_hits, milvus_hits)
         if options.min_score is not None:
             assert all(score >= options.min_score for _, score in milvus_hits)
+
+
+def test_offset_is_milvus_own_and_a_page_past_its_limit_is_refused(pair: Pair) -> None:
+    """The offset goes to Milvus: a page deep in the list reads only its own hits' rows (not
+    offset + k of them) and is still FAISS's page; offset + k past Milvus's 16,384 is a 422."""
+    record = pair.milvus.get_collection("c")
+    for query in queries(3, seed=29):
+        deep = SearchOptions(k=10, offset=3000)
+        ranked = pair.store.rank(record, MODEL, query, 10, deep, frozenset(), skip=3000)
+        assert len(ranked.hits) == 10 and set(ranked.images) == {i for i, _ in ranked.hits}
+        assert_same(*pair.both(query, deep))
+        last = SearchOptions(k=10, offset=COUNT - 4, filters=ImageFilter(metadata={"n": -1}))
+        assert pair.both(query, last) == ([], [])
+    # Past VIZDEX_SEARCH_MAX_WINDOW (10,000 by default, settable higher) Milvus's own limit.
+    query, nothing = queries(1)[0], frozenset[int]()
+    edge = pair.store.rank(record, MODEL, query, 1000, SearchOptions(k=1000), nothing, skip=15_384)
+    assert edge.hits == []  # 5,003 vectors: nothing that deep, but a page Milvus may answer
+    with pytest.raises(PageTooDeepError) as refused:
+        pair.store.rank(record, MODEL, query, 1000, SearchOptions(k=1000), nothing, skip=15_385)
+    assert refused.value.code == "page_too_deep" and refused.value.details["max_depth"] == 16_384
+    # FAISS has no such limit: the same page there is simply empty.
+    faiss = pair.faiss.store.rank(record, MODEL, query, 1000, SearchOptions(), nothing, skip=15_385)
+    assert faiss.hits == []
 
 
 @pytest.mark.parametrize(
@@ -228,8 +222,9 @@ def test_deletes_reembeds_reingest_and_metadata_changes_agree(pair: Pair) -> Non
     catalog.put_embeddings(record.id, MODEL, moved, unit_rows(len(moved), seed=5))
     back = pair.faiss.add_images("d", items(unit_rows(2, seed=31), 0))  # deleted ones again?
     back += pair.faiss.add_images("d", items(unit_rows(50, seed=9), COUNT + 1000))
-    # Metadata takes no sequence number: the process that changes it mirrors it to Milvus.
-    pair.milvus.update_metadata("d", moved[0], {"color": "purple"})
+    # A metadata change takes a sequence number: Milvus follows it whichever process made it
+    # (the one configured with FAISS here, the one with Milvus there).
+    pair.faiss.update_metadata("d", moved[0], {"color": "purple"})
     pair.milvus.update_metadata("d", moved[1], {"color": "purple"})
 
     for query in [*queries(10, seed=19), *unit_rows(3, seed=5)]:  # the last hit re-embeds
@@ -246,6 +241,34 @@ def test_deletes_reembeds_reingest_and_metadata_changes_agree(pair: Pair) -> Non
     np.testing.assert_allclose(np.stack([stored[i] for i in moved[:5]]), truth, atol=1e-6)
 
 
+def test_duplicate_scans_use_milvus_range_search_and_find_faiss_groups(pair: Pair) -> None:
+    """40 pictures with 1 to 4 near-copies each (cosine ~0.985 to their original) among 1,500
+    others: Milvus's range search (``radius``) gives the groups the FAISS range search gives,
+    and the Milvus process builds no local FAISS index for it."""
+    catalog = pair.faiss.catalog
+    record = catalog.create_collection("dups", [MODEL])
+    rng = np.random.default_rng(81)
+    bases = unit_rows(40, seed=82)
+    copies = [
+        base + 0.03 * rng.standard_normal(DIM).astype(np.float32)
+        for number, base in enumerate(bases)
+        for _ in range(1 + number % 4)
+    ]
+    vectors = np.concatenate([bases, np.stack(copies), unit_rows(1500, seed=83)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pair.faiss.add_images("dups", items(vectors, 20_000))
+    options = DuplicateOptions(threshold=0.95, model=MODEL)
+    expected = pair.faiss.duplicates.scan("dups", options)
+    found = pair.milvus.duplicates.scan("dups", options)
+    assert len(expected.groups) == 40
+    assert [g.image_ids for g in found.groups] == [g.image_ids for g in expected.groups]
+    for mine, theirs in zip(found.groups, expected.groups, strict=True):
+        np.testing.assert_allclose(mine.similarities, theirs.similarities, atol=1e-4)
+    assert (found.scanned, found.pairs) == (expected.scanned, expected.pairs)
+    assert record.id not in pair.milvus.indexes.applied_seqs()  # no local index was built
+    assert record.id in pair.faiss.indexes.applied_seqs()
+
+
 def test_read_your_writes_reaches_the_milvus_watermark(pair: Pair) -> None:
     added = pair.faiss.add_images("c", items(unit_rows(3, seed=21), COUNT + 5000))
     seq = pair.faiss.collection_seq("c")
@@ -259,8 +282,11 @@ def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
     record = pair.milvus.get_collection("c")
     exact = [pair.faiss.search_vector("c", q, model=MODEL) for q in queries(50, seed=23)]
     pair.store.reindex(record, "HNSW")
-    name = collection_name(record.id, MODEL)
-    assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "HNSW"
+    name = pair.store.name_of(record.id, MODEL)
+    described = pair.store.client.describe_index(name, FIELD_VECTOR)
+    assert described["index_type"] == "HNSW"
+    if milvus_server() is not None:  # a server reports its build over every (flushed) row
+        assert int(described["indexed_rows"]) == int(described["total_rows"]) >= COUNT
     found = 0
     for query, truth in zip(queries(50, seed=23), exact, strict=True):
         result = pair.milvus.search_vector("c", query, model=MODEL)
@@ -270,11 +296,27 @@ def test_hnsw_reaches_the_recall_asked_for(pair: Pair) -> None:
     pair.store.reindex(record, "FLAT")  # later tests compare exact results again
 
 
-def test_gpu_index_types_are_refused_on_milvus_lite(pair: Pair, tmp_path: Path) -> None:
+def test_gpu_index_types_are_refused_where_they_cannot_be_built(pair: Pair, tmp_path: Path) -> None:
+    """On milvus-lite before anything is created (it would accept the type and search without
+    an index); on a Milvus server built without GPUs when a probe collection is refused, before
+    the collection being rebuilt is dropped. Either way the collection keeps its FLAT index."""
     record = pair.milvus.get_collection("c")
-    for index_type in ("GPU_CAGRA", "GPU_IVF_PQ"):
-        with pytest.raises(IndexTypeRefusedError, match="milvus-lite cannot build"):
+    # A CPU-built server refuses GPU_CAGRA at creation, and takes GPU_IVF_PQ but never builds
+    # it (its probe build stays at 0 rows indexed).
+    server_refusals = {
+        "GPU_CAGRA": "cannot build a GPU_CAGRA index",
+        "GPU_IVF_PQ": "GPU_IVF_PQ index of .*_probe_gpu_ivf_pq over 0 of 2048 rows",
+    }
+    for index_type, server_refusal in server_refusals.items():
+        refusal = "milvus-lite cannot build" if milvus_server() is None else server_refusal
+        with pytest.raises(IndexTypeRefusedError, match=refusal):
             pair.store.reindex(record, index_type)
+    assert_same(*pair.both(queries(1)[0], SearchOptions(k=10)))  # still there, still FLAT
+    name = pair.store.name_of(record.id, MODEL)
+    assert pair.store.client.describe_index(name, FIELD_VECTOR)["index_type"] == "FLAT"
+    if milvus_server() is not None:  # the up-front refusal is lite's alone
+        assert pair.store.check_index_type("gpu_cagra") == "GPU_CAGRA"
+        return
     settings = SearchSettings.for_data_dir(tmp_path)
     gpu = replace(settings.index, vector_store=str(tmp_path / "v.db"), milvus_index="gpu_cagra")
     with pytest.raises(IndexTypeRefusedError) as refused:
@@ -282,17 +324,31 @@ def test_gpu_index_types_are_refused_on_milvus_lite(pair: Pair, tmp_path: Path) 
     assert refused.value.code == "index_type_refused"
 
 
-def test_an_index_milvus_did_not_build_is_detected(pair: Pair) -> None:
-    """What the up-front refusal guards against: lite takes GPU_CAGRA and describe_index reports
-    it built, yet lite cannot build it and searches by brute force; the check after a build
-    (flush and load, when lite really builds) says so instead of searching without it."""
-    client = pair.store.client
+def _unbuilt(client: MilvusClient, index_type: str) -> None:
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=DIM)
     params = client.prepare_index_params()
-    params.add_index(field_name=FIELD_VECTOR, index_type="GPU_CAGRA", metric_type="IP")
+    params.add_index(field_name=FIELD_VECTOR, index_type=index_type, metric_type="IP")
     client.create_collection("unbuilt", schema=schema, index_params=params)
+
+
+def test_an_index_milvus_did_not_build_is_detected(pair: Pair) -> None:
+    """What the up-front refusal guards against: lite takes GPU_CAGRA and describe_index reports
+    it built, yet lite cannot build it and searches by brute force; the check after a build
+    (flush and load, when lite really builds) says so instead of searching without it. A
+    Milvus server without GPUs refuses the type at creation instead."""
+    client = pair.store.client
+    if client.has_collection("unbuilt"):  # left by a run stopped half-way (a server keeps it)
+        client.drop_collection("unbuilt")
+    if milvus_server() is not None:
+        with pytest.raises(MilvusException, match="invalid index type: GPU_CAGRA"):
+            _unbuilt(client, "GPU_CAGRA")
+        # It leaves the collection without any index (vizdex drops what a refused build made).
+        assert client.has_collection("unbuilt") and not client.list_indexes("unbuilt")
+        client.drop_collection("unbuilt")
+        return
+    _unbuilt(client, "GPU_CAGRA")
     try:
         client.insert(
             "unbuilt",
@@ -347,7 +403,7 @@ def test_one_follower_at_a_time_and_a_deleted_collection_leaves_milvus(
         hits = second.search_vector("c", query, model=MODEL, options=SearchOptions(k=45))
         assert len(hits.hits) == (40 if shared else 45)  # the leader has not applied the 5 yet
         first.delete_collection("c")
-        assert not a.client.has_collection(collection_name(record.id, MODEL))
+        assert not a.client.has_collection(a.name_of(record.id, MODEL))
         services.remove(first)
         first.close()  # the leader goes: its lock with it, and the second takes over
         faiss.catalog.create_collection("e", [MODEL])

@@ -298,7 +298,12 @@ def test_metadata_updates_and_listing(
     )
     assert updated.metadata == {"tag": "cat"} and updated.thumbnail_path == "thumbs/3.webp"
     assert updated.updated_at >= updated.created_at
-    assert catalog.collection_seq(collection.id) == seq  # nothing an index must replay
+    # The metadata change takes a sequence number (stores mirroring metadata follow it in the
+    # feed); a thumbnail or status change alone takes none.
+    assert catalog.collection_seq(collection.id) == seq + 1 == updated.metadata_seq
+    assert catalog.metadata_changes(collection.id, after_seq=seq, upto_seq=seq + 1) == [3]
+    catalog.update_image(collection.id, 3, thumbnail_path="thumbs/3b.webp")
+    assert catalog.collection_seq(collection.id) == seq + 1
     assert [i.id for i in catalog.list_images(collection.id, after_id=2, limit=2)] == [3, 4]
     with pytest.raises(ImageNotFoundError):
         catalog.update_image(collection.id, 42, metadata={})

@@ -520,15 +520,15 @@ def test_orient_matches_exif_transpose() -> None:
 
 
 def _loader(
-    tmp_path: Path, catalog: Catalog, clip_encoder: Encoder
+    tmp_path: Path, catalog: Catalog, clip_encoder: Encoder, *, check: bool = True
 ) -> tuple[ItemLoader, DataStore]:
-    collection = catalog.create_collection("c", [clip_encoder.name])
+    collection = catalog.create_collection(f"c{int(check)}", [clip_encoder.name])
     store = DataStore(tmp_path / "data")
     loader = ItemLoader(
         catalog=catalog,
         collection_id=collection.id,
         store=store,
-        settings=IndexerSettings(tmp_path / "data"),
+        settings=IndexerSettings(tmp_path / "data", device_decode_check=check),
         images=DOOR,
         device_decode=True,
     )
@@ -541,12 +541,35 @@ def test_device_loader_sends_truncated_jpegs_to_the_cpu_door(
     loader, _ = _loader(tmp_path, catalog, clip_encoder)
     data = truncated(jpeg_bytes(make_photo(600, 400, seed=3)), keep=0.6)
     assert not ends_complete(data)
-    read_jpeg_header(data, DOOR)  # the header alone looks fine
+    read_jpeg_header(data, DOOR, check_data=False)  # the header alone looks fine
     path = tmp_path / "cut.jpg"
     path.write_bytes(data)
     with pytest.raises(ImageRejectedError) as raised:
         loader(PathItem(str(path)), 448)
     assert raised.value.code == "corrupt"
+
+
+def test_device_loader_refuses_a_scan_cut_short_before_the_device_sees_it(
+    tmp_path: Path, catalog: Catalog, clip_encoder: Encoder
+) -> None:
+    """Cut mid-scan with an end marker appended: the markers look whole, and nvJPEG might fill
+    the rest grey. The loader reads the data strictly first and refuses it as the CPU door does;
+    VIZDEX_DEVICE_DECODE_CHECK=false leaves such files to the device decoder."""
+    data = jpeg_bytes(make_photo(600, 400, seed=3))
+    cut = data[: len(data) * 3 // 5] + b"\xff\xd9"
+    assert ends_complete(cut)
+    read_jpeg_header(cut, DOOR, check_data=False)  # the markers alone look fine
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(cut)
+    with pytest.raises(ImageRejectedError) as cpu:
+        decode_image_bytes(cut, DOOR)
+    loader, _ = _loader(tmp_path, catalog, clip_encoder)
+    with pytest.raises(ImageRejectedError) as raised:
+        loader(PathItem(str(path)), 448)
+    assert (raised.value.code, raised.value.message) == ("corrupt", cpu.value.message)
+    unchecked, _ = _loader(tmp_path / "unchecked", catalog, clip_encoder, check=False)
+    source, _ = unchecked(PathItem(str(path)), 448)
+    assert isinstance(source, JpegBytes) and source.data == cut
 
 
 def test_device_loader_hands_over_complete_jpegs_with_their_header(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -488,3 +489,81 @@ def test_the_pixel_budget_admits_what_fits_and_an_oversized_image_alone() -> Non
     assert waited.is_set() and budget.held == 0 and budget.peak == 100
     with budget.hold(40, limit=100), budget.hold(60, limit=100):  # what fits goes together
         assert budget.held == 100
+
+
+# -- the device path refuses what the CPU path refuses ---------------------------------------
+# nvJPEG decodes the pixels there; the markers alone pass most files cut inside a scan with an
+# end marker appended, and what the device decoder makes of those (grey, an error) is not
+# something to rely on. ``check_data`` reads the data strictly before the device sees it.
+
+_CUT_SOURCES: dict[str, tuple[str, dict[str, object]]] = {
+    "420": ("RGB", {}),
+    "444": ("RGB", {"subsampling": 0}),
+    "422": ("RGB", {"subsampling": 1}),
+    "grey": ("L", {}),
+    "cmyk": ("CMYK", {}),
+    "restart": ("RGB", {"restart_marker_blocks": 4}),
+    "progressive": ("RGB", {"progressive": True}),
+    "optimized": ("RGB", {"optimize": True}),
+}
+
+
+def _outcome(run: Callable[[bytes], object], data: bytes) -> str:
+    try:
+        run(data)
+    except ImageRejectedError as error:
+        return error.code
+    return "accepted"
+
+
+def _device_check(data: bytes) -> None:
+    read_header(data, "JPEG", SETTINGS, check_data=True)
+
+
+def _cuts_inside_the_scans(data: bytes, count: int) -> list[bytes]:
+    """``data`` cut at ``count`` places after its first scan header, each with an end marker."""
+    first_scan = data.find(b"\xff\xda")
+    end = len(data) - 2
+    places = np.linspace(first_scan + 20, end - 1, count).astype(int)
+    return [data[:at] + b"\xff\xd9" for at in sorted(set(places))]
+
+
+@pytest.mark.parametrize("kind", sorted(_CUT_SOURCES))
+def test_the_device_check_refuses_every_cut_the_cpu_path_refuses(kind: str) -> None:
+    mode, options = _CUT_SOURCES[kind]
+    data = jpeg(photo(203, 157, seed=5), mode, **options)
+    assert _outcome(_device_check, data) == "accepted"
+    markers_alone = 0
+    for cut in _cuts_inside_the_scans(data, 40):
+        cpu = _outcome(lambda d: decode_image_bytes(d, SETTINGS), cut)
+        assert cpu == "corrupt", cut.hex()[-40:]
+        assert _outcome(_device_check, cut) == cpu
+        markers_alone += _outcome(lambda d: read_header(d, "JPEG", SETTINGS), cut) == "accepted"
+    # Without the data check most of these reached the device decoder; with restart markers
+    # the markers alone show nearly every cut (their count falls short).
+    assert markers_alone >= (1 if kind == "restart" else 10), markers_alone
+
+
+@pytest.mark.parametrize("kind", sorted(_CUT_SOURCES))
+def test_whole_and_harmlessly_padded_jpegs_pass_the_device_check(kind: str) -> None:
+    """The check refuses only what the CPU path refuses: stray bytes before a marker stay fine."""
+    mode, options = _CUT_SOURCES[kind]
+    data = jpeg(photo(96, 64, seed=2), mode, **options)
+    before_end = data[:-2] + b"\x00\x00\x00" + data[-2:]
+    at = data.index(b"\xff\xdb")
+    before_table = data[:at] + b"\x00\x00" + data[at:]
+    for variant in (data, before_end, before_table):
+        assert _outcome(lambda d: decode_image_bytes(d, SETTINGS), variant) == "accepted"
+        assert _outcome(_device_check, variant) == "accepted"
+
+
+def test_the_device_check_gives_the_cpu_paths_reason() -> None:
+    data = jpeg(photo(320, 240, seed=7))
+    cut = data[: len(data) * 3 // 4] + b"\xff\xd9"
+    assert _outcome(lambda d: read_header(d, "JPEG", SETTINGS), cut) == "accepted"
+    with pytest.raises(ImageRejectedError) as cpu:
+        decode_image_bytes(cut, SETTINGS)
+    with pytest.raises(ImageRejectedError) as device:
+        _device_check(cut)
+    assert (device.value.code, device.value.message) == (cpu.value.code, cpu.value.message)
+    assert "premature end" in device.value.message

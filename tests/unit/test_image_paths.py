@@ -295,6 +295,19 @@ def test_decode_file_refusals(name: str, code: str, tree: Tree) -> None:
     assert caught.value.code == code
 
 
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("a\x00b.png", "cannot hold a NUL byte"), ("loop.png", "leads back to itself")],
+)
+def test_decode_file_refuses_unusable_names_with_a_reason(name: str, says: str, tree: Tree) -> None:
+    """Found by the hardening round through `vizdex search --image`: a NUL byte was an internal
+    error (ValueError), a looping link "became a symbolic link while being opened"."""
+    os.symlink(tree.root / "loop.png", tree.root / "loop.png")
+    with pytest.raises(ImageRejectedError) as caught:
+        decode_file(str(tree.root / name), ImageInputSettings())
+    assert caught.value.code == "not_found" and says in caught.value.message
+
+
 def test_decode_file_checks_size_before_reading(
     tree: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:

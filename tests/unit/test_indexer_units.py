@@ -16,7 +16,12 @@ from PIL import Image
 
 from tests.support.synthetic_photos import jpeg_bytes, make_photo
 from vizdex.cli.main import main
-from vizdex.core.errors import InvalidInputError, NotFoundError, UnavailableError
+from vizdex.core.errors import (
+    ImageRejectedError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.streaming import encode_stream
 from vizdex.imaging.settings import ImageInputSettings
@@ -110,8 +115,11 @@ def test_resolve_inputs_separates_files_and_folders(tmp_path: Path) -> None:
 def test_request_validation_and_description(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="nothing to ingest"):
         IngestRequest()
-    with pytest.raises(InvalidInputError, match="not an http"):
-        IngestRequest(urls=("ftp://example.com/a.jpg",))
+    with pytest.raises(ImageRejectedError, match="not a valid URL") as malformed:
+        IngestRequest(urls=("http://[::1/",))  # the request's syntax: refused whole
+    assert malformed.value.code == "invalid_url"
+    # Another scheme is the fetch policy's to refuse, item by item (forbidden_url).
+    assert IngestRequest(urls=("ftp://example.com/a.jpg",)).urls == ("ftp://example.com/a.jpg",)
     request = IngestRequest(paths=(str(tmp_path),), prune=True)
     assert request.kind == "ingest" and request.describe() == f"{tmp_path} (prune)"
     uploads = IngestRequest(uploads=(Upload(b"x"), Upload(b"y")))
@@ -494,3 +502,28 @@ def test_a_bad_line_in_files_from_is_skipped_not_fatal(
     assert found == [str(good), str(good)]
     assert "line 2" in caplog.text and "NUL" in caplog.text
     assert "line 3" in caplog.text and "not UTF-8" in caplog.text
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo"])
+def test_something_else_where_a_stored_file_belongs_is_set_aside_and_written(
+    tmp_path: Path, what: str
+) -> None:
+    """Found by the hardening round: a folder or FIFO where an upload's original or a thumbnail
+    belongs counted as already stored, so the original was never kept (silently) and the
+    thumbnail route answered with a folder."""
+    store = DataStore(tmp_path / "data")
+    store.prepare()
+    sha = hashlib.sha256(b"x").hexdigest()
+    original = store.root / store.original_name(sha, "JPEG")
+    thumbnail = store.root / store.thumbnail_name(sha)
+    for path in (original, thumbnail):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if what == "folder" else os.mkfifo(path)
+    assert not store.has(store.thumbnail_name(sha))
+    data = jpeg_bytes(make_photo(64, 48, seed=1))
+    assert store.put_original(sha, "JPEG", data) == store.original_name(sha, "JPEG")
+    store.put_files([(store.thumbnail_name(sha), b"webp bytes")])
+    assert original.read_bytes() == data and thumbnail.read_bytes() == b"webp bytes"
+    assert store.has(store.thumbnail_name(sha))
+    aside = sorted(p.name for p in original.parent.iterdir() if ".corrupt" in p.name)
+    assert aside == [original.name + ".corrupt"]

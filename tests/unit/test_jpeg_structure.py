@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
-from vizdex.imaging.jpeg import check_structure
+from vizdex.imaging.jpeg import _SCAN_END, check_structure
 
 SETTINGS = ImageInputSettings()
 WIDTH, HEIGHT = 37, 23  # neither a multiple of 8 nor of 16: partial blocks and MCUs count
@@ -183,3 +184,16 @@ def test_any_cut_or_damaged_header_byte_is_passed_or_refused_never_a_crash(name:
             check_structure(candidate)
         except ImageRejectedError as error:
             assert error.code == "corrupt"
+
+
+def test_the_scan_end_is_where_the_fill_run_before_a_marker_ends() -> None:
+    """The fast pattern finds what ``\\xff+[^\\x00\\xd0-\\xd7\\xff]`` found: the last 0xFF of a
+    fill run followed by a marker code, never a stuffed FF 00 or a restart marker."""
+    reference = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+    rng = np.random.default_rng(0)
+    alphabet = [0x00, 0x12, 0xC4, 0xD0, 0xD7, 0xD8, 0xD9, 0xFE, 0xFF]
+    for _ in range(20_000):
+        data = bytes(rng.choice(alphabet, size=int(rng.integers(0, 12))))
+        expected = reference.search(data)
+        found = _SCAN_END.search(data)
+        assert (found and found.start()) == (expected and expected.end() - 2), data.hex()

@@ -25,6 +25,7 @@ from vizdex.search import (
     SearchService,
     collection_model,
 )
+from vizdex.search.vector_store import open_vector_store
 
 CSV_FIELDS = (
     "group",
@@ -123,6 +124,12 @@ def run(args: argparse.Namespace) -> int:
     catalog, settings = open_catalog(args)
     indexes = IndexStore(catalog, settings.index)
     try:
+        store = open_vector_store(catalog, indexes, settings.index, settings.query)
+    except BaseException:
+        indexes.close(snapshot=False)
+        catalog.close()
+        raise
+    try:
         record = catalog.get_collection(args.collection)
         model = collection_model(
             record, discovered_kind, ModelUse.IMAGE, requested=args.model or None
@@ -133,12 +140,14 @@ def run(args: argparse.Namespace) -> int:
             model=model,
             filters=ImageFilter(metadata=where) if where else None,
         )
-        finder = SearchService(catalog, indexes, {}, settings.query).duplicates
+        # Milvus's range search when it holds the vectors, else the local FAISS index's.
+        finder = SearchService(catalog, indexes, {}, settings.query, store=store).duplicates
         scan = finder.scan(record.name, options)
         page = finder.page(
             scan, offset=0, limit=max(1, len(scan.groups)), prefer=KeeperRule(args.prefer)
         )
     finally:
+        store.close()
         indexes.close()
         catalog.close()
     rows = _rows(page)

@@ -175,9 +175,7 @@ def run_add(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     (args.model,) = _recorded(args, args.model)
     with open_storage(args) as (search, _):
-        record = search.get_collection(args.name)
-        search.catalog.remove_model(record.id, args.model)
-        search.indexes.drop_model(record.id, args.model)
+        search.remove_model(args.name, args.model)
         shown = _shown(search, search.get_collection(args.name))
     _print(args, shown, {})
     return 0

@@ -25,6 +25,7 @@ from vizdex.imaging import png, tiff
 from vizdex.imaging.budget import DECODING
 from vizdex.imaging.formats import sniff_format
 from vizdex.imaging.inputs import checked_size, read_input
+from vizdex.imaging.jpeg import check_data as check_jpeg_data
 from vizdex.imaging.jpeg import check_structure, decode_jpeg, draft_scale
 from vizdex.imaging.paths import read_regular_file
 from vizdex.imaging.pixels import ORIENTATION_FIX, SWAPS_AXES, exif_orientation, to_rgb
@@ -120,18 +121,24 @@ def _decode(
     return image, width, height
 
 
-def read_header(data: bytes, fmt: str, settings: ImageInputSettings) -> tuple[int, int, int]:
+def read_header(
+    data: bytes, fmt: str, settings: ImageInputSettings, *, check_data: bool = False
+) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the header alone, the size as displayed.
 
     Same pixel cap and refusals as a decode, for callers that decode the pixels elsewhere
-    (e.g. on a GPU).
+    (e.g. on a GPU). A JPEG's structure is checked from its markers; ``check_data`` also reads
+    all its data strictly (``jpeg.check_data``, about half a decode's work), so that it is
+    refused exactly when a decode here would refuse it, whatever the other decoder does.
     """
     with _door_errors(fmt, settings), Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
         width, height = opened.size
         _check_pixels(width, height, settings)
         orientation = exif_orientation(opened)
     if fmt == "JPEG":
-        check_structure(data)  # the pixels are decoded elsewhere, perhaps without such checks
+        # The pixels are decoded elsewhere, perhaps without such checks.
+        with _door_errors(fmt, settings):
+            (check_jpeg_data if check_data else check_structure)(data)
     if orientation in SWAPS_AXES:
         width, height = height, width
     return width, height, orientation

@@ -111,11 +111,20 @@ def _open_file(path: str, no_follow: bool, shown: str) -> int:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
         return os.open(path, flags)
+    except ValueError:  # a NUL byte: client paths are refused earlier, a CLI argument is not
+        raise ImageRejectedError(
+            f"there is no image file at {shown!r} (a file name cannot hold a NUL byte)",
+            code="not_found",
+        ) from None
     except (FileNotFoundError, NotADirectoryError):
         raise ImageRejectedError(f"there is no image file at {shown!r}", code="not_found") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno == errno.ELOOP and no_follow:
             raise forbidden_path(f"{shown!r} became a symbolic link while being opened") from None
+        if exc.errno == errno.ELOOP:
+            raise ImageRejectedError(
+                f"{shown!r} is a symbolic link that leads back to itself", code="not_found"
+            ) from None
         reason = exc.strerror or type(exc).__name__
         raise ImageRejectedError(f"{shown!r} cannot be read ({reason})", code="not_found") from None
 
