@@ -33,6 +33,7 @@ class CollectionSummary:
     image_count: int
     index_details: tuple[IndexInfo, ...] | None = None
     vectors: Mapping[str, int] | None = None
+    answering: Mapping[str, str | None] | None = None  # "text"/"image" -> the model that answers
 
 
 class CollectionsService:
@@ -56,6 +57,7 @@ class CollectionsService:
             count,
             tuple(store.info(record, model) for model in record.models),
             self._search.catalog.model_coverage(record.id),
+            self._search.answering_models(record),
         )
 
     def image_counts(self) -> dict[str, int]:

@@ -127,3 +127,16 @@ def default_models(models: Sequence[str], kind_of: KindOf) -> tuple[str | None, 
     except (CapabilityError, ModelNotLoadedError):
         image = None
     return text, image
+
+
+def answering_models(collection: CollectionRecord, kind_of: KindOf) -> dict[str, str | None]:
+    """Per query kind ("text", "image"), the model that answers it now: the stored default or,
+    with none stored, the rule's pick; None where no model can, or the answer is not known here
+    (a model whose kind this process cannot tell)."""
+    answering: dict[str, str | None] = {}
+    for use in (ModelUse.TEXT, ModelUse.IMAGE):
+        try:
+            answering[use.value] = collection_model(collection, kind_of, use)
+        except (CapabilityError, ModelNotLoadedError, ModelNotReadyError, InvalidQueryError):
+            answering[use.value] = None
+    return answering

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vizdex.core.errors import InvalidInputError, ModelNotFoundError
+from vizdex.core.errors import InvalidInputError, ModelNotFoundError, VizdexError
 from vizdex.core.kinds import ModelKind
+from vizdex.encoders.discovery import discover_model
 from vizdex.search.catalog import Catalog
 from vizdex.search.duplicates import DuplicateFinder
 from vizdex.search.errors import (
     ImageNotFoundError,
     InvalidQueryError,
+    ModelInUseError,
     ModelNotLoadedError,
     NotCaughtUpError,
 )
@@ -26,6 +28,7 @@ from vizdex.search.index import validate_factory
 from vizdex.search.index_store import IndexStore
 from vizdex.search.model_choice import (
     ModelUse,
+    answering_models,
     choose_model,
     collection_model,
     default_models,
@@ -205,6 +208,15 @@ class SearchService:
         """Removes the model with its vectors (catalog), then what the store and the local FAISS
         indexes hold for it (a Milvus follower elsewhere drops it too: the catalog lacks it)."""
         record = self._catalog.get_collection(collection)
+        for use, answering in self.answering_models(record).items():
+            # A stored default is the catalog's own refusal; this is the rule's pick.
+            if answering == model and model not in (record.text_model, record.image_model):
+                raise ModelInUseError(
+                    f"model {model!r} answers the {use} queries of collection {record.name!r} "
+                    f"(no {use} default is set, and the model rule picks it); make another "
+                    f"model the {use} default first (PATCH the collection)",
+                    model=model,
+                )
         updated = self._catalog.remove_model(record.id, model)
         self._store.drop_model(record.id, model)
         self._indexes.drop_model(record.id, model)  # idempotent: the FAISS store did it already
@@ -299,6 +311,20 @@ class SearchService:
     def loaded_encoder(self, model: str) -> Encoder:
         """``model``'s encoder in this process; ModelNotLoadedError (409) when it has none."""
         return self._encoder(model)
+
+    def answering_models(self, collection: CollectionRecord) -> dict[str, str | None]:
+        """Which model answers text and image queries of ``collection`` now (by its stored
+        defaults, else the model rule), kinds read from the models' configs where not loaded."""
+        return answering_models(collection, self._known_kind)
+
+    def _known_kind(self, model: str) -> ModelKind | None:
+        kind = self._kind_of(model)
+        if kind is not None:
+            return kind
+        try:
+            return discover_model(model).kind  # its config alone: no weights are loaded
+        except VizdexError:
+            return None
 
     def model_kind(self, model: str) -> ModelKind | None:
         """What ``model`` embeds, None when it is not loaded here."""

@@ -124,9 +124,13 @@ def image_out(collection: str, record: ImageRecord) -> ImageOut:
 
 
 def model_states_out(
-    record: CollectionRecord, image_count: int, vectors: Mapping[str, int]
+    record: CollectionRecord,
+    image_count: int,
+    vectors: Mapping[str, int],
+    answering: Mapping[str, str | None] | None = None,
 ) -> list[ModelStateOut]:
-    defaults = {"text": record.text_model, "image": record.image_model}
+    # default_for: the model that answers, stored default or the model rule's pick.
+    defaults = answering or {"text": record.text_model, "image": record.image_model}
     return [
         ModelStateOut(
             model=model,
@@ -171,5 +175,7 @@ def summary_out(summary: CollectionSummary) -> CollectionOut:
         ]
     states = None
     if summary.vectors is not None:
-        states = model_states_out(summary.record, summary.image_count, summary.vectors)
+        states = model_states_out(
+            summary.record, summary.image_count, summary.vectors, summary.answering
+        )
     return collection_out(summary.record, summary.image_count, indexes, states)

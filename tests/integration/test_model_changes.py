@@ -249,3 +249,37 @@ def test_a_ray_backfill_without_ray_is_refused_before_anything_changes(
         changes.add_model("r", dino_encoder.name, ray_address="auto")
     assert refused.value.code == "ray_unavailable"
     assert state.search.get_collection("r").models == (clip_encoder.name,)
+
+
+def test_the_model_the_rule_picks_cannot_be_removed_and_shows_as_the_default(
+    client: Client, clip_encoder: Encoder, dino_encoder: Encoder
+) -> None:
+    """With the defaults unset (PATCH null), the model rule answers: CLIP for text. Removing it
+    was a 200 that dropped every CLIP vector and left no text search; GET showed default_for []
+    for the model answering every query."""
+    clip, dino = clip_encoder.name, dino_encoder.name
+    made = client.post("/v1/collections", json={"name": "r", "models": [clip, dino]})
+    assert made.status_code == 201, made.text
+    upload_photos(client, "r", [0, 1])
+    unset = client.patch("/v1/collections/r", json={"text_model": None, "image_model": None})
+    assert unset.status_code == 200 and unset.json()["text_model"] is None, unset.text
+    shown = client.get("/v1/collections/r").json()
+    assert {m["model"]: m["default_for"] for m in shown["model_states"]} == {
+        clip: ["text"],
+        dino: ["image"],  # the rule prefers the vision model for image queries
+    }
+    for model, use in ((clip, "text"), (dino, "image")):
+        refused = client.delete("/v1/collections/r/models", params={"model": model})
+        assert refused.status_code == 409, refused.text
+        body = refused.json()
+        assert body["code"] == "model_in_use" and f"answers the {use} queries" in body["detail"]
+    state = state_of(client.app)
+    assert state.search.catalog.model_coverage(state.search.get_collection("r").id) == {
+        clip: 2,
+        dino: 2,
+    }
+    text = client.post("/v1/collections/r/search", json={"text": "a photo", "k": 1})
+    assert text.status_code == 200 and text.json()["model"] == clip
+    # Once the rule picks another model, the first one can go.
+    assert client.patch("/v1/collections/r", json={"image_model": clip}).status_code == 200
+    assert client.delete("/v1/collections/r/models", params={"model": dino}).status_code == 200
