@@ -75,6 +75,7 @@ from vizdex.indexer.writer import BatchWriter
 from vizdex.search import (
     Catalog,
     ClaimedItem,
+    CollectionNotFoundError,
     CollectionRecord,
     IndexStore,
     JobNotFoundError,
@@ -442,6 +443,8 @@ class Indexer:
         def work() -> None:
             state, error = JobState.FAILED, None
             try:
+                if self._catalog.start_job(job.id).state is JobState.CANCELLED:
+                    cancel.set()  # cancelled before it began: nothing is embedded
                 tracker = JobTracker(self._catalog, job.id, interval_s=self._job_flush_s)
                 outcome = runner.run(record.id, model, tracker, cancel, progress)
                 state = JobState.CANCELLED if cancel.is_set() else JobState.DONE
@@ -450,11 +453,15 @@ class Indexer:
                         f"{outcome.failed} images could not be read: {model!r} stays "
                         "back-filling until they are deleted or re-uploaded"
                     )
+            except (CollectionNotFoundError, JobNotFoundError) as gone:
+                # The collection was deleted under it (its jobs with it): nothing left to do.
+                log.info("back-fill of %s in collection %s stopped: %s", model, collection, gone)
+                state = JobState.CANCELLED
             except Exception as failure:  # recorded on the job; the server goes on
                 log.exception("back-fill of %s in collection %s failed", model, collection)
                 error = str(failure)
             finally:
-                close_job(self._catalog, self._locks, lease, state, error=error)
+                _close_unless_gone(self._catalog, self._locks, lease, state, error)
                 with self._state_lock:
                     self._cancels.pop(job.id, None)
 
@@ -612,7 +619,7 @@ class Indexer:
             released = disk_full and self.store.release_reserve()
             try:
                 tracker.flush()
-                close_job(self._catalog, self._locks, lease, state, error=error)
+                _close_unless_gone(self._catalog, self._locks, lease, state, error)
             except Exception:  # never hide the exception that got us here
                 log.exception("could not record the end of job %d", job.id)
             finally:
@@ -763,3 +770,14 @@ class Indexer:
                 sink.put(batch)
                 if cancel.is_set():
                     break
+
+
+def _close_unless_gone(
+    catalog: Catalog, locks: JobLocks, lease: JobLease, state: JobState, error: str | None
+) -> None:
+    """``close_job``, except that a job deleted with its collection meanwhile (an upload or a
+    back-fill racing DELETE /v1/collections) has no end to record: said in one line."""
+    try:
+        close_job(catalog, locks, lease, state, error=error)
+    except (CollectionNotFoundError, JobNotFoundError) as gone:  # close_job released the lease
+        log.info("job %d ended with its collection: %s", lease.job_id, gone)
