@@ -159,3 +159,28 @@ def test_the_cli_says_the_disk_is_full_in_one_line(
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in err, err
         assert lines[0].startswith("vizdex: error: the disk") and "is full" in lines[0]
+
+
+def test_gc_frees_a_full_disk(
+    disk: Path, tiny_clip_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sweep is what a full disk calls for, yet it stopped with storage_full before removing
+    anything: opening the catalog makes SQLite's WAL files. It now borrows the reserve."""
+    data = disk / "data"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "0.jpg").write_bytes(photo_jpeg(0, 320, 240))
+    ingest = ["ingest", str(photos), "-c", "c", "--model", str(tiny_clip_dir), "--quiet"]
+    assert main([*ingest, "--device", "cpu", "--data-dir", str(data)]) == 0
+    orphan = data / "thumbs" / "zz" / ("ab" * 32 + ".webp")
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(os.urandom(2_000_000))
+    os.utime(orphan, (1, 1))  # long past any grace period
+    assert not (data / "catalog.db-wal").exists()  # closed cleanly: the next open makes it
+    assert (data / "reserve").stat().st_size > 0  # kept by every ingestion
+    filler = fill(disk)
+    capsys.readouterr()
+    assert main(["gc", "--data-dir", str(data)]) == 0, capsys.readouterr().err
+    assert not orphan.exists()
+    assert (data / "reserve").stat().st_size > 0  # taken back after the sweep
+    filler.unlink()

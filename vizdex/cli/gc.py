@@ -6,8 +6,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from vizdex.cli.options import add_data_option, finite_float, open_storage
-from vizdex.core.errors import InvalidInputError
+from vizdex.cli.options import add_data_option, command_env, finite_float, open_storage
+from vizdex.core.errors import InvalidInputError, StorageFullError
+from vizdex.indexer import DataStore, IndexerSettings, SweepReport
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,10 +45,18 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def run(args: argparse.Namespace) -> int:
     if args.grace is not None and args.grace < 0:
         raise InvalidInputError(f"--grace must be >= 0, got {args.grace}")
-    with open_storage(args) as (search, storage):
-        report = storage.sweep(grace_s=args.grace)
-        if args.vacuum:
-            search.catalog.vacuum()
+    try:
+        report = _sweep(args)
+    except StorageFullError:
+        # The sweep is what a full disk calls for, yet opening the catalog needs room (SQLite
+        # makes its WAL files): the data directory's reserve is kept for moments like this.
+        store = DataStore(IndexerSettings.from_env(command_env(args)).data_dir)
+        if not store.release_reserve():
+            raise
+        try:
+            report = _sweep(args)
+        finally:
+            store.keep_reserve()
     if args.json:
         print(json.dumps(asdict(report), indent=2))
         return 0
@@ -58,3 +67,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print("catalog rows: " + ", ".join(f"{t} {n:,}" for t, n in report.rows.items()))
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> SweepReport:
+    with open_storage(args) as (search, storage):
+        report = storage.sweep(grace_s=args.grace)
+        if args.vacuum:
+            search.catalog.vacuum()
+    return report
