@@ -18,7 +18,7 @@ from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
-from vizdex.imaging.jpeg import check_structure
+from vizdex.imaging.jpeg import check_segment, check_structure
 
 SETTINGS = ImageInputSettings()
 WIDTH, HEIGHT = 37, 23  # neither a multiple of 8 nor of 16: partial blocks and MCUs count
@@ -73,6 +73,9 @@ GEOMETRIES = {
     "grey": (lambda: jpeg("L"), 15, 15),
     # One component at 2×2 of itself: still 37×23 pixels, 5 × 3 blocks.
     "grey_2x2": (grey_sampled_2x2, 15, 15),
+    # 70 wide: 9 blocks a row (70 / 8 rounded up; 37 happens to give 5 whichever way it is
+    # counted, 70 does not), 9 × 3.
+    "grey_70": (lambda: jpeg("L", width=70), 27, 27),
 }
 
 
@@ -102,6 +105,22 @@ def test_a_scan_needs_a_restart_marker_between_each_two_intervals(kind: str) -> 
     one_lost = [*intervals[:-2], intervals[-2] + intervals[-1]]
     with pytest.raises(ImageRejectedError, match="need more data than the file holds"):
         check_structure(with_scan(data, joined(one_lost)))
+
+
+def test_a_jpeg_part_smaller_than_its_container_expects_is_refused() -> None:
+    """A TIFF strip or tile's JPEG stream must cover the (width, height) the container gives it;
+    one pixel short in either direction alone is refused (libtiff would fill it with black).
+    Whole streams of one, three or four components pass (each decoded in its own colour space:
+    libjpeg-turbo cannot turn CMYK into RGB)."""
+    for mode in ("L", "RGB", "CMYK"):
+        check_segment(jpeg(mode), (WIDTH, HEIGHT))
+    data = jpeg()  # 37×23
+    check_segment(data, (WIDTH - 20, HEIGHT - 20))
+    for least in [(WIDTH + 1, HEIGHT), (WIDTH, HEIGHT + 1)]:
+        with pytest.raises(ImageRejectedError, match=f"holds {WIDTH}×{HEIGHT}") as caught:
+            check_segment(data, least)
+        assert caught.value.code == "corrupt"
+        assert f"should hold {least[0]}×{least[1]} pixels" in caught.value.message
 
 
 def _scan_starts(data: bytes) -> list[int]:
