@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -629,6 +630,41 @@ def test_a_snapshot_is_written_once_snapshot_every_changes_piled_up(
         store.sync(collection)
         store.wait_idle()
         assert read_snapshot(path)[0]["last_seq"] == saved + 10
+    finally:
+        store.close(snapshot=False)
+
+
+def test_a_failed_background_snapshot_is_logged_and_the_store_carries_on(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A snapshot that cannot be written (here a full folder where the file belongs, which
+    os.replace cannot replace) is logged; waiting for background work still returns, searches
+    still answer from memory, and the next snapshot is written once the way is clear."""
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=5))
+    path = store.path_for(collection.id, "m")
+    try:
+        writer.add(3)
+        store.sync(collection)
+        store.wait_idle()
+        path.unlink()
+        path.mkdir()
+        (path / "keep").write_bytes(b"x")
+        with caplog.at_level(logging.ERROR, logger="vizdex.search.index_store"):
+            writer.add(5)
+            store.sync(collection)  # five changes: a snapshot is queued, and fails
+            store.wait_idle()
+        assert [r.getMessage() for r in caplog.records] == ["background index task failed"]
+        assert path.is_dir()
+        assert_matches_catalog(store, catalog, collection)
+        shutil.rmtree(path)
+        writer.add(5)
+        store.sync(collection)
+        store.wait_idle()
+        assert read_snapshot(path)[0]["last_seq"] == catalog.collection_seq(collection.id)
     finally:
         store.close(snapshot=False)
 

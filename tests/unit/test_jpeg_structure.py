@@ -195,7 +195,8 @@ def test_any_cut_or_damaged_header_byte_is_passed_or_refused_never_a_crash(name:
     damaged += [
         data[:at] + bytes([value]) + data[at + 1 :]
         for at in range(2, scan_start(data))
-        for value in (0x00, 0x01, 0x10, 0x11, 0xFF)  # 0x01, 0x10: a zero sampling factor
+        # 0x01, 0x10, 0x04, 0x40: a zero sampling factor (beside a 1, or a 4: above 3)
+        for value in (0x00, 0x01, 0x10, 0x04, 0x40, 0x11, 0xFF)
     ]
     for candidate in damaged:
         try:
