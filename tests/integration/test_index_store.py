@@ -823,6 +823,33 @@ def test_a_range_search_finds_every_vector_above_the_threshold(
     assert (found.approximate, found.nprobe) == (False, 0)
 
 
+def test_an_ivf_file_without_a_recorded_nprobe_range_searches_one_list(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> None:
+    """Index files from before nprobe was recorded read as nprobe 0: a range search over such an
+    IVF index probes one list (FAISS's own default) and says so, rather than reporting 0."""
+    settings = replace(index_settings, exact_max=100)
+    store = IndexStore(catalog, settings)
+    ids = writer.add(300)
+    store.sync(collection)
+    store.wait_idle()
+    assert store.info(collection, "m").kind == "ivf"
+    store.close(snapshot=True)
+    path = store.path_for(collection.id, "m")
+    header, payload = read_snapshot(path)
+    del header["spec"]["nprobe"]
+    write_snapshot(path, header, payload)
+    reopened = IndexStore(catalog, settings)
+    try:
+        reopened.sync(collection)
+        _, vectors = catalog.get_vectors(collection.id, "m", ids[:2])
+        found = reopened.range_search(collection, "m", vectors, 0.999)
+        assert (found.approximate, found.nprobe) == (True, 1)
+        assert found.ids.tolist() == ids[:2]  # each vector's own list is the one probed
+    finally:
+        reopened.close(snapshot=False)
+
+
 class WritingStore(IndexStore):
     """A store after whose next sync, once armed, one more image lands in the catalog, as if
     another process wrote just after this one caught up."""
