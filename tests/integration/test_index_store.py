@@ -809,6 +809,8 @@ def test_an_index_with_no_vector_yet_answers_every_query_with_nothing(
     assert (within.approximate, within.nprobe) == (False, 0)
     assert store.ids(collection, "m").tolist() == []
     assert store.dim(collection, "m") is None
+    info = store.info(collection, "m")  # reported as an empty exact index of no dimension yet
+    assert (info.kind, info.count, info.dim, info.nlist, info.nprobe) == ("flat", 0, 0, 0, 0)
 
 
 def test_a_range_search_finds_every_vector_above_the_threshold(
