@@ -852,6 +852,21 @@ def test_an_ivf_file_without_a_recorded_nprobe_range_searches_one_list(
         reopened.close(snapshot=False)
 
 
+def test_dropping_a_model_whose_index_was_never_saved_is_quiet(
+    store: IndexStore, collection: CollectionRecord, writer: Writer
+) -> None:
+    """A model removed before its index was ever built or saved (no file): nothing to remove."""
+    path = store.path_for(collection.id, "m")
+    store.drop_model(collection.id, "m")
+    writer.add(2)
+    store.sync(collection)
+    store.wait_idle()
+    assert path.exists()
+    store.drop_model(collection.id, "m")
+    assert not path.exists()
+    store.drop_model(collection.id, "m")  # again, its file already gone
+
+
 class WritingStore(IndexStore):
     """A store after whose next sync, once armed, one more image lands in the catalog, as if
     another process wrote just after this one caught up."""
