@@ -55,7 +55,13 @@ DOOR_TESTS = (
     "tests/unit/test_jpeg_structure.py",
 )
 PREPROCESS_TESTS = ("tests/unit/test_preprocess.py", "tests/unit/test_device_path_units.py")
-CATALOG_TESTS = ("tests/unit/test_catalog.py", "tests/integration/test_catalog_concurrency.py")
+CATALOG_TESTS = (
+    "tests/unit/test_catalog.py",
+    "tests/integration/test_catalog_concurrency.py",
+    # Only its catalog-level test: the file's others run ingestion jobs and the HTTP API.
+    "tests/integration/test_precision_catalog.py"
+    "::test_the_catalog_records_precisions_and_refuses_what_cannot_mix",
+)
 INDEX_STORE_TESTS = ("tests/integration/test_index_store.py",)
 SERVICE_TESTS = ("tests/integration/test_search_service.py",)
 BATCHING_TESTS = ("tests/unit/test_batching.py",)
@@ -259,7 +265,10 @@ def _fingerprint(change: Change, tests: tuple[str, ...]) -> str:
     """Same mutated code, same tests: a result worth reusing (--resume)."""
     digest = hashlib.sha256(change.source.encode())
     for test in tests:
-        digest.update((ROOT / test).read_bytes() if (ROOT / test).exists() else test.encode())
+        path = ROOT / test.split("::")[0]  # a test file, or one test in it (file::name)
+        digest.update(path.read_bytes() if path.exists() else test.encode())
+        if "::" in test:
+            digest.update(test.encode())
     return digest.hexdigest()
 
 

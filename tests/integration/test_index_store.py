@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -635,6 +636,41 @@ def test_a_snapshot_is_written_once_snapshot_every_changes_piled_up(
         store.close(snapshot=False)
 
 
+def test_a_failed_background_snapshot_is_logged_and_the_store_carries_on(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A snapshot that cannot be written (here a full folder where the file belongs, which
+    os.replace cannot replace) is logged; waiting for background work still returns, searches
+    still answer from memory, and the next snapshot is written once the way is clear."""
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=5))
+    path = store.path_for(collection.id, "m")
+    try:
+        writer.add(3)
+        store.sync(collection)
+        store.wait_idle()
+        path.unlink()
+        path.mkdir()
+        (path / "keep").write_bytes(b"x")
+        with caplog.at_level(logging.ERROR, logger="vizdex.search.index_store"):
+            writer.add(5)
+            store.sync(collection)  # five changes: a snapshot is queued, and fails
+            store.wait_idle()
+        assert [r.getMessage() for r in caplog.records] == ["background index task failed"]
+        assert path.is_dir()
+        assert_matches_catalog(store, catalog, collection)
+        shutil.rmtree(path)
+        writer.add(5)
+        store.sync(collection)
+        store.wait_idle()
+        assert read_snapshot(path)[0]["last_seq"] == catalog.collection_seq(collection.id)
+    finally:
+        store.close(snapshot=False)
+
+
 def test_reopening_an_up_to_date_file_uses_it_as_it_is(
     catalog: Catalog,
     collection: CollectionRecord,
@@ -775,6 +811,8 @@ def test_an_index_with_no_vector_yet_answers_every_query_with_nothing(
     assert (within.approximate, within.nprobe) == (False, 0)
     assert store.ids(collection, "m").tolist() == []
     assert store.dim(collection, "m") is None
+    info = store.info(collection, "m")  # reported as an empty exact index of no dimension yet
+    assert (info.kind, info.count, info.dim, info.nlist, info.nprobe) == ("flat", 0, 0, 0, 0)
 
 
 def test_a_range_search_finds_every_vector_above_the_threshold(
@@ -787,6 +825,48 @@ def test_a_range_search_finds_every_vector_above_the_threshold(
     assert found.lims.tolist() == [0, 1, 2]  # unit vectors in 16-D: only each one itself
     assert found.ids.tolist() == ids[:2]
     assert (found.approximate, found.nprobe) == (False, 0)
+
+
+def test_an_ivf_file_without_a_recorded_nprobe_range_searches_one_list(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> None:
+    """Index files from before nprobe was recorded read as nprobe 0: a range search over such an
+    IVF index probes one list (FAISS's own default) and says so, rather than reporting 0."""
+    settings = replace(index_settings, exact_max=100)
+    store = IndexStore(catalog, settings)
+    ids = writer.add(300)
+    store.sync(collection)
+    store.wait_idle()
+    assert store.info(collection, "m").kind == "ivf"
+    store.close(snapshot=True)
+    path = store.path_for(collection.id, "m")
+    header, payload = read_snapshot(path)
+    del header["spec"]["nprobe"]
+    write_snapshot(path, header, payload)
+    reopened = IndexStore(catalog, settings)
+    try:
+        reopened.sync(collection)
+        _, vectors = catalog.get_vectors(collection.id, "m", ids[:2])
+        found = reopened.range_search(collection, "m", vectors, 0.999)
+        assert (found.approximate, found.nprobe) == (True, 1)
+        assert found.ids.tolist() == ids[:2]  # each vector's own list is the one probed
+    finally:
+        reopened.close(snapshot=False)
+
+
+def test_dropping_a_model_whose_index_was_never_saved_is_quiet(
+    store: IndexStore, collection: CollectionRecord, writer: Writer
+) -> None:
+    """A model removed before its index was ever built or saved (no file): nothing to remove."""
+    path = store.path_for(collection.id, "m")
+    store.drop_model(collection.id, "m")
+    writer.add(2)
+    store.sync(collection)
+    store.wait_idle()
+    assert path.exists()
+    store.drop_model(collection.id, "m")
+    assert not path.exists()
+    store.drop_model(collection.id, "m")  # again, its file already gone
 
 
 class WritingStore(IndexStore):

@@ -769,6 +769,10 @@ def test_similarity_takes_up_to_its_limit_of_inputs(
             service.image_similarity(images)
         with pytest.raises(InvalidQueryError, match="between 1 and 3 texts"):
             service.match_texts(images[:1], ["a", "b", "c", "d"])
+        # Two sides (images, then others from ``rows`` on): each side has the cap to itself.
+        service.image_similarity(images, rows=1)  # 1 and 3
+        with pytest.raises(InvalidQueryError, match="1 and 3 other images are needed, got 4"):
+            service.image_similarity([*images, make_photo(16, 16, seed=4)], rows=1)
     finally:
         service.close()
 

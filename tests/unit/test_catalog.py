@@ -168,6 +168,25 @@ def test_a_bad_image_in_a_batch_commits_nothing(
         catalog.add_images(999, [new_image("x", good)])
 
 
+def test_a_refused_image_is_named_by_its_file_name_or_its_short_sha256(
+    catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    """The refusal says which image of a batch is wrong and what it lacks or has too many of:
+    its original name, else the first 12 hex digits of its sha256."""
+    collection = catalog.create_collection("photos", ["clip", "dino"])
+    clip = unit_vectors(1, 8)[0]
+    unnamed = new_image("x", {"clip": clip})
+    with pytest.raises(InvalidInputError) as refused:
+        catalog.add_images(collection.id, [unnamed])
+    assert f"image '{unnamed.sha256[:12]}' needs exactly one vector" in str(refused.value)
+    assert "missing ['dino'], unexpected []" in str(refused.value)
+    named = new_image("y", {"clip": clip, "other": clip}, original_name="cat.png")
+    with pytest.raises(InvalidInputError) as refused:
+        catalog.add_images(collection.id, [named])
+    assert "image 'cat.png' needs exactly one vector" in str(refused.value)
+    assert "missing ['dino'], unexpected ['other']" in str(refused.value)
+
+
 def test_sequence_numbers_order_every_add_and_delete(
     catalog: Catalog, unit_vectors: UnitVectors, new_image: ImageFactory
 ) -> None:

@@ -357,6 +357,11 @@ def test_a_jpeg_compressed_tiff_with_a_short_strip_is_refused() -> None:
     cut[half : offset + count] = b"\xff\xd9" + bytes(offset + count - half - 2)
     error = refusal(bytes(cut))
     assert error.code == "corrupt" and "premature end" in error.message
+    # Stopping halfway without an end marker: the structure check cannot read the stream to its
+    # end, so the strict decode alone refuses it, with the decoder's reason.
+    cut[half : offset + count] = bytes(offset + count - half)
+    error = refusal(bytes(cut))
+    assert error.code == "corrupt" and "premature end of jpeg file" in error.message.lower()
     # A page that says 128 rows: its second strip should hold 40 of them, its stream holds 8.
     error = refusal(_tiff_tag(data, 257, 128))
     assert error.code == "corrupt" and "should hold 256×40 pixels holds 256×8" in error.message

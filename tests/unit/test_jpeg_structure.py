@@ -19,7 +19,7 @@ from PIL import Image
 
 from vizdex.core.errors import ImageRejectedError
 from vizdex.imaging import ImageInputSettings, decode_image_bytes
-from vizdex.imaging.jpeg import _SCAN_END, check_structure
+from vizdex.imaging.jpeg import _SCAN_END, check_segment, check_structure
 
 SETTINGS = ImageInputSettings()
 WIDTH, HEIGHT = 37, 23  # neither a multiple of 8 nor of 16: partial blocks and MCUs count
@@ -74,6 +74,9 @@ GEOMETRIES = {
     "grey": (lambda: jpeg("L"), 15, 15),
     # One component at 2×2 of itself: still 37×23 pixels, 5 × 3 blocks.
     "grey_2x2": (grey_sampled_2x2, 15, 15),
+    # 70 wide: 9 blocks a row (70 / 8 rounded up; 37 happens to give 5 whichever way it is
+    # counted, 70 does not), 9 × 3.
+    "grey_70": (lambda: jpeg("L", width=70), 27, 27),
 }
 
 
@@ -103,6 +106,22 @@ def test_a_scan_needs_a_restart_marker_between_each_two_intervals(kind: str) -> 
     one_lost = [*intervals[:-2], intervals[-2] + intervals[-1]]
     with pytest.raises(ImageRejectedError, match="need more data than the file holds"):
         check_structure(with_scan(data, joined(one_lost)))
+
+
+def test_a_jpeg_part_smaller_than_its_container_expects_is_refused() -> None:
+    """A TIFF strip or tile's JPEG stream must cover the (width, height) the container gives it;
+    one pixel short in either direction alone is refused (libtiff would fill it with black).
+    Whole streams of one, three or four components pass (each decoded in its own colour space:
+    libjpeg-turbo cannot turn CMYK into RGB)."""
+    for mode in ("L", "RGB", "CMYK"):
+        check_segment(jpeg(mode), (WIDTH, HEIGHT))
+    data = jpeg()  # 37×23
+    check_segment(data, (WIDTH - 20, HEIGHT - 20))
+    for least in [(WIDTH + 1, HEIGHT), (WIDTH, HEIGHT + 1)]:
+        with pytest.raises(ImageRejectedError, match=f"holds {WIDTH}×{HEIGHT}") as caught:
+            check_segment(data, least)
+        assert caught.value.code == "corrupt"
+        assert f"should hold {least[0]}×{least[1]} pixels" in caught.value.message
 
 
 def _scan_starts(data: bytes) -> list[int]:
@@ -177,7 +196,8 @@ def test_any_cut_or_damaged_header_byte_is_passed_or_refused_never_a_crash(name:
     damaged += [
         data[:at] + bytes([value]) + data[at + 1 :]
         for at in range(2, scan_start(data))
-        for value in (0x00, 0x01, 0x10, 0x11, 0xFF)  # 0x01, 0x10: a zero sampling factor
+        # 0x01, 0x10, 0x04, 0x40: a zero sampling factor (beside a 1, or a 4: above 3)
+        for value in (0x00, 0x01, 0x10, 0x04, 0x40, 0x11, 0xFF)
     ]
     for candidate in damaged:
         try:
