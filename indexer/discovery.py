@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from vizdex.core.errors import NotFoundError
+from vizdex.core.errors import InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ def resolve_inputs(paths: Sequence[str], files_from: str | None = None) -> Input
             folders.append(real)
         elif os.path.isfile(real):
             files.append(real)
+        elif os.path.lexists(path):
+            raise InvalidInputError(
+                f"{path!r} is neither a regular file nor a folder (a FIFO, a device, or a link "
+                "that loops or leads to nothing)"
+            )
+        elif "://" in path:
+            raise InvalidInputError(f"{path!r}: only http(s) URLs can be ingested")
         else:
             raise NotFoundError(f"there is no file or folder at {path!r}", code="path_not_found")
     listing = None

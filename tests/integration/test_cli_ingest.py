@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def test_errors_are_one_line_with_a_nonzero_exit(
     assert err.strip().splitlines() == [
         f"vizdex: error: there is no file or folder at '{tmp_path / 'nope'}'"
     ]
+    # What exists but is no file or folder was also "no file or folder"; so was an ftp:// URL.
+    fifo, loop = tmp_path / "fifo.jpg", tmp_path / "loop.jpg"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop.name)
+    for odd in (fifo, loop):
+        code, _, err = _ingest(capsys, data, str(odd), "-c", "c", "--model", str(tiny_clip_dir))
+        assert code == 2 and err.strip().splitlines() == [
+            f"vizdex: error: '{odd}' is neither a regular file nor a folder (a FIFO, a device, "
+            "or a link that loops or leads to nothing)"
+        ]
+    code, _, err = _ingest(capsys, data, "ftp://x/a.png", "-c", "c", "--model", str(tiny_clip_dir))
+    assert code == 2 and "only http(s) URLs can be ingested" in err and err.count("\n") == 1
 
     photos = tmp_path / "photos"
     photo_folder(photos, 1)
