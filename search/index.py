@@ -176,13 +176,14 @@ def ivf_nlist(count: int) -> int:
 
 
 def compressed_nlist(count: int) -> int:
-    """About √N lists for PQ codes, a quarter of IVF-Flat's: scanning a list costs 64 bytes per
-    vector instead of 2 KiB, so longer lists balance the coarse search, and building (which
-    assigns each vector to its nearest of nlist centroids) costs N·nlist: at 10 million, 4·√N
-    lists are 130 TFLOP of assignment, two hours of two cores."""
-    return max(1, min(round(math.sqrt(count)), count // MIN_POINTS_PER_LIST))
+    """IVF-Flat's lists, at most ``COMPRESSED_MAX_NLIST``: building assigns every vector to its
+    nearest of nlist centroids, N·nlist dot products (4·√N lists at 10 million would be 130
+    TFLOP, two hours of two cores), while a list of 64-byte PQ codes is 32 times cheaper to scan
+    than one of float32 vectors, so longer lists cost searches little."""
+    return min(ivf_nlist(count), COMPRESSED_MAX_NLIST)
 
 
+COMPRESSED_MAX_NLIST = 4096
 MAX_FACTORY_NLIST = 1 << 20
 MIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per list
 
@@ -696,6 +697,12 @@ class VectorIndex:
     def needs_exact(self) -> bool:
         """Re-ranked, but without its exact vectors (missing or damaged file): rebuild them."""
         return self._spec.rerank > 0 and self._exact is None
+
+    @property
+    def exact_damaged(self) -> bool:
+        """A block of the exact vectors failed its checksum (found by a search): rebuild them."""
+        exact = self._exact
+        return exact is not None and exact.damaged
 
     @property
     def exact_file(self) -> Path | None:

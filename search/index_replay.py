@@ -58,7 +58,8 @@ class Replay:
 
     def ensure_exact(self, slot: Slot) -> bool:
         """Rebuilds a re-ranked index's exact vectors from the catalog when their file was
-        missing, torn, of another sequence number, or holds other ids than the index.
+        missing, torn, of another sequence number, holds other ids than the index, or has rows
+        that failed their checksum.
 
         Returns whether it did. Rows come from the catalog up to the index's own position, so
         the file and the index then follow the same changes.
@@ -67,7 +68,7 @@ class Replay:
         place = slot.policy.vector_place
         if index is None or place is None or index.spec.rerank == 0:
             return False
-        held = index.exact_ids()
+        held = None if index.exact_damaged else index.exact_ids()
         if held is not None:
             ids = index.ids()
             if len(held) == len(ids) and int(held.sum()) == int(ids.sum()):

@@ -252,6 +252,26 @@ class IndexStore:
 
         self._submit(task)
 
+    def _repair_exact(self, slot: Slot) -> None:
+        """Rebuilds, in the background, exact vectors a search found damaged (a block failed
+        its checksum; until then those rows keep their approximate scores), and saves the
+        snapshot that names the new file."""
+        with self._pending_lock:
+            if slot.repair_queued or self._closed:
+                return
+            slot.repair_queued = True
+
+        def task() -> None:
+            try:
+                with slot.mutex:
+                    if self._replay.ensure_exact(slot):
+                        slot.generation += 1
+            finally:
+                slot.repair_queued = False
+            write_index_file(slot)
+
+        self._submit(task)
+
     def snapshot(self, collection: CollectionRecord) -> None:
         """Writes every changed index of the collection now (blocking)."""
         for model in collection.models:
@@ -321,6 +341,8 @@ class IndexStore:
                 np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64), 0, False
             )
         scores, ids = index.search(queries, k, allowed_ids=allowed_ids, exhaustive=exhaustive)
+        if index.exact_damaged:
+            self._repair_exact(slot)
         return SearchOutput(scores, ids, index.ntotal, index.approximate)
 
     def range_search(
@@ -343,6 +365,8 @@ class IndexStore:
         if index.approximate:
             probe = min(probe, index.spec.nlist) if index.spec.nlist else probe
         lims, scores, ids = index.range_search(queries, threshold, nprobe=probe or None)
+        if index.exact_damaged:
+            self._repair_exact(self._slot(collection, model))
         return RangeOutput(lims, scores, ids, index.approximate, probe)
 
     def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:
