@@ -276,5 +276,6 @@ def test_row_checksums_catch_a_flipped_byte_at_open_or_at_first_read(
 
 def test_compressed_lists_follow_ivf_flat_up_to_a_cap_that_keeps_10m_buildable() -> None:
     assert compressed_nlist(12_000) == ivf_nlist(12_000)
-    assert compressed_nlist(1_000_000) == ivf_nlist(1_000_000) == 4000
-    assert compressed_nlist(10_000_000) == COMPRESSED_MAX_NLIST < ivf_nlist(10_000_000)
+    assert compressed_nlist(100_000) == ivf_nlist(100_000) == 1265
+    assert compressed_nlist(1_000_000) == COMPRESSED_MAX_NLIST < ivf_nlist(1_000_000)
+    assert compressed_nlist(10_000_000) == COMPRESSED_MAX_NLIST
