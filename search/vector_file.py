@@ -360,7 +360,7 @@ class VectorFile:
         """Checks the first ``VERIFY_AT_OPEN`` bytes of rows (all of a small file); raises on a
         mismatch, so that the caller rebuilds the file before using it."""
         self.committed = self.count
-        budget = max(1, VERIFY_AT_OPEN // (2 * self.dim * self._block))
+        budget = VERIFY_AT_OPEN // (2 * self.dim * self._block)
         for block in range(min(budget, -(-self.committed // self._block))):
             if not self._check_block(block):
                 self.close()
