@@ -7,8 +7,15 @@ around each topic, ``--cluster-size`` vectors around each cluster. Queries are n
 vectors drawn the same way, not taken from the index. Single-query latency is what one API
 request sees; the batched figure is the throughput ceiling when queries are grouped.
 
+Vectors are generated a batch at a time, the same on every pass (``Synthetic``), and indexes are
+built from them as the service builds from the catalog (``VectorIndex.build_from``: a training
+sample, then batches), so no step holds every vector: the ground truth is a streamed exact scan.
+Exact and IVF-Flat hold every float32 vector themselves: past ``--float32-max-gb`` they are
+skipped (at 10M × 512 they would need 20 GiB).
+
 ``rss_mb`` is how much the process's resident memory grew while the index was built and
-searched (the vectors it is built from excluded: they are allocated before). The compressed
+searched; ``peak_rss_mb`` the whole process's peak (cluster centres, training sample and
+batches included). The compressed
 index is built in the background while IVF-Flat answers a query every ``--swap-interval-ms``, as
 a retrain does in the service, then swapped in: ``swap_worst_ms`` is the slowest of those
 queries, the first ones on the new index included. It is then saved as the service saves it
@@ -17,6 +24,7 @@ memory-mapped, no vector re-added; the files are in the page cache, just written
 resident memory after ``--queries`` searches (``serving_rss_mb``).
 
     python -m benchmarks.search --sizes 100000,1000000 --queries 300
+    python -m benchmarks.search --sizes 10000000 --queries 300
 
 ``--store milvus`` also measures Milvus on the same vectors and queries, through the same
 ``MilvusClient`` calls, index and search parameters the Milvus vector store uses, against a
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -40,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -48,8 +57,9 @@ from typing import Any
 
 import numpy as np
 
-from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
+from vizdex.search.index import ExactNeighbours, IndexBackend, IndexPolicy, VectorIndex
 from vizdex.search.vector_file import VectorFilePlace
+from vizdex.search.vector_source import DEFAULT_BATCH
 
 
 @dataclass
@@ -73,13 +83,17 @@ class Measurement:
     serving_rss_mb: float | None = None
     serving_anon_mb: float | None = None
     disk_mb: float | None = None
+    index_disk_mb: float | None = None
+    vector_disk_mb: float | None = None
+    peak_rss_mb: float | None = None
 
 
-def rss_mb() -> float:
-    """This process's resident memory (Linux), file-backed mapped pages included."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (Linux), file-backed mapped pages included; ``VmHWM``:
+    its peak so far."""
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -90,17 +104,69 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def clustered(
-    rng: np.random.Generator, count: int, centers: np.ndarray, noise: float, chunk: int = 100_000
+    rng: np.random.Generator,
+    count: int,
+    centers: np.ndarray,
+    noise: float,
+    chunk: int = 100_000,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
     """Unit vectors around random centres, generated in chunks to bound temporary memory."""
     dim = centers.shape[1]
-    out = np.empty((count, dim), dtype=np.float32)
+    out = np.empty((count, dim), dtype=dtype)
     for start in range(0, count, chunk):
         stop = min(count, start + chunk)
-        picked = centers[rng.integers(len(centers), size=stop - start)]
+        picked = centers[rng.integers(len(centers), size=stop - start)].astype(np.float32)
         noise_part = rng.standard_normal((stop - start, dim), dtype=np.float32)
         out[start:stop] = _normalise(picked + noise_part * np.float32(noise / np.sqrt(dim)))
     return out
+
+
+class Synthetic:
+    """``size`` clustered unit vectors generated a batch at a time, the same ones on every pass
+    (each batch has its own seed): a build reads them as it reads the catalog, and no pass holds
+    more than one batch. Only the cluster centres stay in memory (float16: 1 GiB at 10M)."""
+
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        seed: int,
+        cluster_size: int,
+        noise: float,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        self.size = size
+        self.seed = seed
+        self.noise = noise
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        topics = _normalise(self.rng.standard_normal((max(1, size // 1000), dim), np.float32))
+        clusters = max(10, size // cluster_size)
+        self.centers = clustered(self.rng, clusters, topics, noise=1.0, dtype=np.float16)
+
+    @property
+    def count(self) -> int:
+        return self.size
+
+    def queries(self, count: int) -> np.ndarray:
+        """New vectors drawn the same way, not in the collection."""
+        return clustered(self.rng, count, self.centers, noise=self.noise)
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for number, start in enumerate(range(0, self.size, self.batch_size)):
+            stop = min(self.size, start + self.batch_size)
+            rng = np.random.default_rng([self.seed, 1, number])
+            vectors = clustered(rng, stop - start, self.centers, self.noise, chunk=stop - start)
+            yield np.arange(start + 1, stop + 1, dtype=np.int64), vectors
+
+
+def exact_truth(data: Synthetic, queries: np.ndarray, k: int) -> np.ndarray:
+    """Each query's exact top ``k`` ids, by a streamed scan over every vector."""
+    neighbours = ExactNeighbours(queries, k)
+    for ids, vectors in data.batches():
+        neighbours.add(ids, vectors)
+    return neighbours.ids
 
 
 def time_queries(
@@ -241,14 +307,19 @@ def measure_milvus(
 
 
 def build_while_serving(
-    serving: VectorIndex,
+    serving: VectorIndex | None,
     build: Callable[[], VectorIndex],
     queries: np.ndarray,
     k: int,
     interval_s: float,
-) -> tuple[VectorIndex, float, float]:
+) -> tuple[VectorIndex, float, float | None]:
     """Builds an index in a thread while ``serving`` answers a query every ``interval_s``,
-    swaps it in, and keeps querying a moment. Returns (index, build seconds, worst query ms)."""
+    swaps it in, and keeps querying a moment. Returns (index, build seconds, worst query ms);
+    without ``serving`` (too big to build beside it), just the build."""
+    if serving is None:
+        started = time.perf_counter()
+        built_alone = build()
+        return built_alone, time.perf_counter() - started, None
     current = [serving]
     built: list[VectorIndex] = []
     worst = [0.0]
@@ -306,10 +377,11 @@ print(json.dumps({"first_s": first, **memory}))
 
 def start_from_snapshot(
     index: VectorIndex, folder: Path, queries: np.ndarray, k: int
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """(seconds from a fresh process's start to its first answer, its resident MiB after the
-    queries, of which anonymous (not file pages), MiB on disk) for the index saved as the
-    service saves it. The files are dropped from the page cache first: a cold start."""
+    queries, of which anonymous (not file pages), MiB on disk of the index and of the vector
+    file) for the index saved as the service saves it. The files are dropped from the page
+    cache first: a cold start."""
     fields, spec, seq = index.save_files(folder / "bench")
     # Pages this process maps stay cached whatever it advises: unmap its exact vectors first.
     index.attach_exact(None)
@@ -331,15 +403,17 @@ def start_from_snapshot(
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    disk = sum(
-        os.stat(folder / fields[key]).st_blocks * 512 for key in ("index_file", "vector_file")
+    index_disk, vector_disk = (
+        os.stat(folder / fields[key]).st_blocks * 512 / 2**20
+        for key in ("index_file", "vector_file")
     )
     # The child's clock starts before its imports (numpy, faiss), after the interpreter's boot.
     return (
         round(report["first_s"], 2),
         round(report["VmRSS"], 1),
         round(report["RssAnon"], 1),
-        round(disk / 2**20, 1),
+        round(index_disk, 1),
+        round(vector_disk, 1),
     )
 
 
@@ -356,37 +430,52 @@ def run(
     swap_interval_s: float = 0.02,
     milvus_uri: str | None = None,
     milvus_indexes: Sequence[str] = (),
+    float32_max_gb: float = 4.0,
+    batch_size: int = DEFAULT_BATCH,
 ) -> list[Measurement]:
+    """Every size's figures. Vectors are generated and read a batch at a time; exact and
+    IVF-Flat, which hold every float32 vector, are built only up to ``float32_max_gb``."""
     backend = IndexBackend.detect(device)
     results: list[Measurement] = []
     for size in sizes:
-        rng = np.random.default_rng(seed)
         started = time.perf_counter()
-        topics = _normalise(rng.standard_normal((max(1, size // 1000), dim), dtype=np.float32))
-        centers = clustered(rng, max(10, size // cluster_size), topics, noise=1.0)
-        vectors = clustered(rng, size, centers, noise=noise)
-        queries = clustered(rng, query_count, centers, noise=noise)
-        del centers, topics
-        print(f"[{size:,}] data generated in {time.perf_counter() - started:.1f} s", flush=True)
-        ids = np.arange(1, size + 1, dtype=np.int64)
-
-        before = rss_mb()
-        started = time.perf_counter()
-        flat = VectorIndex.build(ids, vectors, IndexPolicy(exact_max=size), backend, last_seq=0)
-        flat_result, truth = measure(
-            "flat", flat, time.perf_counter() - started, queries, k, None, before
+        data = Synthetic(size, dim, seed, cluster_size, noise, batch_size)
+        queries = data.queries(query_count)
+        truth = exact_truth(data, queries, k)
+        print(
+            f"[{size:,}] centres and exact top-{k} of {query_count} queries (streamed scan) in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
         )
-        del flat
-        print(json.dumps(asdict(flat_result)), flush=True)
+        ivf: VectorIndex | None = None
+        ivf_before = rss_mb()
+        if size * dim * 4 <= float32_max_gb * 2**30:
+            before = rss_mb()
+            started = time.perf_counter()
+            flat = VectorIndex.build_from(
+                data, IndexPolicy(exact_max=size), backend, last_seq=0, dim=dim
+            )
+            flat_result, _ = measure(
+                "flat", flat, time.perf_counter() - started, queries, k, truth, before
+            )
+            del flat
+            print(json.dumps(asdict(flat_result)), flush=True)
 
-        ivf_before = before = rss_mb()
-        started = time.perf_counter()
-        policy = IndexPolicy(exact_max=0, seed=seed)
-        ivf = VectorIndex.build(ids, vectors, policy, backend, last_seq=0)
-        ivf_result, _ = measure(
-            "ivf", ivf, time.perf_counter() - started, queries, k, truth, before
-        )
-        print(json.dumps(asdict(ivf_result)), flush=True)
+            ivf_before = before = rss_mb()
+            started = time.perf_counter()
+            policy = IndexPolicy(exact_max=0, seed=seed)
+            ivf = VectorIndex.build_from(data, policy, backend, last_seq=0, dim=dim)
+            ivf_result, _ = measure(
+                "ivf", ivf, time.perf_counter() - started, queries, k, truth, before
+            )
+            print(json.dumps(asdict(ivf_result)), flush=True)
+            results += [flat_result, ivf_result]
+        else:
+            print(
+                f"[{size:,}] exact and IVF-Flat skipped: they hold {size * dim * 4 / 2**30:.1f} "
+                f"GiB of float32 (over --float32-max-gb {float32_max_gb})",
+                flush=True,
+            )
 
         with tempfile.TemporaryDirectory(prefix="vizdex-bench-") as folder:
             place = VectorFilePlace(Path(folder) / "bench", 1, "bench")
@@ -395,7 +484,9 @@ def run(
             )
             compressed, build_s, worst_ms = build_while_serving(
                 ivf,
-                partial(VectorIndex.build, ids, vectors, compressed_policy, backend, last_seq=0),
+                partial(
+                    VectorIndex.build_from, data, compressed_policy, backend, last_seq=0, dim=dim
+                ),
                 queries,
                 k,
                 swap_interval_s,
@@ -403,23 +494,27 @@ def run(
             del ivf
             # IVF-Flat's memory went with it: what grew since before it is the compressed one's.
             result, _ = measure("ivfpq", compressed, build_s, queries, k, truth, ivf_before)
-            result.swap_worst_ms = round(worst_ms, 2)
-            first_s, serving_rss, serving_anon, disk = start_from_snapshot(
+            result.swap_worst_ms = None if worst_ms is None else round(worst_ms, 2)
+            result.peak_rss_mb = round(rss_mb("VmHWM"), 1)
+            print(json.dumps(asdict(result)), flush=True)
+            first_s, serving_rss, serving_anon, index_disk, vector_disk = start_from_snapshot(
                 compressed, Path(folder), queries, k
             )
             result.start_to_first_query_s = first_s
             result.serving_rss_mb = serving_rss
             result.serving_anon_mb = serving_anon
-            result.disk_mb = disk
+            result.index_disk_mb = index_disk
+            result.vector_disk_mb = vector_disk
+            result.disk_mb = round(index_disk + vector_disk, 1)
             del compressed
         print(json.dumps(asdict(result)), flush=True)
-        results += [flat_result, ivf_result, result]
+        results.append(result)
         for index_type in milvus_indexes if milvus_uri else ():
             assert milvus_uri is not None
+            ids, vectors = (np.concatenate(part) for part in zip(*data.batches(), strict=True))
             measured = measure_milvus(milvus_uri, index_type, ids, vectors, queries, k, truth)
             print(json.dumps(asdict(measured)), flush=True)
             results.append(measured)
-        del vectors
     return results
 
 
@@ -445,7 +540,8 @@ def print_table(results: Sequence[Measurement]) -> None:
                 f"{r.start_to_first_query_s} s after start (snapshot memory-mapped, cold page "
                 f"cache) and holds {r.serving_rss_mb} MiB resident after {r.queries} queries "
                 f"({r.serving_anon_mb} MiB of it anonymous, the rest mapped file pages); "
-                f"files on disk {r.disk_mb} MiB"
+                f"files on disk {r.disk_mb} MiB (index {r.index_disk_mb}, vectors "
+                f"{r.vector_disk_mb}); the whole benchmark process peaked at {r.peak_rss_mb} MiB"
             )
 
 
@@ -471,6 +567,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=20.0,
         help="while the compressed index builds, IVF-Flat answers a query this often",
     )
+    parser.add_argument(
+        "--float32-max-gb",
+        type=float,
+        default=4.0,
+        help="build exact and IVF-Flat (every vector in float32) only up to this size",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=DEFAULT_BATCH, help="vectors generated and read at a time"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument(
         "--store", choices=("faiss", "milvus"), default="faiss", help="milvus: measure it too"
@@ -484,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--milvus-index", default="HNSW,FLAT", help="comma-separated Milvus index types"
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     milvus_uri: str | None = None
     folder = None
     if args.store == "milvus":
@@ -509,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.swap_interval_ms / 1000,
         milvus_uri,
         [t.strip().upper() for t in args.milvus_index.split(",") if t.strip()],
+        args.float32_max_gb,
+        args.batch,
     )
     if folder is not None:
         folder.cleanup()

@@ -16,7 +16,9 @@ import logging
 import math
 import re
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from vizdex.search.errors import IndexCorruptError
 from vizdex.search.index_file import replacing
 from vizdex.search.rwlock import ReadWriteLock
 from vizdex.search.vector_file import VectorFile, VectorFilePlace
+from vizdex.search.vector_source import ArraySource, VectorSource, sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ PQ_DIMS_PER_CODE = 8  # one byte of code per 8 dimensions: 64 bytes for 512-d ve
 # plus a little.
 RANGE_MARGIN_QUANTILE = 0.999
 RANGE_MARGIN_EXTRA = 0.01
+RANGE_MARGIN_SAMPLE = 256  # vectors whose neighbours measure the range margin
 RERANK_CHUNK = 64  # queries re-scored at a time (bounds the gathered candidate vectors)
 
 
@@ -171,6 +175,15 @@ def ivf_nlist(count: int) -> int:
     return max(1, min(round(4 * math.sqrt(count)), count // MIN_POINTS_PER_LIST))
 
 
+def compressed_nlist(count: int) -> int:
+    """IVF-Flat's lists, at most ``COMPRESSED_MAX_NLIST``: building assigns every vector to its
+    nearest of nlist centroids, N·nlist dot products (4·√N lists at 10 million would be 130
+    TFLOP, two hours of two cores; 2048 lists are 21), while a list of 64-byte PQ codes is 32
+    times cheaper to scan than one of float32 vectors, so longer lists cost searches little."""
+    return min(ivf_nlist(count), COMPRESSED_MAX_NLIST)
+
+
+COMPRESSED_MAX_NLIST = 2048
 MAX_FACTORY_NLIST = 1 << 20
 MIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per list
 
@@ -227,7 +240,7 @@ def _new_flat(dim: int) -> Any:
 def _new_trainable(kind: str, dim: int, count: int, factory: str | None) -> Any:
     metric = faiss.METRIC_INNER_PRODUCT
     if kind in (KIND_IVF, KIND_COMPRESSED):
-        nlist = ivf_nlist(count)
+        nlist = ivf_nlist(count) if kind == KIND_IVF else compressed_nlist(count)
         quantizer = faiss.IndexFlatIP(dim)
         index: Any
         if kind == KIND_IVF:
@@ -300,6 +313,21 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / max(1, truth.size)
 
 
+def _sample(
+    source: VectorSource, wanted: dict[str, np.ndarray], dim: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each named set of row positions read from one pass over ``source`` (positions past the
+    rows it still has are left out)."""
+    positions = np.unique(np.concatenate(list(wanted.values())))
+    ids, vectors = sample_rows(source, positions, dim)
+    out = {}
+    for name, picked in wanted.items():
+        rows = np.searchsorted(positions, picked)
+        rows = rows[rows < len(ids)]
+        out[name] = (ids[rows], np.ascontiguousarray(vectors[rows]))
+    return out
+
+
 def _drop_self(neighbours: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     """Each query's neighbours without the query itself (it was taken from the data)."""
     rows = []
@@ -308,32 +336,53 @@ def _drop_self(neighbours: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     return np.stack(rows)
 
 
+class ExactNeighbours:
+    """The exact top-``k`` of a few queries over vectors seen batch by batch (the truth that
+    tuning measures recall against, without holding the collection)."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k = k
+        self.scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        self.ids = np.full((len(queries), k), -1, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(ids) or not len(self.queries) or self.k < 1:
+            return
+        scores, positions = faiss.knn(
+            self.queries, vectors, min(self.k, len(ids)), metric=faiss.METRIC_INNER_PRODUCT
+        )
+        merged_scores = np.concatenate([self.scores, scores], axis=1)
+        merged_ids = np.concatenate([self.ids, ids[positions]], axis=1)
+        top = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(merged_scores, top, axis=1)
+        self.ids = np.take_along_axis(merged_ids, top, axis=1)
+
+
 def tune_nprobe(
     index: Any,
-    vectors: np.ndarray,
-    ids: np.ndarray,
+    sample: np.ndarray,
+    sample_ids: np.ndarray,
+    neighbours: np.ndarray,
     *,
     target: float,
-    queries: int,
-    rng: np.random.Generator,
     exact: VectorFile | None = None,
     rerank: int = 0,
 ) -> tuple[int, float]:
     """Smallest nprobe whose recall@10 against exact search reaches ``target``.
 
     Queries are vectors sampled from the collection itself (as "find similar" uses it), each
-    scored without its own self-match, which would flatter the recall. With ``exact`` the
-    recall is that of the re-ranked answer, as searches will see it.
+    scored without its own self-match, which would flatter the recall: ``neighbours`` are each
+    one's exact top 11 in the whole collection, itself included. With ``exact`` the recall is
+    that of the re-ranked answer, as searches will see it.
     """
     ivf = faiss.extract_index_ivf(index)
-    count = len(ids)
+    count = int(index.ntotal)
     k = min(RECALL_AT, count - 1)
-    if k < 1:
+    if k < 1 or not len(sample):
         return int(ivf.nlist), 1.0
-    picked = rng.choice(count, size=min(count, queries), replace=False)
-    sample = np.ascontiguousarray(vectors[picked])
-    _, positions = faiss.knn(sample, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = _drop_self(ids[positions], ids[picked], k)
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    truth = _drop_self(neighbours[:, : k + 1], sample_ids, k)
 
     def recall(nprobe: int) -> float:
         params = _search_parameters(index, nprobe=nprobe, selector=None)
@@ -343,7 +392,7 @@ def tune_nprobe(
             fetch = min(count, (k + 1) * rerank)
             scores, candidates = index.search(sample, fetch, params=params)
             _, found = rescore(sample, candidates, scores, exact, k + 1)
-        return _recall(_drop_self(found, ids[picked], k), truth)
+        return _recall(_drop_self(found, sample_ids, k), truth)
 
     # Aim a little above the target: the estimate comes from a sample, and queries from outside
     # the collection (new photos, text) are a little harder than its own vectors.
@@ -365,14 +414,12 @@ def tune_nprobe(
     return high, measured
 
 
-def measure_range_margin(
-    index: Any, vectors: np.ndarray, exact: VectorFile, nprobe: int, rng: np.random.Generator
-) -> float:
+def measure_range_margin(index: Any, sample: np.ndarray, exact: VectorFile, nprobe: int) -> float:
     """How far below its exact score an approximate score may fall, on neighbours of sampled
     vectors: what a range search must reach below its threshold not to miss them."""
-    sample = np.ascontiguousarray(vectors[rng.choice(len(vectors), min(len(vectors), 256), False)])
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
     params = _search_parameters(index, nprobe=nprobe, selector=None)
-    approximate, candidates = index.search(sample, min(len(vectors), 100), params=params)
+    approximate, candidates = index.search(sample, min(int(index.ntotal), 100), params=params)
     found = candidates >= 0
     rows, _ = exact.vectors(candidates[found])
     owners = np.nonzero(found)[0]
@@ -453,12 +500,31 @@ class VectorIndex:
         ids = _as_ids(ids)
         dim = dim if dim is not None else vectors.shape[1]
         vectors = _as_matrix(vectors, dim) if len(ids) else np.zeros((0, dim), np.float32)
-        count = len(ids)
+        source = ArraySource(ids, vectors)
+        return cls.build_from(source, policy, backend, last_seq=last_seq, dim=dim)
+
+    @classmethod
+    def build_from(
+        cls,
+        source: VectorSource,
+        policy: IndexPolicy,
+        backend: IndexBackend,
+        *,
+        last_seq: int,
+        dim: int,
+    ) -> VectorIndex:
+        """A new index over ``source``'s vectors, read in its batches: memory is the index, a
+        training sample (40 points per list, within FAISS's 39 to 256) and one batch.
+
+        Two passes: a random sample (training points, tuning queries), then every vector into
+        the index, the exact-vector file and the tuning queries' exact neighbours.
+        """
+        count = source.count
         kind = policy.kind_for(count)
         if kind == KIND_FLAT:
             index = _new_flat(dim)
-            if count:
-                index.add_with_ids(vectors, ids)
+            for batch_ids, batch_vectors in source.batches():
+                index.add_with_ids(_as_matrix(batch_vectors, dim), _as_ids(batch_ids))
             return cls(index, IndexSpec(kind=kind, dim=dim), backend, last_seq=last_seq)
         index = _new_trainable(kind, dim, count, policy.factory)
         ivf = faiss.extract_index_ivf(index)
@@ -466,30 +532,55 @@ class VectorIndex:
         # The coarse lists want 40 points per list; PQ codebooks 256 x 39 in all.
         floor = COMPRESSED_MIN_COUNT if kind == KIND_COMPRESSED else 0
         train_count = min(count, max(40 * int(ivf.nlist), floor))
-        training = vectors[np.sort(rng.choice(count, size=train_count, replace=False))]
-        index.train(np.ascontiguousarray(training))
-        index.add_with_ids(vectors, ids)
+        wanted = {
+            "train": np.sort(rng.choice(count, size=train_count, replace=False)),
+            "tune": rng.choice(count, size=min(count, policy.tuning_queries), replace=False),
+            "margin": rng.choice(count, size=min(count, RANGE_MARGIN_SAMPLE), replace=False),
+        }
+        sample = _sample(source, wanted, dim)
+        started = time.perf_counter()
+        index.train(sample["train"][1])
+        log.info(
+            "trained %s (nlist %d) on %d sampled vectors in %.1f s",
+            kind,
+            ivf.nlist,
+            len(sample["train"][0]),
+            time.perf_counter() - started,
+        )
+        del sample["train"]
         rerank = policy.rerank if policy.vector_place is not None and _lossy(index, dim) else 0
+        tune_ids, tune_vectors = sample["tune"]
+        neighbours = ExactNeighbours(tune_vectors, min(RECALL_AT, count - 1) + 1)
+
+        def fill() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for batch_ids, batch_vectors in source.batches():
+                matrix, batch = _as_matrix(batch_vectors, dim), _as_ids(batch_ids)
+                index.add_with_ids(matrix, batch)
+                neighbours.add(batch, matrix)
+                yield batch, matrix
+
+        started = time.perf_counter()
         exact = None
         if rerank:
             assert policy.vector_place is not None
-            exact = policy.vector_place.create(
-                [(ids, vectors)], count=count, dim=dim, last_seq=last_seq
-            )
+            exact = policy.vector_place.create(fill(), count=count, dim=dim, last_seq=last_seq)
+        else:
+            for _ in fill():
+                pass
+        log.info("added %d vectors in %.1f s", index.ntotal, time.perf_counter() - started)
         nprobe, recall = tune_nprobe(
             index,
-            vectors,
-            ids,
+            tune_vectors,
+            tune_ids,
+            neighbours.ids,
             target=policy.recall_target,
-            queries=policy.tuning_queries,
-            rng=rng,
             exact=exact,
             rerank=rerank,
         )
         log.info(
             "built %s index: %d vectors, nlist=%d, nprobe=%d, rerank=%d (recall@10 %.3f)",
             kind,
-            count,
+            index.ntotal,
             ivf.nlist,
             nprobe,
             rerank,
@@ -501,10 +592,10 @@ class VectorIndex:
             nlist=int(ivf.nlist),
             nprobe=nprobe,
             factory=policy.factory if kind == KIND_FACTORY else None,
-            trained_on=count,
+            trained_on=int(index.ntotal),
             rerank=rerank,
             range_margin=(
-                measure_range_margin(index, vectors, exact, nprobe, rng) if exact else 0.0
+                measure_range_margin(index, sample["margin"][1], exact, nprobe) if exact else 0.0
             ),
         )
         return cls(index, spec, backend, last_seq=last_seq, exact=exact)
@@ -606,6 +697,12 @@ class VectorIndex:
     def needs_exact(self) -> bool:
         """Re-ranked, but without its exact vectors (missing or damaged file): rebuild them."""
         return self._spec.rerank > 0 and self._exact is None
+
+    @property
+    def exact_damaged(self) -> bool:
+        """A block of the exact vectors failed its checksum (found by a search): rebuild them."""
+        exact = self._exact
+        return exact is not None and exact.damaged
 
     @property
     def exact_file(self) -> Path | None:

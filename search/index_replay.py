@@ -11,24 +11,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex
 from vizdex.search.index_file import move_aside, remove_stale_temporaries
 from vizdex.search.index_slot import Slot, read_index_file, remove_unnamed_files
+from vizdex.search.vector_source import CatalogSource, VectorSource
 
 log = logging.getLogger(__name__)
 
-# (ids, vectors, policy, last_seq) -> index: the store's build_index, which subclasses may wrap.
-Build = Callable[[np.ndarray, np.ndarray, IndexPolicy, int], VectorIndex]
+# (source, policy, last_seq, dim) -> index: the store's build_index, which subclasses may wrap.
+Build = Callable[[VectorSource, IndexPolicy, int, int], VectorIndex]
 
 
 class Replay:
-    def __init__(self, catalog: Catalog, backend: IndexBackend, build: Build) -> None:
+    def __init__(
+        self, catalog: Catalog, backend: IndexBackend, build: Build, *, batch_size: int
+    ) -> None:
         self._catalog = catalog
         self._backend = backend
         self._build = build
+        self._batch = batch_size
+
+    def source(self, slot: Slot, upto_seq: int) -> CatalogSource:
+        """The slot's vectors up to ``upto_seq``, read from the catalog a batch at a time."""
+        return CatalogSource(
+            self._catalog, slot.collection_id, slot.model, upto_seq=upto_seq, batch_size=self._batch
+        )
 
     def load(self, slot: Slot) -> bool:
         """Loads the slot's file (or builds from the catalog) and catches up.
@@ -50,7 +58,8 @@ class Replay:
 
     def ensure_exact(self, slot: Slot) -> bool:
         """Rebuilds a re-ranked index's exact vectors from the catalog when their file was
-        missing, torn, of another sequence number, or holds other ids than the index.
+        missing, torn, of another sequence number, holds other ids than the index, or has rows
+        that failed their checksum.
 
         Returns whether it did. Rows come from the catalog up to the index's own position, so
         the file and the index then follow the same changes.
@@ -59,7 +68,7 @@ class Replay:
         place = slot.policy.vector_place
         if index is None or place is None or index.spec.rerank == 0:
             return False
-        held = index.exact_ids()
+        held = None if index.exact_damaged else index.exact_ids()
         if held is not None:
             ids = index.ids()
             if len(held) == len(ids) and int(held.sum()) == int(ids.sum()):
@@ -72,14 +81,14 @@ class Replay:
                 len(ids),
             )
         upto = index.last_seq
-        _, count, _ = self._catalog.embedding_summary(slot.collection_id, slot.model)
-        batches = self._catalog.iter_embeddings(slot.collection_id, slot.model, upto_seq=upto)
-        index.attach_exact(place.create(batches, count=count, dim=index.dim, last_seq=upto))
+        source = self.source(slot, upto)
+        exact = place.create(source.batches(), count=source.count, dim=index.dim, last_seq=upto)
+        index.attach_exact(exact)
         log.info(
             "rebuilt the exact vectors of collection %d / %s from the catalog (%d)",
             slot.collection_id,
             slot.model,
-            count,
+            source.count,
         )
         return True
 
@@ -100,14 +109,12 @@ class Replay:
     def build(self, slot: Slot) -> VectorIndex | None:
         """A new index of every vector the catalog has for the slot, caught up."""
         upto = self._catalog.collection_seq(slot.collection_id)
-        batches = list(self._catalog.iter_embeddings(slot.collection_id, slot.model, upto_seq=upto))
-        if not batches:
+        source = self.source(slot, upto)
+        dim = source.dim()
+        if dim is None:
             slot.empty_seq = upto
             return self.catch_up(slot, None)
-        ids = np.concatenate([batch[0] for batch in batches])
-        vectors = np.concatenate([batch[1] for batch in batches])
-        del batches
-        index = self._build(ids, vectors, slot.policy, upto)
+        index = self._build(source, slot.policy, upto, dim)
         log.info(
             "built %s index for collection %d / %s from the catalog (%d vectors)",
             index.spec.kind,

@@ -64,6 +64,7 @@ class Slot:
     saved: tuple[int, int] = (-1, -1)  # (generation, last_seq) of the file on disk
     retraining: bool = False
     snapshot_queued: bool = False
+    repair_queued: bool = False  # its exact vectors failed a checksum: a rebuild is queued
     dropped: bool = False
     files: frozenset[str] = frozenset()  # the files beside it that the snapshot on disk names
 

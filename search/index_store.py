@@ -31,6 +31,7 @@ from vizdex.search.index_slot import FILE_SUFFIX, Slot, index_file_name, write_i
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings
 from vizdex.search.vector_file import VectorFilePlace
+from vizdex.search.vector_source import VectorSource
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ class IndexStore:
         self._replay = Replay(
             catalog,
             self._backend,
-            lambda ids, vectors, policy, seq: self.build_index(ids, vectors, policy, last_seq=seq),
+            lambda source, policy, seq, dim: self.build_index(
+                source, policy, last_seq=seq, dim=dim
+            ),
+            batch_size=settings.build_batch,
         )
         self._slots: dict[tuple[int, str], Slot] = {}
         self._slots_lock = threading.Lock()
@@ -129,10 +133,11 @@ class IndexStore:
         return self._settings.directory / f"collection-{collection_id}" / index_file_name(model)
 
     def build_index(
-        self, ids: np.ndarray, vectors: np.ndarray, policy: IndexPolicy, *, last_seq: int
+        self, source: VectorSource, policy: IndexPolicy, *, last_seq: int, dim: int
     ) -> VectorIndex:
-        """Builds (and for IVF trains and tunes) an index; the one place a rebuild goes through."""
-        return VectorIndex.build(ids, vectors, policy, self._backend, last_seq=last_seq)
+        """Builds (and for IVF trains and tunes) an index from vectors read a batch at a time;
+        the one place a rebuild goes through."""
+        return VectorIndex.build_from(source, policy, self._backend, last_seq=last_seq, dim=dim)
 
     # -- slots ---------------------------------------------------------------------------------
 
@@ -210,16 +215,11 @@ class IndexStore:
     def _retrain(self, slot: Slot) -> None:
         try:
             upto = self._catalog.collection_seq(slot.collection_id)
-            batches = list(
-                self._catalog.iter_embeddings(slot.collection_id, slot.model, upto_seq=upto)
-            )
-            if not batches or slot.dropped:
+            source = self._replay.source(slot, upto)
+            dim = source.dim()
+            if dim is None or slot.dropped:
                 return
-            ids = np.concatenate([batch[0] for batch in batches])
-            vectors = np.concatenate([batch[1] for batch in batches])
-            del batches
-            built = self.build_index(ids, vectors, slot.policy, last_seq=upto)
-            del ids, vectors
+            built = self.build_index(source, slot.policy, last_seq=upto, dim=dim)
             with slot.mutex:  # writers wait for the short catch-up; searches do not wait at all
                 fresh = self._replay.catch_up(slot, built)
                 slot.index = fresh
@@ -248,6 +248,26 @@ class IndexStore:
 
         def task() -> None:
             slot.snapshot_queued = False
+            write_index_file(slot)
+
+        self._submit(task)
+
+    def _repair_exact(self, slot: Slot) -> None:
+        """Rebuilds, in the background, exact vectors a search found damaged (a block failed
+        its checksum; until then those rows keep their approximate scores), and saves the
+        snapshot that names the new file."""
+        with self._pending_lock:
+            if slot.repair_queued or self._closed:
+                return
+            slot.repair_queued = True
+
+        def task() -> None:
+            try:
+                with slot.mutex:
+                    if self._replay.ensure_exact(slot):
+                        slot.generation += 1
+            finally:
+                slot.repair_queued = False
             write_index_file(slot)
 
         self._submit(task)
@@ -321,6 +341,8 @@ class IndexStore:
                 np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64), 0, False
             )
         scores, ids = index.search(queries, k, allowed_ids=allowed_ids, exhaustive=exhaustive)
+        if index.exact_damaged:
+            self._repair_exact(slot)
         return SearchOutput(scores, ids, index.ntotal, index.approximate)
 
     def range_search(
@@ -343,6 +365,8 @@ class IndexStore:
         if index.approximate:
             probe = min(probe, index.spec.nlist) if index.spec.nlist else probe
         lims, scores, ids = index.range_search(queries, threshold, nprobe=probe or None)
+        if index.exact_damaged:
+            self._repair_exact(self._slot(collection, model))
         return RangeOutput(lims, scores, ids, index.approximate, probe)
 
     def ids(self, collection: CollectionRecord, model: str) -> np.ndarray:

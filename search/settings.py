@@ -64,7 +64,9 @@ class IndexSettings:
     PQ codes (64 bytes per 512-d vector) re-ranked with exact float16 vectors from a
     memory-mapped file (``VIZDEX_INDEX_COMPRESS_MIN``; 0 turns compression off).
     ``rerank``: how many candidates per hit a compressed index re-scores
-    (``VIZDEX_INDEX_RERANK``).
+    (``VIZDEX_INDEX_RERANK``). ``build_batch``: rows a build or retrain reads from the catalog
+    at a time; with a training sample, all it holds besides the index
+    (``VIZDEX_INDEX_BUILD_BATCH``).
 
     ``vector_store``: ``faiss`` (local indexes), ``milvus://host:19530`` or a milvus-lite
     ``.db`` file (``VIZDEX_VECTOR_STORE``). ``milvus_index``: the index type a new Milvus
@@ -85,6 +87,7 @@ class IndexSettings:
     device: str = setting("INDEX_DEVICE", "auto", choices=INDEX_DEVICES)
     compress_min: int = setting("INDEX_COMPRESS_MIN", 1_000_000, minimum=0)
     rerank: int = setting("INDEX_RERANK", 10, minimum=1)
+    build_batch: int = setting("INDEX_BUILD_BATCH", 65_536, minimum=1)
     vector_store: str = setting("VECTOR_STORE", "faiss")
     milvus_index: str = setting("MILVUS_INDEX", "hnsw", choices=MILVUS_INDEX_TYPES)
     milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)

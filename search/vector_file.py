@@ -7,9 +7,19 @@ from the catalog like the index, mapped into memory, where only the pages of the
 touches are read.
 
 Layout: a 4 KiB header (magic, dimension, capacity, committed row count and sequence number, the
-owner, a CRC), then ``capacity`` int64 ids, then ``capacity`` float16 rows. Rows are appended; a
-removed row gets id -1 in place; a full file is rewritten, without its removed rows, to a new
-name at twice the size (the file is sparse: capacity not yet used takes no disk).
+owner, the CRC-32 of the last, partly filled block of rows, a CRC of the header), then
+``capacity`` int64 ids, then ``capacity`` float16 rows, then one CRC-32 per full block of rows
+(``block_rows``: 16 KiB of rows, 16 at 512 dimensions). Rows are appended; a removed row gets id
+-1 in place; a full file is rewritten, without its removed rows, to a new name at twice the size
+(the file is sparse: capacity not yet used takes no disk).
+
+Row checksums: committed rows never change in place (appends go past them), so each block's CRC
+is written once, when a commit fills it, before the header that counts its rows. Blocks are
+verified at open up to ``VERIFY_AT_OPEN`` bytes of rows (every block of a file up to 64 MiB), the
+rest the first time a search reads one of their rows; a block that fails is ``damaged``: its
+rows are reported missing (searches keep their approximate scores) and the owner rebuilds the
+file from the catalog. Ids are not in the row checksums (removals rewrite them in place): the
+index compares the file's ids with its own when it loads.
 
 Crash safety: the header says which rows and which sequence number are committed, and is written
 (after the rows it covers are flushed) only when the index snapshot it belongs to is written.
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import mmap
 import os
 import struct
@@ -40,19 +51,24 @@ from vizdex.search.errors import IndexCorruptError
 from vizdex.search.float16 import from_float16, to_float16
 from vizdex.search.index_file import replacing
 
+log = logging.getLogger(__name__)
+
 MAGIC = b"VZDXF16\x01"
-VERSION = 1
+VERSION = 2  # 2: per-block row checksums (a version 1 file is rebuilt from the catalog)
 HEADER_SIZE = 4096
 SUFFIX = ".f16"
 MIN_CAPACITY = 1024
 GROWTH_ROOM = 3  # rows of capacity per row at creation (sparse: free until used)
-# magic, version, dim, capacity, count, last_seq, collection id, sha1 of the model name
-_HEADER = struct.Struct("<8sIIQQQQ20s")
+# magic, version, dim, capacity, count, last_seq, collection id, sha1 of the model name, CRC of
+# the partly filled last block's rows
+_HEADER = struct.Struct("<8sIIQQQQ20sI")
 _CRC = struct.Struct("<I")
 _PAGE = 4096
 _WRITE_CHUNK = 65_536  # rows converted to float16 and written at a time (bounds temporary memory)
 # Ids appended since the sorted map was built are looked up in a dict until there are this many.
 _RECENT_MAX = 65_536
+BLOCK_BYTES = 16_384  # rows per checksum: small, so a search verifying a block reads little
+VERIFY_AT_OPEN = 64 << 20  # bytes of rows verified when the file opens; the rest on first read
 
 
 class VectorFileError(IndexCorruptError):
@@ -67,19 +83,59 @@ def _align(size: int) -> int:
     return (size + _PAGE - 1) // _PAGE * _PAGE
 
 
-def _layout(dim: int, capacity: int) -> tuple[int, int, int]:
-    """(offset of the ids, offset of the vectors, file size)."""
+def block_rows(dim: int) -> int:
+    return max(1, BLOCK_BYTES // (2 * dim))
+
+
+def _layout(dim: int, capacity: int) -> tuple[int, int, int, int]:
+    """(offset of the ids, offset of the vectors, offset of the block CRCs, file size)."""
     vectors_at = HEADER_SIZE + _align(8 * capacity)
-    return HEADER_SIZE, vectors_at, vectors_at + _align(2 * dim * capacity)
+    sums_at = vectors_at + _align(2 * dim * capacity)
+    blocks = -(-capacity // block_rows(dim))
+    return HEADER_SIZE, vectors_at, sums_at, sums_at + _align(4 * blocks)
 
 
 def _pack_header(
-    dim: int, capacity: int, count: int, last_seq: int, collection_id: int, model: str
+    dim: int,
+    capacity: int,
+    count: int,
+    last_seq: int,
+    collection_id: int,
+    model: str,
+    tail_crc: int,
 ) -> bytes:
     body = _HEADER.pack(
-        MAGIC, VERSION, dim, capacity, count, last_seq, collection_id, _model_digest(model)
+        MAGIC,
+        VERSION,
+        dim,
+        capacity,
+        count,
+        last_seq,
+        collection_id,
+        _model_digest(model),
+        tail_crc,
     )
     return body + _CRC.pack(zlib.crc32(body))
+
+
+class _BlockSums:
+    """CRC-32s of consecutive blocks of ``block`` bytes, fed in pieces of any size."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.done: list[int] = []
+        self.tail = 0  # CRC of the bytes of the unfinished block so far
+        self._filled = 0
+
+    def feed(self, data: memoryview) -> None:
+        while len(data):
+            take = min(len(data), self.block - self._filled)
+            self.tail = zlib.crc32(data[:take], self.tail)
+            self._filled += take
+            data = data[take:]
+            if self._filled == self.block:
+                self.done.append(self.tail)
+                self.tail, self._filled = 0, 0
 
 
 def file_name(stem: str) -> str:
@@ -148,11 +204,17 @@ class VectorFile:
         except OSError as error:
             # A FIFO or a device is refused by the buffered open (not seekable), without errno.
             raise VectorFileError(f"{path.name}: unreadable: {error.strerror or error}") from None
-        ids_at, vectors_at, _ = _layout(dim, self.capacity)
+        ids_at, vectors_at, sums_at, _ = _layout(dim, self.capacity)
         self._ids = np.frombuffer(self._map, dtype="<i8", count=self.capacity, offset=ids_at)
         self._vectors = np.frombuffer(
             self._map, dtype="<f2", count=self.capacity * dim, offset=vectors_at
         ).reshape(self.capacity, dim)
+        self._block = block_rows(dim)
+        blocks = -(-self.capacity // self._block)
+        self._sums = np.frombuffer(self._map, dtype="<u4", count=blocks, offset=sums_at)
+        self._verified = np.zeros(blocks, dtype=bool)
+        self.damaged = False  # a block failed its checksum: rebuild the file
+        self._verify_at_open()
         self._index_positions()
 
     def _read_header(self, handle: BinaryIO, collection_id: int, model: str, dim: int) -> int:
@@ -164,19 +226,20 @@ class VectorFile:
         body, (crc,) = raw[: _HEADER.size], _CRC.unpack(raw[_HEADER.size :])
         if zlib.crc32(body) != crc:
             raise VectorFileError(f"{name}: header checksum mismatch")
-        magic, version, fdim, capacity, count, last_seq, owner, digest = _HEADER.unpack(body)
+        magic, version, fdim, capacity, count, last_seq, owner, digest, tail = _HEADER.unpack(body)
         if magic != MAGIC or version != VERSION:
             raise VectorFileError(f"{name}: not a vizdex vector file")
         if owner != collection_id or digest != _model_digest(model) or fdim != dim:
             raise VectorFileError(f"{name}: belongs to another collection or model")
         if count > capacity:
             raise VectorFileError(f"{name}: header counts more rows than it holds")
-        size = _layout(dim, capacity)[2]
+        size = _layout(dim, capacity)[3]
         if os.fstat(handle.fileno()).st_size < size:
             raise VectorFileError(f"{name}: truncated ({capacity:,} rows announced)")
         self.capacity = int(capacity)
         self.count = int(count)  # rows in use, removed ones included
         self.last_seq = int(last_seq)  # what the header says is committed
+        self._tail_crc = int(tail)
         return size
 
     # -- creation -------------------------------------------------------------------------------
@@ -199,9 +262,10 @@ class VectorFile:
         ``count`` rows unless ``capacity`` says more: the index is retrained (with a new file)
         when it has doubled, so this one should never need to grow, which blocks searches."""
         capacity = max(MIN_CAPACITY, GROWTH_ROOM * count, capacity or 0)
-        ids_at, vectors_at, size = _layout(dim, capacity)
+        ids_at, vectors_at, sums_at, size = _layout(dim, capacity)
         path.parent.mkdir(parents=True, exist_ok=True)
         written = 0
+        sums = _BlockSums(2 * dim * block_rows(dim))
         with replacing(path, "w+b") as handle:
             handle.truncate(size)  # sparse: the unused capacity costs no disk
             for ids, vectors in batches:
@@ -211,12 +275,17 @@ class VectorFile:
                 handle.seek(ids_at + 8 * written)
                 handle.write(np.ascontiguousarray(ids, dtype="<i8").tobytes())
                 for start in range(0, len(ids), _WRITE_CHUNK):
-                    chunk = rows[start : start + _WRITE_CHUNK]
+                    data = to_float16(rows[start : start + _WRITE_CHUNK]).data.cast("B")
                     handle.seek(vectors_at + 2 * dim * (written + start))
-                    handle.write(to_float16(chunk).tobytes())
+                    handle.write(data)
+                    sums.feed(data)
                 written += len(ids)
+            handle.seek(sums_at)
+            handle.write(np.asarray(sums.done, dtype="<u4").tobytes())
             handle.seek(0)
-            handle.write(_pack_header(dim, capacity, written, last_seq, collection_id, model))
+            handle.write(
+                _pack_header(dim, capacity, written, last_seq, collection_id, model, sums.tail)
+            )
         return cls(path, collection_id=collection_id, model=model, dim=dim)
 
     # -- lookups --------------------------------------------------------------------------------
@@ -248,13 +317,57 @@ class VectorFile:
         return rows
 
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 rows, found mask) for ``ids``; rows not found are zeros."""
+        """(float32 rows, found mask) for ``ids``; rows not found, or in a block that fails its
+        checksum, are zeros."""
         rows = self.positions(ids)
         found = rows >= 0
+        if found.any():
+            found[found] = self._blocks_ok(rows[found])
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
         if found.any():
             out[found] = from_float16(self._vectors[rows[found]])
         return out, found
+
+    # -- checksums ------------------------------------------------------------------------------
+
+    def _block_crc(self, block: int, stop: int) -> int:
+        rows = self._vectors[block * self._block : stop]
+        return zlib.crc32(np.ascontiguousarray(rows).data.cast("B"))
+
+    def _check_block(self, block: int) -> bool:
+        """Whether the committed rows of ``block`` match their CRC (the last block's is in the
+        header). Rows appended since the last commit are not covered yet."""
+        full = self.committed // self._block
+        if block < full:
+            ok = self._block_crc(block, (block + 1) * self._block) == int(self._sums[block])
+        elif block == full:
+            ok = self._block_crc(block, self.committed) == self._tail_crc
+        else:
+            return True
+        if not ok:
+            self.damaged = True
+            log.error("%s: rows %d.. fail their checksum", self.path.name, block * self._block)
+        self._verified[block] = ok or self._verified[block]
+        return ok
+
+    def _blocks_ok(self, rows: np.ndarray) -> np.ndarray:
+        """Per row: whether its block is verified (checking it now if it is not)."""
+        blocks = rows // self._block
+        pending = np.unique(blocks[~self._verified[blocks]])
+        bad = [int(b) for b in pending if not self._check_block(int(b))]
+        return ~np.isin(blocks, bad) if bad else np.ones(len(rows), dtype=bool)
+
+    def _verify_at_open(self) -> None:
+        """Checks the first ``VERIFY_AT_OPEN`` bytes of rows (all of a small file); raises on a
+        mismatch, so that the caller rebuilds the file before using it."""
+        self.committed = self.count
+        budget = VERIFY_AT_OPEN // (2 * self.dim * self._block)
+        for block in range(min(budget, -(-self.committed // self._block))):
+            if not self._check_block(block):
+                self.close()
+                raise VectorFileError(
+                    f"{self.path.name}: rows {block * self._block:,}.. fail their checksum"
+                )
 
     def live_ids(self) -> np.ndarray:
         ids = self._ids[: self.count]
@@ -312,18 +425,26 @@ class VectorFile:
         self.__dict__.update(grown.__dict__)
 
     def commit(self, last_seq: int) -> None:
-        """Flushes the rows, then writes the header that makes them (and ``last_seq``) count."""
+        """Writes the checksums of the blocks filled since the last commit and flushes them with
+        the rows, then writes the header that makes them (and ``last_seq``) count."""
+        for block in range(self.committed // self._block, self.count // self._block):
+            self._sums[block] = self._block_crc(block, (block + 1) * self._block)
+            self._verified[block] = True  # written from memory just now
+        full = self.count // self._block
+        tail = self._block_crc(full, self.count) if full * self._block < self.count else 0
         self._map.flush()
         header = _pack_header(
-            self.dim, self.capacity, self.count, last_seq, self.collection_id, self.model
+            self.dim, self.capacity, self.count, last_seq, self.collection_id, self.model, tail
         )
         self._map[: len(header)] = header
         self._map.flush(0, _PAGE)
         self.last_seq = last_seq
+        self.committed, self._tail_crc = self.count, tail
 
     def close(self) -> None:
         # Views into the map must go before the map can close.
         self._ids = np.zeros(0, dtype="<i8")
         self._vectors = np.zeros((0, self.dim), dtype="<f2")
+        self._sums = np.zeros(0, dtype="<u4")
         with contextlib.suppress(BufferError):  # a view still lives: the map goes with it
             self._map.close()

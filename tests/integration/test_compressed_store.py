@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import vizdex.search.index_store as index_store_module
+import vizdex.search.vector_file as vector_file_module
 from tests.conftest import ImageFactory, UnitVectors
 from tests.integration.test_index_store import GatedStore, Writer
 from vizdex.search.catalog import Catalog
@@ -171,10 +172,28 @@ def _saved_snapshot(
     return header, path.parent
 
 
+FLIPPED_ROW = 5
+
+
+def _flipped_row(path: Path) -> int:
+    """One byte of one committed row changed (a bit rot, a bad sector): the header is intact.
+    Returns the image id whose row it was."""
+    exact = VectorFile(path, collection_id=1, model="m", dim=DIM)
+    image_id = int(exact.live_ids()[FLIPPED_ROW])
+    vectors_at = vector_file_module._layout(DIM, exact.capacity)[1]
+    exact.close()
+    with open(path, "r+b") as handle:
+        handle.seek(vectors_at + 2 * DIM * FLIPPED_ROW + 3)
+        byte = handle.read(1)[0]
+        handle.seek(-1, 1)
+        handle.write(bytes([byte ^ 0x10]))
+    return image_id
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_torn, _bad_header, _committed_elsewhere, Path.unlink],
-    ids=["torn", "bad-header", "other-seq", "missing"],
+    [_torn, _bad_header, _committed_elsewhere, Path.unlink, _flipped_row],
+    ids=["torn", "bad-header", "other-seq", "missing", "flipped-row-byte"],
 )
 def test_a_damaged_vector_file_is_detected_and_rebuilt_from_the_catalog(
     catalog: Catalog,
@@ -202,6 +221,49 @@ def test_a_damaged_vector_file_is_detected_and_rebuilt_from_the_catalog(
     # Exactly one set of files is left (a damaged one may stay aside as *.corrupt).
     assert [p.name for p in _files(reopened, collection, ".f16")] == [fresh["vector_file"]]
     assert [p.name for p in _files(reopened, collection, ".faiss")] == [fresh["index_file"]]
+
+
+def test_a_flipped_row_found_by_a_search_is_rebuilt_from_the_catalog_in_the_background(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large file is verified at open only in part: the rest is checked block by block as
+    searches first read it. The damaged block's rows keep their approximate scores meanwhile."""
+    store = IndexStore(catalog, index_settings)
+    writer.add(1000)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    header, _ = read_snapshot(store.path_for(collection.id, "m"))
+    damaged = _flipped_row(store.path_for(collection.id, "m").with_name(header["vector_file"]))
+    monkeypatch.setattr(vector_file_module, "VERIFY_AT_OPEN", 0)  # as if it were 10M rows
+
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        index = reopened._slot(collection, "m").index
+        assert index is not None and index.exact_file is not None
+        assert index.exact_file.name == header["vector_file"]  # opened: not checked yet
+        assert not index.exact_damaged
+        ids, vectors = _catalog_vectors(catalog, collection)
+        query = vectors[ids.tolist().index(damaged)][None, :]
+        output = reopened.search(collection, "m", query, 5)
+        assert damaged in output.ids[0]  # still found, by its approximate score
+        assert index.exact_damaged  # and the block was caught
+        reopened.wait_idle(timeout=60)  # the rebuild from the catalog, then the snapshot
+        fixed = reopened._slot(collection, "m").index
+        assert fixed is not None and fixed.exact_file is not None
+        assert fixed.exact_file.name != header["vector_file"] and not fixed.exact_damaged
+        assert_reranked_and_consistent(reopened, catalog, collection)
+        output = reopened.search(collection, "m", query, 5)
+        assert output.ids[0, 0] == damaged
+        np.testing.assert_allclose(output.scores[0, 0], 1.0, atol=1e-5)  # exact again
+        fresh, _ = read_snapshot(reopened.path_for(collection.id, "m"))
+        assert fresh["vector_file"] == fixed.exact_file.name
+    finally:
+        reopened.close(snapshot=False)
 
 
 def test_growth_past_compress_min_retrains_into_the_compressed_kind_without_pausing_queries(

@@ -28,6 +28,7 @@ from vizdex.search.index_slot import write_index_file
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings, SearchSettings
+from vizdex.search.vector_source import VectorSource
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
@@ -337,9 +338,9 @@ class GatedStore(IndexStore):
         self.release = threading.Event()
 
     def build_index(
-        self, ids: np.ndarray, vectors: np.ndarray, policy: IndexPolicy, *, last_seq: int
+        self, source: VectorSource, policy: IndexPolicy, *, last_seq: int, dim: int
     ) -> VectorIndex:
-        index = super().build_index(ids, vectors, policy, last_seq=last_seq)
+        index = super().build_index(source, policy, last_seq=last_seq, dim=dim)
         if index.spec.kind != "flat":
             self.built.set()
             assert self.release.wait(timeout=30)

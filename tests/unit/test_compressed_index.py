@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vizdex.search.vector_file as vector_file_module
 from tests.unit.test_index import _normalise, brute_force, clustered, recall_at
 from vizdex.search.index import (
+    COMPRESSED_MAX_NLIST,
     COMPRESSED_MIN_COUNT,
     IndexBackend,
     IndexPolicy,
     VectorIndex,
+    compressed_nlist,
+    ivf_nlist,
 )
 from vizdex.search.vector_file import HEADER_SIZE, VectorFile, VectorFileError, VectorFilePlace
 
@@ -231,3 +235,47 @@ def test_rows_appended_after_the_commit_are_not_trusted_after_a_crash(tmp_path: 
     reopened.commit(4)
     again = VectorFile(tmp_path / name, collection_id=1, model="m", dim=8)
     assert again.last_seq == 4 and again.count == 22
+
+
+def test_row_checksums_catch_a_flipped_byte_at_open_or_at_first_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(2)
+    vectors = _normalise(rng.standard_normal((1000, DIM)).astype(np.float32))
+    ids = np.arange(1, 1001, dtype=np.int64)
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    exact = place.create([(ids, vectors)], count=1000, dim=DIM, last_seq=3)
+    rows = vector_file_module.block_rows(DIM)
+    # Appended and committed rows get their checksums too: no false alarm on reopen.
+    exact.apply(np.zeros(0, np.int64), ids[:300] + 5000, vectors[:300])
+    exact.commit(4)
+    path, vectors_at = exact.path, vector_file_module._layout(DIM, exact.capacity)[1]
+    exact.close()
+    clean = place.open(path.name, dim=DIM, last_seq=4)
+    assert clean.vectors(np.arange(1, 1001))[1].all() and not clean.damaged
+    clean.close()
+
+    victim = 1000 + 120  # a row appended by apply, in a block its commit filled
+    with open(path, "r+b") as handle:
+        handle.seek(vectors_at + 2 * DIM * victim + 1)
+        byte = handle.read(1)[0]
+        handle.seek(-1, 1)
+        handle.write(bytes([byte ^ 0x01]))
+    with pytest.raises(VectorFileError, match="checksum"):
+        place.open(path.name, dim=DIM, last_seq=4)  # a small file is verified whole at open
+
+    monkeypatch.setattr(vector_file_module, "VERIFY_AT_OPEN", 0)  # as a 10M-row file would be
+    lazy = place.open(path.name, dim=DIM, last_seq=4)
+    assert not lazy.damaged
+    same_block = 5000 + 1 + np.arange(victim - victim % rows, victim - victim % rows + rows) - 1000
+    _, found = lazy.vectors(np.concatenate([[7], same_block]))
+    assert found[0] and not found[1:].any()  # the damaged block's rows are reported missing
+    assert lazy.damaged
+    lazy.close()
+
+
+def test_compressed_lists_follow_ivf_flat_up_to_a_cap_that_keeps_10m_buildable() -> None:
+    assert compressed_nlist(12_000) == ivf_nlist(12_000)
+    assert compressed_nlist(100_000) == ivf_nlist(100_000) == 1265
+    assert compressed_nlist(1_000_000) == COMPRESSED_MAX_NLIST < ivf_nlist(1_000_000)
+    assert compressed_nlist(10_000_000) == COMPRESSED_MAX_NLIST
