@@ -12,7 +12,9 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,22 +96,27 @@ def _photo(folder: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(data).hexdigest()
 
 
-def test_a_missing_thumbnail_is_made_once_and_recorded(
-    search: SearchService, data_dir: Path, tmp_path: Path, unit_vectors: UnitVectors
-) -> None:
-    search.catalog.create_collection("photos", ["clip"])
-    path, sha = _photo(tmp_path / "folder")
-    image = NewImage(
+def _folder_image(path: Path, sha: str, vector: np.ndarray, **fields: Any) -> NewImage:
+    """The catalog row of the 640×480 folder photo ``_photo`` writes."""
+    return NewImage(
         sha256=sha,
         width=640,
         height=480,
         format="JPEG",
         byte_size=path.stat().st_size,
-        vectors={"clip": unit_vectors(1, DIM)[0]},
+        vectors={"clip": vector},
         source_kind=SourceKind.PATH,
         source_uri=str(path),
-        original_name=path.name,
+        **fields,
     )
+
+
+def test_a_missing_thumbnail_is_made_once_and_recorded(
+    search: SearchService, data_dir: Path, tmp_path: Path, unit_vectors: UnitVectors
+) -> None:
+    search.catalog.create_collection("photos", ["clip"])
+    path, sha = _photo(tmp_path / "folder")
+    image = _folder_image(path, sha, unit_vectors(1, DIM)[0], original_name=path.name)
     (added,) = search.add_images("photos", [image])  # as if added without the indexer
     store = DataStore(data_dir)
     files = ImageFiles(search, store, IndexerSettings(data_dir=data_dir), ImageInputSettings())
@@ -196,16 +203,8 @@ def test_what_is_not_a_file_where_a_thumbnail_belongs_is_moved_aside_and_remade(
     empty 200: the thumbnail is made again, and what stood there kept aside."""
     search.catalog.create_collection("photos", ["clip"])
     path, sha = _photo(tmp_path / "folder")
-    image = NewImage(
-        sha256=sha,
-        width=640,
-        height=480,
-        format="JPEG",
-        byte_size=path.stat().st_size,
-        vectors={"clip": unit_vectors(1, DIM)[0]},
-        source_kind=SourceKind.PATH,
-        source_uri=str(path),
-        thumbnail_path=DataStore.thumbnail_name(sha),
+    image = _folder_image(
+        path, sha, unit_vectors(1, DIM)[0], thumbnail_path=DataStore.thumbnail_name(sha)
     )
     (added,) = search.add_images("photos", [image])
     store = DataStore(data_dir)
