@@ -62,7 +62,11 @@ CATALOG_TESTS = (
     "tests/integration/test_precision_catalog.py"
     "::test_the_catalog_records_precisions_and_refuses_what_cannot_mix",
 )
-INDEX_STORE_TESTS = ("tests/integration/test_index_store.py",)
+# index_slot.py's compressed snapshots (index file + exact-vector file) are tested there.
+INDEX_STORE_TESTS = (
+    "tests/integration/test_index_store.py",
+    "tests/integration/test_compressed_store.py",
+)
 SERVICE_TESTS = ("tests/integration/test_search_service.py",)
 BATCHING_TESTS = ("tests/unit/test_batching.py",)
 # Left out of mutant runs: each case starts a fresh interpreter that imports torch (~30 s, far

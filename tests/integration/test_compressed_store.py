@@ -5,6 +5,7 @@ compressed kind."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,13 +21,15 @@ from tests.conftest import ImageFactory, UnitVectors
 from tests.integration.test_index_store import GatedStore, Writer
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import COMPRESSED_MIN_COUNT
-from vizdex.search.index_file import read_snapshot
+from vizdex.search.index_file import read_snapshot, write_snapshot
+from vizdex.search.index_slot import index_file_name
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings, SearchSettings
 from vizdex.search.vector_file import VectorFile
 
 DIM = 32
+NO_PAYLOAD = np.zeros(0, dtype=np.uint8)  # a snapshot whose index is a file of its own
 FACTORY = "IVF16,PQ8"  # 8 bytes per 32-d vector: lossy, so re-ranked
 
 
@@ -371,3 +374,28 @@ def test_something_else_where_a_snapshot_file_belongs_is_rebuilt_not_waited_on(
         assert index.exact_file.name != header["vector_file"]  # rebuilt from the catalog
     finally:
         opened[0].close(snapshot=False)
+
+
+def test_a_snapshot_naming_a_file_outside_its_folder_is_not_followed(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    """The index file a snapshot names must be its own, beside it: a name with a "/" (here a
+    well-formed copy one folder down, under a name of the snapshot's own pattern) is refused and
+    the index rebuilt from the catalog."""
+    header, folder = _saved_snapshot(catalog, collection, index_settings, writer)
+    snapshot = folder / index_file_name("m")
+    sub = folder / f"{snapshot.with_suffix('').name}-sub"
+    sub.mkdir()
+    shutil.copy(folder / header["index_file"], sub / header["index_file"])
+    write_snapshot(
+        snapshot, {**header, "index_file": f"{sub.name}/{header['index_file']}"}, NO_PAYLOAD
+    )
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        assert_reranked_and_consistent(reopened, catalog, collection)
+        assert (folder / (snapshot.name + ".corrupt")).exists()
+    finally:
+        reopened.close(snapshot=False)

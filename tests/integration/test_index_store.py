@@ -946,3 +946,35 @@ def test_following_in_the_background_never_keeps_the_process_alive(
     assert store.applied_seqs()[collection.id] == head
     store.close(snapshot=False)
     assert not follower.is_alive()
+
+
+@pytest.mark.parametrize(
+    "claim", [{"collection_id": +1}, {"collection_id": -1}, {"model": "n"}], ids=str
+)
+def test_a_snapshot_that_says_it_is_another_indexs_is_set_aside_and_rebuilt(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    claim: dict[str, Any],
+) -> None:
+    """A well-formed file copied from another collection's or model's place is not used."""
+    writer.add(20)
+    store = IndexStore(catalog, index_settings)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    path = store.path_for(collection.id, "m")
+    header, payload = read_snapshot(path)
+    if "collection_id" in claim:
+        header["collection_id"] = collection.id + claim["collection_id"]
+    else:
+        header["model"] = claim["model"]
+    write_snapshot(path, header, payload)
+    reopened = IndexStore(catalog, index_settings)
+    try:
+        assert_matches_catalog(reopened, catalog, collection)
+        aside = [p.name for p in path.parent.iterdir() if ".corrupt" in p.name]
+        assert aside == [path.name + ".corrupt"]
+    finally:
+        reopened.close(snapshot=False)
