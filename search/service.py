@@ -208,7 +208,7 @@ class SearchService:
         """Removes the model with its vectors (catalog), then what the store and the local FAISS
         indexes hold for it (a Milvus follower elsewhere drops it too: the catalog lacks it)."""
         record = self._catalog.get_collection(collection)
-        for use, answering in self.answering_models(record).items():
+        for use, answering in self.answering_models(record, discover=True).items():
             # A stored default is the catalog's own refusal; this is the rule's pick.
             if answering == model and model not in (record.text_model, record.image_model):
                 raise ModelInUseError(
@@ -312,10 +312,13 @@ class SearchService:
         """``model``'s encoder in this process; ModelNotLoadedError (409) when it has none."""
         return self._encoder(model)
 
-    def answering_models(self, collection: CollectionRecord) -> dict[str, str | None]:
+    def answering_models(
+        self, collection: CollectionRecord, *, discover: bool = False
+    ) -> dict[str, str | None]:
         """Which model answers text and image queries of ``collection`` now (by its stored
-        defaults, else the model rule), kinds read from the models' configs where not loaded."""
-        return answering_models(collection, self._known_kind)
+        defaults, else the model rule). ``discover``: a model not loaded here has its kind read
+        from its config (which may ask the hub: for a removal, not for every GET)."""
+        return answering_models(collection, self._known_kind if discover else self._kind_of)
 
     def _known_kind(self, model: str) -> ModelKind | None:
         kind = self._kind_of(model)
