@@ -171,7 +171,11 @@ def test_a_worker_lease_must_be_finite_and_at_most_a_day(
 def test_worker_refuses_a_lease_or_poll_it_cannot_use(
     tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["worker", "--data-dir", str(tmp_path), *flag]) == 2  # before loading anything
+    # Refused as a usage error by the flag's own type (finite_float), before loading anything:
+    # exit status 2 as from a shell, raised in-process as argparse does.
+    with pytest.raises(SystemExit) as usage:
+        main(["worker", "--data-dir", str(tmp_path), *flag])
+    assert usage.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and flag[0].strip("-") in error, error
 
