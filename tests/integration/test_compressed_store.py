@@ -18,7 +18,7 @@ import pytest
 import vizdex.search.index_store as index_store_module
 import vizdex.search.vector_file as vector_file_module
 from tests.conftest import ImageFactory, UnitVectors
-from tests.integration.test_index_store import GatedStore, Writer
+from tests.integration.test_index_store import GatedStore, Writer, saved_snapshot
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import COMPRESSED_MIN_COUNT
 from vizdex.search.index_file import read_snapshot, write_snapshot
@@ -165,13 +165,7 @@ def _saved_snapshot(
     catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
 ) -> tuple[dict[str, Any], Path]:
     """1000 vectors indexed and snapshotted, the store closed: the snapshot's header and folder."""
-    store = IndexStore(catalog, index_settings)
-    writer.add(1000)
-    store.sync(collection)
-    store.snapshot(collection)
-    store.close(snapshot=False)
-    path = store.path_for(collection.id, "m")
-    header, _ = read_snapshot(path)
+    header, _, path = saved_snapshot(catalog, collection, index_settings, writer, 1000)
     return header, path.parent
 
 

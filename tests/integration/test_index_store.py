@@ -329,6 +329,25 @@ def test_a_well_formed_file_that_disagrees_with_the_catalog_is_rebuilt(
         store.close(snapshot=False)
 
 
+def saved_snapshot(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    count: int,
+) -> tuple[dict[str, Any], np.ndarray, Path]:
+    """``count`` vectors indexed and snapshotted, the store closed: the snapshot's header,
+    payload and path."""
+    store = IndexStore(catalog, index_settings)
+    writer.add(count)
+    store.sync(collection)
+    store.snapshot(collection)
+    store.close(snapshot=False)
+    path = store.path_for(collection.id, "m")
+    header, payload = read_snapshot(path)
+    return header, payload, path
+
+
 class GatedStore(IndexStore):
     """Holds a retrain between building the new index and swapping it in."""
 
@@ -959,13 +978,7 @@ def test_a_snapshot_that_says_it_is_another_indexs_is_set_aside_and_rebuilt(
     claim: dict[str, Any],
 ) -> None:
     """A well-formed file copied from another collection's or model's place is not used."""
-    writer.add(20)
-    store = IndexStore(catalog, index_settings)
-    store.sync(collection)
-    store.snapshot(collection)
-    store.close(snapshot=False)
-    path = store.path_for(collection.id, "m")
-    header, payload = read_snapshot(path)
+    header, payload, path = saved_snapshot(catalog, collection, index_settings, writer, 20)
     if "collection_id" in claim:
         header["collection_id"] = collection.id + claim["collection_id"]
     else:

@@ -117,19 +117,20 @@ def _print(args: argparse.Namespace, shown: dict[str, Any], extra: dict[str, Any
         print(f"  {row['model']}: {row['state']}, {row['coverage']:.1%} covered")
 
 
-def _recorded(args: argparse.Namespace, *given: str | None) -> list[str | None]:
-    """Each model as the collection records it: a directory spelled otherwise (``./clip``,
-    ``clip/``) is the model the collection has, not a second one; a new one is absolute."""
+def _recorded(args: argparse.Namespace, model: str) -> str:
+    """The model as the collection records it: a directory spelled otherwise (``./clip``,
+    ``clip/``) is the model the collection has, not a second one; a new one is absolute. Read
+    before the storage opens: add-model loads the encoder under this name first."""
     catalog, _ = open_catalog(args)
     try:
         known = catalog.get_collection(args.name).models
     finally:
         catalog.close()
-    return [None if model is None else model_spelling(model, known) for model in given]
+    return model_spelling(model, known)
 
 
 def run_add(args: argparse.Namespace) -> int:
-    (args.model,) = _recorded(args, args.model)
+    args.model = _recorded(args, args.model)
     env = command_env(args)
     settings = IndexerSettings.from_env(env)
     if args.share is not None:
@@ -173,9 +174,9 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    (args.model,) = _recorded(args, args.model)
     with open_storage(args) as (search, _):
-        search.remove_model(args.name, args.model)
+        known = search.get_collection(args.name).models
+        search.remove_model(args.name, model_spelling(args.model, known))
         shown = _shown(search, search.get_collection(args.name))
     _print(args, shown, {})
     return 0
@@ -184,18 +185,17 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_set_default(args: argparse.Namespace) -> int:
     if args.text is None and args.image is None:
         raise InvalidInputError("give --text MODEL and/or --image MODEL")
-    args.text, args.image = _recorded(args, args.text, args.image)
-    changes = {
-        key: value
-        for key, value in (("text_model", args.text), ("image_model", args.image))
-        if value is not None
-    }
     if args.text is not None and discovered_kind(args.text) is ModelKind.VISION:
         raise CapabilityError(
             f"model {args.text!r} is vision-only and cannot answer text queries", model=args.text
         )
     with open_storage(args) as (search, _):
         record = search.get_collection(args.name)
+        changes = {
+            key: model_spelling(value, record.models)
+            for key, value in (("text_model", args.text), ("image_model", args.image))
+            if value is not None
+        }
         search.catalog.set_default_models(record.id, **changes)
         shown = _shown(search, search.get_collection(args.name))
     _print(args, shown, {})
