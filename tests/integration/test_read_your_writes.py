@@ -240,6 +240,11 @@ def test_a_finished_job_answers_its_seq(client: Client) -> None:
 
 
 def test_ready_reports_no_lag_once_caught_up(client: Client) -> None:
+    # Tests run in random order: another may have left a write behind the app's back. Catch up
+    # with each collection's head first, as a search given the head's seq would.
+    service = state_of(client.app).search
+    for record in service.catalog.list_collections():
+        service.catch_up(record.name, service.catalog.collection_seq(record.id))
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "lag": 0, "collections_behind": 0}
@@ -270,10 +275,13 @@ def _unapplied_write(client: Client) -> tuple[SearchService, CollectionRecord, i
 def test_a_replica_that_cannot_catch_up_in_time_answers_503_with_retry_after(
     client: Client,
 ) -> None:
-    service, record, seq = _unapplied_write(client)
+    service = state_of(client.app).search
     if not isinstance(service.store, FaissVectorStore):
         pytest.skip("holds the local FAISS indexes' locks: Milvus searches do not take them")
+    record = service.get_collection("ryw")
+    # The locks first, then the write: else the app's follower may apply it in between.
     with held_indexes(service, record):
+        _, _, seq = _unapplied_write(client)
         behind = search(client, min_seq=seq)
         scan = client.post("/v1/collections/ryw/duplicates", json={"min_seq": seq})
     for answer in (behind, scan):
