@@ -142,7 +142,7 @@ class ItemLoader:
         keep_original = not isinstance(item, PathItem)
         if self._device_decode and sniff_format(data) == "JPEG" and ends_complete(data):
             return self._for_device(data, sha, size, mtime_ns, min_side, keep_original)
-        decoded = decode_image_bytes(data, self._images, min_side=min_side)
+        decoded = decode_image_bytes(data, self._images, min_side=min_side, sha256=sha)
         if keep_original:
             self._store.put_original(sha, decoded.format, data)
         payload = Fresh(
@@ -183,7 +183,7 @@ class ItemLoader:
         images = self._images
 
         def fallback() -> Image.Image:
-            return decode_image_bytes(data, images, min_side=min_side).image
+            return decode_image_bytes(data, images, min_side=min_side, sha256=sha).image
 
         payload = Fresh(
             sha256=sha,

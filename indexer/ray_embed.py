@@ -122,7 +122,6 @@ def _decode_batch(
     batch: dict[str, np.ndarray], images: dict[str, Any], side: int | None, thumbs: Any
 ) -> dict[str, Any]:
     """Ray Data task: files to RGB pixel arrays (empty where the image door refused one)."""
-    import hashlib
 
     from vizdex.imaging import ImageInputSettings, decode_image_bytes
 
@@ -141,7 +140,7 @@ def _decode_batch(
                 from vizdex.indexer.thumbnails import make_thumbnail
 
                 row.update(
-                    sha256=hashlib.sha256(data).hexdigest(),
+                    sha256=decoded.sha256,  # of ``data``: hashed once, by the decode
                     width=decoded.width,
                     height=decoded.height,
                     format=decoded.format,

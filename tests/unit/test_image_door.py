@@ -257,6 +257,18 @@ def test_accepted_format_and_mode(name: str) -> None:
     assert close_to(pixel, colour, tolerance), f"{name}: got {pixel}, expected {colour}"
 
 
+def test_a_digest_the_caller_already_has_is_kept_not_recomputed() -> None:
+    """Ingestion hashes the bytes before it decodes them: the decode reuses that digest."""
+    data = corpus.encode(corpus.photo_like(96, 64), "JPEG")
+    digest = hashlib.sha256(data).hexdigest()
+    given = decode_image_bytes(data, SETTINGS, sha256=digest)
+    assert given.sha256 == digest
+    # Taken as given (the caller vouches for it): a stand-in shows it was not hashed again.
+    assert decode_image_bytes(data, SETTINGS, sha256="0" * 64).sha256 == "0" * 64
+    assert decode_image_bytes(data, SETTINGS).sha256 == digest
+    assert given.image.tobytes() == decode_image_bytes(data, SETTINGS).image.tobytes()
+
+
 def test_to_rgb_palette_with_alpha_goes_on_white() -> None:
     pa = _p_image(0).convert("PA")
     pa.putalpha(0)

@@ -57,12 +57,18 @@ def load_image(
 
 
 def decode_image_bytes(
-    data: bytes, settings: ImageInputSettings, *, min_side: int | None = None
+    data: bytes,
+    settings: ImageInputSettings,
+    *,
+    min_side: int | None = None,
+    sha256: str | None = None,
 ) -> DecodedImage:
     """Decode ``data`` to RGB, or refuse it.
 
     ``min_side`` lets JPEG decode at a reduced DCT scale whose shortest side is still at least
     ``min_side`` (callers pass about twice their model input); other formats decode at full size.
+    ``sha256``: the hex digest of ``data`` when the caller has already computed it (ingestion
+    hashes before it decodes, to skip known content), so a 12 MP photo is not hashed twice.
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be a positive number of pixels, got {min_side}")
@@ -75,7 +81,7 @@ def decode_image_bytes(
         height=height,
         format=fmt,
         byte_size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
     )
 
 
