@@ -185,6 +185,8 @@ class DuplicateJobs:
             try:
                 tracker.flush()
                 close_job(catalog, self._locks, lease, state, error=error)
+            except JobNotFoundError:  # deleted with its collection meanwhile: nothing to record
+                log.info("duplicate scan %d ended after its collection was deleted", job.id)
             except Exception:
                 log.exception("could not record the end of job %d", job.id)
             finally:

@@ -27,6 +27,7 @@ from vizdex.search.errors import (
     PrecisionMismatchError,
     SchemaMismatchError,
     SchemaOutOfDateError,
+    TooManyPairsError,
 )
 from vizdex.search.fusion import reciprocal_rank_fusion
 from vizdex.search.index import IndexBackend, IndexPolicy, VectorIndex, gpu_available
@@ -133,6 +134,7 @@ __all__ = [
     "SourceRow",
     "SourceUpdate",
     "TextMatch",
+    "TooManyPairsError",
     "VectorIndex",
     "check_metadata_keys",
     "choose_model",

@@ -29,7 +29,7 @@ from vizdex.search.duplicate_groups import (
     representative,
     unique_pairs,
 )
-from vizdex.search.errors import InvalidQueryError
+from vizdex.search.errors import InvalidQueryError, TooManyPairsError
 from vizdex.search.index_store import RangeOutput
 from vizdex.search.keepers import KeeperRule, choose_keeper
 from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord
@@ -37,6 +37,10 @@ from vizdex.search.records import CollectionRecord, ImageFilter, ImageRecord
 # Measured on the test suite's near-copy photo set (tests/support/near_copies.py): see README.
 DUPLICATE_THRESHOLD = 0.9
 QUERY_BATCH = 2048  # queries per range search: big enough for BLAS, small enough to cancel soon
+# Hits one range search may return (12 bytes each in FAISS's answer): a low threshold makes every
+# image a neighbour of every other, so a batch starts at what the collection's size allows in the
+# worst case and grows (to QUERY_BATCH) only while its answers stay small.
+BATCH_HITS = 4_000_000
 READ_BATCH = 20_000  # vectors per catalog read
 
 # The collection's model a scan uses, given the one asked for (``SearchService``'s image rule).
@@ -174,10 +178,13 @@ class SimilarPairs:
 class DuplicateFinder:
     """Scans a collection for near-duplicate groups and shows pages of them."""
 
-    def __init__(self, catalog: Catalog, store: RangeSource, model_for: ModelFor) -> None:
+    def __init__(
+        self, catalog: Catalog, store: RangeSource, model_for: ModelFor, *, max_pairs: int
+    ) -> None:
         self._catalog = catalog
         self._store = store
         self._model_for = model_for
+        self._max_pairs = max_pairs  # distinct pairs a scan may hold before it is refused
 
     def size(self, collection: str, options: DuplicateOptions) -> int:
         """How many vectors a scan would read (cheap: decides between answering and a job)."""
@@ -221,9 +228,11 @@ class DuplicateFinder:
         allowed = self._allowed(record, options.filters)
         self._store.sync(record)
         upto = self._catalog.collection_seq(record.id)
-        total = len(allowed) if allowed is not None else self.size(collection, options)
-        found: list[tuple[np.ndarray, np.ndarray]] = []
+        population = self.size(collection, options)  # the most hits one query can have
+        total = len(allowed) if allowed is not None else population
+        found = _PairSet(self._max_pairs)
         scanned, approximate, nprobe = 0, False, 0
+        size = max(1, min(QUERY_BATCH, BATCH_HITS // max(population, 1)))
         if progress is not None:
             progress(0, total)
         batches = self._catalog.iter_embeddings(
@@ -234,11 +243,12 @@ class DuplicateFinder:
             if allowed is not None:
                 keep = np.isin(ids, allowed)
                 ids, vectors = ids[keep], vectors[keep]
-            for start in range(0, len(ids), QUERY_BATCH):
+            start = 0
+            while start < len(ids):
                 stopped = cancelled is not None and cancelled()
                 if stopped:
                     break
-                part = slice(start, start + QUERY_BATCH)
+                part = slice(start, start + size)
                 queries = _unit_rows(vectors[part])
                 out = self._store.range_search(
                     record, model, queries, options.threshold, nprobe=options.nprobe
@@ -249,17 +259,23 @@ class DuplicateFinder:
                 keep = right >= 0
                 if allowed is not None:
                     keep &= np.isin(right, allowed)
-                found.append(unique_pairs(left[keep], right[keep]))
+                if not found.add(*unique_pairs(left[keep], right[keep])):
+                    raise TooManyPairsError(
+                        f"at threshold {options.threshold:g} collection {record.name!r} has more "
+                        f"than {self._max_pairs:,} pairs of similar images (found after "
+                        f"{scanned + len(queries):,} of {total:,} images): raise the threshold or "
+                        "narrow the scan with a filter",
+                        threshold=options.threshold,
+                        max_pairs=self._max_pairs,
+                    )
+                start += len(queries)
                 scanned += len(queries)
+                size = _next_batch(size, len(out.ids))
                 if progress is not None:
                     progress(scanned, total)
             if stopped:
                 break
-        empty = np.zeros(0, np.int64)
-        low, high = unique_pairs(
-            np.concatenate([pair[0] for pair in found]) if found else empty,
-            np.concatenate([pair[1] for pair in found]) if found else empty,
-        )
+        low, high = found.pairs()
         return SimilarPairs(record, model, low, high, scanned, approximate, nprobe)
 
     def page(
@@ -342,6 +358,47 @@ class DuplicateFinder:
             )
         groups.sort(key=lambda group: (-len(group.image_ids), min(group.image_ids)))
         return groups
+
+
+class _PairSet:
+    """The distinct pairs found so far. New ones are merged in (sorted, repeats dropped) each time
+    they pass half the limit, so at most 1.5x ``limit`` pairs are held; as every pair is found at
+    most twice (once from each side), a scan within the limit merges a handful of times."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._low: list[np.ndarray] = []
+        self._high: list[np.ndarray] = []
+        self._new = 0
+
+    def add(self, low: np.ndarray, high: np.ndarray) -> bool:
+        """Hold these pairs too; False once more than ``limit`` distinct ones are known."""
+        self._low.append(low)
+        self._high.append(high)
+        self._new += len(low)
+        return self._new <= max(self._limit // 2, 1) or len(self._merge()[0]) <= self._limit
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._merge()
+
+    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        empty = np.zeros(0, np.int64)
+        low, high = unique_pairs(
+            np.concatenate(self._low) if self._low else empty,
+            np.concatenate(self._high) if self._high else empty,
+        )
+        self._low, self._high, self._new = [low], [high], 0
+        return low, high
+
+
+def _next_batch(size: int, hits: int) -> int:
+    """The next range search's queries: double while answers stay well within ``BATCH_HITS``,
+    halve when one went beyond it."""
+    if hits > BATCH_HITS:
+        return max(1, size // 2)
+    if hits <= BATCH_HITS // 4:
+        return min(QUERY_BATCH, size * 2)
+    return size
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

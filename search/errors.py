@@ -115,3 +115,10 @@ class TooManyNeighboursError(InvalidQueryError):
     store answers per query (Milvus: 16,384)."""
 
     code = "too_many_neighbours"
+
+
+class TooManyPairsError(InvalidQueryError):
+    """A duplicate scan found more similar pairs than it may hold (a threshold so low that most
+    of the collection matches: its pairs would grow with the square of the collection)."""
+
+    code = "too_many_pairs"

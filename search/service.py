@@ -159,6 +159,7 @@ class SearchService:
             self._catalog,
             self._store,
             lambda record, model: self._collection_model(record, model, ModelUse.IMAGE),
+            max_pairs=self._settings.duplicate_pairs_max,
         )
 
     # -- collections ---------------------------------------------------------------------------

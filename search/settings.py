@@ -130,6 +130,8 @@ class QuerySettings:
     searching only those ids; broader filters over-fetch from the index instead.
     ``catch_up_wait_s``: how long a search with ``min_seq`` waits for this replica's indexes to
     reach it before answering 503 ``not_caught_up`` (``VIZDEX_SEARCH_CATCH_UP_WAIT_S``).
+    ``duplicate_pairs_max``: the most similar pairs a duplicate scan holds before it is refused
+    with 422 ``too_many_pairs`` (``VIZDEX_DUPLICATES_MAX_PAIRS``; 16 bytes each).
     """
 
     max_k: int = MAX_K
@@ -139,6 +141,7 @@ class QuerySettings:
     prefilter_max: int = setting("SEARCH_PREFILTER_MAX", 20_000, minimum=0)
     max_similarity_inputs: int = MAX_SIMILARITY_INPUTS
     catch_up_wait_s: float = setting("SEARCH_CATCH_UP_WAIT_S", 2.0, minimum=0.0)
+    duplicate_pairs_max: int = setting("DUPLICATES_MAX_PAIRS", 5_000_000, minimum=1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QuerySettings:

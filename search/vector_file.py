@@ -326,6 +326,14 @@ class VectorFile:
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
         if found.any():
             out[found] = from_float16(self._vectors[rows[found]])
+            finite = np.asarray(np.isfinite(out).all(axis=1), dtype=bool)
+            if not finite[found].all():
+                # A block verified earlier reads back as NaN/inf now (written to while mapped,
+                # or a bad page read again from disk): its rows are missing, the file rebuilt.
+                self.damaged = True
+                log.error("%s: rows changed since they were checked", self.path.name)
+                found &= finite
+                out[~found] = 0.0
         return out, found
 
     # -- checksums ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ join their original's group, a palette look-alike never joins its base's.
 from __future__ import annotations
 
 import base64
+import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -288,3 +290,31 @@ def test_a_scan_still_running_or_interrupted_has_no_result(job_client: Client) -
     answer = job_client.get(f"/v1/collections/near/duplicates/{pending.id}")
     assert (answer.status_code, answer.json()["code"]) == (409, "job_failed")
     assert "ask for the duplicates again" in answer.json()["detail"]
+
+
+def test_a_collection_deleted_while_its_scan_waits_ends_the_scan_quietly(
+    job_client: Client, photos: list[NearCopy], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a collection deletes its jobs; the scan that then runs (or finishes) has no job
+    row left to close. That is the user's doing, not a fault: no ERROR with a traceback."""
+    caplog.set_level(logging.INFO, logger="vizdex.indexer.duplicate_jobs")
+    assert job_client.post("/v1/collections", json={"name": "gone"}).status_code == 201
+    item = {"data": base64.b64encode(photos[0].data).decode(), "name": photos[0].name}
+    added = job_client.post("/v1/collections/gone/images", json={"images": [item]})
+    assert added.status_code in (201, 202), added.text
+    if added.status_code == 202:
+        wait_job(job_client, added.json()["job_url"])
+    jobs = state_of(job_client.app).duplicate_jobs
+    gate = threading.Event()
+    busy = jobs._executor.submit(gate.wait)  # the scan thread is busy: the next scan waits
+    try:
+        answer = job_client.post("/v1/collections/gone/duplicates", json={})
+        assert answer.status_code == 202, answer.text
+        assert job_client.delete("/v1/collections/gone").status_code == 204
+    finally:
+        gate.set()
+    busy.result(timeout=30)
+    jobs._executor.submit(lambda: None).result(timeout=60)  # the deleted one's scan has run
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    job = job_client.get(answer.json()["job_url"])
+    assert (job.status_code, job.json()["code"]) == (404, "job_not_found")

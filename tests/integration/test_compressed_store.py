@@ -263,6 +263,42 @@ def test_a_flipped_row_found_by_a_search_is_rebuilt_from_the_catalog_in_the_back
         reopened.close(snapshot=False)
 
 
+def test_a_row_spoiled_while_mapped_keeps_its_image_found_and_is_rebuilt(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    """Blocks are checked once; a checked row that reads back as NaN later (the file written to
+    while the server has it mapped, or a bad page read again from disk) must not make its image
+    vanish from searches: it keeps its approximate score and the file is rebuilt."""
+    store = IndexStore(catalog, index_settings)
+    try:
+        writer.add(1000)
+        store.sync(collection)
+        ids, vectors = _catalog_vectors(catalog, collection)
+        index = store._slot(collection, "m").index
+        assert index is not None and index.exact_file is not None
+        store.search(collection, "m", vectors, 1)  # every block read and checked
+        exact = VectorFile(index.exact_file, collection_id=1, model="m", dim=DIM)
+        row = int(exact.positions(ids[:1])[0])
+        vectors_at = vector_file_module._layout(DIM, exact.capacity)[1]
+        exact.close()
+        with open(index.exact_file, "r+b") as handle:  # in place: the mapping sees it
+            handle.seek(vectors_at + 2 * DIM * row)
+            handle.write(b"\xff\x7f" * DIM)  # float16 NaN in every component
+        output = store.search(collection, "m", vectors[:1], 5)
+        assert ids[0] in output.ids[0] and np.isfinite(output.scores).all()
+        assert index.exact_damaged
+        store.wait_idle(timeout=60)  # rebuilt from the catalog
+        output = store.search(collection, "m", vectors[:1], 5)
+        assert output.ids[0, 0] == ids[0]
+        np.testing.assert_allclose(output.scores[0, 0], 1.0, atol=1e-5)
+        assert_reranked_and_consistent(store, catalog, collection)
+    finally:
+        store.close(snapshot=False)
+
+
 def test_growth_past_compress_min_retrains_into_the_compressed_kind_without_pausing_queries(
     catalog: Catalog,
     index_settings: IndexSettings,

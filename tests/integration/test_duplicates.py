@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tests.conftest import ImageFactory
+from tests.conftest import ImageFactory, UnitVectors
 from tests.unit.test_duplicate_groups import bfs_components
 from vizdex.search import (
     Catalog,
@@ -24,8 +24,10 @@ from vizdex.search import (
     IndexStore,
     InvalidQueryError,
     KeeperRule,
+    QuerySettings,
     SearchService,
     SearchSettings,
+    TooManyPairsError,
 )
 
 DIM = 32
@@ -137,6 +139,33 @@ def test_identical_vectors_group_at_threshold_one(
 def test_a_threshold_outside_minus_one_to_one_is_refused(threshold: float) -> None:
     with pytest.raises(InvalidQueryError, match="between -1 and 1"):
         DuplicateOptions(threshold=threshold)
+
+
+def test_a_threshold_that_matches_everything_stops_at_the_pair_limit(
+    catalog: Catalog,
+    search_settings: SearchSettings,
+    new_image: ImageFactory,
+    unit_vectors: UnitVectors,
+) -> None:
+    """At threshold -1 every image pairs with every other: n²/2 pairs, 3 GB held for 20,000
+    images (the size a request scans at once), so a read-only caller could exhaust the server's
+    memory. Past ``duplicate_pairs_max`` distinct pairs the scan stops with ``too_many_pairs``;
+    at the limit itself it still answers, each pair counted once."""
+    indexes = IndexStore(catalog, replace(search_settings.index, device="cpu"))
+    count = 300
+    every = count * (count - 1) // 2
+    try:
+        limited = SearchService(catalog, indexes, {}, QuerySettings(duplicate_pairs_max=1000))
+        catalog.create_collection("crowd", [MODEL])
+        add(limited, new_image, "crowd", unit_vectors(count, DIM))
+        with pytest.raises(TooManyPairsError, match="more than 1,000 pairs") as refused:
+            limited.duplicates.scan("crowd", DuplicateOptions(threshold=-1.0))
+        assert refused.value.code == "too_many_pairs"
+        at_limit = SearchService(catalog, indexes, {}, QuerySettings(duplicate_pairs_max=every))
+        scan = at_limit.duplicates.scan("crowd", DuplicateOptions(threshold=-1.0))
+        assert scan.pairs == every and len(scan.groups) == 1 and scan.images == count
+    finally:
+        indexes.close()
 
 
 def test_empty_and_single_image_collections_have_no_groups(
