@@ -779,6 +779,8 @@ class VectorIndex:
         added = _as_ids(added_ids)
         vectors = _as_matrix(added_vectors, self.dim) if len(added) else None
         with self._lock.write():
+            if self._exact is not None and len(added):
+                self._exact.reserve(len(added))  # a full disk fails here, before any change
             if len(removed) or vectors is not None:
                 self._materialise_locked()
             if len(removed):

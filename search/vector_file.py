@@ -33,6 +33,7 @@ the caller rebuilds it from the catalog.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import mmap
@@ -183,6 +184,10 @@ class VectorFilePlace:
                 f"{name}: committed at sequence {opened.last_seq}, its index at {last_seq}"
             )
         return opened
+
+
+# posix_fallocate's answers where the file system cannot allocate ahead (writes still work).
+_NO_FALLOCATE = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
 
 
 class VectorFile:
@@ -383,10 +388,40 @@ class VectorFile:
 
     # -- changes --------------------------------------------------------------------------------
 
+    def reserve(self, rows: int) -> None:
+        """Makes room on disk for ``rows`` more rows before anything changes (grows the file
+        first if they do not fit). The file is sparse and rows are written through the map: a
+        store into a hole the full disk cannot back kills the process with SIGBUS instead of
+        raising, so the blocks are allocated here, where a full disk is an ``OSError`` (ENOSPC)."""
+        if rows <= 0:
+            return
+        if self.count + rows > self.capacity:
+            self._grow(rows)
+        ids_at, vectors_at, sums_at, _ = _layout(self.dim, self.capacity)
+        first, end = self.count, self.count + rows
+        first_block, end_block = first // self._block, -(-end // self._block)
+        spans = (
+            (ids_at + 8 * first, 8 * rows),
+            (vectors_at + 2 * self.dim * first, 2 * self.dim * rows),
+            (sums_at + 4 * first_block, 4 * (end_block - first_block)),
+        )
+        handle = os.open(self.path, os.O_RDWR)
+        try:
+            for offset, length in spans:
+                try:
+                    os.posix_fallocate(handle, offset, length)
+                except OSError as error:
+                    if error.errno in _NO_FALLOCATE:  # a file system that cannot reserve
+                        return
+                    raise OSError(error.errno, error.strerror, str(self.path)) from None
+        finally:
+            os.close(handle)
+
     def apply(self, removed_ids: np.ndarray, added_ids: np.ndarray, vectors: np.ndarray) -> None:
         """Removals (in place), then additions (appended; an id already held is replaced)."""
         removed = np.asarray(removed_ids, dtype=np.int64)
         added = np.asarray(added_ids, dtype=np.int64)
+        self.reserve(len(added))  # before any change: a full disk leaves the file as it was
         gone = self.positions(np.concatenate([removed, added]))
         gone = gone[gone >= 0]
         self._ids[gone] = -1

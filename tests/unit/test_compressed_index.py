@@ -3,6 +3,7 @@ the policy, recall against exact search, re-ranking doing the work, online chang
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 import vizdex.search.vector_file as vector_file_module
+from tests.support.small_disk import fill, small_disk
 from tests.unit.test_index import _normalise, brute_force, clustered, recall_at
+from vizdex.core.errors import storage_full
 from vizdex.search.index import (
     COMPRESSED_MAX_NLIST,
     COMPRESSED_MIN_COUNT,
@@ -165,6 +168,33 @@ def test_the_vector_file_grows_past_its_capacity(tmp_path: Path) -> None:
     assert found.tolist() == [True, True, True, False]
     np.testing.assert_allclose(got[1], more[0], atol=1e-3)
     assert sorted(exact.live_ids().tolist()) == [5, 6, 7, 8, 9, *range(100, 3100)]
+
+
+def test_a_full_disk_refuses_new_rows_before_the_index_or_its_file_changes(
+    data: Data, tmp_path: Path
+) -> None:
+    """The vector file is sparse and written through its map: without room reserved first, a
+    full disk killed the process (SIGBUS) at the first new row instead of raising."""
+    with small_disk(tmp_path / "disk", size_mb=16) as disk:
+        place = VectorFilePlace(disk / "c", 1, "m")
+        index = VectorIndex.build(data.ids, data.vectors, _policy(place), CPU, last_seq=7)
+        assert index.spec.rerank > 0  # compressed, with its exact vectors in the file
+        rng = np.random.default_rng(9)
+        new = _normalise(rng.standard_normal((3000, DIM)))  # 375 KiB of float16 rows
+        new_ids = np.arange(10**9, 10**9 + 3000, dtype=np.int64)
+        filler = fill(disk)
+        with pytest.raises(OSError) as raised:
+            index.add(new_ids, new, upto_seq=8)
+        assert raised.value.errno == errno.ENOSPC
+        assert storage_full(raised.value) is not None  # answered as 503 storage_full
+        assert index.ntotal == COUNT and index.last_seq == 7  # nothing half-applied
+        held = index.exact_ids()
+        assert held is not None and len(held) == COUNT
+        filler.unlink()  # room again: the same change goes in whole
+        index.add(new_ids, new, upto_seq=8)
+        _scores, found = index.search(new[:5], 1)
+        np.testing.assert_array_equal(found[:, 0], new_ids[:5])
+        assert index.ntotal == COUNT + 3000
 
 
 def test_saved_files_are_mapped_back_and_copied_to_memory_at_the_first_change(
