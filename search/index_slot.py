@@ -11,6 +11,7 @@ rename switches to them, so a crash leaves the old set whole; files nothing name
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import logging
@@ -47,6 +48,22 @@ def index_file_name(model: str) -> str:
     """A readable, collision-free file name for a model name such as ``org/model``."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[:80] or "model"
     return f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:8]}{FILE_SUFFIX}"
+
+
+_SIDE_FILE = re.compile(
+    rf"[0-9a-f]{{12}}(?:{re.escape(INDEX_FILE_SUFFIX)}|{re.escape(VECTOR_FILE_SUFFIX)})"
+)
+
+
+def side_files(stem: Path) -> list[Path]:
+    """The index and vector files ``<stem>-<unique>.faiss|.f16`` of one slot - and not those
+    of another model whose stem merely begins with this one (``m-1234abcd-x-...``)."""
+    prefix = stem.name + "-"
+    return [
+        path
+        for path in stem.parent.glob(glob.escape(prefix) + "*")
+        if _SIDE_FILE.fullmatch(path.name[len(prefix) :])
+    ]
 
 
 @dataclass
@@ -233,11 +250,10 @@ def remove_unnamed_files(slot: Slot) -> None:
     exact = index.exact_file if index is not None else None
     if exact is not None:
         keep.add(exact.name)
-    for suffix in (INDEX_FILE_SUFFIX, VECTOR_FILE_SUFFIX):
-        for path in slot.path.parent.glob(f"{slot.stem.name}-*{suffix}"):
-            if path.name in keep:
-                continue
-            try:
-                path.unlink(missing_ok=True)
-            except IsADirectoryError:  # a folder cannot be unlinked; it stopped the load
-                move_aside(path, "a folder where an index file belongs")
+    for path in side_files(slot.stem):
+        if path.name in keep:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except IsADirectoryError:  # a folder cannot be unlinked; it stopped the load
+            move_aside(path, "a folder where an index file belongs")

@@ -27,7 +27,13 @@ from vizdex.search.catalog import Catalog
 from vizdex.search.errors import CollectionNotFoundError, InvalidQueryError
 from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
 from vizdex.search.index_replay import Replay
-from vizdex.search.index_slot import FILE_SUFFIX, Slot, index_file_name, write_index_file
+from vizdex.search.index_slot import (
+    FILE_SUFFIX,
+    Slot,
+    index_file_name,
+    side_files,
+    write_index_file,
+)
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings
 from vizdex.search.vector_file import VectorFilePlace
@@ -468,14 +474,18 @@ class IndexStore:
         shutil.rmtree(self._settings.directory / f"collection-{collection_id}", ignore_errors=True)
 
     def drop_model(self, collection_id: int, model: str) -> None:
-        """Forgets one model's index of a collection (the model was removed) and its file."""
+        """Forgets one model's index of a collection (the model was removed) and its files:
+        the snapshot and, for a re-ranked index, its FAISS and vector files beside it."""
         with self._slots_lock:
             slot = self._slots.pop((collection_id, model), None)
         if slot is not None:
             with slot.save_lock:
                 slot.dropped = True
                 slot.index = None
-        self.path_for(collection_id, model).unlink(missing_ok=True)
+        path = self.path_for(collection_id, model)
+        path.unlink(missing_ok=True)
+        for side in side_files(path.with_suffix("")):
+            side.unlink(missing_ok=True)
 
     def close(self, *, snapshot: bool = True) -> None:
         """Stops background work and (by default) saves every index that changed."""

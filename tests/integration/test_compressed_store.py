@@ -429,3 +429,24 @@ def test_a_snapshot_naming_a_file_outside_its_folder_is_not_followed(
         assert (folder / (snapshot.name + ".corrupt")).exists()
     finally:
         reopened.close(snapshot=False)
+
+
+def test_dropping_a_model_removes_its_index_and_vector_files_and_no_other_models(
+    catalog: Catalog, store: IndexStore, unit_vectors: UnitVectors, new_image: ImageFactory
+) -> None:
+    """``remove-model`` frees the disk of a re-ranked index: its snapshot, the ``.faiss`` and the
+    ``.f16`` beside it. A model whose file stem begins with this one's keeps its files."""
+    lookalike = index_file_name("m").removesuffix(".vdx") + "-x"  # its stem extends m's
+    both = catalog.create_collection("both", ["m", lookalike], index_factory=FACTORY, exact_max=0)
+    first, second = unit_vectors(1200, DIM), unit_vectors(1200, DIM)
+    items = [new_image(("both", i), {"m": first[i], lookalike: second[i]}) for i in range(1200)]
+    catalog.add_images(both.id, items)
+    store.sync(both)
+    store.snapshot(both)
+    folder = store.path_for(both.id, "m").parent
+    before = {path.name for path in folder.iterdir()}
+    assert sum(name.endswith((".faiss", ".f16")) for name in before) == 4  # two models' pairs
+    store.drop_model(both.id, "m")
+    left = {path.name for path in folder.iterdir()}
+    assert left == {name for name in before if name.startswith(lookalike)}
+    assert sorted(name.rsplit(".", 1)[1] for name in left) == ["f16", "faiss", "vdx"]
