@@ -63,7 +63,9 @@ FIELD_CREATED = "created_us"
 MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per query
 GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
-INDEX_WAIT_S = 600.0
+# A rebuild's index may take the better part of an hour (1M x 512 HNSW: ~43 min on 2 cores), so
+# the wait ends only when Milvus stops making progress: no new indexed rows for this long.
+INDEX_STALL_S = 600.0
 PROBE_ROWS = 2048  # a probe build's rows: above the 1,024 from which Milvus indexes a segment
 PROBE_WAIT_S = 60.0  # how long a probe build may take before its index type is refused
 LEADER_RETRY_S = 1.0
@@ -455,9 +457,13 @@ class MilvusVectorStore:
                 index_type=index_type,
             ) from None
 
-    def verify_index(self, name: str, index_type: str, *, wait_s: float) -> dict[str, Any]:
+    def verify_index(
+        self, name: str, index_type: str, *, wait_s: float, stall: bool = False
+    ) -> dict[str, Any]:
         """The index Milvus reports for the vector field, checked to be the one asked for and
-        (after ``wait_s`` at most) built over every row; IndexTypeRefusedError otherwise.
+        (after ``wait_s`` at most) built over every row; IndexTypeRefusedError otherwise. With
+        ``stall`` the wait has no overall limit: it ends when ``wait_s`` passes with no new
+        indexed row (a large build keeps going as long as Milvus keeps indexing).
 
         On milvus-lite the collection is flushed and loaded again first: that is when lite
         builds (or fails to build) its indexes, whatever describe_index said before.
@@ -465,6 +471,7 @@ class MilvusVectorStore:
         if self._target.lite and wait_s > 0:
             self._reload(name, index_type)
         deadline = time.monotonic() + wait_s
+        progress = -1
         while True:
             try:
                 names = self._client.list_indexes(name, field_name=FIELD_VECTOR)
@@ -480,15 +487,20 @@ class MilvusVectorStore:
                 )
             total = int(described.get("total_rows", 0) or 0)
             built = int(described.get("indexed_rows", 0) or 0)
+            if stall and built > progress:
+                if progress >= 0:
+                    log.info("Milvus index of %s: %d of %d rows", name, built, total)
+                progress, deadline = built, time.monotonic() + wait_s
             if built >= total or time.monotonic() >= deadline:
                 if built < total:
+                    waited = "without progress for" if stall else "after"
                     raise IndexTypeRefusedError(
                         f"Milvus built its {index_type} index of {name} over {built} of {total} "
-                        "rows only",
+                        f"rows only ({waited} {wait_s:g} s)",
                         index_type=index_type,
                     )
                 return dict(described)
-            time.sleep(0.5)
+            time.sleep(0.5 if not stall else min(5.0, max(0.5, wait_s / 100)))
 
     def _index_type(self, name: str) -> str:
         known = self._index_types.get(name)
@@ -715,7 +727,7 @@ class MilvusVectorStore:
                         self._client.flush(name)
                     except MilvusException as error:
                         raise _wrap(f"flush {name}", error) from None
-                    self.verify_index(name, wanted, wait_s=INDEX_WAIT_S)
+                    self.verify_index(name, wanted, wait_s=INDEX_STALL_S, stall=True)
                 names.append(name)
             return names
 

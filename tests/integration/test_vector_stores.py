@@ -464,3 +464,51 @@ def test_a_follower_whose_session_died_is_no_longer_the_leader(postgres_url: str
         first.release()
         second.release()
         catalog.close()
+
+
+class SlowBuild:
+    """The real Milvus client, except that describe_index reports the vector index as built
+    over ``step`` more rows on each call until ``stop`` (as a large build on a server does)."""
+
+    def __init__(self, client: MilvusClient, *, step: int, stop: int) -> None:
+        self._client, self._step, self._stop = client, step, stop
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def describe_index(self, *args: object, **kwargs: object) -> dict[str, object]:
+        described = dict(self._client.describe_index(*args, **kwargs))
+        self.calls += 1
+        described["indexed_rows"] = min(self._stop, self._step * self.calls)
+        return described
+
+
+def test_a_rebuild_waits_for_an_index_as_long_as_milvus_keeps_building_it(pair: Pair) -> None:
+    """A rebuild's index wait ends on a stall, not on a clock: 1M HNSW vectors take ~43 minutes,
+    and a fixed 10-minute wait refused an index that was still being built."""
+    store = pair.store
+    name = store.name_of(pair.milvus.get_collection("c").id, MODEL)
+    real = store._client
+    described = real.describe_index(name, FIELD_VECTOR)
+    kind, total = str(described["index_type"]), int(described["total_rows"])
+    assert total >= COUNT
+    try:
+        # Past the wait's length in all, but a step of progress at each look: waited for.
+        slow = SlowBuild(real, step=total // 12 + 1, stop=total)
+        store._client = slow
+        found = store.verify_index(name, kind, wait_s=2.0, stall=True)
+        assert slow.calls >= 12 and int(str(found["indexed_rows"])) == total
+        # The same build without ``stall`` is refused when the wait's length has passed.
+        store._client = SlowBuild(real, step=total // 12 + 1, stop=total)
+        with pytest.raises(IndexTypeRefusedError, match=r"rows only \(after 2 s\)"):
+            store.verify_index(name, kind, wait_s=2.0)
+        # A build that stops short is refused once it has made no progress for the wait.
+        stalled = SlowBuild(real, step=total // 4, stop=total // 2)
+        store._client = stalled
+        stuck = f"over {total // 2} of {total} rows only \\(without progress for 1 s\\)"
+        with pytest.raises(IndexTypeRefusedError, match=stuck):
+            store.verify_index(name, kind, wait_s=1.0, stall=True)
+        assert stalled.calls >= 3
+    finally:
+        store._client = real
