@@ -118,6 +118,11 @@ class SearchService:
         for collection in self._catalog.list_collections():
             self._store.open_collection(collection)
 
+    def use_encoders(self, encoders: Mapping[str, Encoder]) -> None:
+        """Sets the models queries are encoded with: a server opens (and warms) its indexes
+        while its models load, and hands them over once they are ready."""
+        self._encoders = dict(encoders)
+
     def close(self) -> None:
         self._store.close()
         self._indexes.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from copy import copy
 from functools import partial
@@ -23,6 +25,7 @@ from vizdex.encoders.batched_encoder import BatchedEncoder, batched
 from vizdex.encoders.loading import load_encoders
 from vizdex.indexer import DuplicateJobs, PeriodicSweep, open_indexer
 from vizdex.search import CollectionsService, SearchService
+from vizdex.search.settings import SearchSettings
 from vizdex.web.auth import api_key_guard
 from vizdex.web.cancellation import disconnect_middleware
 from vizdex.web.errors import EXCEPTION_HANDLERS
@@ -52,19 +55,37 @@ FOLLOW_INTERVAL_S = 1.0
 WORKER_THREADS = 128
 
 
+def _open_search(settings: SearchSettings) -> SearchService:
+    """The catalog and every index loaded (or rebuilt): until it is done the server is not
+    ready. Its models are handed over later (``use_encoders``)."""
+    service = SearchService.open(settings, {})
+    try:
+        service.warm_up()
+    except BaseException:
+        service.close()
+        raise
+    return service
+
+
 def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None:
     settings = state.settings
-    models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
-    for model in models.values():
-        model.warmup()  # readiness means a real batch has already run
+    # Index files load (memory-mapped, their ids and vector rows checked, the catalog's later
+    # changes replayed) while the models load and warm up: a start waits for the slower of the
+    # two, not for their sum.
+    with ThreadPoolExecutor(1, thread_name_prefix="vizdex-index-open") as pool:
+        opening = pool.submit(_open_search, settings.search)
+        try:
+            models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
+            for model in models.values():
+                model.warmup()  # readiness means a real batch has already run
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                opening.result().close()
+            raise
+        service = opening.result()
     state.models = models
     state.encoders = batched(models, settings.batching, state.metrics.observer)
-    try:
-        service = SearchService.open(settings.search, state.encoders)
-        service.warm_up()  # every index loaded (or rebuilt) before readiness
-    except BaseException:
-        _close_queues(state)
-        raise
+    service.use_encoders(state.encoders)
     state.search_service = service
     service.follow_other_writers(FOLLOW_INTERVAL_S)  # a replica: others write too
     # Ingestion batches on its own (encode_stream), so it gets the models, not the queues.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from tests.support.api_helpers import (
     photo_b64,
     photo_jpeg,
     state_of,
+    upload_photos,
     wait_until,
 )
 from vizdex.cli import serve
-from vizdex.encoders.base import Encoder
+from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.settings import BatchSettings, EncoderSettings
-from vizdex.search import SchemaMismatchError, SchemaOutOfDateError
+from vizdex.search import SchemaMismatchError, SchemaOutOfDateError, SearchService
 from vizdex.search.db import sqlite_file
 from vizdex.web.settings import LimitSettings, ServiceSettings
 
@@ -307,6 +309,50 @@ def test_readiness_is_false_while_starting(
             assert client.get("/v1/collections").status_code == 503
         finally:
             state.search_service = service
+
+
+class WarmsUpAfterTheIndexes(WrappedEncoder):
+    """A model whose warm-up holds on until the server's indexes are open (at most a minute):
+    it can only see them open if the start loads them beside the models, not after."""
+
+    def __init__(self, inner: Encoder, opened: threading.Event) -> None:
+        super().__init__(inner)
+        self.opened = opened
+        self.overlapped = False
+
+    def warmup(self) -> None:
+        self.overlapped = self.opened.wait(timeout=60)
+        super().warmup()
+
+
+def test_indexes_open_while_the_models_load_and_searches_use_the_models(
+    tmp_path: Path,
+    cpu_settings: EncoderSettings,
+    clip_encoder: Encoder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start waits for the slower of index loading and model loading, not their sum."""
+    settings = api_settings(tmp_path / "data", cpu_settings)
+    with api_client(settings, {clip_encoder.name: clip_encoder}) as client:
+        assert client.post("/v1/collections", json={"name": "photos"}).status_code == 201
+        seeded = upload_photos(client, "photos", [1, 2, 3])
+    opened = threading.Event()
+    warm_up = SearchService.warm_up
+
+    def warm_up_observed(service: SearchService) -> None:
+        warm_up(service)
+        opened.set()
+
+    monkeypatch.setattr(SearchService, "warm_up", warm_up_observed)
+    model = WarmsUpAfterTheIndexes(clip_encoder, opened)
+    with api_client(settings, {clip_encoder.name: model}) as client:
+        assert model.overlapped  # the indexes were open before the model's warm-up ended
+        assert client.get("/health/ready").status_code == 200
+        found = client.post("/v1/collections/photos/search", json={"image": photo_b64(2)})
+        assert found.status_code == 200, found.text
+        assert found.json()["hits"][0]["id"] == seeded[1]
+        by_text = client.post("/v1/collections/photos/search", json={"text": "a red bicycle"})
+        assert by_text.status_code == 200 and len(by_text.json()["hits"]) == 3
 
 
 def _serve_args(**values: object) -> argparse.Namespace:
