@@ -16,9 +16,6 @@ def test_create_list_delete(
     tmp_path: Path, tiny_clip_dir: Path, tiny_dino_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
-    assert main(["collections", *data]) == 0
-    assert "no collections yet" in capsys.readouterr().out
-
     argv = ["collections", "create", "art", "--model", str(tiny_clip_dir)]
     assert main([*argv, "--model", str(tiny_dino_dir), *data]) == 0
     assert capsys.readouterr().out.strip() == (
@@ -63,9 +60,37 @@ def test_errors_are_one_line(
 ) -> None:
     values = {"clip": str(tiny_clip_dir), "missing": str(tmp_path / "no-model")}
     argv = [arg.format(**values) for arg in argv]
+    assert main(["collections", "--data-dir", str(tmp_path / "data"), "--json"]) == 2
+    capsys.readouterr()
+    Catalog.open(SearchSettings.for_data_dir(tmp_path / "data").catalog).close()
     assert main([*argv, "--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message.format(**values) in err[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["collections"],
+        ["collections", "delete", "photos", "--yes"],
+        ["collections", "remove-model", "photos", "--model", "m"],
+        ["search", "-c", "photos", "--text", "a cat"],
+        ["duplicates", "-c", "photos"],
+        ["reindex", "-c", "photos"],
+        ["jobs"],
+        ["gc"],
+    ],
+)
+def test_commands_that_only_read_refuse_a_data_dir_without_a_catalog(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --data-dir is an error naming the path, not an empty answer, and leaves no
+    new catalog (nor folder) behind."""
+    missing = tmp_path / "no-such-data"
+    assert main([*argv, "--data-dir", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no catalog at {missing / 'catalog.db'}" in err[0], err
+    assert not missing.exists()
 
 
 def test_reindex_rebuilds_the_index_files_from_the_catalog(

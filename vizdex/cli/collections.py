@@ -109,7 +109,7 @@ def _with_precisions(model: str, precisions: dict[str, list[str]]) -> str:
 def run_create(args: argparse.Namespace) -> int:
     settings = encoder_settings(args)
     check_models(settings.models)
-    catalog, _ = open_catalog(args)
+    catalog, _ = open_catalog(args, create=True)
     try:
         record = create_collection(catalog, args.name, settings.models)
     finally:

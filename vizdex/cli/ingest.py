@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_model_loading(args)
     if args.ray is not None and args.enqueue:
         raise InvalidQueryError("--ray runs the ingest here on a Ray cluster: leave out --enqueue")
-    catalog, search_settings = open_catalog(args)
+    catalog, search_settings = open_catalog(args, create=True)
     if args.enqueue:
         try:
             return _enqueue(

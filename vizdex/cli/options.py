@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
+from vizdex.core.errors import NotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.discovery import discover_model
@@ -22,6 +23,7 @@ from vizdex.search import (
     SearchSettings,
     default_models,
 )
+from vizdex.search.db import sqlite_file
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -105,9 +107,27 @@ def command_env(args: argparse.Namespace) -> Mapping[str, str]:
     return env
 
 
-def open_catalog(args: argparse.Namespace) -> tuple[Catalog, SearchSettings]:
+def open_catalog(
+    args: argparse.Namespace, *, create: bool = False
+) -> tuple[Catalog, SearchSettings]:
+    """The catalog the command's settings name. Only commands that add data (``create``:
+    ``ingest``, ``collections create``) start a missing SQLite catalog; the others say where
+    they looked, so a mistyped ``--data-dir`` is neither an empty answer nor a new folder."""
     settings = SearchSettings.from_env(command_env(args))
+    if not create:
+        require_catalog(settings)
     return Catalog.open(settings.catalog), settings
+
+
+def require_catalog(settings: SearchSettings) -> None:
+    """Refuses (``catalog_not_found``) a SQLite catalog file that does not exist."""
+    path = sqlite_file(settings.catalog.database_url)
+    if path is not None and not path.exists():
+        raise NotFoundError(
+            f"no catalog at {path}: name the data directory that `vizdex serve` or "
+            "`vizdex ingest` uses with --data-dir or VIZDEX_DATA_DIR",
+            code="catalog_not_found",
+        )
 
 
 def quiet_model_loading(args: argparse.Namespace) -> None:
@@ -144,6 +164,7 @@ def open_storage(
     env = command_env(args)
     settings = SearchSettings.from_env(env)
     indexer = IndexerSettings.from_env(env)
+    require_catalog(settings)  # deletes and gc have nothing to do in a new folder
     search = SearchService.open(settings, encoders or {})  # its vector store too (Milvus)
     try:
         yield (
