@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from copy import copy
 from functools import partial
@@ -67,22 +67,40 @@ def _open_search(settings: SearchSettings) -> SearchService:
     return service
 
 
+def _open_search_beside(settings: SearchSettings) -> Future[SearchService]:
+    """``_open_search`` on a daemon thread: a start whose models fail reports that at once
+    instead of waiting for an index rebuild, and a process exiting on it is not held back."""
+    opened: Future[SearchService] = Future()
+
+    def run() -> None:
+        try:
+            opened.set_result(_open_search(settings))
+        except BaseException as error:
+            opened.set_exception(error)
+
+    threading.Thread(target=run, name="vizdex-index-open", daemon=True).start()
+    return opened
+
+
+def _close_abandoned(opened: Future[SearchService]) -> None:
+    if opened.exception() is None:
+        opened.result().close()
+
+
 def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None:
     settings = state.settings
     # Index files load (memory-mapped, their ids and vector rows checked, the catalog's later
     # changes replayed) while the models load and warm up: a start waits for the slower of the
     # two, not for their sum.
-    with ThreadPoolExecutor(1, thread_name_prefix="vizdex-index-open") as pool:
-        opening = pool.submit(_open_search, settings.search)
-        try:
-            models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
-            for model in models.values():
-                model.warmup()  # readiness means a real batch has already run
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                opening.result().close()
-            raise
-        service = opening.result()
+    opening = _open_search_beside(settings.search)
+    try:
+        models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
+        for model in models.values():
+            model.warmup()  # readiness means a real batch has already run
+    except BaseException:
+        opening.add_done_callback(_close_abandoned)  # closed whenever it finishes
+        raise
+    service = opening.result()
     state.models = models
     state.encoders = batched(models, settings.batching, state.metrics.observer)
     service.use_encoders(state.encoders)

@@ -28,6 +28,7 @@ from tests.support.api_helpers import (
     wait_until,
 )
 from vizdex.cli import serve
+from vizdex.core.errors import ModelNotFoundError
 from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.batched_encoder import BatchedEncoder
 from vizdex.encoders.settings import BatchSettings, EncoderSettings
@@ -353,6 +354,46 @@ def test_indexes_open_while_the_models_load_and_searches_use_the_models(
         assert found.json()["hits"][0]["id"] == seeded[1]
         by_text = client.post("/v1/collections/photos/search", json={"text": "a red bicycle"})
         assert by_text.status_code == 200 and len(by_text.json()["hits"]) == 3
+
+
+class FailsToWarmUp(WrappedEncoder):
+    def warmup(self) -> None:
+        raise ModelNotFoundError("model 'gone' was not found")
+
+
+def test_a_model_that_fails_is_reported_without_waiting_for_the_indexes(
+    tmp_path: Path,
+    cpu_settings: EncoderSettings,
+    clip_encoder: Encoder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The indexes may take minutes to rebuild: a start whose model fails says so at once, and
+    the index loading it abandons closes its catalog when it ends."""
+    release, closed = threading.Event(), threading.Event()
+    warm_up, close = SearchService.warm_up, SearchService.close
+
+    def slow_warm_up(service: SearchService) -> None:
+        assert release.wait(timeout=120)
+        warm_up(service)
+
+    def observed_close(service: SearchService) -> None:
+        close(service)
+        closed.set()
+
+    monkeypatch.setattr(SearchService, "warm_up", slow_warm_up)
+    monkeypatch.setattr(SearchService, "close", observed_close)
+    settings = api_settings(tmp_path / "data", cpu_settings)
+    failing = {clip_encoder.name: FailsToWarmUp(clip_encoder)}
+    # The test client groups lifespan errors.
+    with pytest.raises(BaseException) as raised, api_client(settings, failing):
+        pass
+    if isinstance(raised.value, BaseExceptionGroup):
+        assert raised.group_contains(ModelNotFoundError, match="'gone'")
+    else:
+        assert isinstance(raised.value, ModelNotFoundError)
+    assert not release.is_set() and not closed.is_set()  # failed while the indexes still load
+    release.set()
+    assert closed.wait(timeout=60)
 
 
 def _serve_args(**values: object) -> argparse.Namespace:
