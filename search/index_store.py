@@ -85,6 +85,15 @@ class RangeOutput:
     nprobe: int  # IVF lists probed per query; 0 for an exact index
 
 
+def _discard_exact(index: VectorIndex | None) -> None:
+    """Closes and deletes the vector file of an index whose model was removed."""
+    exact = index.exact_file if index is not None else None
+    if index is not None:
+        index.attach_exact(None)
+    if exact is not None:
+        exact.unlink(missing_ok=True)
+
+
 class IndexStore:
     """Loads, replays, updates, retrains and snapshots the vector indexes of a catalog."""
 
@@ -230,6 +239,11 @@ class IndexStore:
                 fresh = self._replay.catch_up(slot, built)
                 slot.index = fresh
                 slot.generation += 1
+                if slot.dropped:
+                    # The model went while this built: drop_model swept the folder before this
+                    # index's vector file existed (it is set dropped first, then sweeps).
+                    _discard_exact(fresh)
+                    return
             log.info(
                 "collection %d / %s now uses a %s index (%d vectors, nprobe %d)",
                 slot.collection_id,
@@ -272,6 +286,9 @@ class IndexStore:
                 with slot.mutex:
                     if self._replay.ensure_exact(slot):
                         slot.generation += 1
+                        if slot.dropped:  # as in _retrain: made after drop_model's sweep
+                            _discard_exact(slot.index)
+                            return
             finally:
                 slot.repair_queued = False
             write_index_file(slot)

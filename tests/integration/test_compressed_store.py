@@ -20,13 +20,14 @@ import vizdex.search.vector_file as vector_file_module
 from tests.conftest import ImageFactory, UnitVectors
 from tests.integration.test_index_store import GatedStore, Writer, saved_snapshot
 from vizdex.search.catalog import Catalog
-from vizdex.search.index import COMPRESSED_MIN_COUNT
+from vizdex.search.index import COMPRESSED_MIN_COUNT, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
 from vizdex.search.index_slot import index_file_name
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings, SearchSettings
 from vizdex.search.vector_file import VectorFile
+from vizdex.search.vector_source import VectorSource
 
 DIM = 32
 NO_PAYLOAD = np.zeros(0, dtype=np.uint8)  # a snapshot whose index is a file of its own
@@ -450,3 +451,48 @@ def test_dropping_a_model_removes_its_index_and_vector_files_and_no_other_models
     left = {path.name for path in folder.iterdir()}
     assert left == {name for name in before if name.startswith(lookalike)}
     assert sorted(name.rsplit(".", 1)[1] for name in left) == ["f16", "faiss", "vdx"]
+
+
+class GatedBeforeBuild(IndexStore):
+    """Holds a retrain (once ``armed``) before it builds, i.e. before its files exist."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.armed = False
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def build_index(
+        self, source: VectorSource, policy: IndexPolicy, *, last_seq: int, dim: int
+    ) -> VectorIndex:
+        if self.armed:
+            self.started.set()
+            assert self.release.wait(timeout=60)
+        return super().build_index(source, policy, last_seq=last_seq, dim=dim)
+
+
+def test_dropping_a_model_during_its_retrain_leaves_none_of_the_retrains_files(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    """The retrain writes its new index and vector files while it builds, outside the locks
+    that ``drop_model`` takes: a model removed before they exist must not keep them on disk
+    (nothing would ever sweep them unless the model came back)."""
+    store = GatedBeforeBuild(catalog, index_settings)
+    try:
+        writer.add(1200)
+        store.sync(collection)
+        folder = store.path_for(collection.id, "m").parent
+        store.armed = True
+        writer.add(1300)  # past twice what it was trained on: a retrain in the background
+        store.sync(collection)
+        assert store.started.wait(timeout=60)
+        store.drop_model(collection.id, "m")
+        store.release.set()
+        store.wait_idle(timeout=120)
+        assert sorted(p.name for p in folder.iterdir()) == []
+    finally:
+        store.release.set()
+        store.close(snapshot=False)
