@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vizdex.core.errors import storage_full
 from vizdex.search.catalog import Catalog
 from vizdex.search.errors import CollectionNotFoundError, InvalidQueryError
 from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
@@ -356,7 +357,16 @@ class IndexStore:
         if self._settings.sync_on_query and (
             self._catalog.collection_seq(collection.id) > slot.seq
         ):
-            self.sync(collection, wait=False)
+            try:
+                self.sync(collection, wait=False)
+            except OSError as error:
+                # A full index disk refuses the new rows (their write answered 503 already);
+                # a search needs no disk: it answers from the index as it is.
+                if storage_full(error) is None:
+                    raise
+                log.warning(
+                    "index of collection %d is behind the catalog: %s", collection.id, error
+                )
         index = slot.index  # one read: a concurrent swap cannot change it under this search
         if index is None:
             shape = (len(queries), k)

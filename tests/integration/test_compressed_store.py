@@ -19,6 +19,8 @@ import vizdex.search.index_store as index_store_module
 import vizdex.search.vector_file as vector_file_module
 from tests.conftest import ImageFactory, UnitVectors
 from tests.integration.test_index_store import GatedStore, Writer, saved_snapshot
+from tests.support.small_disk import fill, small_disk
+from vizdex.core.errors import storage_full
 from vizdex.search.catalog import Catalog
 from vizdex.search.index import COMPRESSED_MIN_COUNT, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
@@ -496,3 +498,32 @@ def test_dropping_a_model_during_its_retrain_leaves_none_of_the_retrains_files(
     finally:
         store.release.set()
         store.close(snapshot=False)
+
+
+def test_searches_keep_answering_from_the_index_while_its_disk_is_full(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+    tmp_path: Path,
+) -> None:
+    """New rows the full index disk cannot take fail their write (503 storage_full), but a
+    search, which catches the index up first, must still answer from the index it has rather
+    than fail on the same ENOSPC: reading needs no disk."""
+    with small_disk(tmp_path / "disk", size_mb=16) as disk:
+        store = IndexStore(catalog, replace(index_settings, directory=disk))
+        try:
+            writer.add(1200)
+            store.sync(collection)
+            filler = fill(disk)
+            writer.add(3000)  # the catalog lives elsewhere: its rows commit
+            with pytest.raises(OSError) as raised:
+                store.sync(collection)
+            assert storage_full(raised.value) is not None
+            output = store.search(collection, "m", unit_vectors(3, DIM), 5)
+            assert (output.ids >= 0).all() and output.count == 1200
+            filler.unlink()  # room again: the next search catches up
+            assert store.search(collection, "m", unit_vectors(1, DIM), 5).count == 4200
+        finally:
+            store.close(snapshot=False)
