@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vizdex.core.errors import storage_full
 from vizdex.search.catalog import Catalog
 from vizdex.search.errors import CollectionNotFoundError, InvalidQueryError
 from vizdex.search.index import IndexBackend, IndexPolicy, IndexSpec, VectorIndex
@@ -83,6 +84,15 @@ class RangeOutput:
     ids: np.ndarray  # int64 [hits]
     approximate: bool
     nprobe: int  # IVF lists probed per query; 0 for an exact index
+
+
+def _discard_exact(index: VectorIndex | None) -> None:
+    """Closes and deletes the vector file of an index whose model was removed."""
+    exact = index.exact_file if index is not None else None
+    if index is not None:
+        index.attach_exact(None)
+    if exact is not None:
+        exact.unlink(missing_ok=True)
 
 
 class IndexStore:
@@ -230,6 +240,11 @@ class IndexStore:
                 fresh = self._replay.catch_up(slot, built)
                 slot.index = fresh
                 slot.generation += 1
+                if slot.dropped:
+                    # The model went while this built: drop_model swept the folder before this
+                    # index's vector file existed (it is set dropped first, then sweeps).
+                    _discard_exact(fresh)
+                    return
             log.info(
                 "collection %d / %s now uses a %s index (%d vectors, nprobe %d)",
                 slot.collection_id,
@@ -272,6 +287,9 @@ class IndexStore:
                 with slot.mutex:
                     if self._replay.ensure_exact(slot):
                         slot.generation += 1
+                        if slot.dropped:  # as in _retrain: made after drop_model's sweep
+                            _discard_exact(slot.index)
+                            return
             finally:
                 slot.repair_queued = False
             write_index_file(slot)
@@ -339,7 +357,16 @@ class IndexStore:
         if self._settings.sync_on_query and (
             self._catalog.collection_seq(collection.id) > slot.seq
         ):
-            self.sync(collection, wait=False)
+            try:
+                self.sync(collection, wait=False)
+            except OSError as error:
+                # A full index disk refuses the new rows (their write answered 503 already);
+                # a search needs no disk: it answers from the index as it is.
+                if storage_full(error) is None:
+                    raise
+                log.warning(
+                    "index of collection %d is behind the catalog: %s", collection.id, error
+                )
         index = slot.index  # one read: a concurrent swap cannot change it under this search
         if index is None:
             shape = (len(queries), k)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from contextlib import asynccontextmanager
 from copy import copy
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from litestar import Litestar, Router
@@ -54,6 +54,8 @@ FOLLOW_INTERVAL_S = 1.0
 # Sync handlers wait on their queued items in worker threads: enough of them for many clients.
 WORKER_THREADS = 128
 
+T = TypeVar("T")
+
 
 def _open_search(settings: SearchSettings) -> SearchService:
     """The catalog and every index loaded (or rebuilt): until it is done the server is not
@@ -67,19 +69,32 @@ def _open_search(settings: SearchSettings) -> SearchService:
     return service
 
 
-def _open_search_beside(settings: SearchSettings) -> Future[SearchService]:
-    """``_open_search`` on a daemon thread: a start whose models fail reports that at once
-    instead of waiting for an index rebuild, and a process exiting on it is not held back."""
-    opened: Future[SearchService] = Future()
+def _beside(work: Callable[[], T], name: str) -> Future[T]:
+    """``work`` on a daemon thread: a start that fails on one side reports it at once instead
+    of waiting for the other, and a process exiting on it is not held back."""
+    done: Future[T] = Future()
 
     def run() -> None:
         try:
-            opened.set_result(_open_search(settings))
+            done.set_result(work())
         except BaseException as error:
-            opened.set_exception(error)
+            done.set_exception(error)
 
-    threading.Thread(target=run, name="vizdex-index-open", daemon=True).start()
-    return opened
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
+
+
+def _open_search_beside(settings: SearchSettings) -> Future[SearchService]:
+    return _beside(partial(_open_search, settings), "vizdex-index-open")
+
+
+def _load_models(
+    settings: ServiceSettings, preloaded: Mapping[str, Encoder] | None
+) -> dict[str, Encoder]:
+    models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
+    for model in models.values():
+        model.warmup()  # readiness means a real batch has already run
+    return models
 
 
 def _close_abandoned(opened: Future[SearchService]) -> None:
@@ -93,14 +108,22 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
     # changes replayed) while the models load and warm up: a start waits for the slower of the
     # two, not for their sum.
     opening = _open_search_beside(settings.search)
-    try:
-        models = dict(preloaded) if preloaded is not None else load_encoders(settings.encoders)
-        for model in models.values():
-            model.warmup()  # readiness means a real batch has already run
-    except BaseException:
+    loading = _beside(partial(_load_models, settings, preloaded), "vizdex-model-load")
+    # Whichever fails first fails the start at once: a catalog that cannot open does not wait
+    # for minutes of model loading, nor a model that fails for an index rebuild.
+    both: list[Future[Any]] = [opening, loading]
+    wait(both, return_when=FIRST_EXCEPTION)
+    failed = loading.exception() if loading.done() else None
+    if failed is None:
+        service = opening.result()  # its failure: the models, still loading, are abandoned
+        failed = loading.exception()  # the slower side, once the indexes are open
+        if failed is not None:
+            service.close()
+    else:
         opening.add_done_callback(_close_abandoned)  # closed whenever it finishes
-        raise
-    service = opening.result()
+    if failed is not None:
+        raise failed
+    models = loading.result()
     state.models = models
     state.encoders = batched(models, settings.batching, state.metrics.observer)
     service.use_encoders(state.encoders)

@@ -396,6 +396,35 @@ def test_a_model_that_fails_is_reported_without_waiting_for_the_indexes(
     assert closed.wait(timeout=60)
 
 
+class SlowToWarmUp(WrappedEncoder):
+    """Warms up only once ``release`` is set (a large model still loading)."""
+
+    release = threading.Event()
+
+    def warmup(self) -> None:
+        assert self.release.wait(timeout=30)
+        self.inner.warmup()
+
+
+def test_indexes_that_fail_to_open_are_reported_without_waiting_for_the_models(
+    tmp_path: Path, cpu_settings: EncoderSettings, clip_encoder: Encoder
+) -> None:
+    """The reverse of the case above: a catalog that cannot be opened (here a folder where the
+    file belongs) fails the start at once, not after minutes of model loading."""
+    data = tmp_path / "data"
+    (data / "catalog.db").mkdir(parents=True)
+    settings = api_settings(data, cpu_settings)
+    SlowToWarmUp.release.clear()
+    slow = {clip_encoder.name: SlowToWarmUp(clip_encoder)}
+    try:
+        with pytest.raises(BaseException) as raised, api_client(settings, slow):
+            pass
+        assert not SlowToWarmUp.release.is_set(), "the start waited for the models"
+        assert "cannot open the catalog database" in repr(raised.value)
+    finally:
+        SlowToWarmUp.release.set()
+
+
 def _serve_args(**values: object) -> argparse.Namespace:
     defaults: dict[str, object] = {
         "host": None,

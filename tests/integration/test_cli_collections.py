@@ -93,6 +93,22 @@ def test_commands_that_only_read_refuse_a_data_dir_without_a_catalog(
     assert not missing.exists()
 
 
+@pytest.mark.parametrize("argv", [["collections"], ["jobs"], ["gc"]])
+def test_commands_that_only_read_refuse_a_zero_byte_catalog_and_leave_it_so(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite opens a zero-byte file as an empty database: a read would write a whole new
+    catalog into it (an interrupted copy, a touched file) and answer "no collections yet"."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "catalog.db").touch()
+    assert main([*argv, "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no catalog at {data / 'catalog.db'}" in err[0], err
+    assert [p.name for p in data.iterdir()] == ["catalog.db"]
+    assert (data / "catalog.db").stat().st_size == 0
+
+
 def test_reindex_rebuilds_the_index_files_from_the_catalog(
     tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,14 +19,17 @@ import vizdex.search.index_store as index_store_module
 import vizdex.search.vector_file as vector_file_module
 from tests.conftest import ImageFactory, UnitVectors
 from tests.integration.test_index_store import GatedStore, Writer, saved_snapshot
+from tests.support.small_disk import fill, small_disk
+from vizdex.core.errors import storage_full
 from vizdex.search.catalog import Catalog
-from vizdex.search.index import COMPRESSED_MIN_COUNT
+from vizdex.search.index import COMPRESSED_MIN_COUNT, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
 from vizdex.search.index_slot import index_file_name
 from vizdex.search.index_store import IndexStore
 from vizdex.search.records import CollectionRecord
 from vizdex.search.settings import IndexSettings, SearchSettings
 from vizdex.search.vector_file import VectorFile
+from vizdex.search.vector_source import VectorSource
 
 DIM = 32
 NO_PAYLOAD = np.zeros(0, dtype=np.uint8)  # a snapshot whose index is a file of its own
@@ -450,3 +453,77 @@ def test_dropping_a_model_removes_its_index_and_vector_files_and_no_other_models
     left = {path.name for path in folder.iterdir()}
     assert left == {name for name in before if name.startswith(lookalike)}
     assert sorted(name.rsplit(".", 1)[1] for name in left) == ["f16", "faiss", "vdx"]
+
+
+class GatedBeforeBuild(IndexStore):
+    """Holds a retrain (once ``armed``) before it builds, i.e. before its files exist."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.armed = False
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def build_index(
+        self, source: VectorSource, policy: IndexPolicy, *, last_seq: int, dim: int
+    ) -> VectorIndex:
+        if self.armed:
+            self.started.set()
+            assert self.release.wait(timeout=60)
+        return super().build_index(source, policy, last_seq=last_seq, dim=dim)
+
+
+def test_dropping_a_model_during_its_retrain_leaves_none_of_the_retrains_files(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+) -> None:
+    """The retrain writes its new index and vector files while it builds, outside the locks
+    that ``drop_model`` takes: a model removed before they exist must not keep them on disk
+    (nothing would ever sweep them unless the model came back)."""
+    store = GatedBeforeBuild(catalog, index_settings)
+    try:
+        writer.add(1200)
+        store.sync(collection)
+        folder = store.path_for(collection.id, "m").parent
+        store.armed = True
+        writer.add(1300)  # past twice what it was trained on: a retrain in the background
+        store.sync(collection)
+        assert store.started.wait(timeout=60)
+        store.drop_model(collection.id, "m")
+        store.release.set()
+        store.wait_idle(timeout=120)
+        assert sorted(p.name for p in folder.iterdir()) == []
+    finally:
+        store.release.set()
+        store.close(snapshot=False)
+
+
+def test_searches_keep_answering_from_the_index_while_its_disk_is_full(
+    catalog: Catalog,
+    collection: CollectionRecord,
+    index_settings: IndexSettings,
+    writer: Writer,
+    unit_vectors: UnitVectors,
+    tmp_path: Path,
+) -> None:
+    """New rows the full index disk cannot take fail their write (503 storage_full), but a
+    search, which catches the index up first, must still answer from the index it has rather
+    than fail on the same ENOSPC: reading needs no disk."""
+    with small_disk(tmp_path / "disk", size_mb=16) as disk:
+        store = IndexStore(catalog, replace(index_settings, directory=disk))
+        try:
+            writer.add(1200)
+            store.sync(collection)
+            filler = fill(disk)
+            writer.add(3000)  # the catalog lives elsewhere: its rows commit
+            with pytest.raises(OSError) as raised:
+                store.sync(collection)
+            assert storage_full(raised.value) is not None
+            output = store.search(collection, "m", unit_vectors(3, DIM), 5)
+            assert (output.ids >= 0).all() and output.count == 1200
+            filler.unlink()  # room again: the next search catches up
+            assert store.search(collection, "m", unit_vectors(1, DIM), 5).count == 4200
+        finally:
+            store.close(snapshot=False)

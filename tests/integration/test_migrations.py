@@ -209,6 +209,16 @@ def test_db_commands_show_and_upgrade_the_schema(
     assert "state:    current" in capsys.readouterr().out
 
 
+def test_db_current_reports_a_missing_sqlite_catalog_empty_without_creating_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db current`` only looks: a mistyped data dir gets no new folder nor catalog file."""
+    missing = tmp_path / "no-such-data" / "catalog.db"
+    assert _run(["db", "current", "--database-url", f"sqlite:///{missing}"]) == 1
+    assert "state:    empty" in capsys.readouterr().out
+    assert not missing.parent.exists()
+
+
 def test_db_upgrade_reads_the_data_dir_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,9 +10,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from vizdex.search.catalog.session import unopenable
-from vizdex.search.db import create_catalog_engine
+from vizdex.search.db import create_catalog_engine, sqlite_file
 from vizdex.search.errors import SchemaMismatchError
-from vizdex.search.schema import SchemaState, schema_status, upgrade
+from vizdex.search.schema import SchemaState, SchemaStatus, head_revision, schema_status, upgrade
 from vizdex.search.settings import CatalogSettings
 
 
@@ -66,12 +66,17 @@ def _reasons(url: str) -> Iterator[None]:
 def run_current(args: argparse.Namespace) -> int:
     """Exit status 0 when the schema is current, 1 when ``vizdex db upgrade`` has work to do."""
     url = _database_url(args)
-    engine = create_catalog_engine(url)
-    try:
-        with _reasons(url):
-            status = schema_status(engine)
-    finally:
-        engine.dispose()
+    database = sqlite_file(url)
+    if database is not None and not database.exists():
+        # Only a look: opening the engine would create the file and its folder.
+        status = SchemaStatus(SchemaState.EMPTY, (), head_revision())
+    else:
+        engine = create_catalog_engine(url)
+        try:
+            with _reasons(url):
+                status = schema_status(engine)
+        finally:
+            engine.dispose()
     current = ", ".join(status.current) or "(none)"
     print(f"catalog: {_describe(url)}")
     print(f"revision: {current}")

@@ -122,7 +122,9 @@ def open_catalog(
 def require_catalog(settings: SearchSettings) -> None:
     """Refuses (``catalog_not_found``) a SQLite catalog file that does not exist."""
     path = sqlite_file(settings.catalog.database_url)
-    if path is not None and not path.exists():
+    # SQLite takes a zero-byte file for an empty database and would write a new catalog into
+    # it; a WAL catalog's file always holds at least its first page.
+    if path is not None and (not path.exists() or (path.is_file() and not path.stat().st_size)):
         raise NotFoundError(
             f"no catalog at {path}: name the data directory that `vizdex serve` or "
             "`vizdex ingest` uses with --data-dir or VIZDEX_DATA_DIR",
