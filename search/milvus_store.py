@@ -487,7 +487,7 @@ class MilvusVectorStore:
                 )
             total = int(described.get("total_rows", 0) or 0)
             built = int(described.get("indexed_rows", 0) or 0)
-            if stall and built > progress:
+            if stall and built != progress:  # a merge of segments may also lower the count
                 if progress >= 0:
                     log.info("Milvus index of %s: %d of %d rows", name, built, total)
                 progress, deadline = built, time.monotonic() + wait_s

@@ -488,7 +488,8 @@ def test_a_rebuild_waits_for_an_index_as_long_as_milvus_keeps_building_it(pair: 
     """A rebuild's index wait ends on a stall, not on a clock: 1M HNSW vectors take ~43 minutes,
     and a fixed 10-minute wait refused an index that was still being built."""
     store = pair.store
-    name = store.name_of(pair.milvus.get_collection("c").id, MODEL)
+    pair.milvus.search_vector("c", queries(1)[0], model=MODEL, options=SearchOptions(k=1))
+    name = store.name_of(pair.milvus.get_collection("c").id, MODEL)  # caught up: it exists
     real = store._client
     described = real.describe_index(name, FIELD_VECTOR)
     kind, total = str(described["index_type"]), int(described["total_rows"])

@@ -127,7 +127,8 @@ def require_catalog(settings: SearchSettings) -> None:
     if path is not None and (not path.exists() or (path.is_file() and not path.stat().st_size)):
         raise NotFoundError(
             f"no catalog at {path}: name the data directory that `vizdex serve` or "
-            "`vizdex ingest` uses with --data-dir or VIZDEX_DATA_DIR",
+            "`vizdex ingest` uses with --data-dir or VIZDEX_DATA_DIR (or the catalog "
+            "itself with VIZDEX_DATABASE_URL)",
             code="catalog_not_found",
         )
 
