@@ -88,9 +88,10 @@ class RangeOutput:
 
 def _discard_exact(index: VectorIndex | None) -> None:
     """Closes and deletes the vector file of an index whose model was removed."""
-    exact = index.exact_file if index is not None else None
-    if index is not None:
-        index.attach_exact(None)
+    if index is None:
+        return
+    exact = index.exact_file
+    index.attach_exact(None)
     if exact is not None:
         exact.unlink(missing_ok=True)
 

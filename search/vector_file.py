@@ -418,10 +418,11 @@ class VectorFile:
             os.close(handle)
 
     def apply(self, removed_ids: np.ndarray, added_ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Removals (in place), then additions (appended; an id already held is replaced)."""
+        """Removals (in place), then additions (appended; an id already held is replaced).
+        The caller has ``reserve``d the added rows (``VectorIndex.apply`` does, before it
+        changes FAISS), so a full disk was refused before anything here or there changed."""
         removed = np.asarray(removed_ids, dtype=np.int64)
         added = np.asarray(added_ids, dtype=np.int64)
-        self.reserve(len(added))  # before any change: a full disk leaves the file as it was
         gone = self.positions(np.concatenate([removed, added]))
         gone = gone[gone >= 0]
         self._ids[gone] = -1

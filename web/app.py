@@ -84,10 +84,6 @@ def _beside(work: Callable[[], T], name: str) -> Future[T]:
     return done
 
 
-def _open_search_beside(settings: SearchSettings) -> Future[SearchService]:
-    return _beside(partial(_open_search, settings), "vizdex-index-open")
-
-
 def _load_models(
     settings: ServiceSettings, preloaded: Mapping[str, Encoder] | None
 ) -> dict[str, Encoder]:
@@ -107,7 +103,7 @@ def _start(state: ServiceState, preloaded: Mapping[str, Encoder] | None) -> None
     # Index files load (memory-mapped, their ids and vector rows checked, the catalog's later
     # changes replayed) while the models load and warm up: a start waits for the slower of the
     # two, not for their sum.
-    opening = _open_search_beside(settings.search)
+    opening = _beside(partial(_open_search, settings.search), "vizdex-index-open")
     loading = _beside(partial(_load_models, settings, preloaded), "vizdex-model-load")
     # Whichever fails first fails the start at once: a catalog that cannot open does not wait
     # for minutes of model loading, nor a model that fails for an index rebuild.
