@@ -176,14 +176,14 @@ def ivf_nlist(count: int) -> int:
 
 
 def compressed_nlist(count: int) -> int:
-    """IVF-Flat's lists, at most ``COMPRESSED_MAX_NLIST``: building assigns every vector to its
-    nearest of nlist centroids, N·nlist dot products (4·√N lists at 10 million would be 130
-    TFLOP, two hours of two cores; 2048 lists are 21), while a list of 64-byte PQ codes is 32
-    times cheaper to scan than one of float32 vectors, so longer lists cost searches little."""
+    """IVF-Flat's 4·√N lists, at most ``COMPRESSED_MAX_NLIST``. Lists must keep growing with the
+    collection: at 10M vectors and 2048 lists each list mixed ~500 unrelated clusters and recall
+    0.95 took 516 probes (86 ms a query). Training and filling them stays affordable because the
+    compressed kind trains its lists in two levels (``two_level_centroids``)."""
     return min(ivf_nlist(count), COMPRESSED_MAX_NLIST)
 
 
-COMPRESSED_MAX_NLIST = 2048
+COMPRESSED_MAX_NLIST = 65536
 MAX_FACTORY_NLIST = 1 << 20
 MIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per list
 
@@ -254,6 +254,63 @@ def _new_trainable(kind: str, dim: int, count: int, factory: str | None) -> Any:
         return index
     assert factory is not None
     return faiss.index_factory(dim, factory, metric)
+
+
+def two_level_centroids(sample: np.ndarray, nlist: int, *, seed: int) -> np.ndarray:
+    """``nlist`` IVF centroids trained in two levels: √nlist coarse groups first, then each
+    group split into lists in proportion to its share of the sample.
+
+    Flat k-means costs sample·nlist dot products per iteration: 40 points per list make that
+    40·nlist², 160 TFLOP over 25 iterations for the 12,649 lists of 10M vectors, hours on two
+    cores; two levels cost about 40·nlist·2√nlist (70 times less at 10M). On the benchmark's
+    clustered vectors the lists probe as well as flat k-means' (1M, 4000 lists: recall@10 0.868
+    at nprobe 1 vs 0.82). Vectors are still added by their exact nearest centroid: a coarser
+    assignment leaves larger residuals for the PQ codes and cost 0.04 of recall at every nprobe.
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    coarse = _kmeans(sample, max(1, round(math.sqrt(nlist))), seed=seed)
+    near = (sample @ coarse.T).argmax(axis=1)
+    sizes = np.bincount(near, minlength=len(coarse))
+    shares = _split_lists(sizes, nlist)
+    order = np.argsort(near, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    parts = []
+    for group in np.flatnonzero(shares):
+        members = sample[order[bounds[group] : bounds[group + 1]]]
+        if shares[group] == 1:
+            parts.append(_unit(members.mean(axis=0, keepdims=True)))
+        else:
+            parts.append(_kmeans(members, int(shares[group]), seed=seed + 1 + int(group)))
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _kmeans(points: np.ndarray, count: int, *, seed: int) -> np.ndarray:
+    """``count`` spherical k-means centroids (FAISS's; a sparse group may have fewer than 39
+    points per centroid, which is fine for lists that only need to be roughly balanced)."""
+    kmeans = faiss.Kmeans(
+        points.shape[1], count, niter=20, spherical=True, seed=seed, min_points_per_centroid=1
+    )
+    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _split_lists(sizes: np.ndarray, nlist: int) -> np.ndarray:
+    """Lists per group, in proportion to its points: every non-empty group at least one and at
+    most one per point, ``nlist`` in all (``nlist`` never exceeds the points)."""
+    wanted = sizes * (nlist / max(1, int(sizes.sum())))
+    shares = np.minimum(np.maximum(np.floor(wanted), sizes > 0), sizes).astype(np.int64)
+    while shares.sum() < nlist:  # the largest shortfall first
+        gap = np.where(shares < sizes, wanted - shares, -np.inf)
+        shares[int(gap.argmax())] += 1
+    while shares.sum() > nlist:  # the largest excess first
+        excess = np.where(shares > 1, shares - wanted, -np.inf)
+        shares[int(excess.argmax())] -= 1
+    return shares
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _lossy(index: Any, dim: int) -> bool:
@@ -539,6 +596,9 @@ class VectorIndex:
         }
         sample = _sample(source, wanted, dim)
         started = time.perf_counter()
+        if kind == KIND_COMPRESSED and len(sample["train"][0]) >= ivf.nlist:
+            # A full quantizer: train() then fits only the PQ codes.
+            ivf.quantizer.add(two_level_centroids(sample["train"][1], ivf.nlist, seed=policy.seed))
         index.train(sample["train"][1])
         log.info(
             "trained %s (nlist %d) on %d sampled vectors in %.1f s",
