@@ -30,6 +30,7 @@ from vizdex.core.errors import InvalidInputError, UnavailableError
 from vizdex.search.errors import IndexCorruptError
 from vizdex.search.index_file import replacing
 from vizdex.search.rwlock import ReadWriteLock
+from vizdex.search.similarity import normalize_rows
 from vizdex.search.vector_file import VectorFile, VectorFilePlace
 from vizdex.search.vector_source import ArraySource, VectorSource, sample_rows
 
@@ -278,7 +279,7 @@ def two_level_centroids(sample: np.ndarray, nlist: int, *, seed: int) -> np.ndar
     for group in np.flatnonzero(shares):
         members = sample[order[bounds[group] : bounds[group + 1]]]
         if shares[group] == 1:
-            parts.append(_unit(members.mean(axis=0, keepdims=True)))
+            parts.append(normalize_rows(members.mean(axis=0, keepdims=True)))
         else:
             parts.append(_kmeans(members, int(shares[group]), seed=seed + 1 + int(group)))
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
@@ -298,7 +299,7 @@ def _split_lists(sizes: np.ndarray, nlist: int) -> np.ndarray:
     """Lists per group, in proportion to its points: every non-empty group at least one and at
     most one per point, ``nlist`` in all (``nlist`` never exceeds the points)."""
     wanted = sizes * (nlist / max(1, int(sizes.sum())))
-    shares = np.minimum(np.maximum(np.floor(wanted), sizes > 0), sizes).astype(np.int64)
+    shares: np.ndarray = np.minimum(np.maximum(np.floor(wanted), sizes > 0), sizes).astype(np.int64)
     while shares.sum() < nlist:  # the largest shortfall first
         gap = np.where(shares < sizes, wanted - shares, -np.inf)
         shares[int(gap.argmax())] += 1
@@ -306,11 +307,6 @@ def _split_lists(sizes: np.ndarray, nlist: int) -> np.ndarray:
         excess = np.where(shares > 1, shares - wanted, -np.inf)
         shares[int(excess.argmax())] -= 1
     return shares
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _lossy(index: Any, dim: int) -> bool:
