@@ -696,14 +696,19 @@ class MilvusVectorStore:
 
     def reindex(self, collection: CollectionRecord, index_type: str | None = None) -> list[str]:
         """Rebuilds the collection's Milvus collections from the catalog (``vizdex reindex``):
-        drop, stream every vector in, flush, then verify the index was really built."""
+        drop, stream every vector in, flush, then verify the index was really built.
+
+        The wait for the index (43 minutes for 1M HNSW vectors on two cores) happens after the
+        follow lock is released: this process keeps following other collections meanwhile, and
+        rows it adds to the rebuilt one are indexed like any others.
+        """
+        built: list[tuple[str, str]] = []
         with self._following() as leader:
             if not leader:
                 raise VectorStoreUnavailableError(
                     "another process follows the catalog into this Milvus; stop it (or run "
                     "the reindex there) first"
                 )
-            names = []
             for model in collection.models:
                 _, current = self._position(collection.id, model)
                 wanted = self.check_index_type(index_type or current)
@@ -727,9 +732,10 @@ class MilvusVectorStore:
                         self._client.flush(name)
                     except MilvusException as error:
                         raise _wrap(f"flush {name}", error) from None
-                    self.verify_index(name, wanted, wait_s=INDEX_STALL_S, stall=True)
-                names.append(name)
-            return names
+                built.append((name, wanted))
+        for name, wanted in built:
+            self.verify_index(name, wanted, wait_s=INDEX_STALL_S, stall=True)
+        return [self.name_of(collection.id, model) for model in collection.models]
 
     def start_following(self, interval_s: float) -> None:
         if self._follower is not None:
