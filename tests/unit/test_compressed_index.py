@@ -3,7 +3,11 @@ the policy, recall against exact search, re-ranking doing the work, online chang
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +21,16 @@ from vizdex.core.errors import storage_full
 from vizdex.search.index import (
     COMPRESSED_MAX_NLIST,
     COMPRESSED_MIN_COUNT,
+    RERANK_DEPTHS,
+    TUNING_MARGIN,
     IndexBackend,
     IndexPolicy,
     VectorIndex,
     _split_lists,
     compressed_nlist,
     ivf_nlist,
+    tune_nprobe,
+    tune_search,
     two_level_centroids,
 )
 from vizdex.search.vector_file import HEADER_SIZE, VectorFile, VectorFileError, VectorFilePlace
@@ -85,7 +93,8 @@ def test_the_policy_compresses_from_compress_min_and_a_factory_still_overrides()
 def test_recall_at_10_reaches_095_with_reranking_and_falls_without(
     data: Data, built: VectorIndex
 ) -> None:
-    assert built.spec.kind == "ivfpq" and built.spec.rerank == 10 and built.approximate
+    assert built.spec.kind == "ivfpq" and built.approximate
+    assert built.spec.rerank in {10 * depth for depth in RERANK_DEPTHS}  # the policy's, or deeper
     assert 1 <= built.spec.nprobe <= built.spec.nlist
     _, truth = brute_force(data.queries, data.vectors, data.ids, 10)
     _, found = built.search(data.queries, 10)
@@ -97,6 +106,39 @@ def test_recall_at_10_reaches_095_with_reranking_and_falls_without(
     assert control.spec.kind == "ivfpq" and control.spec.rerank == 0
     _, plain = control.search(data.queries, 10, exhaustive=True)
     assert recall_at(plain, truth) < 0.9
+
+
+def test_the_build_re_ranks_deeper_when_that_probes_fewer_lists(
+    data: Data, built: VectorIndex
+) -> None:
+    """On these vectors 10 candidates per hit need many probes to reach the target: the build
+    takes a deeper re-rank that needs far fewer, and no option it tried beats its choice on
+    both counts."""
+    picks = np.random.default_rng(5).choice(len(data.ids), 400, replace=False)
+    sample, sample_ids = data.vectors[picks], data.ids[picks]
+    _, neighbours = brute_force(sample, data.vectors, data.ids, 11)
+    index, exact = built._cpu, built._exact
+    options = {
+        10 * depth: tune_nprobe(
+            index, sample, sample_ids, neighbours, target=0.95, exact=exact, rerank=10 * depth
+        )
+        for depth in RERANK_DEPTHS
+    }
+    nprobe, rerank, recall = tune_search(
+        index, sample, sample_ids, neighbours, target=0.95, exact=exact, rerank=10
+    )
+    assert (nprobe, recall) == options[rerank][:2] and options[rerank].reached
+    assert recall >= 0.95 + TUNING_MARGIN
+    assert rerank > 10 and nprobe < options[10].nprobe / 2  # deeper: under half the probes
+    for depth_rerank, other in options.items():
+        if other.reached and depth_rerank != rerank:
+            assert depth_rerank > rerank or other.nprobe > nprobe  # not better on both counts
+    assert built.spec.rerank > 10  # the build itself chose a deeper re-rank on these vectors
+    # Without exact vectors there is nothing to re-rank: probes alone.
+    assert (
+        tune_search(index, sample, sample_ids, neighbours, target=0.95, exact=None, rerank=10)[1]
+        == 10
+    )
 
 
 def test_reranked_scores_are_exact_cosines(data: Data, built: VectorIndex) -> None:
@@ -344,3 +386,53 @@ def test_two_level_training_makes_unit_balanced_lists(data: Data) -> None:
     assert (home == own).mean() > 0.5
     shuffled = np.random.default_rng(0).permutation(data.vectors.shape[1])  # control
     assert ((data.queries @ centroids[:, shuffled].T).argmax(axis=1) == own).mean() < 0.2
+
+
+def _resident_pages(array: np.ndarray) -> np.ndarray:
+    """Per page of ``array``'s memory (page-aligned): whether it is in RAM now (mincore(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    address = array.__array_interface__["data"][0]
+    assert address % mmap.PAGESIZE == 0
+    pages = -(-array.nbytes // mmap.PAGESIZE)
+    out = (ctypes.c_ubyte * pages)()
+    result = libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(array.nbytes), out)
+    assert result == 0, os.strerror(ctypes.get_errno())
+    return np.frombuffer(memoryview(out), dtype=np.uint8) & 1 == 1
+
+
+def test_a_lookup_asks_for_all_its_rows_blocks_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-ranking a cold file must not wait one disk round trip per row: the blocks of every
+    row looked up are requested before any is read (and only those: the file stays cold)."""
+    monkeypatch.setattr(vector_file_module, "VERIFY_AT_OPEN", 0)  # open reads no rows
+    count, rows_per_block = 40_000, vector_file_module.block_rows(DIM)
+    vectors = _normalise(np.random.default_rng(4).standard_normal((count, DIM)))
+    place = VectorFilePlace(tmp_path / "c", 1, "m")
+    path = place.create([(np.arange(1, count + 1), vectors)], count=count, dim=DIM, last_seq=1).path
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+    exact = place.open(path.name, dim=DIM, last_seq=1)
+    block_pages = 2 * DIM * rows_per_block // mmap.PAGESIZE
+    if _resident_pages(exact._vectors).any():
+        pytest.skip("this filesystem keeps file pages in memory (tmpfs): nothing to prefetch")
+    wanted = np.array([5, 70, 301], dtype=np.int64) * rows_per_block  # rows, one per block
+    left_alone = np.array([6, 71, 302], dtype=np.int64) * rows_per_block
+    exact.positions(left_alone + 1)  # the ids are 1-based: row r holds id r + 1
+    exact.positions(wanted + 1, prefetch=True)
+    deadline = time.monotonic() + 30  # the reads are asynchronous: wait for them to land
+    while True:
+        pages = _resident_pages(exact._vectors[:count])
+        blocks = pages[: len(pages) // block_pages * block_pages].reshape(-1, block_pages)
+        resident = np.asarray(blocks.all(axis=1), dtype=bool)
+        if resident[wanted // rows_per_block].all() or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert resident[wanted // rows_per_block].all()
+    assert not resident[left_alone // rows_per_block].any()
+    assert resident.sum() <= len(wanted) + 2  # no read-ahead around them (MADV_RANDOM)
+    exact.close()
