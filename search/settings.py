@@ -63,9 +63,10 @@ class IndexSettings:
     and sees one (``VIZDEX_INDEX_DEVICE``). ``compress_min``: from this many vectors on, IVF with
     PQ codes (64 bytes per 512-d vector) re-ranked with exact float16 vectors from a
     memory-mapped file (``VIZDEX_INDEX_COMPRESS_MIN``; 0 turns compression off).
-    ``rerank``: how many candidates per hit a compressed index re-scores
-    (``VIZDEX_INDEX_RERANK``). ``build_batch``: rows a build or retrain reads from the catalog
-    at a time; with a training sample, all it holds besides the index
+    ``rerank``: how many candidates per hit a compressed index re-scores at least
+    (``VIZDEX_INDEX_RERANK``; the build may take 2× or 4×, see ``index.tune_search``).
+    ``build_batch``: rows a build or retrain reads from the catalog at a time; with a training
+    sample, all it holds besides the index
     (``VIZDEX_INDEX_BUILD_BATCH``).
 
     ``vector_store``: ``faiss`` (local indexes), ``milvus://host:19530`` or a milvus-lite

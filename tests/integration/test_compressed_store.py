@@ -22,7 +22,7 @@ from tests.integration.test_index_store import GatedStore, Writer, saved_snapsho
 from tests.support.small_disk import fill, small_disk
 from vizdex.core.errors import storage_full
 from vizdex.search.catalog import Catalog
-from vizdex.search.index import COMPRESSED_MIN_COUNT, IndexPolicy, VectorIndex
+from vizdex.search.index import COMPRESSED_MIN_COUNT, RERANK_DEPTHS, IndexPolicy, VectorIndex
 from vizdex.search.index_file import read_snapshot, write_snapshot
 from vizdex.search.index_slot import index_file_name
 from vizdex.search.index_store import IndexStore
@@ -76,7 +76,7 @@ def assert_reranked_and_consistent(
     vector finds itself at cosine 1 (PQ alone would score it well below)."""
     ids, vectors = _catalog_vectors(catalog, collection)
     index = store._slot(collection, "m").index
-    assert index is not None and index.spec.rerank == 10
+    assert index is not None and index.spec.rerank in {10 * depth for depth in RERANK_DEPTHS}
     assert sorted(index.ids().tolist()) == sorted(ids.tolist())
     held = index.exact_ids()
     assert held is not None and sorted(held.tolist()) == sorted(ids.tolist())
