@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -386,6 +387,20 @@ def test_two_level_training_makes_unit_balanced_lists(data: Data) -> None:
     assert (home == own).mean() > 0.5
     shuffled = np.random.default_rng(0).permutation(data.vectors.shape[1])  # control
     assert ((data.queries @ centroids[:, shuffled].T).argmax(axis=1) == own).mean() < 0.2
+
+
+def test_a_compressed_build_trains_its_lists_in_two_levels(data: Data, built: VectorIndex) -> None:
+    """The build's lists are ``two_level_centroids`` of its training sample (here the whole
+    collection: 40 per list exceeds it), not FAISS's flat k-means (the control)."""
+    ivf = faiss.extract_index_ivf(built._cpu)
+    nlist = int(ivf.nlist)
+    assert 40 * nlist >= COUNT  # so the sample is every vector, in the order the build read them
+    lists = ivf.quantizer.reconstruct_n(0, nlist)
+    expected = two_level_centroids(data.vectors, nlist, seed=0)
+    np.testing.assert_allclose(lists, expected, atol=1e-5)
+    flat = faiss.Kmeans(DIM, nlist, niter=20, spherical=True, seed=0)
+    flat.train(data.vectors)
+    assert not np.allclose(np.sort(lists, axis=0), np.sort(flat.centroids, axis=0), atol=1e-3)
 
 
 def _resident_pages(array: np.ndarray) -> np.ndarray:
