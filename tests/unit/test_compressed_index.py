@@ -400,6 +400,7 @@ def test_a_compressed_build_trains_its_lists_in_two_levels(data: Data, built: Ve
     np.testing.assert_allclose(lists, expected, atol=1e-5)
     flat = faiss.Kmeans(DIM, nlist, niter=20, spherical=True, seed=0)
     flat.train(data.vectors)
+    assert flat.centroids is not None
     assert not np.allclose(np.sort(lists, axis=0), np.sort(flat.centroids, axis=0), atol=1e-3)
 
 
