@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 import vizdex.search.index_store as index_store_module
 from tests.conftest import ImageFactory, UnitVectors
@@ -923,8 +924,96 @@ def test_reaching_a_sequence_number_catches_the_index_up(
         assert store.info(collection, "m").count == 6
         # ...and one it never hands out is not reached.
         assert not store.reach(collection, head + 2, 0.1)
+        # A number the catch-up passes (the index lands beyond it) is reached at once too.
+        passed = catalog.collection_seq(collection.id)
+        writer.add(2)
+        assert store.info(collection, "m").last_seq == passed  # behind: the next sync catches up
+        assert store.reach(collection, passed + 1, 0.0)
+        assert store.info(collection, "m").last_seq == catalog.collection_seq(collection.id)
     finally:
         store.close(snapshot=False)
+
+
+def test_a_sync_gives_up_on_a_busy_writer_at_its_deadline(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(3)
+    store.sync(collection)
+    writer.add(2)
+    busy = store._slot(collection, "m").mutex
+    held, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:  # a writer busy with the index until told to stop (or 60 s)
+        with busy:
+            held.set()
+            release.wait(60)
+            released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        store.sync(collection, timeout_s=0.1)
+        assert not released.is_set()  # it gave up while the writer still held the index
+    finally:
+        release.set()
+        holder.join()
+    store.sync(collection, timeout_s=30)
+    assert store.info(collection, "m").count == 5
+
+
+def test_waiting_for_background_work_gives_up_after_its_timeout(store: IndexStore) -> None:
+    release = threading.Event()
+
+    def busy() -> None:
+        release.wait(60)
+
+    store._submit(busy)
+    try:
+        with pytest.raises(TimeoutError):
+            store.wait_idle(timeout=0.05)
+    finally:
+        release.set()
+    store.wait_idle(timeout=60)
+
+
+def test_a_query_on_an_up_to_date_index_only_asks_the_catalog_its_position(
+    store: IndexStore, catalog: Catalog, collection: CollectionRecord, writer: Writer
+) -> None:
+    writer.add(4)
+    store.sync(collection)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if str(args[2]).lstrip().upper().startswith("SELECT"):  # not SQLite's BEGIN
+            statements.append(str(args[2]))
+
+    event.listen(catalog.engine, "before_cursor_execute", count)
+    try:
+        store.search(collection, "m", np.ones((1, DIM), np.float32), 3)
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", count)
+    assert len(statements) == 1, statements  # collection_seq: nothing newer to read
+    writer.add(1)
+    event.listen(catalog.engine, "before_cursor_execute", count)
+    try:
+        assert store.search(collection, "m", np.ones((1, DIM), np.float32), 10).count == 5
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", count)
+    assert len(statements) > 2  # behind: the query read the changes too (the control)
+
+
+def test_the_snapshot_floor_is_what_every_saved_file_of_the_collection_includes(
+    store: IndexStore, catalog: Catalog, two_models: tuple[CollectionRecord, Writer]
+) -> None:
+    both, adder = two_models
+    for _ in range(3):
+        adder.add(2)
+    head = catalog.collection_seq(both.id)
+    assert head > 3  # not to be mistaken for a file generation
+    assert store.snapshot_floor(both) == head
+    for model in ("m", "n"):
+        assert read_snapshot(store.path_for(both.id, model))[0]["last_seq"] == head
 
 
 def test_following_catches_loaded_indexes_up_and_forgets_deleted_collections(
