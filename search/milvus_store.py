@@ -149,21 +149,35 @@ def filter_expression(filters: ImageFilter | None, exclude: frozenset[int]) -> s
     return " and ".join(terms)
 
 
-def _ivf_nlist(count: int) -> int:
-    return max(16, min(65_536, round(4 * math.sqrt(max(count, 1)))))
+# Milvus seals a segment at ``dataCoord.segment.maxSize`` (1024 MB by default since 2.3) and
+# builds one index per sealed segment: IVF lists are per segment, not per collection.
+SEGMENT_BYTES = 1024 << 20
+
+
+def segment_rows(dim: int) -> int:
+    """Float32 vectors of ``dim`` in one full segment (their other fields left out)."""
+    return max(1, SEGMENT_BYTES // (4 * dim))
+
+
+def _ivf_nlist(count: int, dim: int) -> int:
+    """Milvus's 4·√n, with n the rows of one segment (a collection larger than a segment is
+    indexed segment by segment: 4·√(collection) lists would leave each segment's lists nearly
+    empty, and nprobe 64 of them would see a sliver of each segment)."""
+    rows = min(max(count, 1), segment_rows(dim))
+    return max(16, min(65_536, round(4 * math.sqrt(rows))))
 
 
 def index_params(index_type: str, dim: int, count: int) -> dict[str, Any]:
     """Build parameters per index type (count: vectors expected, for IVF's list count)."""
     if index_type == "IVF_FLAT":
-        return {"nlist": _ivf_nlist(count)}
+        return {"nlist": _ivf_nlist(count, dim)}
     if index_type == "HNSW":
         return {"M": 16, "efConstruction": 200}
     if index_type == "GPU_CAGRA":
         return {"intermediate_graph_degree": 64, "graph_degree": 32}
     if index_type == "GPU_IVF_PQ":
         m = max(d for d in range(1, min(dim, 64) + 1) if dim % d == 0)
-        return {"nlist": _ivf_nlist(count), "m": m, "nbits": 8}
+        return {"nlist": _ivf_nlist(count, dim), "m": m, "nbits": 8}
     return {}
 
 

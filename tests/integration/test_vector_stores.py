@@ -44,6 +44,8 @@ from vizdex.search.milvus_store import (
     Leadership,
     MilvusVectorStore,
     filter_expression,
+    index_params,
+    segment_rows,
 )
 from vizdex.search.records import ImageFilter
 from vizdex.search.service import SearchOptions, SearchService
@@ -199,6 +201,19 @@ def test_filter_expression_quotes_keys_and_values() -> None:
         'meta["a b"] == "say \\"hi\\"" and meta["flag"] == false and meta["x"] == 1.5 '
         "and id not in [1, 3]"
     )
+
+
+def test_ivf_lists_are_sized_for_one_segment_not_the_whole_collection() -> None:
+    """Milvus builds IVF per sealed segment (1 GiB: 524,288 vectors of 512 float32): past one
+    segment the list count stops growing, or each segment's lists would be nearly empty."""
+    full = segment_rows(512)
+    assert full == 524_288
+    assert index_params("IVF_FLAT", 512, 10_000)["nlist"] == 400  # 4·√n below a segment
+    assert index_params("IVF_FLAT", 512, full)["nlist"] == round(4 * full**0.5) == 2896
+    for count in (2 * full, 10_000_000, 10**9):
+        assert index_params("IVF_FLAT", 512, count)["nlist"] == 2896
+        assert index_params("GPU_IVF_PQ", 512, count)["nlist"] == 2896
+    assert index_params("IVF_FLAT", 128, 10_000_000)["nlist"] == round(4 * (4 * full) ** 0.5)
 
 
 def test_similar_excludes_the_image_itself(pair: Pair) -> None:
