@@ -26,6 +26,7 @@ from vizdex.search.errors import (
     InvalidQueryError,
     JobNotFoundError,
 )
+from vizdex.search.float16 import from_float16
 from vizdex.search.models import Image
 from vizdex.search.records import (
     ImageFilter,
@@ -515,6 +516,18 @@ def test_vectors_are_stored_as_float16_and_unit_vectors_come_back_unit_length(
     # vector still scores 1 against itself (what a duplicate at threshold 1 needs).
     np.testing.assert_allclose(np.sum(stored * stored, axis=1), 1.0, atol=1e-6)
     assert (np.sum(stored * vectors, axis=1) > 1 - 1e-6).all()
+
+
+def test_only_unit_rows_are_renormalised_and_the_input_is_left_alone() -> None:
+    rows = np.array([[0.6, 0.8, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.6, 0.801, 0.0]])
+    given = rows.astype(np.float32)
+    back = from_float16(given)
+    assert back.dtype == np.float32 and back.flags.c_contiguous
+    norms = np.linalg.norm(back, axis=1)
+    np.testing.assert_allclose(norms[[0, 3]], 1.0, atol=1e-7)  # within the tolerance: unit
+    np.testing.assert_array_equal(back[1:3], given[1:3])  # a norm of 3, or 0: as they were
+    np.testing.assert_array_equal(given, rows.astype(np.float32))  # a copy was scaled, not it
+    assert from_float16(np.zeros((0, 3), np.float16)).shape == (0, 3)
 
 
 def test_a_vector_beyond_float16_range_is_refused(
