@@ -18,13 +18,16 @@ searched; ``peak_rss_mb`` the whole process's peak (cluster centres, training sa
 batches included). The compressed
 index is built in the background while IVF-Flat answers a query every ``--swap-interval-ms``, as
 a retrain does in the service, then swapped in: ``swap_worst_ms`` is the slowest of those
-queries, the first ones on the new index included. It is then saved as the service saves it
-and opened by a fresh process, which reports the time from start to its first answer (index
-memory-mapped, no vector re-added; the files are in the page cache, just written) and its whole
-resident memory after ``--queries`` searches (``serving_rss_mb``).
+queries, the first ones on the new index included; past ``--float32-max-gb`` there is no IVF-Flat
+to serve, and ``--retrain-swap`` serves the compressed index itself while a second one is built.
+It is then saved as the service saves it and opened by a fresh process, its files first dropped
+from the page cache, which reports the time from start to its first answer (index
+memory-mapped, no vector re-added), its single-query p50/p99 on those cold files
+(``serving_p50_ms``) and its whole resident memory after ``--queries`` searches
+(``serving_rss_mb``).
 
     python -m benchmarks.search --sizes 100000,1000000 --queries 300
-    python -m benchmarks.search --sizes 10000000 --queries 300
+    python -m benchmarks.search --sizes 10000000 --queries 300 [--retrain-swap]
 
 ``--store milvus`` also measures Milvus on the same vectors and queries, through the same
 ``MilvusClient`` calls, index and search parameters the Milvus vector store uses, against a
@@ -50,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,8 @@ class Measurement:
     rerank: int = 0
     swap_worst_ms: float | None = None
     start_to_first_query_s: float | None = None
+    serving_p50_ms: float | None = None
+    serving_p99_ms: float | None = None
     serving_rss_mb: float | None = None
     serving_anon_mb: float | None = None
     disk_mb: float | None = None
@@ -365,9 +370,12 @@ index.attach_exact(place.open(fields["vector_file"], dim=dim, last_seq=seq))
 queries = np.load(queries)
 index.search(queries[:1], k)
 first = time.perf_counter() - started
+latencies = []
 for row in range(len(queries)):
+    began = time.perf_counter()
     index.search(queries[row : row + 1], k)
-memory = {}
+    latencies.append(1000 * (time.perf_counter() - began))
+memory = {f"p{q}_ms": float(np.percentile(latencies, q)) for q in (50, 99)}
 for line in open("/proc/self/status"):
     if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
         memory[line.split(":")[0]] = int(line.split()[1]) / 1024
@@ -375,13 +383,23 @@ print(json.dumps({"first_s": first, **memory}))
 """
 
 
+@dataclass
+class ServingFigures:
+    first_s: float  # from a fresh process's start to its first answer
+    p50_ms: float  # its single queries, on files that start cold
+    p99_ms: float
+    rss_mb: float  # resident after the queries
+    anon_mb: float  # of which not file pages
+    index_disk_mb: float
+    vector_disk_mb: float
+
+
 def start_from_snapshot(
     index: VectorIndex, folder: Path, queries: np.ndarray, k: int
-) -> tuple[float, float, float, float, float]:
-    """(seconds from a fresh process's start to its first answer, its resident MiB after the
-    queries, of which anonymous (not file pages), MiB on disk of the index and of the vector
-    file) for the index saved as the service saves it. The files are dropped from the page
-    cache first: a cold start."""
+) -> ServingFigures:
+    """What a fresh process serving the index saved as the service saves it measures. The
+    files are dropped from the page cache first: a cold start, and its queries read from disk
+    whatever they touch first."""
     fields, spec, seq = index.save_files(folder / "bench")
     # Pages this process maps stay cached whatever it advises: unmap its exact vectors first.
     index.attach_exact(None)
@@ -408,12 +426,14 @@ def start_from_snapshot(
         for key in ("index_file", "vector_file")
     )
     # The child's clock starts before its imports (numpy, faiss), after the interpreter's boot.
-    return (
-        round(report["first_s"], 2),
-        round(report["VmRSS"], 1),
-        round(report["RssAnon"], 1),
-        round(index_disk, 1),
-        round(vector_disk, 1),
+    return ServingFigures(
+        first_s=round(report["first_s"], 2),
+        p50_ms=round(report["p50_ms"], 3),
+        p99_ms=round(report["p99_ms"], 3),
+        rss_mb=round(report["VmRSS"], 1),
+        anon_mb=round(report["RssAnon"], 1),
+        index_disk_mb=round(index_disk, 1),
+        vector_disk_mb=round(vector_disk, 1),
     )
 
 
@@ -432,6 +452,7 @@ def run(
     milvus_indexes: Sequence[str] = (),
     float32_max_gb: float = 4.0,
     batch_size: int = DEFAULT_BATCH,
+    retrain_swap: bool = False,
 ) -> list[Measurement]:
     """Every size's figures. Vectors are generated and read a batch at a time; exact and
     IVF-Flat, which hold every float32 vector, are built only up to ``float32_max_gb``."""
@@ -497,15 +518,40 @@ def run(
             result.swap_worst_ms = None if worst_ms is None else round(worst_ms, 2)
             result.peak_rss_mb = round(rss_mb("VmHWM"), 1)
             print(json.dumps(asdict(result)), flush=True)
-            first_s, serving_rss, serving_anon, index_disk, vector_disk = start_from_snapshot(
-                compressed, Path(folder), queries, k
-            )
-            result.start_to_first_query_s = first_s
-            result.serving_rss_mb = serving_rss
-            result.serving_anon_mb = serving_anon
-            result.index_disk_mb = index_disk
-            result.vector_disk_mb = vector_disk
-            result.disk_mb = round(index_disk + vector_disk, 1)
+            if retrain_swap and worst_ms is None:
+                # Nothing served while it was built: serve it while a retrain builds its
+                # successor beside it (its own files), as a grown collection's retrain does.
+                with tempfile.TemporaryDirectory(prefix="vizdex-bench-retrain-") as other:
+                    retrain_policy = replace(
+                        compressed_policy, vector_place=VectorFilePlace(Path(other) / "b", 1, "b")
+                    )
+                    successor, _, worst_ms = build_while_serving(
+                        compressed,
+                        partial(
+                            VectorIndex.build_from,
+                            data,
+                            retrain_policy,
+                            backend,
+                            last_seq=0,
+                            dim=dim,
+                        ),
+                        queries,
+                        k,
+                        swap_interval_s,
+                    )
+                    result.swap_worst_ms = None if worst_ms is None else round(worst_ms, 2)
+                    successor.attach_exact(None)
+                    del successor
+                print(json.dumps(asdict(result)), flush=True)
+            serving = start_from_snapshot(compressed, Path(folder), queries, k)
+            result.start_to_first_query_s = serving.first_s
+            result.serving_p50_ms = serving.p50_ms
+            result.serving_p99_ms = serving.p99_ms
+            result.serving_rss_mb = serving.rss_mb
+            result.serving_anon_mb = serving.anon_mb
+            result.index_disk_mb = serving.index_disk_mb
+            result.vector_disk_mb = serving.vector_disk_mb
+            result.disk_mb = round(serving.index_disk_mb + serving.vector_disk_mb, 1)
             del compressed
         print(json.dumps(asdict(result)), flush=True)
         results.append(result)
@@ -538,7 +584,9 @@ def print_table(results: Sequence[Measurement]) -> None:
                 f"{r.size:,} {r.kind} (rerank x{r.rerank}): worst query during the retrain swap "
                 f"{r.swap_worst_ms} ms; a fresh process answers its first query "
                 f"{r.start_to_first_query_s} s after start (snapshot memory-mapped, cold page "
-                f"cache) and holds {r.serving_rss_mb} MiB resident after {r.queries} queries "
+                f"cache), then single queries at p50 {r.serving_p50_ms} ms / p99 "
+                f"{r.serving_p99_ms} ms, and holds {r.serving_rss_mb} MiB resident after "
+                f"{r.queries} queries "
                 f"({r.serving_anon_mb} MiB of it anonymous, the rest mapped file pages); "
                 f"files on disk {r.disk_mb} MiB (index {r.index_disk_mb}, vectors "
                 f"{r.vector_disk_mb}); the whole benchmark process peaked at {r.peak_rss_mb} MiB"
@@ -575,6 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--batch", type=int, default=DEFAULT_BATCH, help="vectors generated and read at a time"
+    )
+    parser.add_argument(
+        "--retrain-swap",
+        action="store_true",
+        help="where IVF-Flat is skipped, build the compressed index a second time while the "
+        "first answers queries, and report the worst of those (doubles the build time)",
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument(
@@ -617,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [t.strip().upper() for t in args.milvus_index.split(",") if t.strip()],
         args.float32_max_gb,
         args.batch,
+        args.retrain_swap,
     )
     if folder is not None:
         folder.cleanup()
