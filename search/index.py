@@ -123,6 +123,9 @@ class IndexSpec:
     factory: str | None = None
     trained_on: int = 0
     rerank: int = 0  # candidates fetched per hit and re-scored with exact vectors; 0: none
+    # Per hit beyond the first RECALL_AT: the setting's own depth (``rerank`` may be a deeper
+    # multiple, tuned for 10 hits); 0 (files from before): ``rerank``.
+    rerank_beyond: int = 0
     range_margin: float = 0.0  # how far approximate scores fall below exact ones (measured)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +141,7 @@ class IndexSpec:
             factory=data.get("factory"),
             trained_on=int(data.get("trained_on", 0)),
             rerank=int(data.get("rerank", 0)),
+            rerank_beyond=int(data.get("rerank_beyond", 0)),
             range_margin=float(data.get("range_margin", 0.0)),
         )
 
@@ -352,6 +356,14 @@ def rescore(
     return out_scores, out_ids
 
 
+def _candidates(spec: IndexSpec, k: int) -> int:
+    """Candidates a re-ranked search fetches for ``k`` hits: ``spec.rerank`` per hit for the
+    first ``RECALL_AT`` (the depth was tuned for them), the setting's depth for the rest, so a
+    deep page or a filtered search's over-fetch does not pay a 4x deeper re-rank per hit."""
+    beyond = spec.rerank_beyond or spec.rerank
+    return spec.rerank * min(k, RECALL_AT) + beyond * max(0, k - RECALL_AT)
+
+
 def _search_parameters(index: Any, *, nprobe: int | None, selector: Any) -> Any:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
@@ -531,7 +543,7 @@ def tune_search(
         )
         cost = tuning.nprobe * mean_list + RERANK_SCAN_EQUIVALENT * RECALL_AT * rerank * depth
         tried.append((cost, rerank * depth, tuning))
-        if tuning.nprobe == 1:  # deeper re-ranks cannot probe fewer lists: they only cost more
+        if tuning.reached and tuning.nprobe == 1:  # deeper re-ranks could only cost more
             break
     reaching = [t for t in tried if t[2].reached]
     if reaching:
@@ -731,6 +743,7 @@ class VectorIndex:
             factory=policy.factory if kind == KIND_FACTORY else None,
             trained_on=int(index.ntotal),
             rerank=rerank,
+            rerank_beyond=min(rerank, policy.rerank),
             range_margin=(
                 measure_range_margin(index, sample["margin"][1], exact, nprobe) if exact else 0.0
             ),
@@ -981,7 +994,7 @@ class VectorIndex:
                 return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64)
             k_eff = min(k, total)
             exact = self._exact if self._spec.rerank else None
-            fetch = min(total, k_eff * self._spec.rerank) if exact is not None else k_eff
+            fetch = min(total, _candidates(self._spec, k_eff)) if exact is not None else k_eff
             selector = None if allowed_ids is None else faiss.IDSelectorBatch(_as_ids(allowed_ids))
             ivf = faiss.try_extract_index_ivf(self._cpu)
             nprobe = int(ivf.nlist) if exhaustive and ivf is not None else None

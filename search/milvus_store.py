@@ -149,22 +149,26 @@ def filter_expression(filters: ImageFilter | None, exclude: frozenset[int]) -> s
     return " and ".join(terms)
 
 
-# Milvus seals a segment at ``dataCoord.segment.maxSize`` (1024 MB by default since 2.3) and
-# builds one index per sealed segment: IVF lists are per segment, not per collection.
-SEGMENT_BYTES = 1024 << 20
+# Milvus builds one index per sealed segment: IVF lists are per segment, not per collection.
+# A growing segment is sealed at maxSize x sealProportion (512 MB x 0.23 in 2.3, 1024 MB x 0.12
+# from 2.4: ~120 MB either way); compaction later merges small ones up to maxSize.
+SEGMENT_BYTES = 120 << 20
+MIN_PER_LIST = 39  # FAISS's fewest training points per list
 
 
 def segment_rows(dim: int) -> int:
-    """Float32 vectors of ``dim`` in one full segment (their other fields left out)."""
+    """Float32 vectors of ``dim`` in a freshly sealed segment (their other fields left out)."""
     return max(1, SEGMENT_BYTES // (4 * dim))
 
 
 def _ivf_nlist(count: int, dim: int) -> int:
-    """Milvus's 4·√n, with n the rows of one segment (a collection larger than a segment is
-    indexed segment by segment: 4·√(collection) lists would leave each segment's lists nearly
-    empty, and nprobe 64 of them would see a sliver of each segment)."""
+    """Milvus's 4·√n, with n the rows of a freshly sealed segment, the smallest that gets an
+    index: 4·√(collection) lists would leave each segment's lists nearly empty (10M vectors
+    asked 12,649 lists of every ~60k-row segment) and 64 probes would see a sliver of each.
+    Merged segments (up to ~4-8x larger) then hold more per list, which costs probe time, not
+    recall."""
     rows = min(max(count, 1), segment_rows(dim))
-    return max(16, min(65_536, round(4 * math.sqrt(rows))))
+    return max(16, min(65_536, rows // MIN_PER_LIST, round(4 * math.sqrt(rows))))
 
 
 def index_params(index_type: str, dim: int, count: int) -> dict[str, Any]:

@@ -204,16 +204,18 @@ def test_filter_expression_quotes_keys_and_values() -> None:
 
 
 def test_ivf_lists_are_sized_for_one_segment_not_the_whole_collection() -> None:
-    """Milvus builds IVF per sealed segment (1 GiB: 524,288 vectors of 512 float32): past one
-    segment the list count stops growing, or each segment's lists would be nearly empty."""
-    full = segment_rows(512)
-    assert full == 524_288
-    assert index_params("IVF_FLAT", 512, 10_000)["nlist"] == 400  # 4·√n below a segment
-    assert index_params("IVF_FLAT", 512, full)["nlist"] == round(4 * full**0.5) == 2896
-    for count in (2 * full, 10_000_000, 10**9):
-        assert index_params("IVF_FLAT", 512, count)["nlist"] == 2896
-        assert index_params("GPU_IVF_PQ", 512, count)["nlist"] == 2896
-    assert index_params("IVF_FLAT", 128, 10_000_000)["nlist"] == round(4 * (4 * full) ** 0.5)
+    """Milvus builds IVF per sealed segment (sealed at ~120 MB: 61,440 vectors of 512 float32):
+    past one segment the list count stops growing, or each segment's lists would be nearly
+    empty; below it, never fewer than 39 vectors per list."""
+    sealed = segment_rows(512)
+    assert sealed == 61_440
+    assert index_params("IVF_FLAT", 512, 10_000)["nlist"] == 256  # 10,000 / 39, not 4·√n = 400
+    assert index_params("IVF_FLAT", 512, 1_000)["nlist"] == 25  # 1,000 / 39
+    assert index_params("IVF_FLAT", 512, sealed)["nlist"] == round(4 * sealed**0.5) == 991
+    for count in (2 * sealed, 10_000_000, 10**9):
+        assert index_params("IVF_FLAT", 512, count)["nlist"] == 991
+        assert index_params("GPU_IVF_PQ", 512, count)["nlist"] == 991
+    assert index_params("IVF_FLAT", 128, 10_000_000)["nlist"] == round(4 * (4 * sealed) ** 0.5)
 
 
 def test_similar_excludes_the_image_itself(pair: Pair) -> None:

@@ -26,7 +26,9 @@ from vizdex.search.index import (
     TUNING_MARGIN,
     IndexBackend,
     IndexPolicy,
+    IndexSpec,
     VectorIndex,
+    _candidates,
     _split_lists,
     compressed_nlist,
     ivf_nlist,
@@ -140,6 +142,17 @@ def test_the_build_re_ranks_deeper_when_that_probes_fewer_lists(
         tune_search(index, sample, sample_ids, neighbours, target=0.95, exact=None, rerank=10)[1]
         == 10
     )
+
+
+def test_a_deeper_re_rank_covers_the_first_ten_hits_only(built: VectorIndex) -> None:
+    """The depth is tuned for 10 hits: a deep page, or a filtered search's over-fetch, fetches
+    the setting's depth per further hit, not 4x it (and stays within a GPU's 2048)."""
+    assert built.spec.rerank_beyond == 10  # the policy's setting, whatever depth was tuned
+    deep = IndexSpec(kind="ivfpq", dim=DIM, rerank=40, rerank_beyond=10)
+    assert _candidates(deep, 5) == 200 and _candidates(deep, 10) == 400
+    assert _candidates(deep, 64) == 400 + 54 * 10 <= 2048
+    older = IndexSpec.from_dict({"kind": "ivfpq", "dim": DIM, "rerank": 10})  # no such field
+    assert older.rerank_beyond == 0 and _candidates(older, 64) == 640
 
 
 def test_reranked_scores_are_exact_cosines(data: Data, built: VectorIndex) -> None:
@@ -421,6 +434,8 @@ def test_a_lookup_asks_for_all_its_rows_blocks_at_once(
 ) -> None:
     """Re-ranking a cold file must not wait one disk round trip per row: the blocks of every
     row looked up are requested before any is read (and only those: the file stays cold)."""
+    if mmap.PAGESIZE != 4096:  # the file's regions are 4 KiB-aligned, blocks 16 KiB
+        pytest.skip(f"blocks do not fill whole {mmap.PAGESIZE}-byte pages here")
     monkeypatch.setattr(vector_file_module, "VERIFY_AT_OPEN", 0)  # open reads no rows
     count, rows_per_block = 40_000, vector_file_module.block_rows(DIM)
     vectors = _normalise(np.random.default_rng(4).standard_normal((count, DIM)))
