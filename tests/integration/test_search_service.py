@@ -24,10 +24,13 @@ from PIL import Image
 from tests.conftest import ImageFactory
 from tests.support.postgres import DATABASES, database_url_for
 from tests.support.synthetic_photos import make_photo
+from tests.support.tiny_models import make_tiny_clip
 from vizdex.core.errors import CapabilityError, InvalidInputError, ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder, WrappedEncoder
 from vizdex.encoders.hf_encoder import HFEncoder
+from vizdex.encoders.loading import load_encoder
+from vizdex.encoders.settings import EncoderSettings
 from vizdex.search.errors import (
     CollectionNotFoundError,
     ImageNotFoundError,
@@ -687,6 +690,7 @@ def test_a_model_the_process_has_not_loaded_cannot_encode_queries(
     service = open_service(settings, encoders)
     photos = Photos(service, new_image, encoders)
     photos.add(3)
+    service.create_collection("empty", list(encoders))
     service.close()
     clip_only = open_service(settings, {clip_encoder.name: clip_encoder})
     try:
@@ -694,8 +698,31 @@ def test_a_model_the_process_has_not_loaded_cannot_encode_queries(
             clip_only.search_image("photos", make_photo(8, 8), model=photos.dino)
         # Stored vectors need no encoder: "more like this" still works with either model.
         assert clip_only.search_similar("photos", 1, model=photos.dino).hits
+        # Nor does a vector query, even before the model has a vector to give its width.
+        nothing = clip_only.search_vector("empty", np.ones(DINO_DIM), model=photos.dino)
+        assert nothing.hits == []
     finally:
         clip_only.close()
+
+
+def test_vectors_wider_than_256_are_checked_by_value(
+    settings: SearchSettings, tmp_path: Path, new_image: ImageFactory
+) -> None:
+    """A 512-d model's vectors are accepted and a 511-d one refused (widths compared as
+    numbers: Python shares int objects only up to 256)."""
+    wide_dir = make_tiny_clip(tmp_path / "wide-clip", projection_dim=512)
+    wide = load_encoder(str(wide_dir), EncoderSettings(models=(str(wide_dir),), device="cpu"))
+    assert wide.dim == 512
+    service = open_service(settings, {wide.name: wide})
+    try:
+        service.create_collection("wide", [wide.name])
+        vector = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+        service.add_images("wide", [new_image("ok", {wide.name: vector})])
+        with pytest.raises(InvalidInputError, match="512 dimensions, got 511"):
+            service.add_images("wide", [new_image("short", {wide.name: vector[:511]})])
+        assert [h.image_id for h in service.search_vector("wide", vector).hits] == [1]
+    finally:
+        service.close()
 
 
 # -- similarity utilities: expectations computed here, not with the module's own functions ----

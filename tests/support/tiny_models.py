@@ -82,11 +82,14 @@ def tiny_clip_config(
     )
 
 
-def make_tiny_clip(directory: Path, *, image_size: int = 224, seed: int = 0) -> Path:
-    """A CLIP with ViT-B/32's input pipeline (224 px, patch 32) but a 32-wide, 2-layer body."""
+def make_tiny_clip(
+    directory: Path, *, image_size: int = 224, seed: int = 0, projection_dim: int = 24
+) -> Path:
+    """A CLIP with ViT-B/32's input pipeline (224 px, patch 32) but a 32-wide, 2-layer body
+    (``projection_dim``: its vectors' width)."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer()
-    config = tiny_clip_config(tokenizer, image_size=image_size)
+    config = tiny_clip_config(tokenizer, image_size=image_size, projection_dim=projection_dim)
     torch.manual_seed(seed)
     model = CLIPModel(config)
     _spread_weights(model, seed)
