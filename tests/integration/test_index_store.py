@@ -994,6 +994,13 @@ def test_a_query_on_an_up_to_date_index_only_asks_the_catalog_its_position(
     finally:
         event.remove(catalog.engine, "before_cursor_execute", count)
     assert len(statements) == 1, statements  # collection_seq: nothing newer to read
+    statements.clear()
+    event.listen(catalog.engine, "before_cursor_execute", count)
+    try:
+        store.sync(collection)  # a writer's catch-up finds nothing to apply either
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", count)
+    assert len(statements) == 1, statements
     writer.add(1)
     event.listen(catalog.engine, "before_cursor_execute", count)
     try:
@@ -1001,6 +1008,24 @@ def test_a_query_on_an_up_to_date_index_only_asks_the_catalog_its_position(
     finally:
         event.remove(catalog.engine, "before_cursor_execute", count)
     assert len(statements) > 2  # behind: the query read the changes too (the control)
+
+
+def test_a_sync_that_races_shutdown_neither_fails_nor_queues_work(
+    catalog: Catalog, collection: CollectionRecord, index_settings: IndexSettings, writer: Writer
+) -> None:
+    """A request still running while the store closes may catch an index up: the snapshot
+    that would schedule is dropped quietly, not refused by the stopped worker."""
+    store = IndexStore(catalog, replace(index_settings, snapshot_every=1))
+    writer.add(2)
+    store.sync(collection)
+    store.wait_idle(timeout=60)
+    path = store.path_for(collection.id, "m")
+    saved = read_snapshot(path)[0]["last_seq"]
+    store.close(snapshot=False)
+    writer.add(3)
+    store.sync(collection)  # one change is enough to want a snapshot (snapshot_every=1)
+    assert store.info(collection, "m").count == 5
+    assert read_snapshot(path)[0]["last_seq"] == saved
 
 
 def test_the_snapshot_floor_is_what_every_saved_file_of_the_collection_includes(
