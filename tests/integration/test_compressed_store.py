@@ -380,7 +380,7 @@ def _folder(path: Path) -> None:
 
 
 @pytest.mark.parametrize("which", ["index_file", "vector_file"])
-@pytest.mark.parametrize("damage", [_fifo, _folder], ids=["fifo", "folder"])
+@pytest.mark.parametrize("damage", [_fifo, _folder, Path.unlink], ids=["fifo", "folder", "missing"])
 def test_something_else_where_a_snapshot_file_belongs_is_rebuilt_not_waited_on(
     catalog: Catalog,
     collection: CollectionRecord,
