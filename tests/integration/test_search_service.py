@@ -800,6 +800,10 @@ def test_similarity_takes_up_to_its_limit_of_inputs(
         service.image_similarity(images, rows=1)  # 1 and 3
         with pytest.raises(InvalidQueryError, match="1 and 3 other images are needed, got 4"):
             service.image_similarity([*images, make_photo(16, 16, seed=4)], rows=1)
+        # Counted as the difference: 3 images then 7 others is 7 others, over the cap.
+        ten = [make_photo(16, 16, seed=s) for s in range(10)]
+        with pytest.raises(InvalidQueryError, match="1 and 3 other images are needed, got 7"):
+            service.image_similarity(ten, rows=3)
     finally:
         service.close()
 
