@@ -701,6 +701,14 @@ def test_a_model_the_process_has_not_loaded_cannot_encode_queries(
         # Nor does a vector query, even before the model has a vector to give its width.
         nothing = clip_only.search_vector("empty", np.ones(DINO_DIM), model=photos.dino)
         assert nothing.hits == []
+        # Which model answers a collection with no stored defaults is read from what is
+        # loaded: a GET does not open an unloaded model's config (that may ask the hub).
+        bare = clip_only.catalog.create_collection("bare", [clip_encoder.name, photos.dino])
+        assert (bare.text_model, bare.image_model) == (None, None)
+        looked_up = clip_only.answering_models(bare, discover=True)
+        assert looked_up["image"] == photos.dino  # its config says vision: the rule picks it
+        assert clip_only.answering_models(bare) == clip_only.answering_models(bare, discover=False)
+        assert clip_only.answering_models(bare) != looked_up
     finally:
         clip_only.close()
 
