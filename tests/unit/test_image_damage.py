@@ -460,10 +460,17 @@ def test_concurrent_decodes_share_one_pixel_budget(tmp_path: Path) -> None:
     assert image.stat().st_size < 100_000
     one = _concurrent_peak_mb(image, 1, width * height)
     queued = _concurrent_peak_mb(image, 4, width * height)
-    unbounded = _concurrent_peak_mb(image, 4, 4 * width * height)
     assert one > 20, one  # the decode costs something to bound
     assert queued <= 1.6 * one + 8, (one, queued)
-    assert unbounded >= 2.5 * one, (one, unbounded)
+    # The control needs the four decodes to overlap, which a loaded machine's scheduler may not
+    # grant on a given run (CI under load once saw 86 MB against 39): the bound is shown to be
+    # breakable when any of three runs breaks it.
+    unbounded = []
+    for _ in range(3):
+        unbounded.append(_concurrent_peak_mb(image, 4, 4 * width * height))
+        if unbounded[-1] >= 2.5 * one:
+            break
+    assert max(unbounded) >= 2.5 * one, (one, unbounded)
 
 
 def test_the_pixel_budget_admits_what_fits_and_an_oversized_image_alone() -> None:
