@@ -383,6 +383,15 @@ def _search_parameters(index: Any, *, nprobe: int | None, selector: Any) -> Any:
     return params
 
 
+def ivf_stage_ms() -> tuple[float, float]:
+    """FAISS's own clocks of this process's IVF searches since the last call, in ms: (coarse
+    quantizer, list scans), then reset. For benchmarks: they are process-wide, not per index."""
+    stats = faiss.cvar.indexIVF_stats  # type: ignore[attr-defined]
+    spent = (float(stats.quantization_time), float(stats.search_time))
+    stats.reset()
+    return spent
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(recall, its lower confidence bound): the mean over queries less ``RECALL_SURE`` standard
     errors, so that a tuning sample's luck does not pass for recall the index lacks."""
@@ -771,8 +780,16 @@ class VectorIndex:
             raise IndexCorruptError(f"{path.name}: {_faiss_reason(error)}") from None
         if index.d != spec.dim:
             raise IndexCorruptError(f"index dimension {index.d} does not match its header")
-        mapped = faiss.try_extract_index_ivf(index) is not None
-        return cls(index, spec, backend, last_seq=last_seq, mapped=mapped)
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            # FAISS maps the lists as OnDiskInvertedLists, which start 32 threads per search to
+            # touch the probed lists' pages first: ~6 ms a query whether or not the pages are
+            # cached, more than the search itself. The kernel's readahead serves a list's
+            # sequential pages as well.
+            lists: Any = ivf.invlists and faiss.downcast_InvertedLists(ivf.invlists)
+            if hasattr(lists, "prefetch_nthread"):
+                lists.prefetch_nthread = 0
+        return cls(index, spec, backend, last_seq=last_seq, mapped=ivf is not None)
 
     def serialize(self) -> tuple[np.ndarray, IndexSpec, int]:
         """(bytes, spec, last_seq), consistent with each other: taken under the read lock."""

@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -263,6 +264,11 @@ def test_saved_files_are_mapped_back_and_copied_to_memory_at_the_first_change(
     assert seq == 7 and fields["index_file"].endswith(".faiss")
     mapped = VectorIndex.open_mapped(tmp_path / fields["index_file"], spec, CPU, last_seq=seq)
     assert mapped.mapped and mapped.ntotal == COUNT
+    # No prefetch threads started per search (they cost more than the search itself).
+    invlists = faiss.extract_index_ivf(mapped._cpu).invlists
+    assert invlists is not None
+    lists: Any = faiss.downcast_InvertedLists(invlists)
+    assert type(lists).__name__ == "OnDiskInvertedLists" and lists.prefetch_nthread == 0
     place = VectorFilePlace(tmp_path / "c", 1, "m")
     mapped.attach_exact(place.open(fields["vector_file"], dim=DIM, last_seq=7))
     expected = index.search(data.queries[:50], 10)
