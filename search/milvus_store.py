@@ -16,7 +16,6 @@ can only be opened by one process anyway.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -120,11 +119,17 @@ def micros(moment: datetime) -> int:
     return (aware - EPOCH) // timedelta(microseconds=1)
 
 
+# A string literal escapes quotes, backslashes, line breaks and tabs; every other character goes
+# in as it is: milvus-lite's parser knows no \u or \x escapes (JSON's \u00e9 for "é" fails
+# there), and both it and Milvus 2.3's take any other character raw, NUL included.
+_STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def _literal(value: MetadataValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)  # quoted, with '"' and '\\' escaped
+        return '"' + value.translate(_STRING_ESCAPES) + '"'
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidQueryError("a metadata filter value must be a finite number")
     return repr(value)
@@ -309,6 +314,10 @@ class Batch:
     removed: list[int]
     changes: ChangeSet
     remirror: list[int]  # images whose metadata changed: their rows are written again
+    # The feed from its start (no watermark yet): a Milvus collection of that name is not this
+    # feed's (a deleted collection whose id SQLite gave out again, a rebuild killed after
+    # resetting its watermark) and is dropped before the first batch goes in.
+    fresh: bool = False
 
     @property
     def touched(self) -> list[int]:
@@ -339,7 +348,13 @@ class MilvusVectorStore:
     def open(cls, catalog: Catalog, settings: IndexSettings) -> MilvusVectorStore:
         target = MilvusTarget.parse(settings.vector_store)
         if target.lite:  # milvus-lite creates the file, not the folder it goes in
-            Path(target.uri).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(target.uri).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise VectorStoreUnavailableError(
+                    f"cannot make the folder of the milvus-lite file {target.uri} "
+                    f"(VIZDEX_VECTOR_STORE): {error.strerror or error}"
+                ) from None
         try:
             client = MilvusClient(uri=target.uri, token=settings.milvus_token)
         except Exception as error:  # pymilvus raises several types for "cannot connect"
@@ -599,6 +614,7 @@ class MilvusVectorStore:
             removed=[int(i) for i in changes.removed_ids if int(i) not in added],
             changes=changes,
             remirror=[i for i in remirror if i not in added],
+            fresh=applied == 0,
         )
 
     def write_batch(self, batch: Batch) -> None:
@@ -608,6 +624,8 @@ class MilvusVectorStore:
         if batch.term is not None:
             self._catalog.check_store_term(self._target.key, batch.term)
         name, changes = batch.name, batch.changes
+        if batch.fresh:
+            self._drop(name)
         exists = self._exists(name)
         if len(changes.added_ids) and not exists:
             _, count, _ = self._catalog.embedding_summary(batch.collection_id, batch.model)
@@ -696,21 +714,30 @@ class MilvusVectorStore:
                     while self.apply_batch(collection, model):
                         pass
             except FollowerFencedError:
+                # Fenced before writing (write_batch) or at the watermark (commit_batch): let
+                # the leadership go either way, so that this process may take a new term later.
                 log.warning("another process took over following the catalog into Milvus")
+                self.stand_down()
                 return False
             return True
 
     def follow(self) -> None:
         """One round over every collection (what the background follower repeats), then the
         Milvus collections of deleted collections and removed models go."""
+        failed: VectorStoreUnavailableError | None = None
         for collection in self._catalog.list_collections():
             try:
                 self.catch_up(collection)
             except CollectionNotFoundError:
                 continue
+            except VectorStoreUnavailableError as error:  # the other collections go on
+                log.error("following collection %r into Milvus: %s", collection.name, error)
+                failed = failed or error
         with self._following() as leader:
             if leader:
                 self.prune()
+        if failed is not None:
+            raise failed
 
     def reindex(self, collection: CollectionRecord, index_type: str | None = None) -> list[str]:
         """Rebuilds the collection's Milvus collections from the catalog (``vizdex reindex``):
@@ -734,7 +761,9 @@ class MilvusVectorStore:
                 dim = self.dim(collection, model)
                 if dim is not None and wanted != current.upper() and not self._target.lite:
                     self._probe(wanted, dim)  # refused before the collection is dropped
-                self._drop(name)
+                # The watermark goes back first: killed after it, the feed starts again from
+                # nothing and its first batch drops the old collection (``Batch.fresh``);
+                # dropped first, the collection would be gone with the watermark at the head.
                 self._catalog.set_store_position(
                     self._target.key,
                     collection.id,
@@ -743,6 +772,7 @@ class MilvusVectorStore:
                     index_type=wanted,
                     term=self._leader.term,
                 )
+                self._drop(name)
                 while self.apply_batch(collection, model):
                     pass
                 if self._exists(name):
@@ -776,7 +806,13 @@ class MilvusVectorStore:
         self.catch_up(collection)
 
     def sync(self, collection: CollectionRecord) -> None:
-        self.catch_up(collection)
+        """After a write in this process, applies it to Milvus now. The write is committed to
+        the catalog (acknowledged) already: a Milvus that fails here gets it in the follower's
+        next round, so the failure is logged rather than answered 503 as if the write failed."""
+        try:
+            self.catch_up(collection)
+        except VectorStoreUnavailableError as error:
+            log.warning("collection %r: Milvus will follow later: %s", collection.name, error)
 
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

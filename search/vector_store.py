@@ -11,6 +11,7 @@ Both follow the catalog's change feed by sequence number; the catalog stays the 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -177,6 +178,18 @@ def check_vector_store(spec: str) -> None:
             f"VIZDEX_VECTOR_STORE={spec!r} is not a vector store: use 'faiss', "
             "'milvus://host:19530' or a milvus-lite file path ending in '.db'"
         )
+    if spec.strip().startswith(MILVUS_SCHEMES):
+        # No host would mean pymilvus's default, localhost:19530: maybe another catalog's
+        # Milvus, whose collections under the same prefix the follower would then prune.
+        try:
+            host = urlsplit(spec.strip()).hostname
+            urlsplit(spec.strip()).port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError as error:
+            raise InvalidInputError(f"VIZDEX_VECTOR_STORE={spec!r}: {error}") from None
+        if not host:
+            raise InvalidInputError(
+                f"VIZDEX_VECTOR_STORE={spec!r} names no Milvus host: use 'milvus://host:19530'"
+            )
 
 
 def open_milvus(catalog: Catalog, settings: IndexSettings) -> MilvusVectorStore:

@@ -20,7 +20,13 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from vizdex.core.errors import InvalidInputError
-from vizdex.search import MAX_SIMILARITY_INPUTS, METADATA_KEY, ImageFilter, check_metadata_keys
+from vizdex.search import (
+    MAX_SIMILARITY_INPUTS,
+    METADATA_KEY,
+    ImageFilter,
+    check_metadata_keys,
+    check_metadata_numbers,
+)
 
 INT64_MAX = 2**63 - 1
 # Per encode / similarity side / match request (the service's cap); bulk work: /v1/vision/batch.
@@ -127,6 +133,7 @@ def check_metadata(value: dict[str, Any], what: str = "metadata") -> dict[str, A
     """User metadata is a JSON object nested at most ``MAX_METADATA_DEPTH`` levels."""
 
     check_metadata_keys(value)  # the rule filters use: every key stored can be filtered on
+    check_metadata_numbers(value)
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:  # iterative: a deep value must not exhaust the interpreter's stack
         node, level = stack.pop()
