@@ -62,6 +62,9 @@ FIELD_CREATED = "created_us"
 MAX_TOPK = 16_384  # Milvus answers at most this many hits (limit + offset) per query
 GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
+FOREIGN_SAMPLE = 100  # ids read to tell whether a Milvus collection is another collection's
+SYNC_WAIT_S = 5.0  # a write waits this long for the follow lock, then leaves it to the follower
+REBUILDING = -1  # the watermark `vizdex reindex` sets before it drops the Milvus collection
 # A rebuild's index may take the better part of an hour (1M x 512 HNSW: ~43 min on 2 cores), so
 # the wait ends only when Milvus stops making progress: no new indexed rows for this long.
 INDEX_STALL_S = 600.0
@@ -207,8 +210,10 @@ def _wrap(action: str, error: Exception) -> VectorStoreUnavailableError:
 
 class Leadership:
     """Which process follows the catalog into Milvus: on PostgreSQL the one holding a session
-    advisory lock (keyed by the target), elsewhere this process (a SQLite catalog has one
-    writer process, and milvus-lite locks its file to one process).
+    advisory lock (keyed by the target); on SQLite the one holding a lease in the catalog,
+    renewed while it follows and lapsing ``lease_s`` after it stops renewing (killed, or
+    stalled), so a second process — a `vizdex reindex` while `vizdex serve` follows — neither
+    takes over from a live follower nor waits for ever on a dead one.
 
     Each time a process becomes the follower it takes the next term from the catalog (its
     fencing token): its watermark writes carry the term and are refused once another process
@@ -216,8 +221,10 @@ class Leadership:
     cannot move the watermark back when it resumes.
     """
 
-    def __init__(self, catalog: Catalog, key: str) -> None:
+    def __init__(self, catalog: Catalog, key: str, lease_s: float = 30.0) -> None:
         self._catalog = catalog
+        self._lease_s = lease_s
+        self._renew_at = 0.0  # when a held lease is renewed next (SQLite)
         self._engine = catalog.engine
         self._key = key
         digest = hashlib.sha1(f"vizdex milvus follower {key}".encode()).digest()[:8]
@@ -232,6 +239,12 @@ class Leadership:
         return self._engine.dialect.name == "postgresql"
 
     @property
+    def lease_s(self) -> float:
+        """How long another process waits out a follower that stopped renewing (0 where an
+        advisory lock goes with its holder's session)."""
+        return 0.0 if self.shared else self._lease_s
+
+    @property
     def term(self) -> int | None:
         """This process's term while it leads (None before it first led, or after it stood
         down)."""
@@ -239,10 +252,7 @@ class Leadership:
 
     def held(self) -> bool:
         if not self.shared:
-            with self._mutex:
-                if self._term is None:
-                    self._term = self._catalog.begin_store_term(self._key)
-            return True
+            return self._leased()
         with self._mutex:
             if self._connection is not None:
                 if self._alive(self._connection):
@@ -253,6 +263,20 @@ class Leadership:
                 return False
             self._next_try = time.monotonic() + LEADER_RETRY_S
             return self._try()
+
+    def _leased(self) -> bool:
+        with self._mutex:
+            now = time.monotonic()
+            if self._term is not None and now < self._renew_at:
+                return True
+            if self._term is None and now < self._next_try:  # searches ask often
+                return False
+            term = self._catalog.claim_store_lease(self._key, self._term, self._lease_s)
+            if term is None:
+                self._term, self._next_try = None, now + LEADER_RETRY_S
+                return False
+            self._term, self._renew_at = term, now + self._lease_s / 3
+            return True
 
     @staticmethod
     def _alive(connection: Connection) -> bool:
@@ -290,8 +314,13 @@ class Leadership:
     def release(self) -> None:
         with self._mutex:
             connection, self._connection = self._connection, None
-            self._term = None
+            term, self._term = self._term, None
             self._next_try = 0.0
+        if term is not None and not self.shared:
+            try:  # lets the lease lapse now, for the next process not to wait it out
+                self._catalog.end_store_lease(self._key, term)
+            except Exception:  # best effort: the lease lapses by itself
+                log.debug("ending the follower lease failed", exc_info=True)
         if connection is not None:
             # Ending the session releases its advisory lock; close() would only hand the
             # connection back to the pool, lock and all.
@@ -314,10 +343,12 @@ class Batch:
     removed: list[int]
     changes: ChangeSet
     remirror: list[int]  # images whose metadata changed: their rows are written again
-    # The feed from its start (no watermark yet): a Milvus collection of that name is not this
-    # feed's (a deleted collection whose id SQLite gave out again, a rebuild killed after
-    # resetting its watermark) and is dropped before the first batch goes in.
+    # The feed from its start, this target having no watermark yet: a Milvus collection of that
+    # name may be another's (a deleted collection whose id SQLite gave out again) or this one's
+    # (followed under another spelling of the URI): ``write_batch`` drops it only if it is not.
     fresh: bool = False
+    # ``vizdex reindex`` reset the watermark to ``REBUILDING``: drop whatever is there first.
+    rebuild: bool = False
 
     @property
     def touched(self) -> list[int]:
@@ -336,7 +367,7 @@ class MilvusVectorStore:
         self._default_index = settings.milvus_index.upper()
         self._batch = settings.milvus_batch
         self._prefix = settings.milvus_prefix
-        self._leader = Leadership(catalog, target.key)
+        self._leader = Leadership(catalog, target.key, settings.milvus_lease_s)
         self._follow_lock = threading.RLock()
         self._index_types: dict[str, str] = {}  # Milvus collection -> index type, once known
         self._loaded: set[str] = set()  # Milvus collections this process has seen loaded
@@ -567,6 +598,20 @@ class MilvusVectorStore:
         """This process's fencing token while it follows the catalog (None otherwise)."""
         return self._leader.term
 
+    def wait_to_lead(self, timeout_s: float) -> bool:
+        """Whether this process becomes the follower within ``timeout_s`` (``vizdex follow
+        --once`` after a killed follower, whose lease lapses by itself)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._leader.held():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LEADER_RETRY_S)
+        return True
+
+    @property
+    def lease_s(self) -> float:
+        return self._leader.lease_s
+
     def stand_down(self) -> None:
         """Stops following (releases the leadership); the next round may take it again."""
         self._leader.release()
@@ -585,6 +630,16 @@ class MilvusVectorStore:
     def apply_batch(self, collection: CollectionRecord, model: str) -> bool:
         """Applies the next batch of the change feed for one model (caller holds the follow
         lock and the leadership). Returns whether changes remain after it."""
+        term = self._leader.term
+        # Renews a lease on long catch-ups and rebuilds; a term changed meanwhile means another
+        # process led in between: this run stops (its caller stands down).
+        if not self._leader.held() or (term is not None and self._leader.term != term):
+            raise FollowerFencedError(
+                f"the follower of {self._target.key} lost its leadership",
+                store=self._target.key,
+                term=term,
+                current_term=self._leader.term,
+            )
         batch = self.read_batch(collection, model)
         if batch is None:
             return False
@@ -595,9 +650,15 @@ class MilvusVectorStore:
         """The next batch after the watermark (None when caught up), read under this
         process's current term."""
         term = self._leader.term
-        applied, index_type = self._position(collection.id, model)
+        position = self._catalog.store_position(self._target.key, collection.id, model)
+        applied, index_type = (
+            (position.applied_seq, position.index_type)
+            if position is not None
+            else (0, self._default_index)
+        )
+        rebuild, applied = applied == REBUILDING, max(applied, 0)
         head = self._catalog.collection_seq(collection.id)
-        if applied >= head:
+        if applied >= head and not rebuild:
             return None
         upto = min(head, applied + self._batch)
         changes = self._catalog.changes(collection.id, model, after_seq=applied, upto_seq=upto)
@@ -614,8 +675,35 @@ class MilvusVectorStore:
             removed=[int(i) for i in changes.removed_ids if int(i) not in added],
             changes=changes,
             remirror=[i for i in remirror if i not in added],
-            fresh=applied == 0,
+            fresh=position is None,
+            rebuild=rebuild,
         )
+
+    def _foreign(self, batch: Batch) -> bool:
+        """Whether the Milvus collection ``batch`` starts to fill holds another collection's
+        vectors: none of a sample of its ids is an image of this one (a collection deleted by a
+        process that does not follow Milvus, its id then given out again). An empty one, or one
+        this collection's feed filled under another target key, is kept: upserts overwrite it."""
+        if not self._exists(batch.name):
+            return False
+        try:
+            rows = self._client.query(
+                batch.name,
+                filter=f"{FIELD_ID} >= 0",
+                output_fields=[FIELD_ID],
+                limit=FOREIGN_SAMPLE,
+                consistency_level="Strong",
+            )
+        except MilvusException as error:
+            raise _wrap(f"read ids of {batch.name}", error) from None
+        sample = [int(row[FIELD_ID]) for row in rows]
+        if not sample:
+            return False
+        ours = self._catalog.filter_image_ids(batch.collection_id, ImageFilter(), among=sample)
+        if ours:
+            return False
+        log.warning("%s holds another collection's vectors: dropped before refilling", batch.name)
+        return True
 
     def write_batch(self, batch: Batch) -> None:
         """Deletes, then upserts (vectors, and rows whose metadata changed), after checking the
@@ -624,7 +712,7 @@ class MilvusVectorStore:
         if batch.term is not None:
             self._catalog.check_store_term(self._target.key, batch.term)
         name, changes = batch.name, batch.changes
-        if batch.fresh:
+        if batch.rebuild or (batch.fresh and self._foreign(batch)):
             self._drop(name)
         exists = self._exists(name)
         if len(changes.added_ids) and not exists:
@@ -761,14 +849,14 @@ class MilvusVectorStore:
                 dim = self.dim(collection, model)
                 if dim is not None and wanted != current.upper() and not self._target.lite:
                     self._probe(wanted, dim)  # refused before the collection is dropped
-                # The watermark goes back first: killed after it, the feed starts again from
-                # nothing and its first batch drops the old collection (``Batch.fresh``);
+                # The watermark goes back first: killed after it, the next round finds it at
+                # REBUILDING and drops the collection before refilling it (``Batch.rebuild``);
                 # dropped first, the collection would be gone with the watermark at the head.
                 self._catalog.set_store_position(
                     self._target.key,
                     collection.id,
                     model,
-                    0,
+                    REBUILDING,
                     index_type=wanted,
                     term=self._leader.term,
                 )
@@ -809,10 +897,17 @@ class MilvusVectorStore:
         """After a write in this process, applies it to Milvus now. The write is committed to
         the catalog (acknowledged) already: a Milvus that fails here gets it in the follower's
         next round, so the failure is logged rather than answered 503 as if the write failed."""
+        # Not long behind the background follower either: it may be stuck on an unreachable
+        # Milvus, and it applies this write in its next round anyway.
+        if not self._follow_lock.acquire(timeout=SYNC_WAIT_S):
+            log.warning("collection %r: Milvus follows this write later", collection.name)
+            return
         try:
             self.catch_up(collection)
         except VectorStoreUnavailableError as error:
             log.warning("collection %r: Milvus will follow later: %s", collection.name, error)
+        finally:
+            self._follow_lock.release()
 
     def reach(self, collection: CollectionRecord, min_seq: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -892,15 +987,24 @@ class MilvusVectorStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def drop_collection(self, collection_id: int) -> None:
-        for name in self._owned():
-            if name.startswith(f"{self._prefix}_{collection_id}_"):
-                self._drop(name)
+        """Drops a deleted collection's Milvus collections. The delete is committed already: a
+        Milvus that fails here is logged, and the follower's ``prune`` drops them later."""
+        try:
+            for name in self._owned():
+                if name.startswith(f"{self._prefix}_{collection_id}_"):
+                    self._drop(name)
+        except VectorStoreUnavailableError as error:
+            log.warning("collection %d's Milvus collections go later: %s", collection_id, error)
 
     def drop_model(self, collection_id: int, model: str) -> None:
         """Drops the Milvus collection of a model removed from the collection (the catalog
-        dropped its vectors and watermark in the same transaction that removed it)."""
-        with self._follow_lock:  # not while this process applies a batch to it
-            self._drop(self.name_of(collection_id, model))
+        dropped its vectors and watermark in the same transaction that removed it); as
+        ``drop_collection``, a failing Milvus leaves it to ``prune``."""
+        try:
+            with self._follow_lock:  # not while this process applies a batch to it
+                self._drop(self.name_of(collection_id, model))
+        except VectorStoreUnavailableError as error:
+            log.warning("model %r's Milvus collection goes later: %s", model, error)
 
     def prune(self) -> list[str]:
         """Drops the Milvus collections under this prefix that no collection and model of the

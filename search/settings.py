@@ -77,7 +77,9 @@ class IndexSettings:
     Milvus (``VIZDEX_MILVUS_TOKEN``). ``milvus_prefix``: the start of every Milvus collection
     name this catalog owns (``VIZDEX_MILVUS_PREFIX``): two catalogs sharing one Milvus need
     different prefixes, and the follower drops collections under its prefix that the catalog no
-    longer has.
+    longer has. ``milvus_lease_s``: on a SQLite catalog, how long the follower's lease lasts
+    without renewal (``VIZDEX_MILVUS_LEASE_S``): another process takes over a killed follower
+    after it, never a live one (PostgreSQL's advisory lock goes with its holder's session).
     """
 
     directory: Path
@@ -94,6 +96,7 @@ class IndexSettings:
     milvus_batch: int = setting("MILVUS_BATCH", 5000, minimum=1)
     milvus_token: str = setting("MILVUS_TOKEN", "")
     milvus_prefix: str = setting("MILVUS_PREFIX", "vizdex")
+    milvus_lease_s: float = setting("MILVUS_LEASE_S", 30.0, minimum=1.0)
     sync_on_query: bool = True
     seed: int = 0
 

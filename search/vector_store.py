@@ -10,6 +10,7 @@ Both follow the catalog's change feed by sequence number; the catalog stays the 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 FAISS = "faiss"
 MILVUS_SCHEMES = ("milvus://", "http://", "https://")
+# A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
+HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
 
 
 class VectorStore(Protocol):
@@ -182,13 +185,14 @@ def check_vector_store(spec: str) -> None:
         # No host would mean pymilvus's default, localhost:19530: maybe another catalog's
         # Milvus, whose collections under the same prefix the follower would then prune.
         try:
-            host = urlsplit(spec.strip()).hostname
-            urlsplit(spec.strip()).port  # noqa: B018 (raises on a port that is not a number)
+            parts = urlsplit(spec.strip())
+            host, port = parts.hostname, parts.port  # port: ValueError unless 0-65535
         except ValueError as error:
             raise InvalidInputError(f"VIZDEX_VECTOR_STORE={spec!r}: {error}") from None
-        if not host:
+        if not host or not HOST.fullmatch(host) or port == 0:
             raise InvalidInputError(
-                f"VIZDEX_VECTOR_STORE={spec!r} names no Milvus host: use 'milvus://host:19530'"
+                f"VIZDEX_VECTOR_STORE={spec!r} names no usable Milvus host and port: use "
+                "'milvus://host:19530'"
             )
 
 

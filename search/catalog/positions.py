@@ -4,13 +4,16 @@ and the terms (fencing tokens) that make a watermark write conditional on still 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vizdex.search.catalog.session import CatalogSession
 from vizdex.search.errors import FollowerFencedError
-from vizdex.search.models import VectorStorePosition, VectorStoreTerm
+from vizdex.search.models import VectorStorePosition, VectorStoreTerm, utcnow
+
+LAPSED = datetime(1970, 1, 1, tzinfo=UTC)  # a lease's renewal time once its holder let it go
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,33 @@ class PositionsPart(CatalogSession):
                 row.term = int(row.term) + 1
             session.flush()
             return int(row.term)
+
+    def claim_store_lease(self, store: str, term: int | None, lease_s: float) -> int | None:
+        """The follower lease of ``store`` where no advisory lock picks one (SQLite): the holder
+        of ``term`` renews it; another process takes the next term once it went ``lease_s``
+        without renewal (its holder stopped, was killed or stalls). Returns the term this
+        caller holds now, None while another holds a live lease."""
+        now = utcnow()
+        with self._write() as session:
+            row = session.get(VectorStoreTerm, store, with_for_update=True, populate_existing=True)
+            if row is None:
+                session.add(VectorStoreTerm(store=store, term=1, updated_at=now))
+                return 1
+            if term is not None and int(row.term) == term:
+                row.updated_at = now
+                return term
+            if (now - row.updated_at).total_seconds() < lease_s:
+                return None
+            row.term, row.updated_at = int(row.term) + 1, now
+            return int(row.term)
+
+    def end_store_lease(self, store: str, term: int) -> None:
+        """Lets the lease of ``term`` lapse now (its holder stops): the next process may take
+        it without waiting ``lease_s``."""
+        with self._write() as session:
+            row = session.get(VectorStoreTerm, store, with_for_update=True, populate_existing=True)
+            if row is not None and int(row.term) == term:
+                row.updated_at = LAPSED
 
     def store_term(self, store: str) -> int | None:
         with self._read() as session:

@@ -79,6 +79,7 @@ def test_a_follower_killed_mid_batch_resumes_and_milvus_ends_exact(tmp_path: Pat
         "VIZDEX_VECTOR_STORE": str(lite),
         "VIZDEX_MILVUS_INDEX": "flat",
         "VIZDEX_MILVUS_BATCH": str(BATCH),
+        "VIZDEX_MILVUS_LEASE_S": "2",  # the restart waits out the killed follower's lease
     }
     key = f"lite:{lite.resolve()}"
 

@@ -5,6 +5,8 @@ failing after a write was committed, a store setting without a host."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -19,17 +21,19 @@ pytest.importorskip("milvus_lite")
 
 from pymilvus import MilvusException
 
-from tests.support.milvus import MODEL, items, open_pair, unit_rows
+from tests.support.milvus import MODEL, items, milvus_index_settings, open_pair, unit_rows
 from vizdex.core.errors import InvalidInputError
-from vizdex.search.errors import InvalidQueryError
+from vizdex.search import milvus_store
+from vizdex.search.errors import InvalidQueryError, VectorStoreUnavailableError
 from vizdex.search.milvus_store import (
     FIELD_CREATED,
     FIELD_ID,
     FIELD_META,
     FIELD_VECTOR,
+    REBUILDING,
     MilvusVectorStore,
 )
-from vizdex.search.records import ImageFilter, NewImage
+from vizdex.search.records import CollectionRecord, ImageFilter, NewImage
 from vizdex.search.service import SearchOptions, SearchService
 from vizdex.search.settings import SearchSettings
 
@@ -62,6 +66,21 @@ def _catalog_ids(service: SearchService, collection: str) -> list[int]:
 def _image(key: int, metadata: dict[str, Any]) -> NewImage:
     (image,) = items(unit_rows(1, seed=key), key)
     return replace(image, metadata=metadata)
+
+
+def _milvus_down(*args: object, **kwargs: object) -> None:
+    raise MilvusException(message="node down")
+
+
+def _followed(
+    pair: tuple[SearchService, SearchService], name: str, count: int, seed: int
+) -> CollectionRecord:
+    """A collection of ``count`` images, Milvus caught up with it."""
+    faiss, milvus = pair
+    record = faiss.catalog.create_collection(name, [MODEL])
+    faiss.add_images(name, items(unit_rows(count, seed=seed), 0))
+    milvus.catch_up(name, faiss.collection_seq(name))
+    return record
 
 
 STRANGE = [
@@ -152,12 +171,10 @@ def test_a_rebuild_killed_after_resetting_its_watermark_rebuilds_whole(
     pair: tuple[SearchService, SearchService],
 ) -> None:
     """The state ``vizdex reindex`` leaves when killed between resetting the watermark and
-    dropping the collection: the follower starts the feed again and drops what is there,
-    rows the catalog no longer has included."""
+    dropping the collection: the follower drops what is there, rows the catalog no longer has
+    included, and starts the feed again."""
     faiss, milvus = pair
-    record = faiss.catalog.create_collection("r", [MODEL])
-    faiss.add_images("r", items(unit_rows(30, seed=6), 0))
-    milvus.catch_up("r", faiss.collection_seq("r"))
+    record = _followed(pair, "r", 30, 6)
     store = _store(milvus)
     name = store.name_of(record.id, MODEL)
     stale = {FIELD_ID: 0, FIELD_VECTOR: unit_rows(1, seed=7)[0].tolist(), FIELD_META: {}}
@@ -165,7 +182,12 @@ def test_a_rebuild_killed_after_resetting_its_watermark_rebuilds_whole(
     store.client.upsert(name, [stale])  # a row the catalog never had
     _, index_type = store._position(record.id, MODEL)
     faiss.catalog.set_store_position(
-        store.target.key, record.id, MODEL, 0, index_type=index_type, term=store.leader_term
+        store.target.key,
+        record.id,
+        MODEL,
+        REBUILDING,  # what `vizdex reindex` sets before it drops the collection
+        index_type=index_type,
+        term=store.leader_term,
     )
     assert 0 in _milvus_ids(milvus, "r")
     milvus.catch_up("r", faiss.collection_seq("r"))
@@ -177,9 +199,7 @@ def test_a_rebuild_that_cannot_reset_its_watermark_leaves_milvus_as_it_was(
     pair: tuple[SearchService, SearchService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     faiss, milvus = pair
-    faiss.catalog.create_collection("w", [MODEL])
-    faiss.add_images("w", items(unit_rows(20, seed=8), 0))
-    milvus.catch_up("w", faiss.collection_seq("w"))
+    _followed(pair, "w", 20, 8)
     before = _milvus_ids(milvus, "w")
 
     def locked(*args: object, **kwargs: object) -> bool:
@@ -192,26 +212,42 @@ def test_a_rebuild_that_cannot_reset_its_watermark_leaves_milvus_as_it_was(
     assert _milvus_ids(milvus, "w") == before == _catalog_ids(faiss, "w")
 
 
-def test_a_fenced_follower_follows_again_once_the_newer_one_is_gone(tmp_path: Path) -> None:
-    """On SQLite every process may follow; a newer one fences the older. When the newer one
-    stops, the older must take a new term rather than stay fenced for good."""
-    settings = SearchSettings.for_data_dir(tmp_path)
+LEASE_S = 4.0  # long enough for the steps before the stall to run under load
+
+
+def test_on_sqlite_a_lease_picks_one_follower_and_a_stalled_one_follows_again_later(
+    tmp_path: Path,
+) -> None:
+    """SQLite has no advisory lock: a lease in the catalog picks the follower. A second process
+    neither fences a live follower (no ping-pong; a rebuild is refused with a reason) nor waits
+    for ever on one that stopped renewing; the stalled one loses its lease and leads again once
+    the other lets it go."""
+    base = SearchSettings.for_data_dir(tmp_path)
+    settings = replace(base, index=replace(base.index, milvus_lease_s=LEASE_S))
     faiss, first = open_pair(settings, tmp_path / "v.db", "flat")
     spare, second = open_pair(settings, tmp_path / "v.db", "flat")
     spare.close()
+    a, b = _store(first), _store(second)
     try:
         faiss.catalog.create_collection("f", [MODEL])
         faiss.add_images("f", items(unit_rows(10, seed=9), 0))
-        first.catch_up("f", faiss.collection_seq("f"))
-        older = _store(first).leader_term
-        second.catch_up("f", faiss.collection_seq("f"))  # takes a newer term
-        assert older is not None and (_store(second).leader_term or 0) > older
-        second.close()
-        faiss.add_images("f", items(unit_rows(10, seed=10), 50))
         record = faiss.get_collection("f")
-        assert not _store(first).catch_up(record)  # fenced: stands down
-        assert _store(first).catch_up(record)  # and takes a new term
-        assert _store(first).store_position_of(record.id, MODEL) == faiss.collection_seq("f")
+        assert a.catch_up(record)
+        term = a.leader_term
+        assert not b.catch_up(record) and b.leader_term is None  # a live lease
+        with pytest.raises(VectorStoreUnavailableError, match="another process follows"):
+            b.reindex(record)
+        assert a.leader_term == term and a.catch_up(record)  # not fenced by either
+
+        time.sleep(LEASE_S + 0.3)  # `a` stalls past its lease: `b` takes over
+        assert b.catch_up(record) and (b.leader_term or 0) > (term or 0)
+        taken = b.leader_term or 0
+        faiss.add_images("f", items(unit_rows(10, seed=10), 50))
+        assert not a.catch_up(record) and a.leader_term is None  # it lost the lease
+        second.close()  # lets its lease go: no waiting it out
+        time.sleep(1.1)  # a process that did not lead asks again after a second
+        assert a.catch_up(record) and (a.leader_term or 0) > taken
+        assert a.store_position_of(record.id, MODEL) == faiss.collection_seq("f")
         assert _milvus_ids(first, "f") == _catalog_ids(faiss, "f")
     finally:
         first.close()
@@ -226,10 +262,7 @@ def test_a_write_milvus_fails_to_take_is_acknowledged_and_followed_later(
     (added,) = milvus.add_images("p", [_image(1, {"color": "red"})])
     store = _store(milvus)
 
-    def down(*args: object, **kwargs: object) -> None:
-        raise MilvusException(message="node down")
-
-    monkeypatch.setattr(store.client, "upsert", down)
+    monkeypatch.setattr(store.client, "upsert", _milvus_down)
     image = milvus.update_metadata("p", added.id, {"color": "blue"})  # committed: no 503
     assert image.metadata == {"color": "blue"}
     more = milvus.add_images("p", [_image(2, {"color": "blue"})])
@@ -295,3 +328,69 @@ def test_a_created_time_outside_utc_years_is_an_invalid_query(moment: datetime) 
     with pytest.raises(InvalidQueryError, match="outside the years 1 to 9999"):
         ImageFilter(created_before=moment)
     np.testing.assert_equal(ImageFilter(created_after=moment.replace(tzinfo=None)).metadata, {})
+
+
+def test_a_feed_under_another_key_keeps_the_collection_it_refills(
+    pair: tuple[SearchService, SearchService], tmp_path: Path
+) -> None:
+    """The same Milvus named another way (``http://`` for ``milvus://``, a trailing '/') is
+    another target key, with no watermark of its own: its feed must upsert over this
+    collection's vectors, not drop them (killed after one batch, it would leave only that)."""
+    faiss, milvus = pair
+    record = _followed(pair, "k", 30, 13)
+    store = _store(milvus)
+    index = milvus_index_settings(
+        SearchSettings.for_data_dir(tmp_path).index, tmp_path / "v.db", "flat"
+    )
+    other = MilvusVectorStore(
+        milvus.catalog,
+        store.client,
+        replace(store.target, key=store.target.key + "/"),
+        replace(index, milvus_batch=5),
+    )
+    assert other.apply_batch(record, MODEL)  # one batch of the 30, then "killed"
+    assert _milvus_ids(milvus, "k") == _catalog_ids(faiss, "k")
+    assert store.count(record, MODEL) == 30
+
+
+def test_a_delete_milvus_fails_to_apply_is_acknowledged_and_pruned_later(
+    pair: tuple[SearchService, SearchService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, milvus = pair
+    record = _followed(pair, "gone", 5, 14)
+    store = _store(milvus)
+    name = store.name_of(record.id, MODEL)
+
+    monkeypatch.setattr(store.client, "drop_collection", _milvus_down)
+    milvus.delete_collection("gone")  # committed: answered, not 503
+    assert store.client.has_collection(name)
+    monkeypatch.undo()
+    store.follow()  # its next round prunes what the catalog no longer has
+    assert not store.client.has_collection(name)
+
+
+def test_a_write_does_not_wait_long_behind_a_stuck_follower(
+    pair: tuple[SearchService, SearchService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss, milvus = pair
+    faiss.catalog.create_collection("stuck", [MODEL])
+    store = _store(milvus)
+    monkeypatch.setattr(milvus_store, "SYNC_WAIT_S", 0.1)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck_follower() -> None:
+        with store._follow_lock:  # as a round blocked on an unreachable Milvus
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=stuck_follower)
+    thread.start()
+    try:
+        assert held.wait(10)
+        added = milvus.add_images("stuck", [_image(7, {"x": 1})])  # returns: the lock is left
+        assert thread.is_alive() and len(added) == 1
+    finally:
+        release.set()
+        thread.join()
+    milvus.catch_up("stuck", faiss.collection_seq("stuck"))
+    assert _milvus_ids(milvus, "stuck") == [added[0].id]

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -47,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
         store = open_milvus(catalog, settings.index)
         try:
             if args.once:
+                # A follower killed a moment ago holds its SQLite lease until it lapses.
+                if not store.wait_to_lead(store.lease_s + 2.0):
+                    print(
+                        "vizdex: another process follows the catalog into this Milvus; "
+                        "nothing done",
+                        file=sys.stderr,
+                    )
                 store.follow()
                 applied = {str(k): v for k, v in sorted(store.applied_seqs().items())}
                 if args.json:
