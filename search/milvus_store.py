@@ -64,6 +64,7 @@ GPU_INDEX_TYPES = ("GPU_CAGRA", "GPU_IVF_PQ")
 UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limit at 4096 dims
 FOREIGN_SAMPLE = 100  # ids read to tell whether a Milvus collection is another collection's
 SYNC_WAIT_S = 5.0  # a write waits this long for the follow lock, then leaves it to the follower
+SAME_VECTOR_ATOL = 1e-5  # float32 through gRPC: the same vector comes back exactly
 REBUILDING = -1  # the watermark `vizdex reindex` sets before it drops the Milvus collection
 # A rebuild's index may take the better part of an hour (1M x 512 HNSW: ~43 min on 2 cores), so
 # the wait ends only when Milvus stops making progress: no new indexed rows for this long.
@@ -680,29 +681,33 @@ class MilvusVectorStore:
         )
 
     def _foreign(self, batch: Batch) -> bool:
-        """Whether the Milvus collection ``batch`` starts to fill holds another collection's
-        vectors: none of a sample of its ids is an image of this one (a collection deleted by a
-        process that does not follow Milvus, its id then given out again). An empty one, or one
-        this collection's feed filled under another target key, is kept: upserts overwrite it."""
+        """Whether the Milvus collection ``batch`` starts to fill holds vectors this feed did
+        not write: none of a sample of its rows has the vector the catalog holds for that image
+        and model (a collection deleted by a process that does not follow Milvus, its id then
+        given out again; a model removed and added again before its Milvus collection was
+        dropped; another width). An empty one, or one this feed filled under another target key
+        (the same Milvus named another way), is kept: upserts overwrite it."""
         if not self._exists(batch.name):
             return False
         try:
             rows = self._client.query(
                 batch.name,
                 filter=f"{FIELD_ID} >= 0",
-                output_fields=[FIELD_ID],
+                output_fields=[FIELD_ID, FIELD_VECTOR],
                 limit=FOREIGN_SAMPLE,
                 consistency_level="Strong",
             )
         except MilvusException as error:
-            raise _wrap(f"read ids of {batch.name}", error) from None
-        sample = [int(row[FIELD_ID]) for row in rows]
-        if not sample:
+            raise _wrap(f"read rows of {batch.name}", error) from None
+        if not rows:
             return False
-        ours = self._catalog.filter_image_ids(batch.collection_id, ImageFilter(), among=sample)
-        if ours:
-            return False
-        log.warning("%s holds another collection's vectors: dropped before refilling", batch.name)
+        held = {int(row[FIELD_ID]): np.asarray(row[FIELD_VECTOR], np.float32) for row in rows}
+        ids, vectors = self._catalog.get_vectors(batch.collection_id, batch.model, list(held))
+        for image_id, vector in zip(ids, vectors, strict=True):
+            mine = held[int(image_id)]
+            if mine.shape == vector.shape and np.allclose(mine, vector, atol=SAME_VECTOR_ATOL):
+                return False
+        log.warning("%s holds vectors this feed did not write: dropped first", batch.name)
         return True
 
     def write_batch(self, batch: Batch) -> None:
@@ -923,7 +928,7 @@ class MilvusVectorStore:
     def applied_seqs(self) -> dict[int, int]:
         applied: dict[int, int] = {}
         for position in self._catalog.store_positions(self._target.key):
-            seq = position.applied_seq
+            seq = max(position.applied_seq, 0)  # REBUILDING: nothing applied yet
             applied[position.collection_id] = min(applied.get(position.collection_id, seq), seq)
         return applied
 

@@ -21,7 +21,7 @@ pytest.importorskip("milvus_lite")
 
 from pymilvus import MilvusException
 
-from tests.support.milvus import MODEL, items, milvus_index_settings, open_pair, unit_rows
+from tests.support.milvus import DIM, MODEL, items, milvus_index_settings, open_pair, unit_rows
 from vizdex.core.errors import InvalidInputError
 from vizdex.search import milvus_store
 from vizdex.search.errors import InvalidQueryError, VectorStoreUnavailableError
@@ -394,3 +394,27 @@ def test_a_write_does_not_wait_long_behind_a_stuck_follower(
         thread.join()
     milvus.catch_up("stuck", faiss.collection_seq("stuck"))
     assert _milvus_ids(milvus, "stuck") == [added[0].id]
+
+
+@pytest.mark.parametrize("width", [DIM, DIM * 2])
+def test_a_model_removed_and_added_again_starts_an_empty_milvus_collection(
+    pair: tuple[SearchService, SearchService], width: int
+) -> None:
+    """A model removed by a process that does not follow Milvus (or whose drop failed), then
+    added again under the same name before a follower round: the same Milvus name, no
+    watermark, the same images — but none of its rows has the catalog's new vector (or even its
+    width), so it is dropped before the new vectors go in."""
+    faiss, milvus = pair
+    record = _followed(pair, "mm", 40, 15)
+    catalog = faiss.catalog
+    catalog.add_model(record.id, "other")  # a collection keeps at least one model
+    catalog.remove_model(record.id, MODEL)
+    catalog.add_model(record.id, MODEL)
+    image_ids = sorted(catalog.filter_image_ids(record.id, ImageFilter(), limit=5))
+    fresh = np.random.default_rng(16).standard_normal((5, width)).astype(np.float32)
+    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+    catalog.put_embeddings(record.id, MODEL, image_ids, fresh)
+    store = _store(milvus)
+    store.follow()
+    assert store.store_position_of(record.id, MODEL) == faiss.collection_seq("mm")
+    assert _milvus_ids(milvus, "mm") == image_ids

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                         "nothing done",
                         file=sys.stderr,
                     )
+                    return 1
                 store.follow()
                 applied = {str(k): v for k, v in sorted(store.applied_seqs().items())}
                 if args.json:
