@@ -59,7 +59,6 @@ from vizdex.search.records import (
     SourceRow,
     SourceUpdate,
     check_metadata_keys,
-    check_metadata_numbers,
 )
 from vizdex.search.schema import SchemaState, SchemaStatus, ensure_schema, schema_status, upgrade
 from vizdex.search.service import SearchService
@@ -138,7 +137,6 @@ __all__ = [
     "TooManyPairsError",
     "VectorIndex",
     "check_metadata_keys",
-    "check_metadata_numbers",
     "choose_model",
     "collection_model",
     "default_models",

@@ -65,6 +65,7 @@ UPSERT_ROWS = 1000  # rows per upsert call: well under gRPC's 64 MB message limi
 FOREIGN_SAMPLE = 100  # ids read to tell whether a Milvus collection is another collection's
 SYNC_WAIT_S = 5.0  # a write waits this long for the follow lock, then leaves it to the follower
 SAME_VECTOR_ATOL = 1e-5  # float32 through gRPC: the same vector comes back exactly
+RELOAD_TRIES = 3  # loads of a rebuilt collection before its index counts as not built
 REBUILDING = -1  # the watermark `vizdex reindex` sets before it drops the Milvus collection
 # A rebuild's index may take the better part of an hour (1M x 512 HNSW: ~43 min on 2 cores), so
 # the wait ends only when Milvus stops making progress: no new indexed rows for this long.
@@ -129,11 +130,42 @@ def micros(moment: datetime) -> int:
 _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _beyond_int64(value: object) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not (INT64_MIN <= value <= INT64_MAX)
+    )
+
+
+def json_field(value: Any) -> Any:
+    """Metadata as Milvus's JSON field can hold it: JSON allows integers of any size, Milvus's
+    field (and pymilvus) only 64-bit ones, and one such row must not stop the follower. Those
+    become floats (strings past a float's range); everything else is kept as it is."""
+    if isinstance(value, dict):
+        return {key: json_field(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [json_field(child) for child in value]
+    if _beyond_int64(value):
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    return value
+
+
 def _literal(value: MetadataValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.translate(_STRING_ESCAPES) + '"'
+    if _beyond_int64(value):  # compared with the float its row was mirrored as
+        value = json_field(value)
+        if isinstance(value, str):
+            return '"' + value + '"'
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidQueryError("a metadata filter value must be a finite number")
     return repr(value)
@@ -512,15 +544,23 @@ class MilvusVectorStore:
     def _reload(self, name: str, index_type: str) -> None:
         """Flush, release and load: milvus-lite builds segment indexes on load, and only then
         fails on a type it cannot build (its describe_index reports any type as built)."""
-        try:
-            self._client.flush(name)
-            self._client.release_collection(name)
-            self._client.load_collection(name)
-        except MilvusException as error:
-            raise IndexTypeRefusedError(
-                f"Milvus could not build the {index_type} index of {name}: {error.message}",
-                index_type=index_type,
-            ) from None
+        for attempt in range(RELOAD_TRIES):
+            try:
+                self._client.flush(name)
+                self._client.release_collection(name)
+                self._client.load_collection(name)
+                return
+            except MilvusException as error:
+                # A type lite cannot build fails every time; a load can also meet a segment
+                # index file lite is still writing ("No data left in file", seen under load):
+                # that one passes when asked again.
+                if attempt + 1 == RELOAD_TRIES:
+                    raise IndexTypeRefusedError(
+                        f"Milvus could not build the {index_type} index of {name}: {error.message}",
+                        index_type=index_type,
+                    ) from None
+                log.warning("loading %s failed (%s); asking again", name, error.message)
+                time.sleep(0.5 * (attempt + 1))
 
     def verify_index(
         self, name: str, index_type: str, *, wait_s: float, stall: bool = False
@@ -789,7 +829,7 @@ class MilvusVectorStore:
                 {
                     FIELD_ID: int(image_id),
                     FIELD_VECTOR: vector.astype(np.float32).tolist(),
-                    FIELD_META: dict(image.metadata),
+                    FIELD_META: json_field(dict(image.metadata)),
                     FIELD_CREATED: micros(image.created_at),
                 }
             )

@@ -40,27 +40,6 @@ def check_metadata_keys(metadata: Mapping[str, Any]) -> None:
             )
 
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def check_metadata_numbers(metadata: Mapping[str, Any]) -> None:
-    """Refuse (422 ``invalid_metadata_value``) an integer outside 64 bits anywhere in the
-    metadata: JSON allows any size, but a vector store's JSON field (Milvus) does not, and one
-    such row would stop its follower for the whole collection."""
-    stack: list[Any] = [metadata]
-    while stack:  # iterative: deep metadata must not exhaust the interpreter's stack
-        node = stack.pop()
-        for child in node.values() if isinstance(node, Mapping) else node:
-            if isinstance(child, Mapping | list):
-                stack.append(child)
-            elif isinstance(child, int) and not INT64_MIN <= child <= INT64_MAX:
-                raise InvalidInputError(
-                    f"metadata integer {child} is outside 64 bits "
-                    f"({INT64_MIN} to {INT64_MAX}): store it as a string",
-                    code="invalid_metadata_value",
-                )
-
-
 class ModelState(StrEnum):
     """A collection model's state: searches use only ``ready`` ones."""
 

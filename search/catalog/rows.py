@@ -29,7 +29,6 @@ from vizdex.search.records import (
     ModelState,
     NewImage,
     check_metadata_keys,
-    check_metadata_numbers,
 )
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -64,7 +63,6 @@ def metadata_object(value: Mapping[str, Any]) -> dict[str, Any]:
     """User metadata as stored: a JSON object whose keys filters can name."""
     plain = json_object(value, "image metadata")
     check_metadata_keys(plain)
-    check_metadata_numbers(plain)
     return plain
 
 
