@@ -451,9 +451,11 @@ def test_source_paths_are_found_moved_and_touched_in_their_collection_only(
     assert (record.source_uri, record.original_name) == ("/q/a.jpg", "a.jpg")
     assert (record.source_size, record.source_mtime_ns) == (10, 20)
     assert catalog.get_image(other.id, elsewhere).source_uri == "/p/a.jpg"
-    assert sorted(catalog.iter_sha256(photos.id, page=1)) == sorted(
-        catalog.get_image(photos.id, i).sha256 for i in (a, b)
-    )
+    ours = sorted(catalog.get_image(photos.id, i).sha256 for i in (a, b))
+    for page in (1, 2, 3):  # each image once, whether the last page is full or not
+        assert sorted(catalog.iter_sha256(photos.id, page=page)) == ours
+    # The later collection's own images only (ids of an earlier collection are not its).
+    assert list(catalog.iter_sha256(other.id)) == [catalog.get_image(other.id, elsewhere).sha256]
     catalog.delete_collection("photos")
     assert catalog.update_sources(photos.id, [moved]) == 0  # a deleted collection: nothing to do
 
