@@ -24,12 +24,14 @@ from vizdex.search import Catalog, JobState, ModelState, SearchService, SearchSe
 
 ray = pytest.importorskip("ray")
 
+from tests.support.local_ray import start_local_ray  # noqa: E402 (needs Ray, checked above)
+
 PHOTOS = 12
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     yield
     ray.shutdown()
 

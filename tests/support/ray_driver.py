@@ -32,6 +32,7 @@ def _hold_after(method: Callable[..., Any], marker: Path) -> Callable[..., Any]:
 def main() -> int:
     import ray
 
+    from tests.support.local_ray import start_local_ray
     from vizdex.cli.main import main as vizdex
     from vizdex.search import Catalog
 
@@ -39,7 +40,7 @@ def main() -> int:
     if marker:
         for name in ("add_images", "put_embeddings"):
             setattr(Catalog, name, _hold_after(getattr(Catalog, name), Path(marker)))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     try:
         return vizdex(sys.argv[1:])
     finally:
