@@ -2,9 +2,12 @@
 
 One :class:`MicroBatcher` per model and input kind. Each submitted item gets its own future; one
 worker thread takes up to ``max_batch`` items, waiting at most ``max_wait_s`` after the oldest
-one arrived for others to join, and calls ``run`` once for all of them. A full queue refuses new
-items at once (:class:`QueueFullError`, a 429 with ``Retry-After``), so memory stays bounded. An
-item whose future was cancelled before the worker took it (its client went away) is skipped.
+one arrived for others to join, and calls ``run`` once for all of them. An item that finds the
+worker idle for at least ``max_wait_s`` runs at once: nobody has been sending, so the wait would
+only add latency to a lone query (and batches still form from what queues during a call). A
+full queue refuses new items at once (:class:`QueueFullError`, a 429 with ``Retry-After``), so
+memory stays bounded. An item whose future was cancelled before the worker took it (its client
+went away) is skipped.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class MicroBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._closed = False
         self._batch_seconds = 0.05  # running estimate, for Retry-After
+        self._idle_since = self._clock.now()  # when the worker last finished a batch
         self._thread = threading.Thread(target=self._loop, name=f"vizdex-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -181,8 +185,11 @@ class MicroBatcher(Generic[T, R]):
                     self._cond.wait()
                 if not self._queue:
                     return None  # closed and drained
-                # Give others until the oldest item's deadline to join, unless the batch is full.
-                deadline = self._queue[0].enqueued + self._max_wait_s
+                # Give others until the oldest item's deadline to join, unless the batch is full
+                # or the oldest arrived at a worker idle for a whole wait (no traffic to join it).
+                oldest = self._queue[0].enqueued
+                quiet = oldest - self._idle_since >= self._max_wait_s
+                deadline = oldest if quiet else oldest + self._max_wait_s
                 while len(self._queue) < self.max_batch and not self._closed:
                     remaining = deadline - self._clock.now()
                     if remaining <= 0:
@@ -206,6 +213,8 @@ class MicroBatcher(Generic[T, R]):
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
             self._execute(batch)
+            with self._cond:
+                self._idle_since = self._clock.now()
 
     def _execute(self, batch: list[_Entry[T, R]]) -> None:
         started = time.perf_counter()

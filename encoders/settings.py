@@ -53,9 +53,10 @@ class BatchSettings:
 
     ``max_batch``: items per model call (``VIZDEX_MAX_BATCH``; 0 turns micro-batching off and
     every request calls the model itself). ``max_wait_ms``: how long the first queued item may
-    wait for others to join its batch (``VIZDEX_MAX_WAIT_MS``). ``queue_size``: items waiting per
-    queue before requests are refused with 429 (``VIZDEX_QUEUE_SIZE``). ``bulk_wait_s``: how long
-    a bulk request (``/v1/vision/batch``) waits for queue room instead of being refused.
+    wait for others to join its batch (``VIZDEX_MAX_WAIT_MS``; none after the model sat idle that
+    long). ``queue_size``: items waiting per queue before requests are refused with 429
+    (``VIZDEX_QUEUE_SIZE``). ``bulk_wait_s``: how long a bulk request (``/v1/vision/batch``)
+    waits for queue room instead of being refused.
     """
 
     max_batch: int = setting("MAX_BATCH", 32)

@@ -123,6 +123,23 @@ def test_max_wait_bounds_the_wait_for_company() -> None:
     batcher.close()
 
 
+def test_an_item_at_a_worker_idle_for_a_whole_wait_goes_at_once() -> None:
+    run = Recorder()
+    clock = ManualClock()
+    batcher = make(run, max_wait_s=0.25, clock=clock)
+    clock.advance(0.25)  # the worker has been idle since t=0: nobody is sending
+    assert batcher.submit([1])[0].result(5) == 10  # the clock is frozen: only no wait ends it
+    assert clock.sleeps == []
+    clock.advance(0.125)  # traffic: the last batch ended under a wait ago, so company may come
+    second = batcher.submit([2])[0]
+    assert clock.wait_for_sleeps(1) == [0.25]
+    assert not second.done()
+    clock.advance(0.25)
+    assert second.result(5) == 20
+    assert run.batches == [[1], [2]]
+    batcher.close()
+
+
 def test_items_from_many_threads_are_batched() -> None:
     run = Recorder()
     clock = ManualClock()  # frozen: the deadline never passes, only a full batch can go
