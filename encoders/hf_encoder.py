@@ -15,6 +15,7 @@ from PIL import Image
 from vizdex.core.errors import ModelNotFoundError
 from vizdex.core.kinds import ModelKind
 from vizdex.encoders.base import Encoder
+from vizdex.encoders.compute_thread import run_for_device
 from vizdex.encoders.discovery import ModelSpec
 from vizdex.encoders.precision import ResolvedPrecision, apply_precision
 from vizdex.encoders.preprocess import PreprocessSpec, preprocess_images
@@ -112,8 +113,12 @@ class HFEncoder(Encoder):
     ) -> np.ndarray:
         if total == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._forward_lock, torch.inference_mode():
-            features = (runner or self.runner).run(total, step)
-        if normalize:
-            features = F.normalize(features, dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+
+        def forward() -> np.ndarray:
+            with self._forward_lock, torch.inference_mode():
+                features = (runner or self.runner).run(total, step)
+                if normalize:
+                    features = F.normalize(features, dim=-1)
+                return features.cpu().numpy().astype(np.float32, copy=False)
+
+        return run_for_device(self.device, forward)

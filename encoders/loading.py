@@ -6,6 +6,7 @@ import logging
 
 from vizdex.encoders.base import Encoder
 from vizdex.encoders.clip import ClipEncoder
+from vizdex.encoders.compute_thread import run_for_device
 from vizdex.encoders.dino import DinoEncoder
 from vizdex.encoders.discovery import ModelFamily, discover_model
 from vizdex.encoders.precision import resolve_precision
@@ -27,15 +28,25 @@ def load_encoder(model_id: str, settings: EncoderSettings) -> Encoder:
         precision.precision,
         precision.reason,
     )
+    # Loaded where it will run: see compute_thread.py for why a CPU model keeps to one thread.
     if spec.family is ModelFamily.CLIP:
-        return ClipEncoder(
+        return run_for_device(
+            device,
+            ClipEncoder,
             spec,
             device=device,
             precision=precision,
             batch_size=settings.batch_size,
             text_batch_size=settings.text_batch_size,
         )
-    return DinoEncoder(spec, device=device, precision=precision, batch_size=settings.batch_size)
+    return run_for_device(
+        device,
+        DinoEncoder,
+        spec,
+        device=device,
+        precision=precision,
+        batch_size=settings.batch_size,
+    )
 
 
 def load_encoders(settings: EncoderSettings) -> dict[str, Encoder]:
