@@ -121,4 +121,4 @@ class HFEncoder(Encoder):
                     features = F.normalize(features, dim=-1)
                 return features.cpu().numpy().astype(np.float32, copy=False)
 
-        return run_for_device(self.device, forward)
+        return run_for_device(self.device, self.name, forward)

@@ -32,6 +32,7 @@ def load_encoder(model_id: str, settings: EncoderSettings) -> Encoder:
     if spec.family is ModelFamily.CLIP:
         return run_for_device(
             device,
+            spec.model_id,
             ClipEncoder,
             spec,
             device=device,
@@ -41,6 +42,7 @@ def load_encoder(model_id: str, settings: EncoderSettings) -> Encoder:
         )
     return run_for_device(
         device,
+        spec.model_id,
         DinoEncoder,
         spec,
         device=device,
